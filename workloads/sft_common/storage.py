@@ -1,0 +1,256 @@
+"""One storage abstraction for local paths, ``file://`` URIs and ``s3://`` object stores.
+
+Workloads write every output through here so that a run can target a PVC mount or a bucket with
+the same code. Writes are atomic on both: locally a temp file in the target directory is renamed
+over the destination; on S3 a single PUT (or completed multipart upload) is atomic by nature.
+S3 credentials and endpoint come from the standard AWS environment (``AWS_ACCESS_KEY_ID``,
+``AWS_SECRET_ACCESS_KEY``, ``AWS_ENDPOINT_URL``/``AWS_ENDPOINT_URL_S3``, ``AWS_REGION``), which
+the operator fills from Secret references, never from the spec.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import glob as _glob
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+
+class StorageError(OSError):
+    """An I/O problem with a URI, phrased for the user (which URI, what went wrong)."""
+
+
+def is_remote(uri: str) -> bool:
+    return uri.startswith("s3://")
+
+
+def _local(uri: str) -> Path:
+    if uri.startswith("file://"):
+        uri = uri[len("file://") :]
+    return Path(uri)
+
+
+def join(base: str, *parts: str) -> str:
+    """Join URI segments with '/', keeping the scheme."""
+    out = base.rstrip("/") if base not in ("/", "") else base
+    for part in parts:
+        part = part.strip("/")
+        if part:
+            out = f"{out}/{part}" if out and not out.endswith("/") else f"{out}{part}"
+    return out
+
+
+def parent(uri: str) -> str:
+    head, _, _ = uri.rstrip("/").rpartition("/")
+    return head
+
+
+def name(uri: str) -> str:
+    return uri.rstrip("/").rpartition("/")[2]
+
+
+# --------------------------------------------------------------------------- S3
+
+
+def split_s3(uri: str) -> tuple[str, str]:
+    rest = uri[len("s3://") :]
+    bucket, _, key = rest.partition("/")
+    if not bucket:
+        raise StorageError(f"{uri}: an s3:// URI needs a bucket name")
+    return bucket, key
+
+
+@lru_cache(maxsize=1)
+def _s3_client() -> Any:
+    try:
+        import boto3
+    except ImportError as exc:  # pragma: no cover - boto3 ships with the prep/train extras
+        raise StorageError("s3:// URIs need boto3 (pip install 'sft-operator[prep]')") from exc
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
+    return boto3.client("s3", endpoint_url=endpoint)
+
+
+def reset_clients() -> None:
+    """Forget cached clients (tests change the endpoint between cases)."""
+    _s3_client.cache_clear()
+
+
+def _s3_error(uri: str, exc: Exception) -> StorageError:
+    return StorageError(f"{uri}: {type(exc).__name__}: {exc}")
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def exists(uri: str) -> bool:
+    if is_remote(uri):
+        bucket, key = split_s3(uri)
+        client = _s3_client()
+        try:
+            client.head_object(Bucket=bucket, Key=key)
+            return True
+        except client.exceptions.ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code in ("404", "NoSuchKey", "NotFound"):
+                # maybe a "directory": any object below it
+                resp = client.list_objects_v2(Bucket=bucket, Prefix=key.rstrip("/") + "/", MaxKeys=1)
+                return resp.get("KeyCount", 0) > 0
+            raise _s3_error(uri, exc) from exc
+    return _local(uri).exists()
+
+
+def read_bytes(uri: str) -> bytes:
+    if is_remote(uri):
+        bucket, key = split_s3(uri)
+        try:
+            return _s3_client().get_object(Bucket=bucket, Key=key)["Body"].read()
+        except Exception as exc:
+            raise _s3_error(uri, exc) from exc
+    try:
+        return _local(uri).read_bytes()
+    except OSError as exc:
+        raise StorageError(f"{uri}: {exc.strerror or exc}") from exc
+
+
+def read_text(uri: str) -> str:
+    return read_bytes(uri).decode("utf-8")
+
+
+def listdir(uri: str) -> list[str]:
+    """Full URIs of every file below ``uri`` (recursive), sorted."""
+    if is_remote(uri):
+        bucket, key = split_s3(uri)
+        prefix = key.rstrip("/") + "/" if key else ""
+        out = []
+        paginator = _s3_client().get_paginator("list_objects_v2")
+        try:
+            for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+                out.extend(f"s3://{bucket}/{obj['Key']}" for obj in page.get("Contents", []))
+        except Exception as exc:
+            raise _s3_error(uri, exc) from exc
+        return sorted(out)
+    root = _local(uri)
+    if not root.is_dir():
+        return []
+    return sorted(str(p) for p in root.rglob("*") if p.is_file())
+
+
+def glob(pattern: str) -> list[str]:
+    """Expand ``*``, ``?`` and ``[...]`` in a path or ``s3://`` URI; a plain URI maps to itself if present."""
+    if not any(ch in pattern for ch in "*?["):
+        return [pattern] if exists(pattern) else []
+    if is_remote(pattern):
+        bucket, key = split_s3(pattern)
+        static = key[: min(key.find(c) for c in "*?[" if c in key)]
+        base = f"s3://{bucket}/{static.rpartition('/')[0]}"
+        return [u for u in listdir(base) if fnmatch.fnmatchcase(u, pattern)]
+    prefix = "file://" if pattern.startswith("file://") else ""
+    return sorted(prefix + p for p in _glob.glob(str(_local(pattern)), recursive=True) if os.path.isfile(p))
+
+
+@contextlib.contextmanager
+def local_path(uri: str) -> Iterator[Path]:
+    """A local file path for ``uri``: the file itself, or a temporary download of a remote object."""
+    if not is_remote(uri):
+        yield _local(uri)
+        return
+    with tempfile.TemporaryDirectory(prefix="sft-dl-") as tmp:
+        dest = Path(tmp) / (name(uri) or "object")
+        bucket, key = split_s3(uri)
+        try:
+            _s3_client().download_file(bucket, key, str(dest))
+        except Exception as exc:
+            raise _s3_error(uri, exc) from exc
+        yield dest
+
+
+def download_tree(uri: str, dest: Path) -> Path:
+    """Copy every object below a remote prefix to ``dest`` (for tokenizers and checkpoints)."""
+    if not is_remote(uri):
+        return _local(uri)
+    prefix = uri.rstrip("/") + "/"
+    files = listdir(uri)
+    if not files:
+        raise StorageError(f"{uri}: no objects below this prefix")
+    for file_uri in files:
+        target = dest / file_uri[len(prefix) :]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        bucket, key = split_s3(file_uri)
+        _s3_client().download_file(bucket, key, str(target))
+    return dest
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def makedirs(uri: str) -> None:
+    if not is_remote(uri):
+        _local(uri).mkdir(parents=True, exist_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_write_path(uri: str) -> Iterator[Path]:
+    """Yield a temp path to write; on success it becomes ``uri`` atomically, on error it vanishes."""
+    if is_remote(uri):
+        with tempfile.TemporaryDirectory(prefix="sft-up-") as tmp:
+            path = Path(tmp) / (name(uri) or "object")
+            yield path
+            bucket, key = split_s3(uri)
+            try:
+                _s3_client().upload_file(str(path), bucket, key)
+            except Exception as exc:
+                raise _s3_error(uri, exc) from exc
+        return
+    dest = _local(uri)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, dest)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def write_bytes(uri: str, data: bytes) -> None:
+    """Atomically replace ``uri`` with ``data``."""
+    with atomic_write_path(uri) as tmp:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+def write_text(uri: str, text: str) -> None:
+    write_bytes(uri, text.encode("utf-8"))
+
+
+def upload_file(path: Path, uri: str) -> None:
+    """Atomically place a finished local file at ``uri``."""
+    with atomic_write_path(uri) as tmp:
+        shutil.copyfile(path, tmp)
+
+
+def delete(uri: str) -> None:
+    if is_remote(uri):
+        bucket, key = split_s3(uri)
+        _s3_client().delete_object(Bucket=bucket, Key=key)
+        return
+    with contextlib.suppress(FileNotFoundError):
+        _local(uri).unlink()
+
+
+def delete_tree(uri: str) -> None:
+    if is_remote(uri):
+        for file_uri in listdir(uri):
+            delete(file_uri)
+        return
+    shutil.rmtree(_local(uri), ignore_errors=True)
