@@ -8,6 +8,7 @@ the same model is the workload's config and the workload part of the custom reso
 from __future__ import annotations
 
 import difflib
+import re
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -17,6 +18,21 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic.alias_generators import to_camel
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 loader that also reads 1e-4 (YAML 1.2 style) as a float, as people write learning rates."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)
 
 
 class ConfigError(ValueError):
@@ -46,7 +62,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not sep or not key:
         raise ConfigError(f"override {text!r} is not of the form dotted.key=value")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = load_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     return key.split("."), value
@@ -118,7 +134,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not storage.exists(uri):
         raise ConfigError(f"config file {uri} does not exist")
     try:
-        data = yaml.safe_load(storage.read_text(uri))
+        data = load_yaml(storage.read_text(uri))
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {uri} is not valid YAML: {exc}") from None
     if data is None:

@@ -85,7 +85,9 @@ class OwnerStatusPatcher:
         self._thread.start()
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, subkey: str | None = None) -> OwnerStatusPatcher | None:
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, subkey: str | None = None
+    ) -> OwnerStatusPatcher | None:
         """Build from ``SFT_OWNER_*`` variables the operator sets on its pods; None when unset."""
         env = os.environ if env is None else env
         name = env.get("SFT_OWNER_NAME")
@@ -183,7 +185,7 @@ class Progress:
         mode: str | None = None,
         stream: IO[str] | None = None,
         interval: float | None = None,
-        owner: OwnerStatusPatcher | None | bool = True,
+        owner: OwnerStatusPatcher | bool | None = True,
         owner_key: str | None = None,
     ) -> None:
         self.task = task
@@ -204,7 +206,7 @@ class Progress:
         self.completed: float = 0
         self.metrics: dict[str, Any] = {}
         self.start = time.monotonic()
-        self._last_emit = 0.0
+        self._last_emit = -math.inf
         self._bar_width = 0
         self._closed = False
 

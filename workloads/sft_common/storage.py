@@ -222,11 +222,10 @@ def atomic_write_path(uri: str) -> Iterator[Path]:
 
 def write_bytes(uri: str, data: bytes) -> None:
     """Atomically replace ``uri`` with ``data``."""
-    with atomic_write_path(uri) as tmp:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+    with atomic_write_path(uri) as tmp, open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def write_text(uri: str, text: str) -> None:

@@ -1,0 +1,132 @@
+from __future__ import annotations
+
+import io
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sft_common.progress import OwnerStatusPatcher, Progress, format_duration, format_number
+
+
+def test_formatting() -> None:
+    assert format_number(1_234_567) == "1.23M"
+    assert format_number(12) == "12"
+    assert format_duration(3725) == "1:02:05"
+    assert format_duration(None) == "--:--"
+
+
+def test_json_lines_when_not_a_tty() -> None:
+    out = io.StringIO()
+    progress = Progress("prep", total=10, unit="rows", rates=("tokens",), stream=out, interval=0, owner=False)
+    progress.update(advance=4, tokens=400)
+    progress.close(tokens=1000)
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert lines[0]["event"] == "progress" and lines[0]["completed"] == 4 and lines[0]["total"] == 10
+    assert lines[0]["percent"] == 40.0
+    assert "tokensPerSecond" in lines[0]
+    assert lines[-1]["event"] == "progress_done" and lines[-1]["tokens"] == 1000
+
+
+def test_json_lines_are_rate_limited() -> None:
+    out = io.StringIO()
+    progress = Progress("p", total=1000, stream=out, interval=3600, owner=False)
+    for _ in range(1000):
+        progress.update(advance=1)
+    progress.close()
+    # the first update emits (last emit at t=0 is an hour before), then only the final line
+    assert len(out.getvalue().splitlines()) == 2
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_bar_on_a_tty() -> None:
+    out = _Tty()
+    progress = Progress("train", total=100, unit="it", stream=out, interval=0, owner=False)
+    progress.update(50, loss=1.5)
+    progress.close()
+    text = out.getvalue()
+    assert "\r" in text and "50.0%" in text and "loss 1.5" in text and text.endswith("\n")
+
+
+def test_snapshot_is_camel_case() -> None:
+    progress = Progress("t", total=4, stream=io.StringIO(), owner=False)
+    progress.update(1, learning_rate=1e-4)
+    snap = progress.snapshot()
+    assert snap["learningRate"] == 1e-4 and snap["completed"] == 1 and "updatedAt" in snap
+
+
+@pytest.fixture
+def api() -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    seen: list[dict[str, Any]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_PATCH(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            seen.append(
+                {
+                    "path": self.path,
+                    "type": self.headers["Content-Type"],
+                    "auth": self.headers.get("Authorization"),
+                    "body": json.loads(body),
+                }
+            )
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", seen
+    server.shutdown()
+
+
+def test_owner_patch_from_env(api: tuple[str, list[dict[str, Any]]], tmp_path: Path) -> None:
+    url, seen = api
+    token = tmp_path / "token"
+    token.write_text("tok123\n")
+    env = {
+        "SFT_OWNER_API": url,
+        "SFT_OWNER_PLURAL": "sftdatapreps",
+        "SFT_OWNER_NAMESPACE": "ml",
+        "SFT_OWNER_NAME": "demo",
+        "SFT_OWNER_TOKEN_FILE": str(token),
+        "SFT_PROGRESS_INTERVAL": "3600",
+    }
+    patcher = OwnerStatusPatcher.from_env(env, subkey="2")
+    assert patcher is not None
+    progress = Progress("prep", total=8, unit="shards", stream=io.StringIO(), owner=patcher)
+    for i in range(1, 9):
+        progress.update(i)
+    progress.close()
+    # rate-limited: the first update, then the forced final one
+    assert 1 <= len(seen) <= 2
+    last = seen[-1]
+    assert last["path"] == "/apis/sft.dev/v1alpha1/namespaces/ml/sftdatapreps/demo/status"
+    assert last["type"] == "application/merge-patch+json"
+    assert last["auth"] == "Bearer tok123"
+    assert last["body"]["status"]["progress"]["workers"]["2"]["completed"] == 8
+
+
+def test_no_owner_without_env() -> None:
+    assert OwnerStatusPatcher.from_env({}) is None
+
+
+def test_owner_patch_failure_is_not_fatal(capsys: pytest.CaptureFixture[str]) -> None:
+    patcher = OwnerStatusPatcher("http://127.0.0.1:9/apis/x/status", None, None, interval=0)
+    progress = Progress("p", total=2, stream=io.StringIO(), owner=patcher)
+    progress.update(1)
+    progress.close()
+    assert patcher.errors >= 1 and patcher.sent == 0
+    assert "could not patch owner status" in capsys.readouterr().err
