@@ -132,6 +132,11 @@ class OwnerStatusPatcher:
             if payload is not None:
                 self._send(payload)
             if self._stop:
+                # close() may have submitted the final state after we took the pending one above.
+                with self._lock:
+                    payload, self._pending = self._pending, None
+                if payload is not None:
+                    self._send(payload)
                 return
 
     def _send(self, progress: dict[str, Any]) -> None:

@@ -122,6 +122,20 @@ def read_text(uri: str) -> str:
     return read_bytes(uri).decode("utf-8")
 
 
+def size(uri: str) -> int:
+    """Size of one file or object in bytes (used to balance input files across shards)."""
+    if is_remote(uri):
+        bucket, key = split_s3(uri)
+        try:
+            return int(_s3_client().head_object(Bucket=bucket, Key=key)["ContentLength"])
+        except Exception as exc:
+            raise _s3_error(uri, exc) from exc
+    try:
+        return _local(uri).stat().st_size
+    except OSError as exc:
+        raise StorageError(f"{uri}: {exc.strerror or exc}") from exc
+
+
 def listdir(uri: str) -> list[str]:
     """Full URIs of every file below ``uri`` (recursive), sorted."""
     if is_remote(uri):

@@ -1,0 +1,83 @@
+"""``python -m sft_operator`` / ``sft-operator``: run the operator.
+
+Scope: ``--namespace`` (repeatable; kopf globs like ``team-*`` work) or ``--all-namespaces``.
+One active instance: kopf peering (``KopfPeering`` per namespace or ``ClusterKopfPeering`` cluster-wide,
+installed with the CRDs); a newer instance gets a higher priority, so during a rolling update the old
+pod pauses as soon as the new one is up. ``--standalone`` disables peering (local runs, tests).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+
+import kopf
+
+from sft_operator.handlers import OperatorConfig, build_registry
+
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="sft-operator", description="Run the sft-operator (kopf).")
+    scope = parser.add_mutually_exclusive_group(required=True)
+    scope.add_argument(
+        "-n",
+        "--namespace",
+        action="append",
+        dest="namespaces",
+        metavar="NS",
+        help="watch this namespace (repeatable; globs such as 'team-*' allowed)",
+    )
+    scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace")
+    parser.add_argument(
+        "--liveness",
+        default="http://0.0.0.0:8080/healthz",
+        help="liveness endpoint URL (default %(default)s); 'none' disables it",
+    )
+    parser.add_argument(
+        "--peering", default="sft-operator", help="kopf peering object name (default %(default)s)"
+    )
+    parser.add_argument(
+        "--standalone", action="store_true", help="no peering: assume this is the only instance"
+    )
+    parser.add_argument(
+        "--priority",
+        type=int,
+        default=None,
+        help="peering priority (default: start time, so the newest instance wins)",
+    )
+    parser.add_argument("--log-level", default="INFO", choices=LEVELS, type=str.upper)
+    parser.add_argument(
+        "--concurrency", type=int, default=32, help="reconciles at once (default %(default)s)"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    level = getattr(logging, args.log_level)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("kopf").setLevel(max(level, logging.INFO))
+    logging.getLogger("aiohttp").setLevel(logging.WARNING)
+    registry = build_registry(OperatorConfig(concurrency=args.concurrency))
+    priority = args.priority if args.priority is not None else int(time.time()) % (2**31)
+    asyncio.run(
+        kopf.operator(
+            registry=registry,
+            clusterwide=bool(args.all_namespaces),
+            namespaces=args.namespaces or (),
+            liveness_endpoint=None if args.liveness == "none" else args.liveness,
+            standalone=args.standalone,
+            peering_name=args.peering,
+            priority=priority,
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,172 @@
+"""``SFTDataPrep``: the spec is the ``sft_prep`` config (camelCase) plus the Kubernetes part.
+
+The spec model *inherits* :class:`sft_prep.config.PrepConfig`, so every field the prep workload gains
+appears in the CRD at the next ``make crds`` (and the stale-CRD test fails until it is regenerated),
+and the workload's own cross-field checks run in the operator, which turns them into ``Stalled``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlparse
+
+from pydantic import Field, model_validator
+
+from sft_common.config import ConfigModel
+from sft_operator.api.podspec import BatchFields, PodFields
+from sft_operator.api.status import ChildRef, Condition, Failure, Phase
+from sft_prep.config import PrepConfig
+
+#: Fields that define the data: immutable once the Job exists (CEL rule + the operator's drift check).
+#: Everything of PrepConfig, plus the image (the code) and parallelism (the worker/shard assignment).
+KUBE_DATA_FIELDS = ("image", "parallelism")
+
+
+class SFTDataPrepSpec(PrepConfig, PodFields, BatchFields):
+    """Desired data preparation: OpenAI chat datasets → chat template → tokens → loss mask → packed
+    Parquet splits, run as an Indexed Job with `parallelism` workers. Every field except `suspend` and
+    the scheduling fields is immutable once the Job exists."""
+
+    parallelism: int = Field(default=1, ge=1, le=1000)
+    """Number of prep workers (Indexed Job completions); worker i processes shards i, i+N, ... Must not
+    exceed numShards."""
+
+    @model_validator(mode="after")
+    def _check_kubernetes(self) -> SFTDataPrepSpec:
+        if self.parallelism > self.num_shards:
+            raise ValueError(
+                f"parallelism ({self.parallelism}) exceeds numShards ({self.num_shards}): workers beyond "
+                f"the shard count would have nothing to do; lower parallelism or raise numShards"
+            )
+        check_uri("outputDir", self.output_dir, allow_hf=False)
+        for i, dataset in enumerate(self.datasets):
+            check_uri(f"datasets.{i}.path", dataset.path, allow_hf=True)
+        if self.blend_path:
+            check_uri("blendPath", self.blend_path, allow_hf=False)
+        if "://" not in self.output_dir and self.mounted_volume_for(self.output_dir) is None:
+            raise ValueError(
+                f"outputDir {self.output_dir} is a local path but no volumeMount holds it, so the data "
+                "would vanish with the pod: mount a volume (e.g. a PersistentVolumeClaim) at or above "
+                "it, or write to an s3:// URI"
+            )
+        return self
+
+    def prep_config(self) -> PrepConfig:
+        """The workload config this spec carries (what goes into the ConfigMap)."""
+        return PrepConfig.model_validate(self.model_dump(include=set(PrepConfig.model_fields)))
+
+
+def check_uri(key: str, value: str, *, allow_hf: bool) -> None:
+    """Reject URIs the workload cannot read, with a message that says what a valid one looks like."""
+    if "://" not in value:
+        if not value.startswith("/"):
+            raise ValueError(
+                f"{key}: '{value}' is a relative path; pods have no meaningful working directory, so use "
+                "an absolute path on a mounted volume or an s3:// URI"
+            )
+        return
+    parsed = urlparse(value)
+    schemes = {"s3", "file"} | ({"hf"} if allow_hf else set())
+    if parsed.scheme not in schemes:
+        raise ValueError(
+            f"{key}: scheme '{parsed.scheme}://' is not supported; use "
+            + ", ".join(f"{s}://" for s in sorted(schemes))
+            + " or an absolute path"
+        )
+    if parsed.scheme in ("s3", "hf") and not parsed.netloc:
+        what = "bucket" if parsed.scheme == "s3" else "organisation"
+        raise ValueError(f"{key}: '{value}' has no {what}; expected {parsed.scheme}://<{what}>/<path>")
+    if parsed.scheme == "file" and not parsed.path.startswith("/"):
+        raise ValueError(f"{key}: '{value}' must be file:///absolute/path")
+
+
+def data_fields() -> tuple[str, ...]:
+    """camelCase spec keys that define the data (the CEL immutability rule compares exactly these)."""
+    names = [*PrepConfig.model_fields, *KUBE_DATA_FIELDS]
+    return tuple(SFTDataPrepSpec.model_fields[n].alias or n for n in names)
+
+
+class Totals(ConfigModel):
+    """Counts over all splits, from metadata.json."""
+
+    rows: int | None = None
+    """Input rows read."""
+    sequences: int | None = None
+    """Sequences packed."""
+    tokens: int | None = None
+    """Tokens packed."""
+    trainable_tokens: int | None = None
+    """Tokens with loss_mask 1."""
+    bins: int | None = None
+    """Packed bins (Parquet rows)."""
+
+
+class PrepOutputs(ConfigModel):
+    """Where the prepared data is and what it holds: what an SFTRun reads."""
+
+    output_dir: str | None = None
+    """URI of the output directory (splits/, blend.json, metadata.json)."""
+    blend: str | None = None
+    """URI of blend.json (the training data blend)."""
+    metadata: str | None = None
+    """URI of metadata.json (statistics)."""
+    pack_size: int | None = None
+    """Tokens per packed bin; the SFTRun's sequence length."""
+    totals: Totals | None = None
+    """Counts over all splits."""
+    packing_efficiency: float | None = None
+    """tokens / (bins * packSize)."""
+
+
+class PrepProgress(ConfigModel):
+    """Aggregated progress; the workers write their own entries under workers.<index>."""
+
+    shards_done: int | None = None
+    """Shards finished by all workers."""
+    shards_total: int | None = None
+    """Shards in total (numShards)."""
+    shards: str | None = None
+    """"done/total", for the printer column."""
+    percent: float | None = None
+    """Share of shards done, 0-100."""
+    percent_text: str | None = None
+    """percent as text, for the printer column."""
+    tokens: int | None = None
+    """Tokens written so far (the final total once Succeeded)."""
+    tokens_per_second: float | None = None
+    """Current throughput summed over running workers."""
+    workers_done: int | None = None
+    """Workers (Job indexes) that completed."""
+    workers_total: int | None = None
+    """Workers in total (parallelism)."""
+    updated_at: str | None = None
+    """When a worker last reported."""
+    workers: dict[str, dict[str, Any]] | None = None
+    """Per-worker progress, patched by the workers themselves (key: worker index)."""
+
+
+class SFTDataPrepStatus(ConfigModel):
+    """Observed state, written by the operator (and progress.workers.* by the prep workers)."""
+
+    phase: Phase | None = None
+    """Pending, Running, Succeeded, Failed or Suspended."""
+    observed_generation: int | None = None
+    """metadata.generation the status was computed for."""
+    message: str | None = None
+    """One-line summary of the current state."""
+    conditions: list[Condition] = Field(default_factory=list)
+    """Ready, Reconciling, Stalled (kstatus) and JobCreated, DataReady."""
+    job_ref: ChildRef | None = None
+    """The Job running the workers; once set, the data-defining spec is immutable."""
+    config_map_ref: ChildRef | None = None
+    """The ConfigMap holding config.yaml."""
+    start_time: str | None = None
+    """When the Job started."""
+    completion_time: str | None = None
+    """When the Job finished (succeeded or failed)."""
+    progress: PrepProgress | None = None
+    """Shards done/total, tokens and throughput."""
+    outputs: PrepOutputs | None = None
+    """Where the data is and its statistics (set when Succeeded)."""
+    failure: Failure | None = None
+    """Why it failed (set when Failed)."""

@@ -1,0 +1,290 @@
+"""``SFTRun``: the spec is the ``sft_train`` config (camelCase) plus the Kubernetes part.
+
+The spec model *inherits* :class:`sft_train.config.TrainConfig` (as ``SFTDataPrepSpec`` inherits the
+prep config), so every trainer setting appears in the CRD at the next ``make crds``. Only ``data``
+differs: in a CR the data is either a reference to an ``SFTDataPrep`` in the same namespace (the
+operator waits for it and takes the data URI and pack size from its status) or a URI the user already
+prepared. The operator resolves it into the trainer's own ``data.path`` when it renders the ConfigMap.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import ConfigDict, Field, model_validator
+
+from sft_common.config import ConfigModel
+from sft_operator.api.dataprep import check_uri
+from sft_operator.api.podspec import QUANTITY_RE, BatchFields, PodFields
+from sft_operator.api.status import ChildRef, Condition, Failure
+from sft_train.config import TrainConfig
+
+SHM_VOLUME = "sft-shm"
+SHM_DIR = "/dev/shm"
+GPU_RESOURCE = "nvidia.com/gpu"
+
+#: Kubernetes fields that define the training besides the trainer config: the code (image) and the
+#: world shape (nodes × GPUs per node), which fixes data parallelism and the checkpoint layout.
+KUBE_TRAINING_FIELDS = ("image", "nodes", "gpusPerNode")
+
+
+class DataPrepRef(ConfigModel):
+    """An SFTDataPrep in the same namespace."""
+
+    name: str = Field(min_length=1, max_length=253)
+    """Name of the SFTDataPrep; the run waits until it is Succeeded."""
+
+
+class RunData(ConfigModel):
+    """Where the packed training data comes from: exactly one of dataPrepRef or uri."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "has(self.dataPrepRef) != has(self.uri)",
+                    "message": "set exactly one of dataPrepRef (an SFTDataPrep) or uri (prepared data)",
+                },
+                {
+                    "rule": "!has(self.packSize) || has(self.uri)",
+                    "message": "packSize goes with uri; with dataPrepRef it comes from the SFTDataPrep",
+                },
+            ]
+        }
+    )
+
+    data_prep_ref: DataPrepRef | None = None
+    """Train on the output of this SFTDataPrep (same namespace): the run waits for it, and takes the
+    data URI and pack size from its status.outputs."""
+    uri: str | None = Field(default=None, min_length=1, max_length=4096)
+    """Or: an sft-prep output directory that already exists (s3://, file:// or an absolute path on a
+    mounted volume) holding splits/ and metadata.json."""
+    pack_size: int | None = Field(default=None, ge=16)
+    """With uri: the pack size the data was prepared with (becomes model.seqLength); default: read
+    from its metadata.json by the trainer."""
+    use_validation: bool = True
+    """Evaluate on splits/valid when it holds shards."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> RunData:
+        if (self.data_prep_ref is None) == (self.uri is None):
+            raise ValueError("data: set exactly one of dataPrepRef (an SFTDataPrep) or uri (prepared data)")
+        if self.pack_size is not None and self.uri is None:
+            raise ValueError(
+                "data.packSize goes with data.uri; with dataPrepRef it comes from the SFTDataPrep"
+            )
+        if self.uri is not None:
+            check_uri("data.uri", self.uri, allow_hf=False)
+        return self
+
+
+class SFTRunSpec(TrainConfig, PodFields, BatchFields):  # type: ignore[misc]
+    """Desired fine-tuning run: Megatron-Bridge (or Hugging Face on CPU) on packed Parquet, run as a
+    Kubeflow PyTorchJob with `nodes` pods of `gpusPerNode` GPUs. The training-defining fields (the
+    trainer config, image, nodes, gpusPerNode) are immutable once the PyTorchJob exists; suspend and
+    the scheduling fields stay mutable."""
+
+    data: RunData  # type: ignore[assignment]
+    """The packed training data: an SFTDataPrep to wait for, or a URI."""
+    nodes: int = Field(default=1, ge=1, le=1024)
+    """Pods (nodes) of the PyTorchJob: one Master plus nodes-1 Workers."""
+    gpus_per_node: int = Field(default=8, ge=0, le=16)
+    """GPUs per pod (nvidia.com/gpu limit) and torchrun processes per node; 0 runs one CPU process per
+    pod (engine hf only)."""
+    shm_size: str = Field(default="64Gi", max_length=64)
+    """Size of the memory-backed /dev/shm (NCCL and data loader workers need far more than the
+    container runtime's 64Mi default); counts against the pod's memory."""
+    max_restarts: int = Field(default=0, ge=0, le=100)
+    """Restarts of the training processes by torchrun inside a pod before the pod fails
+    (torchrun --max-restarts). With the static rendezvous all nodes must restart together, so keep 0
+    for multi-node runs and let backoffLimit retry failed pods."""
+
+    @model_validator(mode="after")
+    def _check_run(self) -> SFTRunSpec:
+        if not QUANTITY_RE.match(self.shm_size):
+            raise ValueError(f"shmSize: '{self.shm_size}' is not a Kubernetes quantity (e.g. 64Gi, 512Mi)")
+        if self.engine == "megatron" and self.gpus_per_node == 0:
+            raise ValueError(
+                "gpusPerNode is 0 but engine megatron needs GPUs: set gpusPerNode (8 on a DGX/HGX node) "
+                "or use engine hf for a CPU run"
+            )
+        self._check_parallelism()
+        self._check_gpu_resources()
+        if not self.checkpoint.save:
+            raise ValueError(
+                "checkpoint.save is not set: the trained model would vanish with the pods; set it to an "
+                "s3:// URI or a path on a mounted volume"
+            )
+        self._check_location("checkpoint.save", self.checkpoint.save)
+        for key, value in (
+            ("checkpoint.load", self.checkpoint.load),
+            ("checkpoint.hfExport", self.checkpoint.hf_export),
+            ("model.pretrainedCheckpoint", self.model.pretrained_checkpoint),
+        ):
+            if value:
+                self._check_location(key, value)
+        if self.data.uri and "://" not in self.data.uri:
+            self._check_location("data.uri", self.data.uri)
+        for mount in self.volume_mounts:
+            if mount.mount_path.rstrip("/") == SHM_DIR:
+                raise ValueError(
+                    f"volumeMounts: {SHM_DIR} is the operator's shared-memory volume; use shmSize"
+                )
+        if any(v.name == SHM_VOLUME for v in self.volumes):
+            raise ValueError(f"volumes: {SHM_VOLUME} is reserved for the operator; rename it")
+        return self
+
+    def _check_location(self, key: str, value: str) -> None:
+        check_uri(key, value, allow_hf=False)
+        local = value[len("file://") :] if value.startswith("file://") else value
+        if "://" not in local and self.mounted_volume_for(local) is None:
+            raise ValueError(
+                f"{key} {value} is a local path but no volumeMount holds it, so the pods cannot see it "
+                "(and what they write there vanishes with them): mount a volume (e.g. a "
+                "PersistentVolumeClaim) at or above it, or use an s3:// URI"
+            )
+
+    def _check_parallelism(self) -> None:
+        """Model parallel sizes must tile the world (nodes × GPUs); Megatron would fail after minutes."""
+        if self.engine != "megatron":
+            return
+        world = self.nodes * self.gpus_per_node
+        par = self.parallelism
+        tp = par.tensor_parallel_size or 1
+        pp = par.pipeline_parallel_size or 1
+        cp = par.context_parallel_size or 1
+        ep = par.expert_parallel_size or 1
+        etp = par.expert_tensor_parallel_size or 1
+        if world % (tp * pp * cp):
+            raise ValueError(
+                f"parallelism: tensor ({tp}) × pipeline ({pp}) × context ({cp}) = {tp * pp * cp} does not "
+                f"divide the {world} GPUs (nodes {self.nodes} × gpusPerNode {self.gpus_per_node}); "
+                "change the sizes or the GPU count"
+            )
+        if (world // pp) % (ep * etp):
+            raise ValueError(
+                f"parallelism: expert ({ep}) × expert tensor ({etp}) = {ep * etp} does not divide the "
+                f"{world // pp} GPUs of a pipeline stage; change expertParallelSize or the GPU count"
+            )
+
+    def _check_gpu_resources(self) -> None:
+        for section in ("requests", "limits"):
+            values = getattr(self.resources, section) or {}
+            if GPU_RESOURCE in values and str(values[GPU_RESOURCE]) != str(self.gpus_per_node):
+                raise ValueError(
+                    f"resources.{section} sets {GPU_RESOURCE} to {values[GPU_RESOURCE]} but gpusPerNode is "
+                    f"{self.gpus_per_node}; leave {GPU_RESOURCE} out (the operator sets it from gpusPerNode)"
+                )
+
+    def train_config(self, data_path: str, pack_size: int | None) -> TrainConfig:
+        """The trainer config this spec carries, with the data resolved (what goes into the ConfigMap)."""
+        dumped = self.model_dump(include=set(TrainConfig.model_fields) - {"data"})
+        dumped["data"] = {"path": data_path, "use_validation": self.data.use_validation}
+        if pack_size is not None:
+            dumped["model"]["seq_length"] = pack_size
+        return TrainConfig.model_validate(dumped)
+
+
+def training_fields() -> tuple[str, ...]:
+    """camelCase spec keys that define the training (the CEL immutability rule compares exactly these)."""
+    names = [*TrainConfig.model_fields, *(_snake(k) for k in KUBE_TRAINING_FIELDS)]
+    return tuple(SFTRunSpec.model_fields[n].alias or n for n in names)
+
+
+def _snake(camel: str) -> str:
+    return re.sub(r"(?<!^)([A-Z])", r"_\1", camel).lower()
+
+
+class RunOutputs(ConfigModel):
+    """What the run produced, from the trainer's result (rank 0's termination message)."""
+
+    checkpoint: str | None = None
+    """URI of the checkpoint directory (checkpoint.save)."""
+    last_iteration: int | None = None
+    """Iteration of the last saved checkpoint."""
+    final_loss: float | None = None
+    """Training loss at the last iteration."""
+    hf_export: str | None = None
+    """URI of the Hugging Face export, when checkpoint.hfExport was set."""
+    data: str | None = None
+    """URI of the training data the run used (resolved from dataPrepRef or data.uri)."""
+    pack_size: int | None = None
+    """Pack size (sequence length) of that data, when known."""
+
+
+class RunProgress(ConfigModel):
+    """Training progress. Rank 0 of the trainer patches these keys itself (the operator never
+    overwrites them); the operator adds only `iterations`, for the printer column."""
+
+    model_config = ConfigDict(extra="allow")
+
+    task: str | None = None
+    """What is being counted (train)."""
+    unit: str | None = None
+    """Unit of completed/total (iterations)."""
+    completed: float | None = None
+    """Iterations done."""
+    total: float | None = None
+    """Iterations in total (train.trainIters)."""
+    iteration: int | None = None
+    """Current iteration (when the trainer reports it separately from completed)."""
+    percent: float | None = None
+    """Share done, 0-100."""
+    loss: float | None = None
+    """Latest training loss."""
+    learning_rate: float | None = None
+    """Current learning rate."""
+    tokens: float | None = None
+    """Tokens trained on so far."""
+    tokens_per_second: float | None = None
+    """Current throughput."""
+    eta_seconds: int | None = None
+    """Estimated seconds to the end."""
+    updated_at: str | None = None
+    """When the trainer last reported."""
+    iterations: str | None = None
+    """"done/total", for the printer column (written by the operator)."""
+
+
+class RunFailure(Failure):
+    """Why the run failed: the replica, its pod, exit code and last lines (or the prep's failure)."""
+
+    replica: str | None = None
+    """The PyTorchJob replica that failed, e.g. "Master 0" or "Worker 2"."""
+
+
+RunPhase = Literal["Pending", "Waiting", "Running", "Succeeded", "Failed", "Suspended"]
+
+
+class SFTRunStatus(ConfigModel):
+    """Observed state, written by the operator (and progress by the trainer's rank 0)."""
+
+    phase: RunPhase | None = None
+    """Pending, Waiting (for the data), Running, Succeeded, Failed or Suspended."""
+    observed_generation: int | None = None
+    """metadata.generation the status was computed for."""
+    message: str | None = None
+    """One-line summary of the current state."""
+    conditions: list[Condition] = Field(default_factory=list)
+    """Ready, Reconciling, Stalled (kstatus) and DataReady, JobCreated."""
+    job_ref: ChildRef | None = None
+    """The PyTorchJob running the training; once set, the training-defining spec is immutable."""
+    config_map_ref: ChildRef | None = None
+    """The ConfigMap holding config.yaml."""
+    data_prep_ref: ChildRef | None = None
+    """The SFTDataPrep the data came from (with its uid at the time the run started)."""
+    start_time: str | None = None
+    """When the PyTorchJob started."""
+    completion_time: str | None = None
+    """When the PyTorchJob finished (succeeded or failed)."""
+    restart_count: int | None = None
+    """How often the PyTorchJob restarted replicas (pod failures retried under backoffLimit)."""
+    last_restart_time: str | None = None
+    """When the latest restart was observed."""
+    progress: RunProgress | None = None
+    """Iteration, loss, learning rate, throughput and ETA."""
+    outputs: RunOutputs | None = None
+    """Where the checkpoint is (set when Succeeded)."""
+    failure: RunFailure | None = None
+    """Why it failed (set when Failed)."""

@@ -1,0 +1,91 @@
+"""What every reconcile needs: the API client, the watch caches (kopf indexes) and the clock."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sft_operator.kube.client import KubeClient
+from sft_operator.render.pods import WorkloadDefaults
+
+OwnerKey = tuple[str, str, str]
+"""(namespace, kind, name) of a custom resource: the key of the work queue and of every cache."""
+
+
+def utcnow() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class Caches:
+    """Read-only views of kopf's indexes (filled from watches before any handler runs)."""
+
+    crs: dict[str, Mapping[Hashable, Iterable[Mapping[str, Any]]]] = field(default_factory=dict)
+    """Per kind: (namespace, kind, name) → the CR."""
+    jobs: Mapping[Hashable, Iterable[Mapping[str, Any]]] = field(default_factory=dict)
+    pods: Mapping[Hashable, Iterable[Mapping[str, Any]]] = field(default_factory=dict)
+    pytorchjobs: Mapping[Hashable, Iterable[Mapping[str, Any]]] = field(default_factory=dict)
+    """(namespace, "SFTRun", name) → its PyTorchJob(s) (see sft_operator.handlers_sftrun)."""
+
+    def cr(self, key: OwnerKey) -> Mapping[str, Any] | None:
+        return _one(self.crs.get(key[1], {}), key)
+
+    def children(self, key: OwnerKey) -> list[Mapping[str, Any]]:
+        return list(self.jobs.get(key, ()) or ())
+
+    def pods_of(self, key: OwnerKey) -> list[Mapping[str, Any]]:
+        return list(self.pods.get(key, ()) or ())
+
+    def pytorchjobs_of(self, key: OwnerKey) -> list[Mapping[str, Any]]:
+        return list(self.pytorchjobs.get(key, ()) or ())
+
+
+def _one(index: Mapping[Hashable, Iterable[Mapping[str, Any]]], key: Hashable) -> Mapping[str, Any] | None:
+    values = list(index.get(key, ()) or ())
+    return values[-1] if values else None
+
+
+@dataclass
+class Context:
+    client: KubeClient
+    caches: Caches = field(default_factory=Caches)
+    clock: Callable[[], str] = utcnow
+    log_tail_lines: int = 20
+    defaults: WorkloadDefaults = field(default_factory=WorkloadDefaults)
+    written: dict[OwnerKey, Mapping[str, Any]] = field(default_factory=dict)
+    """The CR as our last status patch returned it, until the watch cache has caught up with it."""
+    log_tails: dict[tuple[str, str], str] = field(default_factory=dict)
+    """(namespace, pod) → fetched log tail, so a failed pod's log is read once."""
+    recheck_base: float = 5.0
+    """First re-check (seconds) of a run blocked on something no watch reports (the PyTorchJob CRD);
+    doubles with the time blocked, up to recheck_max."""
+    recheck_max: float = 300.0
+    """Longest re-check interval; also the fallback re-check of a run waiting for its SFTDataPrep."""
+
+    def latest(self, key: OwnerKey, cached: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The newer of the cached CR and the one our last write returned.
+
+        A reconcile can run before the watch delivers our own status patch; deriving from the stale
+        cache would patch and announce (Event) the same transition twice. resourceVersions are
+        compared as integers when both are (etcd revisions are); otherwise the cache wins.
+        """
+        mine = self.written.get(key)
+        if mine is None:
+            return cached
+        if _rv(cached) is not None and _rv(mine) is not None and _rv(cached) < _rv(mine):  # type: ignore[operator]
+            return {**cached, "status": mine.get("status")}
+        self.written.pop(key, None)
+        return cached
+
+    def remember(self, key: OwnerKey, obj: Mapping[str, Any]) -> None:
+        self.written[key] = obj
+
+    def forget(self, key: OwnerKey) -> None:
+        self.written.pop(key, None)
+
+
+def _rv(obj: Mapping[str, Any]) -> int | None:
+    value = str((obj.get("metadata") or {}).get("resourceVersion") or "")
+    return int(value) if value.isdigit() else None

@@ -1,0 +1,1 @@
+"""Pure rendering: custom resource in, child manifests out (no I/O, deterministic)."""

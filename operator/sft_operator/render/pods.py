@@ -1,0 +1,151 @@
+"""The pod template every workload pod gets: hardened, labelled, wired to its owner's status.
+
+Security: non-root (uid/gid 1000, the images' user), no privilege escalation, all capabilities
+dropped, seccomp RuntimeDefault, read-only root filesystem with an emptyDir at /tmp for scratch and
+caches (HOME points there). ``FallbackToLogsOnError`` makes the last log lines the termination
+message when the workload crashed before writing its JSON result.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sft_operator.api.meta import GROUP, VERSION, KindInfo
+from sft_operator.api.podspec import CONFIG_DIR, CONFIG_VOLUME, SCRATCH_DIR, SCRATCH_VOLUME, PodFields
+
+RUN_AS = 1000
+
+
+@dataclass(frozen=True)
+class WorkloadDefaults:
+    """What the operator fills in when a CR leaves it unset (from its own environment, see from_env)."""
+
+    prep_image: str | None = None
+    trainer_image: str | None = None
+    service_account: str | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> WorkloadDefaults:
+        env = os.environ if env is None else env
+        return cls(
+            prep_image=env.get("SFT_DEFAULT_PREP_IMAGE") or None,
+            trainer_image=env.get("SFT_DEFAULT_TRAINER_IMAGE") or None,
+            service_account=env.get("SFT_WORKLOAD_SERVICE_ACCOUNT") or None,
+        )
+
+
+CONFIG_KEY = "config.yaml"
+CONFIG_PATH = f"{CONFIG_DIR}/{CONFIG_KEY}"
+
+
+def owner_env(info: KindInfo, namespace: str, name: str) -> list[dict[str, Any]]:
+    """SFT_OWNER_*: lets the workload merge-patch ``status.progress`` of its CR (cross-team contract)."""
+    return [
+        {"name": "SFT_OWNER_GROUP", "value": GROUP},
+        {"name": "SFT_OWNER_VERSION", "value": VERSION},
+        {"name": "SFT_OWNER_PLURAL", "value": info.plural},
+        {"name": "SFT_OWNER_NAMESPACE", "value": namespace},
+        {"name": "SFT_OWNER_NAME", "value": name},
+    ]
+
+
+def container_security_context() -> dict[str, Any]:
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def pod_security_context() -> dict[str, Any]:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": RUN_AS,
+        "runAsGroup": RUN_AS,
+        "fsGroup": RUN_AS,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _dump_list(items: Sequence[Any]) -> list[dict[str, Any]]:
+    return [item.model_dump(mode="json", by_alias=True, exclude_none=True) for item in items]
+
+
+def container(
+    spec: PodFields,
+    *,
+    name: str,
+    image: str,
+    command: list[str],
+    env: list[dict[str, Any]],
+    extra_mounts: Sequence[Mapping[str, Any]] = (),
+) -> dict[str, Any]:
+    """The main container: operator env first, then the user's (users cannot override SFT_OWNER_*)."""
+    resources = spec.resources.model_dump(mode="json", by_alias=True, exclude_none=True)
+    out: dict[str, Any] = {
+        "name": name,
+        "image": image,
+        "imagePullPolicy": spec.image_pull_policy,
+        "command": command,
+        "env": [*env, {"name": "HOME", "value": SCRATCH_DIR}, *_dump_list(spec.env)],
+        "volumeMounts": [
+            {"name": CONFIG_VOLUME, "mountPath": CONFIG_DIR, "readOnly": True},
+            {"name": SCRATCH_VOLUME, "mountPath": SCRATCH_DIR},
+            *[dict(m) for m in extra_mounts],
+            *_dump_list(spec.volume_mounts),
+        ],
+        "securityContext": container_security_context(),
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    if spec.env_from:
+        out["envFrom"] = _dump_list(spec.env_from)
+    if resources:
+        out["resources"] = resources
+    return out
+
+
+def pod_spec(
+    spec: PodFields,
+    *,
+    config_map: str,
+    containers: list[dict[str, Any]],
+    service_account: str | None = None,
+    extra_volumes: Sequence[Mapping[str, Any]] = (),
+) -> dict[str, Any]:
+    """The pod spec; ``service_account`` is the default used when the CR names none."""
+    out: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "securityContext": pod_security_context(),
+        "containers": containers,
+        "volumes": [
+            {
+                "name": CONFIG_VOLUME,
+                "configMap": {"name": config_map, "items": [{"key": CONFIG_KEY, "path": CONFIG_KEY}]},
+            },
+            {"name": SCRATCH_VOLUME, "emptyDir": {}},
+            *[dict(v) for v in extra_volumes],
+            *_dump_list(spec.volumes),
+        ],
+    }
+    account = spec.service_account_name or service_account
+    if account:
+        out["serviceAccountName"] = account
+    else:
+        # No ServiceAccount chosen: the default one has no rights on our CRs, so do not mount a token.
+        out["automountServiceAccountToken"] = False
+    if spec.image_pull_secrets:
+        out["imagePullSecrets"] = _dump_list(spec.image_pull_secrets)
+    if spec.node_selector:
+        out["nodeSelector"] = dict(spec.node_selector)
+    if spec.tolerations:
+        out["tolerations"] = _dump_list(spec.tolerations)
+    if spec.affinity:
+        out["affinity"] = spec.affinity
+    if spec.priority_class_name:
+        out["priorityClassName"] = spec.priority_class_name
+    return out

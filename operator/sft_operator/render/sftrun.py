@@ -1,0 +1,240 @@
+"""``SFTRun`` → ConfigMap (config.yaml) + Kubeflow ``kubeflow.org/v1`` PyTorchJob.
+
+The PyTorchJob has a Master and ``nodes - 1`` Workers; each pod runs one container named ``pytorch``
+(the name the training-operator looks for to default the rendezvous port and inject env) with
+``nvidia.com/gpu: gpusPerNode``. Each pod's command is::
+
+    torchrun --nnodes=N --nproc-per-node=G --node-rank=$(RANK)
+             --master-addr=$(MASTER_ADDR) --master-port=$(MASTER_PORT) --max-restarts=R
+             --no-python sft-train --config /etc/sft/config.yaml
+
+Why explicit arguments instead of relying on ``PET_*`` env: training-operator v1 injects
+``MASTER_ADDR``, ``MASTER_PORT`` and ``RANK`` (= the pod's node rank: Master 0, Worker i → i+1) in
+every release, but ``PET_NNODES``/``PET_NPROC_PER_NODE``/``PET_NODE_RANK``/``PET_MASTER_*`` (which
+torchrun would read by itself) only since v1.8. The kubelet expands ``$(VAR)`` from the container env,
+which includes what the controller injected, so the command works with every v1 release, and the
+values the operator knows at render time (nodes, GPUs) are spelled out for ``kubectl get -o yaml``.
+torchrun's default ``static`` rendezvous uses exactly master address/port and node rank.
+
+``restartPolicy: ExitCode``: exit codes 1-127 (the trainer's errors: 1 crash, 2 bad config) fail the
+job at once; 128+ (SIGKILL/SIGTERM: OOM, eviction, preemption, node loss) are retried up to
+``runPolicy.backoffLimit``.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from sft_common.config import to_yaml
+from sft_operator.api.meta import RUN, KindInfo
+from sft_operator.api.sftrun import GPU_RESOURCE, SHM_DIR, SHM_VOLUME, SFTRunSpec, training_fields
+from sft_operator.errors import InvalidSpec, invalid_spec_from
+from sft_operator.render import meta
+from sft_operator.render.pods import (
+    CONFIG_KEY,
+    CONFIG_PATH,
+    WorkloadDefaults,
+    container,
+    owner_env,
+    pod_spec,
+)
+
+CONTAINER = "pytorch"
+"""The training-operator's default container name: it defaults the port and injects env into it."""
+APP = "sft-train"
+PTJ_API_VERSION = "kubeflow.org/v1"
+PTJ_KIND = "PyTorchJob"
+MASTER = "Master"
+WORKER = "Worker"
+MASTER_PORT = 23456
+"""The training-operator's default rendezvous port, declared so the port is explicit."""
+RESTART_POLICY = "ExitCode"
+
+
+@dataclass(frozen=True)
+class ResolvedData:
+    """The training data after the operator resolved ``spec.data`` (from the SFTDataPrep or the URI)."""
+
+    uri: str
+    pack_size: int | None
+
+
+@dataclass(frozen=True)
+class RunChildren:
+    config_map: dict[str, Any]
+    job: dict[str, Any]
+    spec_hash: str
+
+
+def parse_spec(cr: Mapping[str, Any]) -> SFTRunSpec:
+    """Validate the spec with the model (incl. checks the CRD schema cannot express)."""
+    try:
+        return SFTRunSpec.model_validate(cr.get("spec") or {})
+    except ValidationError as exc:
+        raise invalid_spec_from(SFTRunSpec, exc) from None
+    except ValueError as exc:
+        raise InvalidSpec(str(exc)) from None
+
+
+def job_name(cr_name: str) -> str:
+    return meta.child_name(cr_name, "train")
+
+
+def config_map_name(cr_name: str) -> str:
+    return meta.child_name(cr_name, "train-config")
+
+
+def training_spec_hash(spec: SFTRunSpec) -> str:
+    dumped = spec.model_dump(mode="json", by_alias=True)
+    return meta.spec_hash({key: dumped.get(key) for key in training_fields()})
+
+
+def torchrun_command(spec: SFTRunSpec) -> list[str]:
+    """The pod command (see the module docstring for why the rendezvous is spelled out)."""
+    return [
+        "torchrun",
+        f"--nnodes={spec.nodes}",
+        f"--nproc-per-node={nproc_per_node(spec)}",
+        "--node-rank=$(RANK)",
+        "--master-addr=$(MASTER_ADDR)",
+        "--master-port=$(MASTER_PORT)",
+        f"--max-restarts={spec.max_restarts}",
+        "--no-python",
+        "sft-train",
+        "--config",
+        CONFIG_PATH,
+    ]
+
+
+def nproc_per_node(spec: SFTRunSpec) -> int:
+    """One process per GPU; one (CPU) process per pod when the run has no GPUs."""
+    return spec.gpus_per_node or 1
+
+
+def resources(spec: SFTRunSpec) -> dict[str, Any]:
+    """The user's requests/limits with ``nvidia.com/gpu`` = gpusPerNode (limits; requests must match)."""
+    out = spec.resources.model_dump(mode="json", by_alias=True, exclude_none=True)
+    if spec.gpus_per_node:
+        out.setdefault("limits", {})[GPU_RESOURCE] = spec.gpus_per_node
+        if GPU_RESOURCE in (out.get("requests") or {}):
+            out["requests"][GPU_RESOURCE] = spec.gpus_per_node
+    return out
+
+
+def render(
+    cr: Mapping[str, Any],
+    data: ResolvedData,
+    defaults: WorkloadDefaults | None = None,
+    info: KindInfo = RUN,
+) -> RunChildren:
+    """Render both children for resolved ``data``. Raises :class:`InvalidSpec` for an unrunnable spec."""
+    defaults = defaults or WorkloadDefaults()
+    spec = parse_spec(cr)
+    image = spec.image or defaults.trainer_image
+    if not image:
+        raise InvalidSpec(
+            "spec.image is not set and the operator has no default trainer image "
+            "(SFT_DEFAULT_TRAINER_IMAGE); set spec.image to the sft-train image"
+        )
+    if (
+        spec.model.seq_length is not None
+        and data.pack_size is not None
+        and spec.model.seq_length != data.pack_size
+    ):
+        raise InvalidSpec(
+            f"model.seqLength is {spec.model.seq_length} but the data was packed into bins of "
+            f"{data.pack_size} tokens; unset model.seqLength (it defaults to the pack size) or prepare the "
+            f"data with packSize {spec.model.seq_length}",
+            reason="SeqLengthMismatch",
+        )
+    name = cr["metadata"]["name"]
+    namespace = cr["metadata"]["namespace"]
+    digest = training_spec_hash(spec)
+    labels = meta.child_labels(info, name, APP)
+    annotations = {**meta.owner_annotations(info, name), meta.SPEC_HASH_ANNOTATION: digest}
+    owner = meta.owner_reference(info, cr)
+    cm_name = config_map_name(name)
+    config_map = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": cm_name,
+            "namespace": namespace,
+            "labels": labels,
+            "annotations": annotations,
+            "ownerReferences": [owner],
+        },
+        "data": {CONFIG_KEY: to_yaml(spec.train_config(data.uri, data.pack_size))},
+    }
+    main = container(
+        spec,
+        name=CONTAINER,
+        image=image,
+        command=torchrun_command(spec),
+        env=owner_env(info, namespace, name),
+        extra_mounts=[{"name": SHM_VOLUME, "mountPath": SHM_DIR}],
+    )
+    main["ports"] = [{"name": "pytorchjob-port", "containerPort": MASTER_PORT, "protocol": "TCP"}]
+    res = resources(spec)
+    if res:
+        main["resources"] = res
+    template_spec = pod_spec(
+        spec,
+        config_map=cm_name,
+        containers=[main],
+        service_account=defaults.service_account,
+        extra_volumes=[{"name": SHM_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": spec.shm_size}}],
+    )
+    template = {
+        "metadata": {"labels": labels, "annotations": meta.owner_annotations(info, name)},
+        "spec": template_spec,
+    }
+    replica_specs: dict[str, Any] = {
+        MASTER: {"replicas": 1, "restartPolicy": RESTART_POLICY, "template": template}
+    }
+    if spec.nodes > 1:
+        replica_specs[WORKER] = {
+            "replicas": spec.nodes - 1,
+            "restartPolicy": RESTART_POLICY,
+            "template": copy.deepcopy(template),
+        }
+    run_policy: dict[str, Any] = {
+        "cleanPodPolicy": "None",  # keep finished pods: their termination messages and logs are the result
+        "backoffLimit": spec.backoff_limit,
+        "suspend": spec.suspend,
+    }
+    if spec.active_deadline_seconds is not None:
+        run_policy["activeDeadlineSeconds"] = spec.active_deadline_seconds
+    if spec.ttl_seconds_after_finished is not None:
+        run_policy["ttlSecondsAfterFinished"] = spec.ttl_seconds_after_finished
+    if spec.priority_class_name:
+        # Read by gang schedulers (Volcano, scheduler-plugins) for the PodGroup; pods carry it too.
+        run_policy["schedulingPolicy"] = {
+            "minAvailable": spec.nodes,
+            "priorityClass": spec.priority_class_name,
+        }
+    job_labels = dict(labels)
+    if spec.queue_name:
+        job_labels[meta.KUEUE_QUEUE_LABEL] = spec.queue_name
+    job = {
+        "apiVersion": PTJ_API_VERSION,
+        "kind": PTJ_KIND,
+        "metadata": {
+            "name": job_name(name),
+            "namespace": namespace,
+            "labels": job_labels,
+            "annotations": {**annotations, meta.SUSPEND_ANNOTATION: "true" if spec.suspend else "false"},
+            "ownerReferences": [owner],
+        },
+        "spec": {
+            "nprocPerNode": str(nproc_per_node(spec)),
+            "runPolicy": run_policy,
+            "pytorchReplicaSpecs": replica_specs,
+        },
+    }
+    return RunChildren(config_map=config_map, job=job, spec_hash=digest)

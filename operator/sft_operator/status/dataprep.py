@@ -1,0 +1,299 @@
+"""``SFTDataPrep`` status from its Job, the Job's pods and the workers' termination messages.
+
+Pure: the handler gathers the objects (from watch caches), calls :func:`derive`, and patches the
+difference. Phases: Pending (no Job yet, queued, pods not started), Running, Suspended (by the user),
+Succeeded, Failed. A terminal status is kept when the Job is gone (``ttlSecondsAfterFinished``), so a
+restarted operator loses nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from sft_operator.render.meta import KUEUE_QUEUE_LABEL
+from sft_operator.status.conditions import condition as make_condition
+from sft_operator.status.conditions import get_condition, is_true, kstatus_conditions, with_transition_times
+from sft_operator.status.patch import merge_patch, without
+from sft_operator.status.pods import (
+    PodState,
+    describe_failure,
+    latest_failed,
+    parse_indexes,
+    pending_problem,
+)
+
+WORKLOAD_OWNED = (("progress", "workers"),)
+"""Status keys the workers patch themselves; the operator never writes or deletes them."""
+TERMINAL = ("Succeeded", "Failed")
+
+
+def derive(
+    cr: Mapping[str, Any],
+    job: Mapping[str, Any] | None,
+    pods: Iterable[PodState],
+    *,
+    now: str,
+    config_map: Mapping[str, Any] | None = None,
+    error: tuple[str, str] | None = None,
+    log_tails: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """The whole status (without ``progress.workers``) for the CR's current state.
+
+    ``error`` is ``(reason, message)`` for a spec the operator cannot run (``Stalled``); ``log_tails``
+    maps pod names to log tails the handler fetched for failed pods.
+    """
+    spec = cr.get("spec") or {}
+    old = dict(cr.get("status") or {})
+    generation = (cr.get("metadata") or {}).get("generation")
+    job_uid = (job or {}).get("metadata", {}).get("uid")
+    pods = [p for p in pods if job_uid is None or p.owner_uid in (None, job_uid)]
+    out: dict[str, Any] = {"observedGeneration": generation}
+    for key in ("jobRef", "configMapRef", "startTime", "completionTime", "outputs", "failure"):
+        if old.get(key) is not None:
+            out[key] = old[key]
+    if config_map is not None:
+        out["configMapRef"] = _ref(config_map)
+    if job is not None:
+        out["jobRef"] = _ref(job)
+    job_status = (job or {}).get("status") or {}
+    if job_status.get("startTime"):
+        out["startTime"] = job_status["startTime"]
+
+    if job is None and old.get("phase") in TERMINAL and old.get("jobRef"):
+        # The Job was cleaned up after finishing (TTL): the recorded result stands.
+        phase, reason, message = old["phase"], _ready_reason(old), old.get("message") or ""
+    elif error is not None:
+        phase, (reason, message) = "Pending" if job is None else old.get("phase") or "Running", error
+    elif job is None:
+        phase, reason, message = "Pending", "CreatingJob", "creating the prep Job"
+    else:
+        phase, reason, message = _from_job(spec, job, pods)
+
+    if phase == "Succeeded" and job is not None:
+        outputs = _outputs(pods, spec, out.get("outputs"))
+        if outputs:
+            out["outputs"] = outputs
+        out.pop("failure", None)
+        out["completionTime"] = job_status.get("completionTime") or out.get("completionTime") or now
+    elif phase == "Failed" and job is not None:
+        failure = _failure(job, pods, log_tails or {})
+        out["failure"] = failure
+        message = failure["message"]
+        reason = failure["reason"]
+        failed_cond = get_condition(job_status, "Failed") or get_condition(job_status, "FailureTarget")
+        out["completionTime"] = (
+            job_status.get("completionTime") or (failed_cond or {}).get("lastTransitionTime") or now
+        )
+    elif phase not in TERMINAL:
+        out.pop("failure", None)
+        out.pop("completionTime", None)
+
+    progress = _progress(cr, job, phase, out.get("outputs"))
+    if progress:
+        out["progress"] = progress
+    stalled = phase == "Failed" or error is not None
+    out["phase"] = phase
+    out["message"] = message
+    data_ready = phase == "Succeeded" and bool((out.get("outputs") or {}).get("metadata"))
+    conditions = [
+        *kstatus_conditions(
+            ready=phase == "Succeeded",
+            reconciling=phase in ("Pending", "Running") and not stalled,
+            stalled=stalled,
+            reason=reason,
+            message=message,
+            generation=generation,
+        ),
+        make_condition(
+            "JobCreated",
+            job is not None or bool(out.get("jobRef")),
+            "JobCreated" if job is not None or out.get("jobRef") else "NotCreated",
+            f"Job {out['jobRef']['name']}" if out.get("jobRef") else "",
+            generation,
+        ),
+        make_condition(
+            "DataReady",
+            data_ready,
+            "DataReady" if data_ready else ("MetadataMissing" if phase == "Succeeded" else phase),
+            _data_ready_message(phase, out.get("outputs")),
+            generation,
+        ),
+    ]
+    out["conditions"] = with_transition_times(conditions, old.get("conditions"), now)
+    return out
+
+
+def _ref(obj: Mapping[str, Any]) -> dict[str, Any]:
+    meta = obj.get("metadata") or {}
+    ref = {"apiVersion": obj.get("apiVersion"), "kind": obj.get("kind"), "name": meta.get("name")}
+    if meta.get("uid"):
+        ref["uid"] = meta["uid"]
+    return ref
+
+
+def _ready_reason(status: Mapping[str, Any]) -> str:
+    cond = get_condition(status, "Ready")
+    return str((cond or {}).get("reason") or status.get("phase") or "Unknown")
+
+
+def _from_job(spec: Mapping[str, Any], job: Mapping[str, Any], pods: list[PodState]) -> tuple[str, str, str]:
+    """(phase, reason, message) from the Job's conditions, suspension, counts and its pods."""
+    status = job.get("status") or {}
+    workers = int(spec.get("parallelism") or job.get("spec", {}).get("completions") or 1)
+    if is_true(status, "Complete") or is_true(status, "SuccessCriteriaMet"):
+        return "Succeeded", "Succeeded", f"all {workers} prep workers finished"
+    if is_true(status, "Failed") or is_true(status, "FailureTarget"):
+        cond = get_condition(status, "Failed") or get_condition(status, "FailureTarget") or {}
+        return "Failed", str(cond.get("reason") or "JobFailed"), str(cond.get("message") or "the Job failed")
+    job_suspended = bool((job.get("spec") or {}).get("suspend")) or is_true(status, "Suspended")
+    if job_suspended:
+        if spec.get("suspend"):
+            return "Suspended", "Suspended", "suspended (spec.suspend is true); set it to false to resume"
+        queue = ((job.get("metadata") or {}).get("labels") or {}).get(KUEUE_QUEUE_LABEL)
+        if queue:
+            return "Pending", "Queued", f"waiting for Kueue to admit the Job in queue {queue}"
+        return "Pending", "Resuming", "the Job is suspended; resuming it (spec.suspend is false)"
+    live = [p for p in pods if not p.deleted]
+    problem = pending_problem(live)
+    running = [p for p in live if p.phase == "Running"]
+    done = len(parse_indexes(status.get("completedIndexes")))
+    failed_pods = int(status.get("failed") or 0)
+    retry = ""
+    if failed_pods:
+        blamed = latest_failed(pods)
+        what = f"; last: {describe_failure(blamed)['message']}" if blamed else ""
+        limit = (job.get("spec") or {}).get("backoffLimit")
+        retry = f"; {failed_pods} pod failure(s) so far (backoffLimit {limit}), retrying{what}"
+    if running or done:
+        message = f"{len(running)} of {workers} workers running, {done} done{retry}"
+        if problem:
+            message += f"; {problem[1]}"
+        return "Running", "Running", message
+    if problem:
+        return "Pending", problem[0], problem[1] + retry
+    return "Pending", "PodsPending", f"waiting for {workers} prep pod(s) to start{retry}"
+
+
+def _outputs(
+    pods: list[PodState], spec: Mapping[str, Any], previous: Mapping[str, Any] | None
+) -> dict[str, Any] | None:
+    """Outputs from the worker that wrote metadata.json (its termination message carries the totals)."""
+    results = [
+        p.result for p in pods if p.phase == "Succeeded" and (p.result or {}).get("status") == "succeeded"
+    ]
+    results = [r for r in results if r]
+    best = next((r for r in results if r.get("metadata")), None) or (results[0] if results else None)
+    if best is None:
+        return (
+            dict(previous)
+            if previous
+            else {"outputDir": spec.get("outputDir"), "packSize": spec.get("packSize")}
+        )
+    if previous and previous.get("metadata") and not best.get("metadata"):
+        return dict(previous)
+    outputs = {
+        "outputDir": best.get("outputDir") or spec.get("outputDir"),
+        "blend": best.get("blend"),
+        "metadata": best.get("metadata"),
+        "packSize": best.get("packSize") or spec.get("packSize"),
+        "totals": best.get("totals"),
+        "packingEfficiency": best.get("packingEfficiency"),
+    }
+    return {k: v for k, v in outputs.items() if v is not None}
+
+
+def _failure(job: Mapping[str, Any], pods: list[PodState], log_tails: Mapping[str, str]) -> dict[str, Any]:
+    status = job.get("status") or {}
+    cond = get_condition(status, "Failed") or get_condition(status, "FailureTarget") or {}
+    job_reason = str(cond.get("reason") or "JobFailed")
+    job_message = str(cond.get("message") or "")
+    blamed = latest_failed(pods)
+    if blamed is None:
+        # e.g. DeadlineExceeded with pods still running, or pods already garbage-collected
+        return {"reason": job_reason, "message": f"the Job failed: {job_reason}: {job_message}".rstrip(": ")}
+    failure = describe_failure(blamed, log_tails.get(blamed.name))
+    if job_reason not in ("PodFailurePolicy", "JobFailed", failure["reason"]):
+        failure["message"] = (
+            f"{job_reason} ({job_message}); {failure['message']}"
+            if job_message
+            else (f"{job_reason}; {failure['message']}")
+        )
+        if job_reason == "DeadlineExceeded":
+            failure["reason"] = job_reason
+    return failure
+
+
+def _progress(
+    cr: Mapping[str, Any], job: Mapping[str, Any] | None, phase: str, outputs: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """Aggregate ``status.progress.workers.<i>`` (each worker's own Progress snapshot)."""
+    spec = cr.get("spec") or {}
+    workers: Mapping[str, Any] = ((cr.get("status") or {}).get("progress") or {}).get("workers") or {}
+    total = int(spec.get("numShards") or 0) or None
+    done = 0
+    tokens = 0
+    rate = 0.0
+    updated: list[str] = []
+    for snap in workers.values():
+        if not isinstance(snap, Mapping):
+            continue
+        if snap.get("unit", "shards") == "shards":
+            done += int(snap.get("completed") or 0)
+        tokens += int(snap.get("tokens") or 0)
+        finished = snap.get("total") is not None and (snap.get("completed") or 0) >= snap["total"]
+        if not finished:
+            rate += float(snap.get("tokensPerSecond") or 0)
+        if snap.get("updatedAt"):
+            updated.append(str(snap["updatedAt"]))
+    job_status = (job or {}).get("status") or {}
+    workers_done = len(parse_indexes(job_status.get("completedIndexes")))
+    progress: dict[str, Any] = {
+        "workersTotal": int(spec.get("parallelism") or 1),
+        "workersDone": workers_done,
+    }
+    if phase == "Succeeded":
+        done = total or done
+        rate = 0.0
+        final = ((outputs or {}).get("totals") or {}).get("tokens")
+        if final is not None:
+            tokens = int(final)
+        progress["workersDone"] = progress["workersTotal"] if job is not None else workers_done
+    if phase in ("Failed", "Suspended"):
+        rate = 0.0
+    if total:
+        done = min(done, total)
+        progress["shardsTotal"] = total
+        progress["shardsDone"] = done
+        progress["shards"] = f"{done}/{total}"
+        progress["percent"] = round(100.0 * done / total, 1)
+        progress["percentText"] = f"{progress['percent']:g}%"
+    if workers or phase == "Succeeded":
+        progress["tokens"] = tokens
+        progress["tokensPerSecond"] = round(rate, 1)
+    if updated:
+        progress["updatedAt"] = max(updated)
+    old = ((cr.get("status") or {}).get("progress")) or {}
+    if phase == "Succeeded" and job is None and old:
+        return {k: v for k, v in old.items() if k != "workers"}
+    return progress
+
+
+def _data_ready_message(phase: str, outputs: Mapping[str, Any] | None) -> str:
+    if phase != "Succeeded":
+        return "the data is not ready yet" if phase != "Failed" else "the prep failed"
+    if outputs and outputs.get("metadata"):
+        return f"packed data in {outputs.get('outputDir')}; blend {outputs.get('blend')}"
+    return "the Job completed but no worker reported metadata.json; check the workers' logs"
+
+
+def status_patch(cr: Mapping[str, Any], new_status: Mapping[str, Any]) -> dict[str, Any]:
+    """The merge patch for ``status`` (empty when nothing changed), never touching workload-owned keys."""
+    old = without(cr.get("status"), WORKLOAD_OWNED)
+    new = without(new_status, WORKLOAD_OWNED)
+    patch = merge_patch(old, new)
+    workers = ((cr.get("status") or {}).get("progress") or {}).get("workers")
+    if patch.get("progress", {}) is None and workers is not None:
+        # deleting "progress" would delete the workers' entries too: delete our keys one by one
+        patch["progress"] = {key: None for key in old.get("progress") or {}}
+    return patch

@@ -1,0 +1,107 @@
+"""kubeemu: an emulated Kubernetes API server (built on kmock) and a local pod runner, for tests.
+
+USAGE
+=====
+
+In your folder's conftest.py (pytest refuses ``pytest_plugins`` outside the top-level conftest)::
+
+    from kubeemu.fixtures import kube, pod_runner  # noqa: F401  (the fixtures)
+
+Operator test (the real kopf, in a thread, against the emulator)::
+
+    from kopf.testing import KopfRunner
+    from kubeemu.fixtures import PROJECT_CRDS          # <repo>/manifests/crds
+
+    def test_prep_creates_job(kube):                   # KUBECONFIG already points at the emulator
+        kube.apply(PROJECT_CRDS)                       # CRDs: served at once, schema + CEL enforced
+        with KopfRunner(["run", "-A", "--standalone", "-m", "sft_operator.handlers"]) as runner:
+            kube.create({"apiVersion": "sft.dev/v1alpha1", "kind": "SFTDataPrep",
+                         "metadata": {"name": "p", "namespace": "default"}, "spec": {...}})
+            job = kube.wait_for_object("jobs", "p-prep", timeout=10)          # 404 = "not yet"
+            kube.patch_status("jobs", "p-prep", {"succeeded": 1, "conditions": [...]})
+            done = kube.wait_for_object("sftdatapreps", "p", lambda o: o.get("status", {}).get("phase"))
+        assert runner.exit_code == 0, runner.output
+
+E2E (pods really run, as local subprocesses)::
+
+    def test_e2e(kube, pod_runner, tmp_path):
+        pod_runner.path_map["/data"] = tmp_path            # container path prefix -> local dir
+        pod_runner.executables["torchrun"] = [sys.executable, "-m", "torch.distributed.run"]
+        ...  # sft-prep / sft-train resolve to the venv's scripts automatically (next to sys.executable)
+        kube.wait_for_object("sftdatapreps", "p", lambda o: ..., timeout=60)
+        print(kube.pod_log("p-prep-0-abcde"))            # or GET .../pods/NAME/log over HTTP
+
+``kube`` is a :class:`KubeEmulator`: ``.url`` (plain http://127.0.0.1:PORT), ``.kubeconfig()`` /
+``.write_kubeconfig(path)``, ``.apply(path|dir|dict|list)``, ``.create(body)``,
+``.get(kind, name, namespace="default")``, ``.get_or_none(...)``, ``.list(kind, namespace=None,
+label_selector=None, field_selector=None)``, ``.patch(kind, name, patch, content_type=merge,
+subresource=None)``, ``.patch_status(kind, name, status_patch)``, ``.replace(body)``,
+``.delete(kind, name, propagation=None)``, ``.create_namespace(name)``, ``.install_crd(doc)``,
+``.install_pytorchjob_crd()``, ``.uninstall_crd(name)``, ``.events(namespace=None,
+involved_name=None)``, ``.pod_log(name)``,
+``.wait_for(fn, timeout)``, ``await .async_wait_for(fn, timeout)``, ``.wait_for_object(kind, name,
+predicate, timeout)``, ``.wait_for_deletion(kind, name)``. ``kind`` is a plural, kind or short name
+(add ``api_version=`` when ambiguous, e.g. core vs events.k8s.io ``events``). Helpers raise
+:class:`ApiError` (``.code``, ``.reason``, ``.status()``) exactly where the HTTP API would answer
+with an error. ``kube.requests`` is the kmock handler: iterate it to assert on the requests made,
+or inject faults with kmock's DSL, e.g. ``kube.requests['post', kmock.resource('batch', 'v1',
+'jobs')] << 500`` (user reactions take priority over the emulation). ``KubeEmulator(...)`` also
+works without pytest (``with KubeEmulator(crds=[...]) as kube:``), e.g. in benchmarks
+(``record_requests=False`` keeps memory flat), and ``KubeEmulator(kopf_peering=True)`` installs
+kopf's peering CRDs.
+
+``pod_runner`` is a :class:`~kubeemu.podrunner.PodRunner`: ``.executables`` (command name -> path or
+argv prefix), ``.path_map`` (container path prefix -> local dir), ``.extra_env``, ``.images`` (image ->
+entrypoint for containers without ``command``), ``.config.pvc_root``; see :mod:`kubeemu.podrunner`.
+
+WHAT IS EMULATED
+================
+
+- Discovery: ``/api``, ``/api/v1``, ``/apis``, ``/apis/G``, ``/apis/G/V``, ``/version``, live: a CRD
+  created or deleted at runtime adds or removes its resource (kopf notices through its CRD watch).
+- Built-ins: namespaces, configmaps, secrets, serviceaccounts, pods (+``/status``, ``/log``),
+  services, persistentvolumeclaims, events (core v1 and events.k8s.io/v1), batch/v1 jobs,
+  coordination leases, apiextensions.k8s.io/v1 customresourcedefinitions; every CR kind of an
+  installed CRD (all served versions, no conversion).
+- CRUD, list and watch (``watch=true`` streaming with ``resourceVersion`` resumption, 410 Expired
+  when too old, ``sendInitialEvents`` + bookmark, ``timeoutSeconds``), label and field selectors on
+  list and watch (selector transitions turn into ADDED/DELETED for that watcher), deletecollection,
+  ``dryRun=All``.
+- Metadata: uid, global resourceVersion (no-op writes change nothing and emit nothing), generation
+  (spec changes only), creationTimestamp, generateName, deletionTimestamp + finalizers, name/label/
+  annotation/finalizer/ownerReference validation, namespaces that must exist (and cascade on delete).
+- Status subresource isolation; patch types merge, JSON (with ``test``), strategic (merge by ``name``
+  for named lists), apply (approximated as merge); 409 AlreadyExists / Conflict (stale
+  resourceVersion in PUT or in a patch's metadata), 404, 422 Invalid with ``details.causes``.
+- CRD schema: pruning, defaults, type/enum/bounds/lengths/pattern/items/properties/required/
+  nullable/additionalProperties/int-or-string/allOf/anyOf/oneOf/not, and ``x-kubernetes-validations``
+  in the CEL subset documented in :mod:`kubeemu.cel` (transition rules with ``oldSelf`` included).
+- Garbage collection by ownerReferences (Background, Foreground, Orphan; Jobs default to Orphan as
+  on a real apiserver).
+- Built-in kinds are validated against the official strict OpenAPI schemas of Kubernetes 1.33 (from
+  ``kubernetes-validate``): unknown or mistyped fields are a 422 naming the field. Jobs also get the
+  checks operators trip over: ``restartPolicy`` must be Never/OnFailure, Indexed needs
+  ``completions``, ``completionMode``/``completions``/``selector`` are immutable and the pod template
+  is immutable unless the Job is suspended and never started.
+- Built-in defaults that matter: Job selector/labels (``batch.kubernetes.io/job-name``...), Job spec
+  defaults (backoffLimit 6, parallelism 1...), Pod and Namespace initial status.
+- kopf peering: ``KubeEmulator(kopf_peering=True)`` (or applying the CRDs) plus a ``KopfPeering`` /
+  ``ClusterKopfPeering`` object named like ``--peering=NAME``: kopf then runs with peering (without
+  the object it stays paused, as on a real cluster).
+
+WHAT IS NOT EMULATED
+====================
+
+Authentication and RBAC (any token is accepted), admission webhooks and admission plugins (Kueue,
+LimitRange, quotas), full CEL (unsupported rules are logged and skipped), CEL cost limits,
+``messageExpression``, list-type/map-key semantics, SSA field management and conflicts,
+aggregated discovery (v2), version conversion, pagination (``limit`` is ignored; everything comes in
+one page), protobuf, built-in kinds' full schemas (only metadata and template labels are
+validated), graceful pod termination periods, scheduling, nodes, services networking, images.
+"""
+
+from .emulator import KubeEmulator, WaitTimeout, load_manifests
+from .errors import ApiError
+from .podrunner import PodRunner
+
+__all__ = ["ApiError", "KubeEmulator", "PodRunner", "WaitTimeout", "load_manifests"]

@@ -1,0 +1,386 @@
+"""Run one Pod's containers as local subprocesses, the way a kubelet would run them in containers.
+
+What a pod sees, emulated locally:
+
+- ``command``/``args`` with Kubernetes ``$(VAR)`` expansion (``$$(VAR)`` escapes), the executable
+  optionally substituted through ``executables`` (e.g. ``sft-prep`` -> the venv's script, or
+  ``torchrun`` -> ``[python, -m, torch.distributed.run]``); a bare name found next to the current
+  Python interpreter (the venv's ``bin``) is used from there;
+- env: ``value``, ``valueFrom`` (fieldRef, secretKeyRef, configMapKeyRef, resourceFieldRef) and
+  ``envFrom`` (secretRef, configMapRef, with ``prefix``) resolved against the emulator; a missing
+  non-optional Secret/ConfigMap keeps the container waiting with ``CreateContainerConfigError``
+  (retried), as a kubelet does;
+- volumes: ``configMap``/``secret`` materialized into a per-pod directory, ``emptyDir`` as a
+  directory, ``persistentVolumeClaim`` as ``<pvc_root>/<claimName>``, ``hostPath`` as-is; each
+  ``volumeMount.mountPath`` (and every ``path_map`` prefix) is rewritten to the local directory in
+  command, args, env values, ``workingDir`` and in the text of materialized ConfigMap files;
+- the termination message: ``SFT_TERMINATION_LOG`` and the container's ``terminationMessagePath``
+  point at a per-container file; with ``FallbackToLogsOnError`` a failed container without a
+  message gets the last 80 log lines (at most 2048 bytes), as the kubelet does;
+- stdout and stderr go to one per-container log file (served by ``pods/NAME/log``).
+
+Not emulated: images (the local venv runs everything), resource limits, probes, sidecar restart
+semantics, ports and networking (everything is on localhost), users and security contexts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import os
+import re
+import shlex
+import signal
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ApiError
+from .store import Json, Store
+
+_VAR_RE = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
+TERMINATION_MESSAGE_LIMIT = 4096
+FALLBACK_LINES = 80
+FALLBACK_BYTES = 2048
+
+
+class ConfigError(Exception):
+    """The pod references a Secret/ConfigMap/key that does not exist (CreateContainerConfigError)."""
+
+
+def expand(text: str, env: Mapping[str, str]) -> str:
+    """Kubernetes ``$(VAR)`` expansion: unknown references stay verbatim, ``$$`` is a literal ``$``."""
+
+    def replace(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name = match.group(1)
+        return env[name] if name in env else match.group(0)
+
+    return _VAR_RE.sub(replace, text)
+
+
+def rewrite_paths(text: str, mapping: Mapping[str, str]) -> str:
+    """Replace container path prefixes by local ones, longest first, only at path boundaries.
+
+    One pass over the text: a local directory may itself lie under a mounted container path (e.g.
+    pod dirs under the host's /tmp while the pod mounts an emptyDir at /tmp), and a second pass would
+    rewrite the already-rewritten path again.
+    """
+    if not mapping:
+        return text
+    prefixes = sorted(mapping, key=len, reverse=True)
+    locals_by_prefix = {prefix.rstrip("/"): mapping[prefix] for prefix in prefixes}
+    alternation = "|".join(re.escape(prefix.rstrip("/")) for prefix in prefixes)
+    pattern = re.compile(r"(?<![\w./-])(" + alternation + r")(?=/|$|[\s\"',;:=)\]}])")
+    return pattern.sub(lambda match: str(locals_by_prefix[match.group(1)]), text)
+
+
+@dataclass
+class ContainerResult:
+    exit_code: int
+    message: str
+    started_at: str
+    finished_at: str
+
+
+@dataclass
+class RunnerConfig:
+    """How pods are mapped onto this machine (shared by all pods of one runner)."""
+
+    work_dir: Path
+    executables: dict[str, str | list[str]] = field(default_factory=dict)
+    path_map: dict[str, str | Path] = field(default_factory=dict)
+    pvc_root: Path | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
+    images: dict[str, list[str]] = field(default_factory=dict)
+    inherit_env: bool = True
+    kill_grace: float = 3.0
+
+
+def _decode_secret(secret: Json) -> dict[str, str]:
+    data = {
+        key: base64.b64decode(value).decode("utf-8", "replace")
+        for key, value in (secret.get("data") or {}).items()
+    }
+    data.update(secret.get("stringData") or {})
+    return data
+
+
+class PodExecution:
+    """The local materialization and execution of one pod."""
+
+    def __init__(self, store: Store, pod: Json, config: RunnerConfig, api_url: str) -> None:
+        self.store = store
+        self.pod = pod
+        self.config = config
+        self.api_url = api_url
+        meta = pod["metadata"]
+        self.namespace: str = meta["namespace"]
+        self.name: str = meta["name"]
+        self.uid: str = meta["uid"]
+        self.dir = config.work_dir / self.namespace / f"{self.name}-{self.uid[:8]}"
+        self.processes: dict[str, asyncio.subprocess.Process] = {}
+        self.killed = False
+        self.restart_counts: dict[str, int] = {}
+
+    # ---------------------------------------------------------------- lookups
+
+    def _get(self, plural: str, name: str) -> Json | None:
+        try:
+            return self.store.get(self.store.resolve("", "v1", plural), self.namespace, name)
+        except ApiError as error:
+            if error.code == 404:
+                return None
+            raise
+
+    def _source_data(self, kind: str, name: str, optional: bool) -> dict[str, str] | None:
+        obj = self._get("secrets" if kind == "secret" else "configmaps", name)
+        if obj is None:
+            if optional:
+                return None
+            raise ConfigError(f'{kind} "{name}" not found')
+        if kind == "secret":
+            return _decode_secret(obj)
+        return dict(obj.get("data") or {})
+
+    def _field_ref(self, path: str) -> str:
+        meta = self.pod["metadata"]
+        match = re.fullmatch(r"metadata\.(labels|annotations)\['([^']+)'\]", path)
+        if match:
+            return str((meta.get(match.group(1)) or {}).get(match.group(2), ""))
+        values = {
+            "metadata.name": self.name,
+            "metadata.namespace": self.namespace,
+            "metadata.uid": self.uid,
+            "spec.nodeName": "kubeemu-node",
+            "spec.serviceAccountName": (self.pod.get("spec") or {}).get("serviceAccountName", "default"),
+            "status.podIP": "127.0.0.1",
+            "status.hostIP": "127.0.0.1",
+        }
+        if path not in values:
+            raise ConfigError(f"unsupported fieldRef {path!r}")
+        return values[path]
+
+    # ---------------------------------------------------------------- materialization
+
+    def plan_volumes(self) -> dict[str, Path]:
+        """Local directory of each volume (nothing is written yet)."""
+        paths: dict[str, Path] = {}
+        for volume in (self.pod.get("spec") or {}).get("volumes") or []:
+            name = volume["name"]
+            if "persistentVolumeClaim" in volume:
+                root = self.config.pvc_root or (self.config.work_dir / "pvcs")
+                paths[name] = Path(root) / volume["persistentVolumeClaim"]["claimName"]
+            elif "hostPath" in volume:
+                paths[name] = Path(volume["hostPath"]["path"])
+            else:
+                paths[name] = self.dir / "volumes" / name
+        return paths
+
+    def pod_mapping(self, volumes: Mapping[str, Path]) -> dict[str, str]:
+        """Container path -> local path for ``path_map`` and the mounts of every container."""
+        spec = self.pod.get("spec") or {}
+        mapping = {prefix: str(local) for prefix, local in self.config.path_map.items()}
+        for container in (spec.get("initContainers") or []) + (spec.get("containers") or []):
+            mapping.update(self.mount_mapping(container, volumes))
+        return mapping
+
+    def materialize(self, volumes: Mapping[str, Path], mapping: Mapping[str, str]) -> None:
+        """Write ConfigMap/Secret volume files (ConfigMap text gets its paths rewritten)."""
+        for volume in (self.pod.get("spec") or {}).get("volumes") or []:
+            local = volumes[volume["name"]]
+            if "hostPath" not in volume:
+                local.mkdir(parents=True, exist_ok=True)
+            kind = "configMap" if "configMap" in volume else "secret" if "secret" in volume else None
+            if kind is None:
+                continue
+            source = volume[kind]
+            ref = source.get("name") or source.get("secretName")
+            optional = source.get("optional", False)
+            data = self._source_data("secret" if kind == "secret" else "configmap", ref, optional)
+            items = source.get("items") or [{"key": key, "path": key} for key in (data or {})]
+            for item in items:
+                if data is None or item["key"] not in data:
+                    if optional:
+                        continue
+                    raise ConfigError(f'couldn\'t find key {item["key"]} in {kind} "{ref}"')
+                target = local / item["path"]
+                target.parent.mkdir(parents=True, exist_ok=True)
+                content = data[item["key"]]
+                target.write_text(rewrite_paths(content, mapping) if kind == "configMap" else content)
+
+    def mount_mapping(self, container: Json, volumes: Mapping[str, Path]) -> dict[str, str]:
+        mapping = {prefix: str(local) for prefix, local in self.config.path_map.items()}
+        for mount in container.get("volumeMounts") or []:
+            local = volumes.get(mount["name"])
+            if local is None:
+                raise ConfigError(f'volume "{mount["name"]}" not found for mount {mount["mountPath"]}')
+            if mount.get("subPath"):
+                local = local / mount["subPath"]
+            mapping[mount["mountPath"]] = str(local)
+        return mapping
+
+    def container_env(self, container: Json, mapping: Mapping[str, str]) -> dict[str, str]:
+        env: dict[str, str] = {}
+        for source in container.get("envFrom") or []:
+            prefix = source.get("prefix", "")
+            for kind in ("secretRef", "configMapRef"):
+                if kind in source:
+                    ref = source[kind]
+                    data = self._source_data(
+                        "secret" if kind == "secretRef" else "configmap",
+                        ref["name"],
+                        ref.get("optional", False),
+                    )
+                    env.update({prefix + key: value for key, value in (data or {}).items()})
+        for var in container.get("env") or []:
+            name = var["name"]
+            if "valueFrom" in var:
+                source = var["valueFrom"]
+                if "fieldRef" in source:
+                    env[name] = self._field_ref(source["fieldRef"]["fieldPath"])
+                elif "secretKeyRef" in source or "configMapKeyRef" in source:
+                    kind = "secretKeyRef" if "secretKeyRef" in source else "configMapKeyRef"
+                    ref = source[kind]
+                    data = self._source_data(
+                        "secret" if kind == "secretKeyRef" else "configmap",
+                        ref["name"],
+                        ref.get("optional", False),
+                    )
+                    if data is None:
+                        continue
+                    if ref["key"] not in data:
+                        if ref.get("optional"):
+                            continue
+                        raise ConfigError(f'couldn\'t find key {ref["key"]} in {kind[:-6]} "{ref["name"]}"')
+                    env[name] = data[ref["key"]]
+                elif "resourceFieldRef" in source:
+                    resource = source["resourceFieldRef"]["resource"]
+                    section, _, key = resource.partition(".")
+                    value = ((container.get("resources") or {}).get(section) or {}).get(key, "0")
+                    env[name] = str(value)
+            else:
+                env[name] = rewrite_paths(expand(str(var.get("value", "")), env), mapping)
+        return env
+
+    def argv(self, container: Json, env: Mapping[str, str], mapping: Mapping[str, str]) -> list[str]:
+        command = list(container.get("command") or [])
+        args = list(container.get("args") or [])
+        if not command:
+            entrypoint = self.config.images.get(container.get("image", ""))
+            if entrypoint is None:
+                raise ConfigError(
+                    f"container {container['name']!r} has no command and image {container.get('image')!r} "
+                    "has no entrypoint in the runner's `images` mapping"
+                )
+            command = list(entrypoint)
+        argv = [rewrite_paths(expand(part, env), mapping) for part in command + args]
+        executable = argv[0]
+        substitute = self.config.executables.get(
+            executable, self.config.executables.get(Path(executable).name)
+        )
+        if substitute is not None:
+            prefix = [substitute] if isinstance(substitute, str) else list(substitute)
+            return [*prefix, *argv[1:]]
+        if "/" not in executable:
+            candidate = Path(sys.executable).parent / executable
+            if candidate.exists():
+                return [str(candidate), *argv[1:]]
+        return argv
+
+    # ---------------------------------------------------------------- execution
+
+    async def run_container(
+        self, container: Json, volumes: Mapping[str, Path], on_start: Any
+    ) -> ContainerResult:
+        from .store import now_iso
+
+        name = container["name"]
+        mapping = self.mount_mapping(container, volumes)
+        env_spec = self.container_env(container, mapping)
+        argv = self.argv(container, env_spec, mapping)
+        cdir = self.dir / "containers" / name
+        cdir.mkdir(parents=True, exist_ok=True)
+        termination = cdir / "termination-log"
+        termination.unlink(missing_ok=True)
+        log_path = cdir / "log"
+
+        env: dict[str, str] = (
+            dict(os.environ) if self.config.inherit_env else {"PATH": os.environ.get("PATH", "")}
+        )
+        for variable in ("KUBECONFIG", "KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT"):
+            env.pop(variable, None)
+        env.update({"HOSTNAME": self.name, "SFT_TERMINATION_LOG": str(termination)})
+        env.update(self.config.extra_env)
+        env.update(env_spec)
+        if env.get("SFT_OWNER_NAME") and not env_spec.get("SFT_OWNER_API"):
+            env["SFT_OWNER_API"] = self.api_url  # a pod would reach the API; here it is the emulator
+        declared = container.get("terminationMessagePath")
+        if declared:
+            mapping = {**mapping, declared: str(termination)}
+        if env_spec.get("SFT_TERMINATION_LOG"):
+            env["SFT_TERMINATION_LOG"] = str(termination)
+        workdir = container.get("workingDir")
+        cwd = rewrite_paths(workdir, mapping) if workdir else str(cdir)
+        Path(cwd).mkdir(parents=True, exist_ok=True)
+
+        started_at = now_iso()
+        with open(log_path, "ab") as log_file:
+            log_file.write(f"# kubeemu: {shlex.join(argv)}\n".encode())
+            log_file.flush()
+            process = await asyncio.create_subprocess_exec(
+                *argv,
+                env=env,
+                cwd=cwd,
+                stdout=log_file,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.processes[name] = process
+        on_start(name, started_at)
+        exit_code = await process.wait()
+        finished_at = now_iso()
+        message = (
+            termination.read_text(errors="replace")[:TERMINATION_MESSAGE_LIMIT]
+            if termination.exists()
+            else ""
+        )
+        if (
+            not message
+            and exit_code != 0
+            and container.get("terminationMessagePolicy") == "FallbackToLogsOnError"
+        ):
+            message = self.log_tail(name, FALLBACK_LINES)[-FALLBACK_BYTES:]
+        return ContainerResult(exit_code, message, started_at, finished_at)
+
+    def log_text(self, container: str | None) -> str:
+        names = [c["name"] for c in (self.pod.get("spec") or {}).get("containers") or []]
+        name = container or (names[0] if names else "")
+        path = self.dir / "containers" / name / "log"
+        if not path.exists():
+            return ""
+        lines = path.read_text(errors="replace").splitlines(keepends=True)
+        return "".join(line for line in lines if not line.startswith("# kubeemu: "))
+
+    def log_tail(self, container: str, lines: int) -> str:
+        return "".join(self.log_text(container).splitlines(keepends=True)[-lines:])
+
+    async def kill(self) -> None:
+        """SIGTERM the process groups, SIGKILL after the grace period."""
+        self.killed = True
+        for process in list(self.processes.values()):
+            if process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGTERM)
+        for process in list(self.processes.values()):
+            if process.returncode is None:
+                try:
+                    await asyncio.wait_for(process.wait(), self.config.kill_grace)
+                except TimeoutError:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(process.pid, signal.SIGKILL)
+                    await process.wait()

@@ -1,0 +1,201 @@
+"""The megatron engine without Megatron-Bridge: the pure plan, and the wiring around MB's own helpers.
+
+Megatron-Bridge needs Python 3.12 + CUDA, so the wiring tests install small stand-ins for the few
+Megatron-Bridge functions the engine calls (recipe, OmegaConf dotlist helpers, dataset configs);
+they check the order of application and that Megatron-Bridge's error text reaches the user.
+``test_train_gpu.py`` runs the real thing where a GPU and Megatron-Bridge exist.
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sft_common.config import validate
+from sft_train.config import TrainConfig
+from sft_train.engines import megatron_engine
+from sft_train.engines.megatron_plan import build_plan, complete_checkpoint, format_value, recipe_target
+from sft_train.errors import InvalidOverride
+from sft_train.packed_data import inspect_data
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (None, "null"),
+        (True, "true"),
+        (5e-6, "5e-06"),
+        (32, "32"),
+        (["linear_qkv", "in_proj"], "[linear_qkv,in_proj]"),
+        ("s3://bucket/ckpt", "s3://bucket/ckpt"),
+        ("/path with space", "'/path with space'"),
+        ("it's", "'it\\'s'"),
+        ("null", "'null'"),
+    ],
+)
+def test_hydra_value_formatting(value: Any, text: str) -> None:
+    assert format_value(value) == text
+
+
+def test_recipe_names() -> None:
+    assert recipe_target("nemotron_3_nano", peft=False) == (
+        "megatron.bridge.recipes.nemotronh.nemotron_3_nano.nemotron_3_nano_sft_config"
+    )
+    assert recipe_target("my.pkg.tiny_recipe", peft=True) == "my.pkg.tiny_recipe"
+
+
+def test_completeness_marker(tmp_path: Path) -> None:
+    assert not complete_checkpoint(str(tmp_path))
+    assert not complete_checkpoint(None)
+    (tmp_path / "latest_train_state.pt").write_bytes(b"x")
+    assert complete_checkpoint(str(tmp_path))
+
+
+# -- stand-ins for the Megatron-Bridge functions the engine calls --------------------------------
+
+
+class OverridesError(Exception):
+    """Like Megatron-Bridge's: raised by parse_hydra_overrides for a key the config lacks."""
+
+
+@dataclass
+class Section:
+    values: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Container:
+    sections: dict[str, dict[str, Any]]
+    dataset: Any = None
+
+
+def _install_fake_mb(monkeypatch: pytest.MonkeyPatch, calls: list[Any]) -> None:
+    def recipe(**kwargs: Any) -> Container:
+        calls.append(("recipe", kwargs))
+        return Container(
+            {
+                "model": {
+                    "seq_length": 4096,
+                    "calculate_per_token_loss": False,
+                    "mtp_loss_scaling_factor": 0.1,
+                },
+                "train": {"train_iters": 1, "global_batch_size": 1, "micro_batch_size": 1},
+                "optimizer": dict.fromkeys(
+                    ["lr", "min_lr", "adam_beta1", "adam_beta2", "adam_eps", "weight_decay", "clip_grad"], 0
+                ),
+                "scheduler": dict.fromkeys(
+                    [
+                        "lr_warmup_iters",
+                        "lr_decay_style",
+                        "lr_decay_iters",
+                        "start_weight_decay",
+                        "end_weight_decay",
+                    ]
+                ),
+                "rng": {"seed": 0},
+                "checkpoint": dict.fromkeys(["pretrained_checkpoint", "save", "save_interval", "load"]),
+                "logger": {"log_interval": 1},
+            }
+        )
+
+    def create_omegaconf_dict_config(cfg: Container) -> tuple[dict[str, Any], dict[str, Any]]:
+        merged = {k: dict(v) for k, v in cfg.sections.items()}
+        merged["dataset"] = dict(cfg.dataset.kwargs)
+        return merged, {"excluded": True}
+
+    def parse_hydra_overrides(merged: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+        calls.append(("overrides", list(overrides)))
+        for text in overrides:
+            key, _, value = text.partition("=")
+            section, _, name = key.partition(".")
+            if section not in merged or name not in merged[section]:
+                raise OverridesError(f"Failed to parse Hydra overrides: Could not override '{key}'.")
+            merged[section][name] = value
+        return merged
+
+    def apply_overrides(cfg: Container, merged: dict[str, Any], excluded: dict[str, Any]) -> None:
+        calls.append(("apply", excluded))
+        cfg.sections = {k: v for k, v in merged.items() if k != "dataset"}
+
+    class Config:
+        def __init__(self, **kwargs: Any) -> None:
+            self.kwargs = kwargs
+
+    modules = {
+        "fake_recipes": types.SimpleNamespace(tiny=recipe),
+        "omegaconf": types.SimpleNamespace(
+            OmegaConf=types.SimpleNamespace(to_container=lambda c, resolve: c)
+        ),
+        "megatron.bridge.training.utils.omegaconf_utils": types.SimpleNamespace(
+            create_omegaconf_dict_config=create_omegaconf_dict_config,
+            parse_hydra_overrides=parse_hydra_overrides,
+            apply_overrides=apply_overrides,
+        ),
+        "megatron.bridge.training.config": types.SimpleNamespace(FinetuningDatasetConfig=Config),
+        "megatron.bridge.data.datasets.packed_sequence": types.SimpleNamespace(PackedSequenceSpecs=Config),
+    }
+
+    def fake_import(name: str) -> Any:
+        if name in modules:
+            return modules[name]
+        raise ImportError(f"No module named '{name}'")
+
+    monkeypatch.setattr(megatron_engine, "_import", fake_import)
+    monkeypatch.setattr(megatron_engine.importlib, "import_module", fake_import)
+    monkeypatch.setitem(sys.modules, "fake_recipes", modules["fake_recipes"])  # type: ignore[arg-type]
+
+
+def _plan(make_data: Callable[..., Path], overrides: list[str]) -> tuple[TrainConfig, Any]:
+    data = make_data()
+    config = validate(
+        TrainConfig,
+        {"data": {"path": str(data)}, "model": {"recipe": "fake_recipes.tiny"}, "overrides": overrides},
+    )
+    return config, build_plan(config, inspect_data(str(data)))
+
+
+def test_container_is_recipe_then_ours_then_users(
+    make_data: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[Any] = []
+    _install_fake_mb(monkeypatch, calls)
+    config, plan = _plan(make_data, ["train.train_iters=7"])
+    cfg = megatron_engine.build_container(config, plan)
+    assert [c[0] for c in calls] == ["recipe", "overrides", "overrides", "apply"]
+    assert calls[1][1] == plan.overrides and calls[2][1] == ["train.train_iters=7"]
+    assert cfg.sections["train"]["train_iters"] == "7"  # the user's override wins over ours (1700)
+    assert cfg.sections["model"]["seq_length"] == "64"
+    assert calls[3][1] == {"excluded": True}  # MB's excluded callables are handed back
+    specs = cfg.dataset.kwargs["packed_sequence_specs"].kwargs
+    assert specs["packed_train_data_path"].endswith("/splits/train")
+
+
+def test_unknown_override_key_surfaces_megatron_bridges_error(
+    make_data: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _install_fake_mb(monkeypatch, [])
+    config, plan = _plan(make_data, ["train.not_a_key=1"])
+    with pytest.raises(InvalidOverride) as info:
+        megatron_engine.build_container(config, plan)
+    assert "Could not override 'train.not_a_key'" in str(info.value)
+    assert isinstance(info.value.__cause__, OverridesError)
+    assert info.value.reason == "InvalidOverride"
+
+
+def test_missing_megatron_bridge_is_a_clear_error() -> None:
+    try:
+        import megatron.bridge  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("Megatron-Bridge is installed here")
+    with pytest.raises(megatron_engine.MegatronBridgeMissing, match="run it in the trainer image"):
+        megatron_engine.resolve_recipe(
+            "megatron.bridge.recipes.nemotronh.nemotron_3_super.nemotron_3_super_sft_config"
+        )

@@ -1,0 +1,380 @@
+"""One worker's run: plan → (its shards: read → process → pack → Parquet → receipt) → maybe commit.
+
+Worker ``I`` of ``N`` builds the shards whose global index ``s`` satisfies ``s % N == I``. A shard is
+the unit of memory (its sequences are held until packed), of resumption (a receipt is written after
+its Parquet file) and of parallelism. After its own shards, every worker checks whether all receipts
+of the run are present; if so it commits: deletes stale files, writes ``blend.json`` and then
+``metadata.json`` (the commit marker). Receipts are written before that check, so the worker that
+completes the last shard always sees every receipt and commits before it exits; when two commit at
+once they write identical bytes (the content is a pure function of the receipts).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+import numpy as np
+
+from sft_common import storage
+from sft_common.config import ConfigError, ConfigModel, validate
+from sft_common.progress import Progress, utcnow_iso
+from sft_prep import engine
+from sft_prep.config import DatasetSpec, PrepConfig
+from sft_prep.identity import Identity, make_identity
+from sft_prep.metadata import build_blend, build_metadata
+from sft_prep.packing import pack
+from sft_prep.parquet_shard import SequenceStore, materialize, write_shard
+from sft_prep.process import ProcessResult
+from sft_prep.readers import RawRow, ReadMeter, SourceFile, iter_rows, resolve_files
+from sft_prep.receipts import RECEIPT_VERSION, Layout, is_done, matches, read_all, read_json, write_json
+from sft_prep.sharding import Shard, plan_shards
+from sft_prep.stats import ShardCounts
+from sft_prep.summary import render_summary, result_payload
+
+BATCH_ROWS = 256
+"""Rows handed to the processor at once: large enough for batched tokenization, small for memory."""
+
+
+class NoTrainingData(RuntimeError):
+    """Every row was dropped: almost always a wrong messages_field, template or input; fail loudly."""
+
+    reason = "NoTrainingData"
+
+    def __init__(self, meta: dict[str, Any]) -> None:
+        drops = ", ".join(f"{k} {v}" for k, v in sorted(meta["dropped"].items(), key=lambda kv: -kv[1])[:5])
+        super().__init__(
+            f"no training data: {meta['totals']['rows']} rows read, none kept (dropped: {drops or 'none'}); "
+            "check datasets[].messages_field, the input files and chat_template — see metadata.json examples"
+        )
+
+
+class BlendFile(ConfigModel):
+    """The JSON file named by ``blend_path``."""
+
+    datasets: list[DatasetSpec]
+    """Input datasets, as in the config's ``datasets``."""
+
+
+def load_datasets(cfg: PrepConfig) -> list[DatasetSpec]:
+    if not cfg.blend_path:
+        return list(cfg.datasets)
+    import json
+
+    try:
+        data = json.loads(storage.read_text(cfg.blend_path))
+    except (storage.StorageError, ValueError) as exc:
+        raise ConfigError(f"blend_path: cannot read {cfg.blend_path} as JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f'blend_path: {cfg.blend_path} must hold an object {{"datasets": [...]}}')
+    try:
+        blend = validate(BlendFile, data)
+    except ConfigError as exc:
+        raise ConfigError(f"blend_path {cfg.blend_path}: {exc}") from None
+    names = [d.name for d in blend.datasets]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if not names or dupes:
+        raise ConfigError(
+            f"blend_path {cfg.blend_path}: need ≥1 dataset with unique names (repeated: {dupes})"
+        )
+    return blend.datasets
+
+
+@dataclass
+class WorkerTotals:
+    """What this worker did, for progress and the final message."""
+
+    rows: int = 0
+    tokens: int = 0
+    sequences: int = 0
+    bins: int = 0
+    built: list[int] = field(default_factory=list)
+    skipped: list[int] = field(default_factory=list)
+
+
+class Worker:
+    def __init__(
+        self, cfg: PrepConfig, worker_index: int = 0, num_workers: int = 1, stdout: IO[str] | None = None
+    ) -> None:
+        if num_workers < 1:
+            raise ConfigError(f"--num-workers must be ≥ 1 (got {num_workers})")
+        if not 0 <= worker_index < num_workers:
+            raise ConfigError(f"--worker-index must be in 0..{num_workers - 1} (got {worker_index})")
+        self.cfg = cfg
+        self.worker_index = worker_index
+        self.num_workers = num_workers
+        self.stdout = stdout or sys.stdout
+        self.layout = Layout(cfg.output_dir)
+        self.totals = WorkerTotals()
+
+    # ----------------------------------------------------------------------------- setup
+    def prepare(self) -> None:
+        """Resolve inputs, tokenizer, template and the plan; everything that can fail on bad config."""
+        cfg = self.cfg
+        self.specs = {d.name: d for d in load_datasets(cfg)}
+        self.inputs: list[tuple[DatasetSpec, list[SourceFile]]] = [
+            (spec, resolve_files(spec, f"datasets[{i}]")) for i, spec in enumerate(self.specs.values())
+        ]
+        self.engine = engine.load(cfg)
+        self.identity: Identity = make_identity(
+            cfg, self.inputs, self.engine.tokenizer_info, self.engine.template_info, self.num_workers
+        )
+        self.shards: list[Shard] = plan_shards(
+            self.inputs, cfg.num_shards, cfg.valid_ratio, cfg.test_ratio, cfg.seed, cfg.sample
+        )
+        self.mine = [s for s in self.shards if s.index % self.num_workers == self.worker_index]
+
+    def _same_run(self, record: dict[str, Any] | None) -> bool:
+        if not record:
+            return False
+        if self.identity.forced:
+            return record.get("run_id") == self.identity.run_id
+        return record.get("config_hash") == self.identity.config_hash
+
+    # ----------------------------------------------------------------------------- run
+    def run(self) -> dict[str, Any]:
+        self.prepare()
+        meta = read_json(self.layout.metadata)
+        if self._same_run(meta):
+            assert meta is not None
+            missing = self._missing_files(meta)
+            if not missing and meta["totals"]["bins"] == 0:
+                raise NoTrainingData(meta)
+            if not missing:
+                print(
+                    f"sft-prep: {self.cfg.output_dir} is up to date "
+                    f"(config {self.identity.config_hash}); nothing to do",
+                    file=self.stdout,
+                )
+                return self._finish(meta, committed=False, up_to_date=True)
+            print(
+                f"sft-prep: {len(missing)} shard file(s) of the finished run are gone (e.g. {missing[0]}); "
+                "withdrawing metadata.json and rebuilding them",
+                file=self.stdout,
+            )
+            storage.delete(self.layout.metadata)
+            storage.delete(self.layout.blend)
+        elif meta is not None:
+            self._retire(meta)
+        progress = Progress(
+            "sft-prep",
+            total=len(self.mine),
+            unit="shards",
+            rates=("tokens", "rows"),
+            owner_key=str(self.worker_index),
+        )
+        try:
+            for done, shard in enumerate(self.mine):
+                if is_done(
+                    self.layout,
+                    shard.index,
+                    self.identity.config_hash,
+                    self.identity.run_id,
+                    self.identity.forced,
+                ):
+                    self.totals.skipped.append(shard.index)
+                    progress.update(completed=done + 1, **self._metrics())
+                    continue
+                self.build(shard, progress, done)
+                self.totals.built.append(shard.index)
+                progress.update(completed=done + 1, **self._metrics())
+        finally:
+            progress.close(**self._metrics())
+        meta = self.commit()
+        if meta is not None and meta["totals"]["bins"] == 0:
+            raise NoTrainingData(meta)
+        if meta is None:
+            meta = read_json(self.layout.metadata)
+            meta = meta if self._same_run(meta) else None
+            return self._finish(meta, committed=False)
+        return self._finish(meta, committed=True)
+
+    def _missing_files(self, meta: dict[str, Any]) -> list[str]:
+        present = {_normalize(u) for u in storage.listdir(self.layout.splits_dir)}
+        wanted = [self.layout.uri(s["file"]) for s in meta.get("shards", []) if s.get("file")]
+        return [u for u in wanted if _normalize(u) not in present]
+
+    def _metrics(self) -> dict[str, int]:
+        t = self.totals
+        return {"rows": t.rows, "tokens": t.tokens, "sequences": t.sequences, "bins": t.bins}
+
+    def _retire(self, old: dict[str, Any]) -> None:
+        """Another config's output is here: withdraw its commit marker before writing anything."""
+        old_id = str(old.get("run_id") or "unknown")
+        write_json(self.layout.history(old_id), old)
+        storage.delete(self.layout.metadata)
+        storage.delete(self.layout.blend)
+        print(
+            f"sft-prep: replacing the run {old_id} in {self.cfg.output_dir} (config or --force changed); "
+            f"its metadata is kept as {self.layout.history(old_id)}",
+            file=self.stdout,
+        )
+
+    # ----------------------------------------------------------------------------- one shard
+    def build(self, shard: Shard, progress: Progress, done: int) -> dict[str, Any]:
+        cfg = self.cfg
+        spec = self.specs[shard.dataset]
+        started = time.monotonic()
+        counts = ShardCounts()
+        store = SequenceStore()
+        meter = ReadMeter(shard.input_bytes)
+        processor = self.engine.processor()
+        batch: list[RawRow] = []
+
+        def take(results: Iterator[tuple[int, ProcessResult]]) -> None:
+            for n, result in results:
+                self.totals.rows += n
+                self.totals.sequences += engine.consume(result, counts, store)
+                self.totals.tokens += result.counts.tokens
+                progress.update(completed=done + meter.fraction, **self._metrics())
+
+        with engine.BatchRunner(processor, shard.dataset, spec.messages_field, spec.tools_field) as runner:
+            for source in shard.sources:
+                rows = iter_rows(
+                    source.files,
+                    spec,
+                    modulus=source.modulus,
+                    remainder=source.remainder,
+                    limit=source.limit,
+                    meter=meter,
+                )
+                for raw in rows:
+                    batch.append(raw)
+                    if len(batch) >= BATCH_ROWS:
+                        take(runner.submit(batch))
+                        batch = []
+            if batch:
+                take(runner.submit(batch))
+            take(runner.drain())
+
+        ids, mask, lengths = store.take()
+        packing = pack(lengths, cfg.pack_size, cfg.algorithm, seed=shard_seed(cfg.seed, shard.index))
+        bin_order = None
+        if cfg.algorithm != "first_fit_shuffle" and packing.num_bins > 1:
+            # Decreasing algorithms create bins longest-first; write them in a seeded random order so a
+            # sequential reader does not see all long conversations first.
+            bin_order = np.random.default_rng(shard_seed(cfg.seed, shard.index)).permutation(packing.num_bins)
+        packed = materialize(ids, mask, lengths, packing, bin_order)
+        counts.bins = packed.num_bins
+        counts.label_tokens = int(packed.loss_mask.sum(dtype=np.int64))
+        rel: str | None = None
+        size = 0
+        if packed.num_bins:
+            rel = shard.rel_path
+            size = write_shard(
+                self.layout.uri(rel), packed, cfg.parquet_row_group_size, cfg.parquet_compression
+            )
+        self.totals.bins += packed.num_bins
+        receipt = {
+            "version": RECEIPT_VERSION,
+            "status": "completed",
+            "shard": shard.index,
+            "name": shard.name,
+            "dataset": shard.dataset,
+            "split": shard.split,
+            "weight": shard.weight,
+            "file": rel,
+            "bytes": size,
+            "config_hash": self.identity.config_hash,
+            "run_id": self.identity.run_id,
+            "worker": self.worker_index,
+            "seconds": round(time.monotonic() - started, 3),
+            "completed_at": utcnow_iso(),
+            "stats": counts.to_dict(),
+        }
+        write_json(self.layout.receipt(shard.index), receipt)
+        return receipt
+
+    # ----------------------------------------------------------------------------- commit
+    def commit(self) -> dict[str, Any] | None:
+        """Write blend.json and metadata.json if every shard of this run has its receipt."""
+        ident = self.identity
+        receipts = read_all(self.layout, [s.index for s in self.shards])
+        if not all(matches(r, ident.config_hash, ident.run_id, ident.forced) for r in receipts.values()):
+            return None
+        done = {i: r for i, r in receipts.items() if r is not None}
+        self._delete_stale(done)
+        sources = {spec.name: [f.uri for f in files] for spec, files in self.inputs}
+        meta = build_metadata(
+            config=self.cfg.model_dump(mode="json"),
+            identity=ident.to_dict(),
+            shards=self.shards,
+            receipts=done,
+            sources=sources,
+        )
+        write_json(self.layout.blend, build_blend(self.cfg.output_dir, self.shards, done))
+        write_json(self.layout.metadata, meta)
+        from sft_prep.wandb_log import log_artifact
+
+        log_artifact(self.cfg, meta, self.layout)
+        return meta
+
+    def _delete_stale(self, receipts: dict[int, dict[str, Any]]) -> None:
+        """Files of earlier configs (other shard counts/splits) and stray temp files must not be read."""
+        keep = {_normalize(self.layout.uri(r["file"])) for r in receipts.values() if r.get("file")}
+        keep |= {_normalize(self.layout.receipt(i)) for i in receipts}
+        for directory in (self.layout.splits_dir, self.layout.receipts_dir):
+            for uri in storage.listdir(directory):
+                if _normalize(uri) not in keep:
+                    storage.delete(uri)
+
+    # ----------------------------------------------------------------------------- result
+    def _finish(
+        self, meta: dict[str, Any] | None, committed: bool, up_to_date: bool = False
+    ) -> dict[str, Any]:
+        if meta is not None:
+            print(render_summary(meta), file=self.stdout)
+        elif self.num_workers > 1:
+            print(
+                f"sft-prep: worker {self.worker_index} finished its {len(self.mine)} shard(s); "
+                "another worker writes blend.json and metadata.json when the last shard is done",
+                file=self.stdout,
+            )
+        receipts = read_all(self.layout, [s.index for s in self.shards]) if meta is None else None
+        done = (
+            len(self.shards)
+            if meta is not None
+            else sum(
+                matches(r, self.identity.config_hash, self.identity.run_id, self.identity.forced)
+                for r in (receipts or {}).values()
+            )
+        )
+        return result_payload(
+            output_dir=self.cfg.output_dir,
+            blend=self.layout.blend if meta is not None else None,
+            metadata_uri=self.layout.metadata if meta is not None else None,
+            meta=meta,
+            pack_size=self.cfg.pack_size,
+            shards_done=done,
+            shards_total=len(self.shards),
+            worker=self.worker_index,
+            extra={
+                "runId": self.identity.run_id,
+                "configHash": self.identity.config_hash,
+                "shardsBuilt": len(self.totals.built),
+                "shardsSkipped": len(self.totals.skipped),
+                "committed": committed,
+                "upToDate": up_to_date,
+            },
+        )
+
+
+def _normalize(uri: str) -> str:
+    return uri[len("file://") :] if uri.startswith("file://") else uri
+
+
+def shard_seed(seed: int, shard_index: int) -> int:
+    """Independent, reproducible randomness per shard (first_fit_shuffle order, bin order)."""
+    return int(np.random.SeedSequence([seed & 0xFFFFFFFF, shard_index]).generate_state(1)[0])
+
+
+def run(
+    cfg: PrepConfig, worker_index: int = 0, num_workers: int = 1, stdout: IO[str] | None = None
+) -> dict[str, Any]:
+    return Worker(cfg, worker_index, num_workers, stdout).run()
+
+
+__all__: Sequence[str] = ("Worker", "load_datasets", "run", "shard_seed")

@@ -1,0 +1,253 @@
+"""Rows in, tokenized training sequences + counters out: the text-semantics stage of sft-prep.
+
+Contract (what the pipeline — readers, sharding, packing, Parquet — relies on)::
+
+    proc = RowProcessor(tokenizer, template, doc_limit)        # or RowProcessor.from_config(cfg)
+    result = proc.process(rows, messages_field="messages", tools_field="tools")
+    # rows: Iterable[tuple[dataset_name: str, row_ref: int | str, row: Mapping | RowError]]
+    #       a reader passes RowError("bad_json", ...) for a line it could not decode.
+    result.sequences  # list[Sequence], in input order (a row may give several: one per user turn)
+    result.counts     # Counts; merge batches with counts.merge(other); counts.to_dict() for JSON
+
+* ``Sequence.input_ids`` is int32 and ``Sequence.loss_mask`` uint8, same length, **unrolled**:
+  ``loss_mask[j] == 1`` iff token ``j`` belongs to an assistant turn (including its ``<|im_end|>\\n``).
+  Rolling the mask onto labels (per sub-sequence, after packing) is the packer's job. Both arrays
+  are read-only views into one buffer per batch: copy before changing them.
+* Sequences are at most ``doc_limit`` tokens: longer ones keep their head (``Sequence.truncated``;
+  ``counts.truncated`` counts the kept ones). A sequence left with no trainable token is dropped
+  (``counts.dropped_sequences['no_trainable_tokens']``); a row left with no sequence counts once in
+  ``counts.dropped[reason]``. Every row counts in ``counts.rows``; ``rows == rows_kept +
+  sum(dropped.values())``.
+* Nothing in a row can raise out of ``process``: malformed rows, template errors and template
+  mismatches become ``RowError`` reasons (``chat.REASONS``) with up to ``MAX_EXAMPLES`` examples per
+  reason (dataset, row index, a detail of at most 200 characters — never the raw conversation).
+* Feed batches of ~1000 rows: all chunks of a batch are tokenized in one parallel ``encode_batch``.
+  A processor is reusable and holds no per-batch state, so one per process is enough.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from itertools import chain
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sft_prep.chat import RowError, parse_conversation, shorten
+from sft_prep.chunking import Chunk, split_generic
+from sft_prep.nano3_fast import split_nano3
+from sft_prep.template import ChatTemplate, load_template
+from sft_prep.tokenize import CHAT_TOKENS, Tokenizer, load_tokenizer
+
+MAX_EXAMPLES = 5
+
+RowRef = int | str
+"""Where a row came from: an index, or a reader location such as ``file.jsonl:17``."""
+Row = tuple[str, RowRef, "Mapping[str, Any] | RowError"]
+
+
+@dataclass(slots=True)
+class Sequence:
+    """One training sequence (before packing)."""
+
+    input_ids: np.ndarray
+    """int32 token ids."""
+    loss_mask: np.ndarray
+    """uint8, 1 on assistant tokens (unrolled: aligned with input_ids, not with labels)."""
+    truncated: bool
+    """Whether the tail beyond doc_limit was cut off."""
+    dataset: str
+    row_index: RowRef
+
+    def __len__(self) -> int:
+        return int(self.input_ids.shape[0])
+
+
+@dataclass
+class Counts:
+    """Additive statistics of processed rows (merge across batches, shards and workers)."""
+
+    rows: int = 0
+    rows_kept: int = 0
+    sequences: int = 0
+    tokens: int = 0
+    trainable_tokens: int = 0
+    truncated: int = 0
+    dropped: Counter[str] = field(default_factory=Counter)
+    """Rows that produced no sequence, by reason."""
+    dropped_sequences: Counter[str] = field(default_factory=Counter)
+    """Sequences dropped from otherwise kept or dropped rows, by reason."""
+    examples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    """reason → up to MAX_EXAMPLES {dataset, row, detail}."""
+
+    def add_example(self, reason: str, dataset: str, row: RowRef, detail: str) -> None:
+        bucket = self.examples.setdefault(reason, [])
+        if len(bucket) < MAX_EXAMPLES:
+            bucket.append({"dataset": dataset, "row": row, "detail": shorten(detail)})
+
+    def merge(self, other: Counts) -> None:
+        self.rows += other.rows
+        self.rows_kept += other.rows_kept
+        self.sequences += other.sequences
+        self.tokens += other.tokens
+        self.trainable_tokens += other.trainable_tokens
+        self.truncated += other.truncated
+        self.dropped.update(other.dropped)
+        self.dropped_sequences.update(other.dropped_sequences)
+        for reason, items in other.examples.items():
+            for item in items:
+                self.add_example(reason, item["dataset"], item["row"], item["detail"])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rows": self.rows,
+            "rows_kept": self.rows_kept,
+            "sequences": self.sequences,
+            "tokens": self.tokens,
+            "trainable_tokens": self.trainable_tokens,
+            "truncated": self.truncated,
+            "dropped": dict(sorted(self.dropped.items())),
+            "dropped_sequences": dict(sorted(self.dropped_sequences.items())),
+            "examples": {k: list(v) for k, v in sorted(self.examples.items())},
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Counts:
+        return cls(
+            rows=int(data.get("rows", 0)),
+            rows_kept=int(data.get("rows_kept", 0)),
+            sequences=int(data.get("sequences", 0)),
+            tokens=int(data.get("tokens", 0)),
+            trainable_tokens=int(data.get("trainable_tokens", 0)),
+            truncated=int(data.get("truncated", 0)),
+            dropped=Counter(data.get("dropped", {})),
+            dropped_sequences=Counter(data.get("dropped_sequences", {})),
+            examples={k: list(v) for k, v in data.get("examples", {}).items()},
+        )
+
+
+@dataclass
+class ProcessResult:
+    sequences: list[Sequence]
+    counts: Counts
+
+
+class RowProcessor:
+    """Chat rows → (chunks → tokens, loss mask) with a fixed tokenizer, template and length limit."""
+
+    def __init__(
+        self, tokenizer: Tokenizer, template: ChatTemplate, doc_limit: int, *, fast: bool | None = None
+    ) -> None:
+        """``fast``: use the native nano3 chunker (default: exactly when ``template`` is the built-in
+        nano3). Raises ConfigError if the tokenizer splits ``<|im_start|>``/``<|im_end|>`` and the
+        template uses them."""
+        if doc_limit < 2:
+            raise ValueError(f"doc_limit must be at least 2, got {doc_limit}")
+        self.tokenizer = tokenizer
+        self.template = template
+        self.doc_limit = doc_limit
+        self.fast = template.is_builtin_nano3 if fast is None else fast
+        if self.fast and not template.is_builtin_nano3:
+            raise ValueError("the fast chunker implements the built-in nano3 template only")
+        # Only the control tokens this template writes must be atomic (a foreign template may use others).
+        used = tuple(t for t in CHAT_TOKENS if t in template.text)
+        self.chat_token_ids = tokenizer.check_chat_tokens(used)
+
+    @classmethod
+    def from_config(cls, cfg: Any, cache_dir: Path | None = None) -> RowProcessor:
+        """Build from a ``PrepConfig`` (tokenizer.model/revision, chat_template, doc_limit)."""
+        tokenizer = load_tokenizer(cfg.tokenizer.model, cfg.tokenizer.revision, cache_dir)
+        template = load_template(cfg.chat_template, tokenizer.chat_template)
+        return cls(tokenizer, template, cfg.doc_limit)
+
+    def describe(self) -> dict[str, Any]:
+        """Tokenizer and template facts for metadata.json."""
+        return {
+            "tokenizer": self.tokenizer.describe(),
+            "chat_template": self.template.name,
+            "chunker": "nano3-native" if self.fast else "jinja-incremental",
+            "doc_limit": self.doc_limit,
+            "chat_token_ids": self.chat_token_ids,
+        }
+
+    def split(
+        self, row: Mapping[str, Any], messages_field: str = "messages", tools_field: str = "tools"
+    ) -> list[list[Chunk]]:
+        """Chunks of each sequence of one row; raises RowError."""
+        conv = parse_conversation(row, messages_field, tools_field)
+        return split_nano3(conv) if self.fast else split_generic(conv, self.template)
+
+    def process(
+        self, rows: Iterable[Row], *, messages_field: str = "messages", tools_field: str = "tools"
+    ) -> ProcessResult:
+        counts = Counts()
+        pending: list[tuple[str, RowRef, list[int]]] = []  # row, non-empty chunks per sequence
+        texts: list[str] = []
+        flags: list[bool] = []
+        for dataset, index, row in rows:
+            counts.rows += 1
+            try:
+                if isinstance(row, RowError):
+                    raise row
+                sequences = self.split(row, messages_field, tools_field)
+            except RowError as err:
+                counts.dropped[err.reason] += 1
+                counts.add_example(err.reason, dataset, index, err.detail)
+                continue
+            if not sequences:
+                counts.dropped["no_trainable_tokens"] += 1
+                counts.add_example(
+                    "no_trainable_tokens", dataset, index, "no user turn is followed by a reply"
+                )
+                continue
+            pending.append((dataset, index, [sum(1 for c in seq if c.text) for seq in sequences]))
+            for seq in sequences:
+                for c in seq:
+                    if c.text:
+                        texts.append(c.text)
+                        flags.append(c.trainable)
+        # One flat id array and one mask for the whole batch; sequences are slices of them.
+        ids = self.tokenizer.encode_many(texts)
+        lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+        ends = np.cumsum(lengths).tolist()
+        flat = np.fromiter(chain.from_iterable(ids), dtype=np.int32, count=ends[-1] if ends else 0)
+        mask_all = np.repeat(np.array(flags, dtype=np.uint8), lengths)
+        flat.setflags(write=False)  # sequences are views: a stray in-place edit must fail, not corrupt
+        mask_all.setflags(write=False)
+        out: list[Sequence] = []
+        chunk = 0
+        limit = self.doc_limit
+        for dataset, index, chunk_counts in pending:
+            kept = 0
+            for n_chunks in chunk_counts:
+                begin = ends[chunk - 1] if chunk else 0
+                stop = ends[chunk + n_chunks - 1] if n_chunks else begin
+                chunk += n_chunks
+                truncated = stop - begin > limit
+                if truncated:
+                    stop = begin + limit
+                mask = mask_all[begin:stop]
+                trainable = int(mask.sum())
+                if trainable == 0:
+                    counts.dropped_sequences["no_trainable_tokens"] += 1
+                    continue
+                counts.truncated += truncated
+                counts.sequences += 1
+                counts.tokens += stop - begin
+                counts.trainable_tokens += trainable
+                out.append(Sequence(flat[begin:stop], mask, truncated, dataset, index))
+                kept += 1
+            if kept:
+                counts.rows_kept += 1
+            else:
+                counts.dropped["no_trainable_tokens"] += 1
+                counts.add_example(
+                    "no_trainable_tokens",
+                    dataset,
+                    index,
+                    f"{len(chunk_counts)} sequence(s), none with an assistant token within doc_limit",
+                )
+        return ProcessResult(out, counts)

@@ -1,0 +1,249 @@
+"""Load the tokenizer and turn role-labelled chunks into token ids with an unrolled loss mask.
+
+Sources for ``tokenizer.model``: a local directory (``tokenizer.json`` [+ ``tokenizer_config.json``,
+``chat_template.jinja``]) or a ``tokenizer.json`` file; an ``s3://`` prefix (downloaded once into a cache
+directory through :mod:`sft_common.storage`); or a Hugging Face hub id (``huggingface_hub`` imported
+only then; ``revision`` honoured). The fast Rust ``tokenizers`` library is used whenever a
+``tokenizer.json`` exists; transformers' ``AutoTokenizer`` is only the fallback for repos without one.
+
+Each chunk is encoded on its own with ``add_special_tokens=False`` (no BOS/EOS added) and the ids are
+concatenated, exactly like the reference — tokenizing the joined text could merge characters across a
+chunk boundary and shift the mask. Special tokens written in the text (``<|im_start|>`` …) are still
+recognised as single tokens, as with ``apply_chat_template`` output upstream. All chunks of a batch of
+rows go to the tokenizer in one ``encode_batch`` call, which runs in parallel in Rust.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from sft_common import storage
+from sft_common.config import ConfigError
+from sft_prep.chat import shorten
+
+CHAT_TOKENS = ("<|im_start|>", "<|im_end|>")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
+_HUB_PATTERNS = [
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "*.model",
+    "vocab.*",
+    "merges.txt",
+    "added_tokens.json",
+    "config.json",
+]
+
+
+class _Backend(Protocol):
+    def encode_many(self, texts: list[str]) -> list[list[int]]: ...
+    def decode(self, ids: Sequence[int]) -> str: ...
+    def vocab_size(self) -> int: ...
+
+
+class _RustBackend:
+    def __init__(self, path: Path) -> None:
+        from tokenizers import Tokenizer
+
+        self.tok = Tokenizer.from_file(str(path))
+        self._fast = hasattr(self.tok, "encode_batch_fast")
+
+    def encode_many(self, texts: list[str]) -> list[list[int]]:
+        encode = self.tok.encode_batch_fast if self._fast else self.tok.encode_batch
+        return [e.ids for e in encode(texts, add_special_tokens=False)]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tok.decode(list(ids), skip_special_tokens=False)
+
+    def vocab_size(self) -> int:
+        return self.tok.get_vocab_size(with_added_tokens=True)
+
+
+class _TransformersBackend:
+    def __init__(self, path: Path) -> None:
+        try:
+            from transformers import AutoTokenizer
+        except ImportError as exc:  # pragma: no cover - transformers ships with the train extra
+            raise ConfigError(
+                f"tokenizer.model: {path} has no tokenizer.json and transformers is not installed to read it"
+            ) from exc
+        try:
+            self.tok = AutoTokenizer.from_pretrained(str(path))
+        except Exception as exc:  # transformers raises many types (OSError, ValueError, KeyError...)
+            raise ConfigError(
+                f"tokenizer.model: {path} has no tokenizer.json and transformers cannot load it either "
+                f"({type(exc).__name__}: {shorten(str(exc), 300)})"
+            ) from exc
+
+    def encode_many(self, texts: list[str]) -> list[list[int]]:
+        return list(self.tok(texts, add_special_tokens=False)["input_ids"]) if texts else []
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tok.decode(list(ids), skip_special_tokens=False)
+
+    def vocab_size(self) -> int:
+        return len(self.tok)
+
+
+@dataclass
+class Tokenizer:
+    """A loaded tokenizer plus what metadata and the template need to know about it."""
+
+    name: str
+    backend: _Backend = field(repr=False)
+    backend_name: str
+    chat_template: str | None = field(default=None, repr=False)
+    config: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def encode_many(self, texts: list[str]) -> list[list[int]]:
+        """Token ids of each text, ``add_special_tokens=False``."""
+        return self.backend.encode_many(texts)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.backend.decode(ids)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.backend.vocab_size()
+
+    def _special(self, key: str) -> str | None:
+        value = self.config.get(key)
+        if isinstance(value, dict):  # {"content": "<|im_end|>", ...} in older configs
+            value = value.get("content")
+        return value if isinstance(value, str) else None
+
+    def check_chat_tokens(self, tokens: Sequence[str] = CHAT_TOKENS) -> dict[str, int]:
+        """Ids of the chat control tokens; ConfigError unless each encodes to exactly one token.
+
+        If ``<|im_end|>`` were split into pieces the assistant turn's end would be learned as a few
+        ordinary tokens and generation would never stop — so this is checked before any work."""
+        ids = {}
+        for token in tokens:
+            encoded = self.encode_many([token])[0]
+            if len(encoded) != 1:
+                raise ConfigError(
+                    f"tokenizer.model: {self.name} encodes {token!r} as {len(encoded)} tokens {encoded[:8]}; "
+                    "the chat template needs it to be one special token — use the model's own tokenizer "
+                    "or a chat_template that matches this tokenizer"
+                )
+            ids[token] = encoded[0]
+        return ids
+
+    def describe(self) -> dict[str, Any]:
+        """Facts for metadata.json and logs."""
+        return {
+            "name": self.name,
+            "backend": self.backend_name,
+            "vocab_size": self.vocab_size,
+            "eos_token": self._special("eos_token"),
+            "pad_token": self._special("pad_token"),
+            "bos_token": self._special("bos_token"),
+            "add_special_tokens": False,
+            "has_chat_template": bool(self.chat_template),
+        }
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"tokenizer.model: {path} is not valid JSON ({exc})") from exc
+    return data if isinstance(data, dict) else {}
+
+
+def _chat_template_of(directory: Path, config: dict[str, Any]) -> str | None:
+    template = config.get("chat_template")
+    if isinstance(template, list):  # [{"name": "default", "template": "..."}, ...]
+        named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
+        template = named.get("default")
+    if isinstance(template, str) and template:
+        return template
+    jinja = directory / "chat_template.jinja"
+    return jinja.read_text(encoding="utf-8") if jinja.is_file() else None
+
+
+def load_local(path: Path, name: str | None = None) -> Tokenizer:
+    """A tokenizer from a local directory or tokenizer.json file."""
+    if not path.exists():
+        raise ConfigError(
+            f"tokenizer.model: {path} does not exist (give a directory with tokenizer.json, "
+            "a tokenizer.json file, an s3:// prefix or a hub id)"
+        )
+    directory = path.parent if path.is_file() else path
+    config = _read_json(directory / "tokenizer_config.json")
+    template = _chat_template_of(directory, config)
+    name = name or str(path)
+    tokenizer_json = path if path.is_file() else path / "tokenizer.json"
+    if tokenizer_json.is_file():
+        try:
+            backend: _Backend = _RustBackend(tokenizer_json)
+        except Exception as exc:  # tokenizers raises a bare Exception for bad files
+            raise ConfigError(f"tokenizer.model: cannot read {tokenizer_json}: {exc}") from exc
+        return Tokenizer(name, backend, "tokenizers", template, config)
+    if path.is_file():
+        raise ConfigError(f"tokenizer.model: {path} is a file but not a tokenizer.json")
+    return Tokenizer(name, _TransformersBackend(path), "transformers", template, config)
+
+
+def _cache_dir(cache_dir: Path | None) -> Path:
+    base = cache_dir or Path(os.environ.get("SFT_CACHE_DIR") or Path(tempfile.gettempdir()) / "sft-cache")
+    base.mkdir(parents=True, exist_ok=True)
+    return base
+
+
+def _load_hub(repo_id: str, revision: str | None, cache_dir: Path | None) -> Tokenizer:
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError as exc:  # pragma: no cover - comes with transformers
+        raise ConfigError(
+            f"tokenizer.model: {repo_id!r} looks like a hub id but huggingface_hub is missing"
+        ) from exc
+    try:
+        local = snapshot_download(
+            repo_id,
+            revision=revision,
+            allow_patterns=_HUB_PATTERNS,
+            cache_dir=str(_cache_dir(cache_dir) / "hub"),
+        )
+    except Exception as exc:
+        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+        hint = (
+            "HF_HUB_OFFLINE is set and it is not in the local cache; point tokenizer.model at a local "
+            "directory or s3:// prefix holding tokenizer.json"
+            if offline
+            else "check the id, the revision, network access and HF_TOKEN for gated repos"
+        )
+        raise ConfigError(
+            f"tokenizer.model: cannot fetch hub tokenizer {repo_id!r}"
+            f"{f' at revision {revision!r}' if revision else ''}: {type(exc).__name__}; {hint}"
+        ) from exc
+    return load_local(Path(local), name=f"{repo_id}@{revision}" if revision else repo_id)
+
+
+def load_tokenizer(model: str, revision: str | None = None, cache_dir: Path | None = None) -> Tokenizer:
+    """Resolve ``tokenizer.model`` (see the module docstring); every failure is a ConfigError."""
+    if storage.is_remote(model):
+        digest = hashlib.sha256(model.encode()).hexdigest()[:16]
+        dest = _cache_dir(cache_dir) / f"s3-{digest}"
+        if not (dest / ".complete").exists():
+            try:
+                storage.download_tree(model, dest)
+            except OSError as exc:
+                raise ConfigError(f"tokenizer.model: cannot download {model}: {exc}") from exc
+            (dest / ".complete").touch()
+        return load_local(dest, name=model)
+    local = Path(model[len("file://") :] if model.startswith("file://") else model).expanduser()
+    if local.exists() or model.startswith(("/", ".", "~", "file://")) or not _HUB_ID.match(model):
+        return load_local(local, name=model)
+    return _load_hub(model, revision, cache_dir)

@@ -1,0 +1,111 @@
+"""``sft-train --config FILE.yaml [--dry-run] [dotted.key=value ...]`` (also ``python -m sft_train``).
+
+Same config loader and override syntax as ``sft-prep``. Under torchrun every rank runs this; only
+global rank 0 prints the summary and writes the termination message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import yaml
+
+from sft_common.config import ConfigError, load_config
+from sft_common.result import report_failure, report_success, run_main
+from sft_train.config import TrainConfig
+from sft_train.errors import TrainInputError
+from sft_train.packed_data import DataInfo, check_seq_length, inspect_data
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="sft-train",
+        description="Supervised fine-tuning on sft-prep's packed Parquet "
+        "(Megatron-Bridge, or transformers on CPU).",
+    )
+    parser.add_argument("--config", required=True, help="YAML config file (local path or URI)")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the resolved config, the Megatron-Bridge overrides and the torchrun command; "
+        "train nothing",
+    )
+    parser.add_argument(
+        "--nproc-per-node", type=int, default=None, help="GPUs per node (for the printed command)"
+    )
+    parser.add_argument("--nnodes", type=int, default=1, help="nodes (for the printed command)")
+    parser.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.train_iters=10"
+    )
+    try:
+        return parser.parse_intermixed_args(list(argv))
+    except SystemExit as exc:  # argparse printed the usage; keep --help's exit 0, report the rest
+        if exc.code == 0:
+            raise
+        raise ConfigError("invalid command line (see usage above)") from None
+
+
+def dry_run_report(config: TrainConfig, info: DataInfo, args: argparse.Namespace) -> dict[str, Any]:
+    """Everything a run would do, as one YAML-able mapping (no Megatron-Bridge, no torch)."""
+    from sft_train.engines.hf_checkpoint import resolve_resume
+    from sft_train.engines.megatron_plan import build_plan, torchrun_command
+
+    seq = check_seq_length(info.pack_size, config.model.seq_length)
+    report: dict[str, Any] = {
+        "config": config.model_dump(mode="json"),
+        "data": {
+            "path": info.root,
+            "pack_size": seq,
+            "shards": {split: len(files) for split, files in info.shards.items()},
+        },
+    }
+    if config.engine == "megatron":
+        plan = build_plan(config, info, args.config, args.nproc_per_node or 8, args.nnodes, args.overrides)
+        report["megatron_bridge"] = plan.as_dict()
+        report["torchrun"] = report["megatron_bridge"].pop("torchrun")
+    else:
+        cmd = torchrun_command(args.config, args.nproc_per_node or 1, args.nnodes, args.overrides)
+        report["hf"] = {"resume_from": resolve_resume(config.checkpoint.load, config.checkpoint.save)}
+        report["torchrun"] = " ".join(cmd)
+    return report
+
+
+def _main(argv: Sequence[str]) -> int:
+    args = parse_args(argv)
+    try:
+        config = load_config(TrainConfig, args.config, args.overrides)
+        info = inspect_data(config.data.path)
+        if args.dry_run:
+            sys.stdout.write(yaml.safe_dump(dry_run_report(config, info, args), sort_keys=False))
+            return 0
+        result = _train(config, info)
+    except TrainInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        report_failure(exc.reason, str(exc))
+        return 2
+    if int(os.environ.get("RANK", "0")) == 0:
+        done = "finished" if result.finished else "stopped early (train.exit_interval)"
+        print(f"training {done}: iteration {result.last_iteration}, final loss {result.final_loss}")
+        print(f"checkpoint: {result.checkpoint}")
+        if result.hf_export:
+            print(f"hugging face export: {result.hf_export}")
+        report_success(result.summary())
+    return 0
+
+
+def _train(config: TrainConfig, info: DataInfo) -> Any:
+    if config.engine == "hf":
+        from sft_train.engines import hf_engine
+
+        return hf_engine.train(config, info)
+    from sft_train.engines import megatron_engine
+
+    return megatron_engine.train(config, info)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_main(_main, argv)

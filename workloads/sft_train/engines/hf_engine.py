@@ -1,0 +1,437 @@
+"""The hf engine: a transformers causal LM (+ PEFT LoRA) trained on sft-prep's packed Parquet.
+
+Meant for CPUs and single GPUs (tests, demos, small models); it runs under ``torchrun`` with DDP
+(gloo on CPU, nccl on GPU). Its numerics follow the megatron engine:
+
+* one packed row per micro-batch, split into sub-sequences as Megatron-Bridge collates it
+  (:func:`sft_train.packed_data.split_row`), with no attention across sub-sequences;
+* the loss is the mean over every trained token of the global batch — all micro-batches of all
+  ranks — not a mean of per-rank means, so a run on N processes follows the same loss curve as one
+  process with the same global batch;
+* AdamW with Megatron's warm-up + cosine schedule and its no-decay rule for biases/norms.
+
+Resume state: model (or adapter) weights and optimizer state are saved; the schedule, the data
+position and the random streams are pure functions of (seed, iteration, rank), so the iteration
+count restores them exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from sft_common import storage
+from sft_common.config import to_yaml
+from sft_common.progress import Progress
+from sft_train.config import TrainConfig
+from sft_train.engines import hf_checkpoint as ckpt
+from sft_train.engines.hf_batch import collate, forward_loss
+from sft_train.engines.hf_model import (
+    apply_lora,
+    check_context_length,
+    load_adapter,
+    load_base_model,
+    localize_checkpoint,
+    param_groups,
+)
+from sft_train.engines.outcome import TrainResult
+from sft_train.engines.schedule import learning_rate
+from sft_train.errors import CheckpointNotFound, TrainInputError
+from sft_train.packed_data import DataInfo, PackedSplit, check_seq_length, sample_order
+
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "tokenizer.model",
+    "vocab.json",
+    "merges.txt",
+    "chat_template.jinja",
+)
+
+
+@dataclass
+class DistContext:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    owns_group: bool = False
+
+    @property
+    def active(self) -> bool:
+        return self.world > 1
+
+    def all_sum(self, *values: float) -> list[float]:
+        if not self.active:
+            return list(values)
+        tensor = torch.tensor(values, dtype=torch.float64, device=self.device)
+        dist.all_reduce(tensor)
+        return tensor.tolist()
+
+    def barrier(self) -> None:
+        if self.active:
+            dist.barrier()
+
+
+@contextlib.contextmanager
+def distributed() -> Iterator[DistContext]:
+    """torchrun's env → a process group (gloo on CPU, nccl on GPU); a plain process gets world 1."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = torch.cuda.is_available()
+    device = torch.device(f"cuda:{local_rank}") if use_cuda else torch.device("cpu")
+    if use_cuda:
+        torch.cuda.set_device(device)
+    ctx = DistContext(rank=rank, world=world, local_rank=local_rank, device=device)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        ctx.owns_group = True
+    try:
+        yield ctx
+    finally:
+        if ctx.owns_group:
+            dist.destroy_process_group()
+
+
+def _seed_everything(seed: int) -> None:
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class HFTrainer:
+    """One training run of the hf engine on one rank."""
+
+    def __init__(self, config: TrainConfig, info: DataInfo, ctx: DistContext, scratch: Path) -> None:
+        self.config = config
+        self.info = info
+        self.ctx = ctx
+        self.scratch = scratch
+        self.is_main = ctx.rank == 0
+        check_seq_length(info.pack_size, config.model.seq_length)
+        gbs = config.train.global_batch_size
+        if gbs % ctx.world:
+            raise TrainInputError(
+                f"train.global_batch_size {gbs} must be a multiple of the number of processes ({ctx.world})"
+            )
+        self.base_dir: Path | None = None
+        self.resume_dir: Path | None = None
+        self.resume_uri = ckpt.resolve_resume(config.checkpoint.load, config.checkpoint.save)
+        self.model, self.optimizer, self.start_iteration = self._build()
+        self.train_split = PackedSplit(info.shards["train"], info.pack_size)
+        self.pad_id = int(getattr(self._unwrapped.config, "pad_token_id", None) or 0)
+
+    # -- construction -------------------------------------------------------------------------
+    @property
+    def _unwrapped(self) -> torch.nn.Module:
+        model = self.model
+        return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+
+    def _build(self) -> tuple[torch.nn.Module, torch.optim.Optimizer, int]:
+        cfg = self.config
+        _seed_everything(cfg.train.seed)
+        resume_dir = (
+            localize_checkpoint(self.resume_uri, "checkpoint", self.scratch) if self.resume_uri else None
+        )
+        self.resume_dir = resume_dir
+        pretrained = cfg.model.pretrained_checkpoint
+        if cfg.peft is not None or resume_dir is None:
+            if not pretrained:
+                raise CheckpointNotFound(
+                    "model.pretrained_checkpoint is not set and there is no checkpoint to resume from; "
+                    "point it at a Hugging Face checkpoint dir"
+                )
+            self.base_dir = localize_checkpoint(pretrained, "model.pretrained_checkpoint", self.scratch)
+        if resume_dir is not None and cfg.peft is None:
+            model = load_base_model(resume_dir / "model", "checkpoint")
+        else:
+            assert self.base_dir is not None
+            model = load_base_model(self.base_dir, "model.pretrained_checkpoint")
+            if cfg.peft is not None:
+                model = (
+                    load_adapter(model, resume_dir / "adapter")
+                    if resume_dir is not None
+                    else apply_lora(model, cfg.peft)
+                )
+        check_context_length(model, self.info.pack_size)
+        model.to(self.ctx.device)
+        model.train()
+        optimizer = torch.optim.AdamW(
+            param_groups(model, cfg.optimizer.weight_decay),
+            lr=cfg.lr,
+            betas=(cfg.optimizer.adam_beta1, cfg.optimizer.adam_beta2),
+            eps=cfg.optimizer.adam_eps,
+        )
+        start = 0
+        if resume_dir is not None:
+            state = torch.load(resume_dir / ckpt.STATE_FILE, map_location=self.ctx.device, weights_only=False)
+            optimizer.load_state_dict(state["optimizer"])
+            start = int(state["iteration"])
+        if self.ctx.active:
+            model = torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=[self.ctx.device.index] if self.ctx.device.type == "cuda" else None
+            )
+        return model, optimizer, start
+
+    # -- one iteration --------------------------------------------------------------------------
+    def _rows_for(self, iteration: int) -> list[int]:
+        """This rank's rows of the global batch of ``iteration``: every world-th, starting at rank."""
+        gbs = self.config.train.global_batch_size
+        rows = sample_order(len(self.train_split), self.config.train.seed, iteration * gbs, gbs)
+        return rows[self.ctx.rank :: self.ctx.world]
+
+    def step(self, iteration: int) -> tuple[float, float, int]:
+        """Train one global batch; return (loss, lr, tokens processed by all ranks)."""
+        cfg = self.config
+        # Random streams are a function of (seed, iteration, rank): exact on resume, distinct per rank.
+        torch.manual_seed(cfg.train.seed * 1_000_003 + iteration * 1009 + self.ctx.rank)
+        lr = learning_rate(
+            iteration,
+            cfg.lr,
+            cfg.optimizer.min_lr,
+            cfg.scheduler.lr_warmup_iters,
+            cfg.decay_iters,
+            cfg.scheduler.lr_decay_style,
+        )
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        batches = [collate(self.train_split.subsequences(i), self.pad_id) for i in self._rows_for(iteration)]
+        local_trained = sum(b.num_trained for b in batches)
+        local_tokens = sum(b.num_tokens for b in batches)
+        global_trained, global_tokens = self.ctx.all_sum(local_trained, local_tokens)
+        gbs = cfg.train.global_batch_size
+        autocast = torch.autocast(self.ctx.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
+        reported = 0.0
+        for j, batch in enumerate(batches):
+            sync = j == len(batches) - 1 or not self.ctx.active
+            no_sync = contextlib.nullcontext() if sync else self.model.no_sync()
+            with no_sync:
+                with autocast:
+                    loss_sum, trained = forward_loss(self.model, batch.to(self.ctx.device))
+                if cfg.loss.calculate_per_token_loss:
+                    # d(sum over the global batch / global token count); DDP averages over ranks, so × world.
+                    loss = loss_sum / max(global_trained, 1.0) * self.ctx.world
+                else:
+                    loss = loss_sum / max(trained, 1) / gbs * self.ctx.world
+                loss.backward()
+            reported += float(loss.detach()) / self.ctx.world
+        if cfg.optimizer.clip_grad > 0:
+            torch.nn.utils.clip_grad_norm_(
+                [p for p in self.model.parameters() if p.requires_grad], cfg.optimizer.clip_grad
+            )
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        (total,) = self.ctx.all_sum(reported)
+        return total, lr, int(global_tokens)
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    def _write_checkpoint(self, iteration: int, directory: Path) -> None:
+        model = self._unwrapped
+        if self.config.peft is not None:
+            model.save_pretrained(str(directory / "adapter"))
+        else:
+            model.save_pretrained(str(directory / "model"))
+            self._copy_tokenizer(directory / "model")
+        state = {
+            "iteration": iteration,
+            "consumed_samples": iteration * self.config.train.global_batch_size,
+            "optimizer": self.optimizer.state_dict(),
+            "world_size": self.ctx.world,
+        }
+        torch.save(state, directory / ckpt.STATE_FILE)
+        (directory / "config.yaml").write_text(to_yaml(self.config))
+
+    def _copy_tokenizer(self, target: Path) -> None:
+        """Keep the tokenizer next to the weights, so a checkpoint or export loads on its own."""
+        source = self.base_dir or (self.resume_dir / "model" if self.resume_dir else None)
+        if source is None:
+            return
+        for name in TOKENIZER_FILES:
+            if (source / name).exists():
+                shutil.copyfile(source / name, target / name)
+
+    def save(self, iteration: int) -> str | None:
+        save = self.config.checkpoint.save
+        uri = None
+        if save and self.is_main:
+            uri = ckpt.save_checkpoint(save, iteration, lambda d: self._write_checkpoint(iteration, d))
+        self.ctx.barrier()
+        return uri or (storage.join(save, ckpt.iteration_name(iteration)) if save else None)
+
+    def evaluate(self) -> float | None:
+        """Per-token mean loss over the whole validation split (rows spread over the ranks)."""
+        shards = self.info.shards.get("valid") or []
+        if not self.config.data.use_validation or not shards:
+            return None
+        split = PackedSplit(shards, self.info.pack_size)
+        total, count = 0.0, 0
+        self.model.eval()
+        autocast = torch.autocast(
+            self.ctx.device.type, dtype=torch.bfloat16, enabled=self.config.precision == "bf16"
+        )
+        with torch.no_grad(), autocast:
+            for row in range(self.ctx.rank, len(split), self.ctx.world):
+                loss_sum, trained = forward_loss(
+                    self._unwrapped, collate(split.subsequences(row), self.pad_id).to(self.ctx.device)
+                )
+                total += float(loss_sum)
+                count += trained
+        self.model.train()
+        total, count = self.ctx.all_sum(total, count)
+        return total / count if count else None
+
+    def export_hf(self, uri: str) -> str:
+        """The final model in Hugging Face format (LoRA merged into the weights)."""
+        model = self._unwrapped
+        if self.config.peft is not None:
+            model = model.merge_and_unload()
+        with tempfile.TemporaryDirectory(prefix="sft-hf-export-", dir=self.scratch) as tmp:
+            out = Path(tmp) / "model"
+            model.save_pretrained(str(out))
+            self._copy_tokenizer(out)
+            publish_dir(out, uri)
+        return uri
+
+    # -- the loop -------------------------------------------------------------------------------
+    def run(self) -> TrainResult:
+        cfg = self.config
+        total = cfg.train.train_iters
+        progress = Progress(
+            "train",
+            total=total,
+            unit="iterations",
+            rates=("tokens",),
+            mode=None if self.is_main else "off",
+            owner=self.is_main,
+        )
+        progress.update(completed=self.start_iteration)
+        metrics = open(cfg.logging.metrics_file, "a") if cfg.logging.metrics_file and self.is_main else None  # noqa: SIM115
+        wandb_run = _wandb_start(cfg) if self.is_main else None
+        if self.is_main and self.start_iteration:
+            print(f"resuming from {self.resume_uri} at iteration {self.start_iteration}", flush=True)
+        losses: list[tuple[int, float]] = []
+        window: list[float] = []
+        last_ckpt = self.resume_uri
+        tokens = 0
+        iteration = self.start_iteration
+        finished = iteration >= total
+        start_time = time.monotonic()
+        try:
+            while iteration < total:
+                loss, lr, step_tokens = self.step(iteration)
+                iteration += 1
+                tokens += step_tokens
+                losses.append((iteration, loss))
+                if self.is_main:
+                    progress.update(completed=iteration, loss=loss, learning_rate=lr, tokens=tokens)
+                    record = {"iteration": iteration, "loss": loss, "lr": lr, "tokens": step_tokens}
+                    if metrics:
+                        metrics.write(json.dumps(record) + "\n")
+                        metrics.flush()
+                    if wandb_run is not None:
+                        wandb_run.log({"loss": loss, "learning_rate": lr}, step=iteration)
+                    window.append(loss)
+                    if iteration % cfg.logging.log_interval == 0 or iteration == total:
+                        # Like Megatron's log line: the mean loss since the previous line.
+                        elapsed = time.monotonic() - start_time
+                        print(
+                            f"iteration {iteration:>6}/{total} | loss {sum(window) / len(window):.4f} | "
+                            f"lr {lr:.3e} | tokens/s {tokens / max(elapsed, 1e-9):.0f}",
+                            flush=True,
+                        )
+                        window.clear()
+                interval = cfg.checkpoint.save_interval
+                exiting = bool(cfg.train.exit_interval and iteration % cfg.train.exit_interval == 0)
+                if iteration == total or exiting or (interval and iteration % interval == 0):
+                    last_ckpt = self.save(iteration)
+                if exiting and iteration < total:
+                    if self.is_main:
+                        print(
+                            f"stopping at iteration {iteration} (train.exit_interval); rerun to resume",
+                            flush=True,
+                        )
+                    break
+            finished = iteration >= total
+            valid_loss = self.evaluate() if losses else None
+            if valid_loss is not None and self.is_main:
+                print(f"validation loss {valid_loss:.4f} (iteration {iteration})", flush=True)
+                if metrics:
+                    metrics.write(json.dumps({"iteration": iteration, "validation_loss": valid_loss}) + "\n")
+            hf_export = None
+            if finished and cfg.checkpoint.hf_export:
+                if self.is_main:
+                    hf_export = self.export_hf(cfg.checkpoint.hf_export)
+                self.ctx.barrier()
+        finally:
+            if metrics:
+                metrics.close()
+            if wandb_run is not None:
+                wandb_run.finish()
+        final = losses[-1][1] if losses else None
+        progress.close(loss=final) if final is not None else progress.close()
+        return TrainResult(last_ckpt, iteration, final, losses, hf_export, finished, valid_loss)
+
+
+def publish_dir(local: Path, uri: str) -> None:
+    """Place a finished local directory at ``uri`` (rename locally, upload file by file on S3)."""
+    if storage.is_remote(uri):
+        for path in sorted(local.rglob("*")):
+            if path.is_file():
+                storage.upload_file(path, storage.join(uri, str(path.relative_to(local))))
+        return
+    dest = Path(uri.removeprefix("file://"))
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
+    shutil.copytree(local, staging, dirs_exist_ok=True)
+    os.chmod(staging, 0o755)
+    if dest.exists():
+        shutil.rmtree(dest)
+    os.replace(staging, dest)
+
+
+def _wandb_start(cfg: TrainConfig) -> Any:
+    """A W&B run when a project is configured (the key comes from WANDB_API_KEY), else None."""
+    if not cfg.logging.wandb_project:
+        return None
+    try:
+        import wandb
+    except ImportError:
+        print(
+            "warning: logging.wandb_project is set but wandb is not installed; W&B logging is off",
+            file=sys.stderr,
+        )
+        return None
+    return wandb.init(
+        project=cfg.logging.wandb_project,
+        entity=cfg.logging.wandb_entity,
+        name=cfg.logging.wandb_exp_name,
+        config=cfg.model_dump(mode="json"),
+    )
+
+
+def train(config: TrainConfig, info: DataInfo) -> TrainResult:
+    """Run the hf engine in this process (one rank of a torchrun job, or alone)."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # our Progress is the one progress display
+    with distributed() as ctx, tempfile.TemporaryDirectory(prefix="sft-train-") as scratch:
+        trainer = HFTrainer(config, info, ctx, Path(scratch))
+        return trainer.run()

@@ -1,0 +1,32 @@
+"""Errors the user can fix, each with the reason the operator shows in the SFTRun status."""
+
+from __future__ import annotations
+
+from sft_common.config import ConfigError
+
+
+class TrainInputError(ConfigError):
+    """Bad input to the trainer (data, checkpoint, override): exit 2 with a specific reason."""
+
+    reason = "InvalidConfig"
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        if reason is not None:
+            self.reason = reason
+
+
+class DataError(TrainInputError):
+    reason = "DataNotFound"
+
+
+class PackSizeMismatch(TrainInputError):
+    reason = "PackSizeMismatch"
+
+
+class CheckpointNotFound(TrainInputError):
+    reason = "CheckpointNotFound"
+
+
+class InvalidOverride(TrainInputError):
+    reason = "InvalidOverride"
