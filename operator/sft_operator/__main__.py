@@ -71,8 +71,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             clusterwide=bool(args.all_namespaces),
             namespaces=args.namespaces or (),
             liveness_endpoint=None if args.liveness == "none" else args.liveness,
+            # kopf treats an explicit peering name as "peering is mandatory", even with standalone
             standalone=args.standalone,
-            peering_name=args.peering,
+            peering_name=None if args.standalone else args.peering,
             priority=priority,
         )
     )

@@ -132,7 +132,7 @@ class JobController(ControllerBase):
     def _index(pod: Json) -> int:
         return int((pod["metadata"].get("annotations") or {}).get(INDEX_KEY, "0"))
 
-    def _create_job_pod(self, job: Json, index: int | None) -> Json:
+    def _create_pod(self, job: Json, index: int | None) -> Json:
         template = copy.deepcopy((job.get("spec") or {}).get("template") or {})
         meta = template.get("metadata") or {}
         job_name = job["metadata"]["name"]

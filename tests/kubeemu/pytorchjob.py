@@ -187,7 +187,7 @@ class PyTorchJobController(ControllerBase):
                 return False
         return True
 
-    def _create_ptj_pod(self, job: Json, rtype: str, index: int) -> Json:
+    def _create_pod(self, job: Json, rtype: str, index: int) -> Json:
         spec = job.get("spec") or {}
         replica_specs: dict[str, Json] = spec.get("pytorchReplicaSpecs") or {}
         name = job["metadata"]["name"]

@@ -9,6 +9,7 @@ which makes every state reachable and keeps the tests fast. The emulator enforce
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
@@ -345,6 +346,13 @@ def test_operator_restart_mid_run_creates_nothing_twice_and_keeps_progress(clust
             lambda: {"JobCreated", "Succeeded"} <= {e["reason"] for e in kube.events(NAMESPACE, "run")},
             TIMEOUT,
         )
+        # ttlSecondsAfterFinished deletes the PyTorchJob: the run keeps its result and never runs again
+        kube.delete("PyTorchJob", "run-train")
+        kube.wait_for_deletion("PyTorchJob", "run-train", timeout=TIMEOUT)
+        kube.patch("SFTRun", "run", {"metadata": {"labels": {"touched": "yes"}}})  # another reconcile
+        time.sleep(1.0)
+        assert kube.get_or_none("PyTorchJob", "run-train") is None
+        assert status_of(kube)["phase"] == "Succeeded"
     assert posts(kube, "/pytorchjobs") == 1 and posts(kube, "/configmaps") == 1
 
 

@@ -346,3 +346,21 @@ def test_file_uris_for_input_and_output(tmp_path: Path, monkeypatch: pytest.Monk
     assert run_cli("--config", str(relative), "--sample", "40")[0] == 0
     blend = json.loads((tmp_path / "rel-out" / "blend.json").read_text())
     assert all(p.startswith(f"{tmp_path}/rel-out/splits/") for p in blend["train"][1::2])
+
+
+def test_worker_processes_produce_byte_identical_shards(tmp_path: Path) -> None:
+    """--processes P moves parsing/rendering/tokenizing to P processes; the output must not change."""
+    one = write_config(tmp_path, name="one.yaml", output_dir=str(tmp_path / "one"), valid_ratio=0.25)
+    two = write_config(tmp_path, name="two.yaml", output_dir=str(tmp_path / "two"), valid_ratio=0.25)
+    assert run_cli("--config", str(one), "--processes", "1")[0] == 0
+    assert run_cli("--config", str(two), "--processes", "2")[0] == 0
+    files = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one" / "splits").rglob("*.parquet"))
+    assert files == sorted(
+        p.relative_to(tmp_path / "two") for p in (tmp_path / "two" / "splits").rglob("*.parquet")
+    )
+    for rel in files:
+        assert (tmp_path / "one" / rel).read_bytes() == (tmp_path / "two" / rel).read_bytes()
+    meta_one = json.loads((tmp_path / "one" / "metadata.json").read_text())
+    meta_two = json.loads((tmp_path / "two" / "metadata.json").read_text())
+    assert meta_one["totals"] == meta_two["totals"] and meta_one["dropped"] == meta_two["dropped"]
+    assert meta_one["examples"] == meta_two["examples"]

@@ -160,3 +160,23 @@ def test_num_shards_is_split_over_datasets_by_size() -> None:
     assert shards_per_dataset([5, 100_000], 4, equal=True) == [2, 2]
     with pytest.raises(ConfigError, match=r"num_shards \(2\) must be at least the number of datasets \(3\)"):
         shards_per_dataset([1, 2, 3], 2)
+
+
+def test_process_count_follows_input_size_cpu_quota_and_override(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sft_prep import engine
+
+    cpu_max = tmp_path / "cpu.max"
+    cpu_max.write_text("250000 100000\n")
+    assert engine.usable_cpus(str(cpu_max)) == min(3, engine.usable_cpus(str(tmp_path / "absent")))
+    cpu_max.write_text("max 100000\n")
+    assert engine.usable_cpus(str(cpu_max)) == engine.usable_cpus(str(tmp_path / "absent"))
+    monkeypatch.delenv("SFT_PREP_PROCESSES", raising=False)
+    assert engine.default_processes(1 << 20) == 1, "small inputs stay in one process"
+    assert 1 <= engine.default_processes(1 << 30) <= 8
+    monkeypatch.setenv("SFT_PREP_PROCESSES", "3")
+    assert engine.default_processes(1 << 20) == 3
+    monkeypatch.setenv("SFT_PREP_PROCESSES", "many")
+    with pytest.raises(ConfigError, match="SFT_PREP_PROCESSES"):
+        engine.default_processes(1)

@@ -275,3 +275,12 @@ def test_everything_on_s3(make_data: Callable[..., Path], tiny_model: Path, tmp_
     assert storage.read_text(f"{s3}/ckpt/latest").strip() == "iter_0000006"
     assert storage.exists(f"{s3}/ckpt/iter_0000003/trainer_state.pt")
     assert storage.exists(f"{s3}/hf/config.json") and second.hf_export == f"{s3}/hf"
+
+
+def test_bf16_mixed_precision_trains(make_data: Callable[..., Path], tiny_model: Path) -> None:
+    """The recipe's bf16 (autocast over float32 master weights) gives losses close to fp32."""
+    data = make_data()
+    bf16 = losses(train(hf_config(data, tiny_model, None, precision="bf16", **{"train.train_iters": 4})))
+    fp32 = losses(train(hf_config(data, tiny_model, None, **{"train.train_iters": 4})))
+    assert bf16 != fp32
+    assert bf16 == pytest.approx(fp32, abs=0.05)

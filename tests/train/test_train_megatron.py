@@ -199,3 +199,33 @@ def test_missing_megatron_bridge_is_a_clear_error() -> None:
         megatron_engine.resolve_recipe(
             "megatron.bridge.recipes.nemotronh.nemotron_3_super.nemotron_3_super_sft_config"
         )
+
+
+def test_progress_callback_reports_megatron_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After each Megatron-Bridge step, rank 0 feeds iteration, loss, lr and tokens to our Progress."""
+    import torch
+
+    from sft_common.progress import Progress
+
+    class Callback:  # Megatron-Bridge's base class has no-op event methods
+        pass
+
+    fake = {"megatron.bridge.training.callbacks": types.SimpleNamespace(Callback=Callback), "torch": torch}
+    monkeypatch.setattr(megatron_engine, "_import", fake.__getitem__)
+    config = validate(
+        TrainConfig, {"data": {"path": "/d"}, "train": {"global_batch_size": 8, "train_iters": 10}}
+    )
+    progress = Progress("train", total=10, unit="iterations", rates=("tokens",), mode="off", owner=False)
+    last: dict[str, Any] = {}
+    callback = megatron_engine.progress_callback(config, 4096, progress, last)
+    for step, loss in ((0, 2.5), (1, 2.25)):  # train_state.step before Megatron-Bridge increments it
+        context = types.SimpleNamespace(
+            state=types.SimpleNamespace(train_state=types.SimpleNamespace(step=step)),
+            loss_dict={"lm loss": torch.tensor(loss)},
+            optimizer=types.SimpleNamespace(param_groups=[{"lr": 1e-4 * (step + 1)}]),
+        )
+        callback.on_train_step_end(context)
+    snapshot = progress.snapshot()
+    assert snapshot["completed"] == 2 and snapshot["loss"] == 2.25 and snapshot["learningRate"] == 2e-4
+    assert snapshot["tokens"] == 2 * 8 * 4096  # packed rows × pack size since this process started
+    assert last == {"start": 0, "loss": 2.25, "step": 2}

@@ -33,11 +33,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--worker-index", type=int, default=0, metavar="I", help="this worker's index (0-based)"
     )
     parser.add_argument("--num-workers", type=int, default=1, metavar="N", help="workers sharing the shards")
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=0,
+        metavar="P",
+        help="processes that parse/render/tokenize (default 0: 1 for small inputs, else the CPUs, max 8)",
+    )
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
     return parser
 
 
-def parse(argv: Sequence[str]) -> tuple[PrepConfig, int, int]:
+def parse(argv: Sequence[str]) -> tuple[PrepConfig, int, int, int]:
     """Arguments → validated config; raises ConfigError (exit 2) for anything the user must fix."""
     parser = build_parser()
     try:
@@ -55,15 +62,17 @@ def parse(argv: Sequence[str]) -> tuple[PrepConfig, int, int]:
         raise ConfigError(f"--num-workers must be ≥ 1 (got {args.num_workers})")
     if not 0 <= args.worker_index < args.num_workers:
         raise ConfigError(f"--worker-index must be in 0..{args.num_workers - 1} (got {args.worker_index})")
+    if args.processes < 0:
+        raise ConfigError(f"--processes must be ≥ 0 (got {args.processes}; 0 = automatic)")
     cfg = load_config(PrepConfig, args.config, overrides)
-    return cfg, args.worker_index, args.num_workers
+    return cfg, args.worker_index, args.num_workers, args.processes
 
 
 def _main(argv: Sequence[str]) -> int:
     from sft_prep.pipeline import run
 
-    cfg, worker_index, num_workers = parse(argv)
-    report_success(run(cfg, worker_index, num_workers))
+    cfg, worker_index, num_workers, processes = parse(argv)
+    report_success(run(cfg, worker_index, num_workers, processes=processes))
     return 0
 
 

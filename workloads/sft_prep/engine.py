@@ -8,28 +8,25 @@ token stream: the tokenizer's serialized rules (not only its name) and the templ
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
+import os
 from collections import deque
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from sft_common.config import ConfigError
 from sft_prep.config import PrepConfig
 from sft_prep.parquet_shard import SequenceStore
+from sft_prep.process import Counts as RowCounts
 from sft_prep.process import ProcessResult, RowProcessor
 from sft_prep.readers import RawRow
 from sft_prep.stats import ShardCounts
 from sft_prep.template import load_template
 from sft_prep.tokenize import Tokenizer, load_tokenizer
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def tokenizer_fingerprint(tokenizer: Tokenizer) -> str:
@@ -101,7 +98,7 @@ class BatchRunner:
 
     def _run(self, rows: Sequence[RawRow]) -> ProcessResult:
         return self.processor.process(
-            ((self.dataset, raw.location, raw.row) for raw in rows),  # type: ignore[misc]
+            ((self.dataset, raw.location, raw.decoded()) for raw in rows),  # type: ignore[misc]
             messages_field=self.messages_field,
             tools_field=self.tools_field,
         )
@@ -137,3 +134,125 @@ def consume(result: ProcessResult, counts: ShardCounts, store: SequenceStore) ->
     for seq in result.sequences:
         store.add(seq.input_ids, seq.loss_mask)
     return len(result.sequences)
+
+
+# --------------------------------------------------------------------------- worker processes
+
+_CHILD: RowProcessor | None = None
+
+
+def _init_child(config_json: str) -> None:
+    """Build this process's own processor. One tokenizer thread per process: the processes are the
+    parallelism, and Rust thread pools in every process would only fight over the same cores."""
+    global _CHILD
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    cfg = PrepConfig.model_validate_json(config_json)
+    tokenizer = load_tokenizer(cfg.tokenizer.model, cfg.tokenizer.revision)
+    _CHILD = RowProcessor(tokenizer, load_template(cfg.chat_template, tokenizer.chat_template), cfg.doc_limit)
+
+
+_ChildResult = tuple[np.ndarray, np.ndarray, np.ndarray, RowCounts]
+
+
+def _child_process(dataset: str, messages_field: str, tools_field: str, rows: list[RawRow]) -> _ChildResult:
+    """Decode, render, chunk, tokenize one batch; return its sequences concatenated (cheap to pickle)."""
+    assert _CHILD is not None, "worker process not initialised"
+    result = _CHILD.process(
+        ((dataset, raw.location, raw.decoded()) for raw in rows),  # type: ignore[misc]
+        messages_field=messages_field,
+        tools_field=tools_field,
+    )
+    seqs = result.sequences
+    lengths = np.fromiter((len(s.input_ids) for s in seqs), dtype=np.int64, count=len(seqs))
+    if seqs:
+        ids = np.concatenate([s.input_ids for s in seqs]).astype(np.int32, copy=False)
+        mask = np.concatenate([s.loss_mask for s in seqs]).astype(np.uint8, copy=False)
+    else:
+        ids, mask = np.zeros(0, np.int32), np.zeros(0, np.uint8)
+    return ids, mask, lengths, result.counts
+
+
+@dataclass
+class Packed:
+    """One batch's sequences, concatenated, with the batch's counts."""
+
+    ids: np.ndarray
+    mask: np.ndarray
+    lengths: np.ndarray
+    counts: RowCounts
+
+
+class ProcessRunner:
+    """The text stage in ``processes`` worker processes, results in submission order.
+
+    Parsing, rendering and chunking are Python and run on one core per process; with one process the
+    tokenizer would use every core while the Python half of the work stays serial, so on a many-core
+    pod throughput would stop at one core's worth of Python. JSON lines travel undecoded (bytes), and
+    sequences come back as three arrays per batch. Start-up (imports, tokenizer load) costs about a
+    second per process, so the pipeline uses this only for large inputs or when asked to.
+    """
+
+    def __init__(self, cfg: PrepConfig, processes: int) -> None:
+        self.processes = processes
+        self._pool = ProcessPoolExecutor(
+            max_workers=processes,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_init_child,
+            initargs=(cfg.model_dump_json(),),
+        )
+        self._pending: deque[tuple[int, Future[tuple[np.ndarray, np.ndarray, np.ndarray, RowCounts]]]] = (
+            deque()
+        )
+
+    def submit(
+        self, dataset: str, messages_field: str, tools_field: str, rows: Sequence[RawRow]
+    ) -> Iterator[tuple[int, Packed]]:
+        future = self._pool.submit(_child_process, dataset, messages_field, tools_field, list(rows))
+        self._pending.append((len(rows), future))
+        while len(self._pending) > 2 * self.processes:
+            yield self._pop()
+
+    def drain(self) -> Iterator[tuple[int, Packed]]:
+        while self._pending:
+            yield self._pop()
+
+    def _pop(self) -> tuple[int, Packed]:
+        n, future = self._pending.popleft()
+        return n, Packed(*future.result())
+
+    def close(self) -> None:
+        for _, future in self._pending:
+            future.cancel()
+        self._pending.clear()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def default_processes(input_bytes: int) -> int:
+    """Worker processes for a worker that reads ``input_bytes``: 1 for small inputs (start-up would
+    dominate), else the CPUs this process may use, at most 8 (``SFT_PREP_PROCESSES`` overrides)."""
+    override = os.environ.get("SFT_PREP_PROCESSES")
+    if override:
+        try:
+            return max(1, int(override))
+        except ValueError:
+            raise ConfigError(f"SFT_PREP_PROCESSES must be an integer, got {override!r}") from None
+    if input_bytes < 64 * 2**20:
+        return 1
+    return max(1, min(usable_cpus(), 8))
+
+
+def usable_cpus(cgroup_cpu_max: str = "/sys/fs/cgroup/cpu.max") -> int:
+    """CPUs this process may really use: its affinity, capped by a cgroup v2 CPU quota (a pod's
+    ``resources.limits.cpu``), which affinity does not show."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        cpus = os.cpu_count() or 1
+    try:
+        with open(cgroup_cpu_max) as fh:
+            quota, period = fh.read().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, max(1, -(-int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass
+    return cpus

@@ -53,6 +53,17 @@ class SequenceStore:
         self._masks.append(np.asarray(loss_mask, dtype=np.uint8))
         self._lengths.append(len(input_ids))
 
+    def extend(self, ids: np.ndarray, mask: np.ndarray, lengths: np.ndarray) -> None:
+        """Append many sequences given concatenated (as a worker process returns them)."""
+        if len(ids) != len(mask) or int(np.sum(lengths)) != len(ids):
+            raise ValueError("ids, mask and lengths of a sequence batch disagree")
+        if len(lengths) and int(np.min(lengths)) < 1:
+            raise ValueError("an empty sequence cannot be packed")
+        if len(lengths):
+            self._ids.append(np.asarray(ids, dtype=np.int32))
+            self._masks.append(np.asarray(mask, dtype=np.uint8))
+            self._lengths.extend(int(n) for n in lengths)
+
     def __len__(self) -> int:
         return len(self._lengths)
 

@@ -7,6 +7,12 @@ of the run are present; if so it commits: deletes stale files, writes ``blend.js
 ``metadata.json`` (the commit marker). Receipts are written before that check, so the worker that
 completes the last shard always sees every receipt and commits before it exits; when two commit at
 once they write identical bytes (the content is a pure function of the receipts).
+
+Inside a worker, rows stream from the readers in batches to the text stage (parse, render, chunk,
+tokenize): in this process with two batches overlapping (the tokenizer releases the GIL), or, for
+large inputs or ``--processes P``, in P worker processes, since the Python half of the work would
+otherwise cap a many-core pod at one core. Batches are consumed in order either way, so the shards
+are byte-identical whatever the parallelism.
 """
 
 from __future__ import annotations
@@ -97,7 +103,12 @@ class WorkerTotals:
 
 class Worker:
     def __init__(
-        self, cfg: PrepConfig, worker_index: int = 0, num_workers: int = 1, stdout: IO[str] | None = None
+        self,
+        cfg: PrepConfig,
+        worker_index: int = 0,
+        num_workers: int = 1,
+        stdout: IO[str] | None = None,
+        processes: int = 0,
     ) -> None:
         if num_workers < 1:
             raise ConfigError(f"--num-workers must be ≥ 1 (got {num_workers})")
@@ -109,6 +120,9 @@ class Worker:
         self.stdout = stdout or sys.stdout
         self.layout = Layout(cfg.output_dir)
         self.totals = WorkerTotals()
+        self.processes = processes
+        """Text-stage processes (0: automatic, see engine.default_processes)."""
+        self.pool: engine.ProcessRunner | None = None
 
     # ----------------------------------------------------------------------------- setup
     def prepare(self) -> None:
@@ -159,6 +173,9 @@ class Worker:
             storage.delete(self.layout.blend)
         elif meta is not None:
             self._retire(meta)
+        todo_bytes = sum(s.input_bytes for s in self.mine)
+        processes = self.processes or engine.default_processes(todo_bytes)
+        self.pool = engine.ProcessRunner(self.cfg, processes) if processes > 1 and self.mine else None
         progress = Progress(
             "sft-prep",
             total=len(self.mine),
@@ -183,6 +200,9 @@ class Worker:
                 progress.update(completed=done + 1, **self._metrics())
         finally:
             progress.close(**self._metrics())
+            if self.pool is not None:
+                self.pool.close()
+                self.pool = None
         meta = self.commit()
         if meta is not None and meta["totals"]["bins"] == 0:
             raise NoTrainingData(meta)
@@ -224,31 +244,58 @@ class Worker:
         processor = self.engine.processor()
         batch: list[RawRow] = []
 
-        def take(results: Iterator[tuple[int, ProcessResult]]) -> None:
-            for n, result in results:
-                self.totals.rows += n
-                self.totals.sequences += engine.consume(result, counts, store)
-                self.totals.tokens += result.counts.tokens
-                progress.update(completed=done + meter.fraction, **self._metrics())
-
-        with engine.BatchRunner(processor, shard.dataset, spec.messages_field, spec.tools_field) as runner:
+        def rows() -> Iterator[RawRow]:
             for source in shard.sources:
-                rows = iter_rows(
+                yield from iter_rows(
                     source.files,
                     spec,
                     modulus=source.modulus,
                     remainder=source.remainder,
                     limit=source.limit,
                     meter=meter,
+                    decode=self.pool is None,
                 )
-                for raw in rows:
+
+        def account(n: int, sequences: int, tokens: int) -> None:
+            self.totals.rows += n
+            self.totals.sequences += sequences
+            self.totals.tokens += tokens
+            progress.update(completed=done + meter.fraction, **self._metrics())
+
+        if self.pool is not None:
+            pool = self.pool
+
+            def take_packed(results: Iterator[tuple[int, engine.Packed]]) -> None:
+                for n, packed_batch in results:
+                    counts.rows.merge(packed_batch.counts)
+                    store.extend(packed_batch.ids, packed_batch.mask, packed_batch.lengths)
+                    account(n, len(packed_batch.lengths), packed_batch.counts.tokens)
+
+            for raw in rows():
+                batch.append(raw)
+                if len(batch) >= BATCH_ROWS:
+                    take_packed(pool.submit(shard.dataset, spec.messages_field, spec.tools_field, batch))
+                    batch = []
+            if batch:
+                take_packed(pool.submit(shard.dataset, spec.messages_field, spec.tools_field, batch))
+            take_packed(pool.drain())
+        else:
+
+            def take(results: Iterator[tuple[int, ProcessResult]]) -> None:
+                for n, result in results:
+                    account(n, engine.consume(result, counts, store), result.counts.tokens)
+
+            with engine.BatchRunner(
+                processor, shard.dataset, spec.messages_field, spec.tools_field
+            ) as runner:
+                for raw in rows():
                     batch.append(raw)
                     if len(batch) >= BATCH_ROWS:
                         take(runner.submit(batch))
                         batch = []
-            if batch:
-                take(runner.submit(batch))
-            take(runner.drain())
+                if batch:
+                    take(runner.submit(batch))
+                take(runner.drain())
 
         ids, mask, lengths = store.take()
         packing = pack(lengths, cfg.pack_size, cfg.algorithm, seed=shard_seed(cfg.seed, shard.index))
@@ -372,9 +419,13 @@ def shard_seed(seed: int, shard_index: int) -> int:
 
 
 def run(
-    cfg: PrepConfig, worker_index: int = 0, num_workers: int = 1, stdout: IO[str] | None = None
+    cfg: PrepConfig,
+    worker_index: int = 0,
+    num_workers: int = 1,
+    stdout: IO[str] | None = None,
+    processes: int = 0,
 ) -> dict[str, Any]:
-    return Worker(cfg, worker_index, num_workers, stdout).run()
+    return Worker(cfg, worker_index, num_workers, stdout, processes).run()
 
 
 __all__: Sequence[str] = ("Worker", "load_datasets", "run", "shard_seed")

@@ -39,7 +39,11 @@ class RawRow:
 
     location: str
     """'file.jsonl:LINE' (1-based line) or 'file.parquet#ROW' (0-based row)."""
-    row: dict[str, Any] | RowError
+    row: dict[str, Any] | RowError | bytes
+    """Decoded row, its error, or (``decode=False``) the raw JSON line for a worker process to decode."""
+
+    def decoded(self) -> dict[str, Any] | RowError:
+        return decode_line(self.row) if isinstance(self.row, bytes) else self.row
 
 
 class ReadMeter:
@@ -114,8 +118,12 @@ def iter_rows(
     remainder: int = 0,
     limit: int | None = None,
     meter: ReadMeter | None = None,
+    decode: bool = True,
 ) -> Iterator[RawRow]:
-    """Rows of the concatenated ``files`` with index ≡ remainder (mod modulus), among the first ``limit``."""
+    """Rows of the concatenated ``files`` with index ≡ remainder (mod modulus), among the first ``limit``.
+
+    ``decode=False`` leaves JSONL lines as bytes, so JSON decoding can happen in a worker process.
+    """
     index = 0
     for uri in files:
         if limit is not None and index >= limit:
@@ -133,10 +141,12 @@ def iter_rows(
             mine = index % modulus == remainder
             index += 1
             if mine:
-                yield RawRow(location, _decode(payload) if isinstance(payload, bytes) else payload)
+                yield RawRow(
+                    location, decode_line(payload) if decode and isinstance(payload, bytes) else payload
+                )
 
 
-def _decode(line: bytes) -> dict[str, Any] | RowError:
+def decode_line(line: bytes) -> dict[str, Any] | RowError:
     """JSON-decode a line only once it is known to be ours (other shards' rows cost a line split)."""
     try:
         return parse_json_row(line)

@@ -145,7 +145,8 @@ def progress_callback(config: TrainConfig, pack_size: int, progress: Progress, l
         def on_train_step_end(self, context: Any) -> None:
             if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
                 return
-            step = int(context.state.train_state.step)
+            # Megatron-Bridge fires this before it increments train_state.step: +1 is the iteration done.
+            step = int(context.state.train_state.step) + 1
             metrics: dict[str, Any] = {
                 "tokens": (step - last.setdefault("start", step - 1)) * gbs * pack_size
             }

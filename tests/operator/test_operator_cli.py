@@ -1,0 +1,107 @@
+"""``python -m sft_operator`` as a process against the emulator: liveness endpoint, kopf peering (one
+active instance), namespace scoping."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from test_operator_dataprep import prep
+
+from kubeemu import KubeEmulator
+
+TIMEOUT = 20
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def operator_process(kubeconfig: Path, *args: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(kubeconfig),
+        "SFT_DEFAULT_PREP_IMAGE": "ghcr.io/sft-operator/sft-prep:t",
+    }
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sft_operator", *args], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def healthz(port: int) -> int:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as resp:
+            return resp.status
+    except OSError:
+        return 0
+
+
+def test_process_serves_liveness_and_peers(cluster: KubeEmulator, tmp_path: Path) -> None:
+    kube = cluster
+    kube.create(
+        {
+            "apiVersion": "kopf.dev/v1",
+            "kind": "KopfPeering",
+            "metadata": {"name": "sft-operator", "namespace": "default"},
+        }
+    )
+    kubeconfig = kube.write_kubeconfig(tmp_path / "kubeconfig")
+    port = free_port()
+    log = tmp_path / "operator.log"
+    args = [
+        "--namespace",
+        "default",
+        "--peering",
+        "sft-operator",
+        "--liveness",
+        f"http://127.0.0.1:{port}/healthz",
+    ]
+    with operator_process(kubeconfig, *args, log=log):
+        kube.wait_for(lambda: healthz(port) == 200, TIMEOUT, message=f"liveness; log: {log}")
+        kube.create(prep())
+        job = kube.wait_for_object("Job", "demo-prep", timeout=TIMEOUT)
+        assert job["spec"]["template"]["spec"]["containers"][0]["image"] == "ghcr.io/sft-operator/sft-prep:t"
+        peering = kube.wait_for(
+            lambda: (
+                kube.get("KopfPeering", "sft-operator", "default", api_version="kopf.dev/v1").get("status")
+                or {}
+            ),
+            TIMEOUT,
+            message="the operator announcing itself in the KopfPeering",
+        )
+        assert len(peering) == 1  # one instance registered
+
+
+def test_process_ignores_other_namespaces(cluster: KubeEmulator, tmp_path: Path) -> None:
+    kube = cluster
+    kube.create_namespace("other")
+    kubeconfig = kube.write_kubeconfig(tmp_path / "kubeconfig")
+    other = prep()
+    other["metadata"]["namespace"] = "other"
+    with operator_process(
+        kubeconfig, "--namespace", "default", "--standalone", "--liveness", "none", log=tmp_path / "log"
+    ):
+        kube.create(other)
+        kube.create(prep("mine"))
+        kube.wait_for_object("Job", "mine-prep", timeout=TIMEOUT)
+        time.sleep(0.5)
+        assert kube.get_or_none("Job", "demo-prep", "other") is None
