@@ -44,7 +44,11 @@ async def reconcile(ctx: Context, key: OwnerKey) -> float | None:
     created = False
     try:
         children = render.render(cr, ctx.defaults)
-        if job is None:
+        if job is None and finished(cr):
+            # Finished, and the Job was cleaned up (ttlSecondsAfterFinished): the recorded result
+            # stands; re-creating the Job would run the prep again.
+            pass
+        elif job is None:
             ensured_cm = await ensure_child(ctx.client, CONFIGMAPS, children.config_map, uid, desc)
             config_map = ensured_cm.obj
             if not ensured_cm.created and config_map.get("data") != children.config_map["data"]:
@@ -57,12 +61,13 @@ async def reconcile(ctx: Context, key: OwnerKey) -> float | None:
                 config_map = await ctx.client.patch(CONFIGMAPS, namespace, cm_meta["name"], body)
             ensured_job = await ensure_child(ctx.client, JOBS, children.job, uid, desc)
             job, created = ensured_job.obj, ensured_job.created
-        stale = stale_reason(job, children.spec_hash, desc)
-        if stale is not None:
-            raise stale
-        patch = suspend_patch(job, bool((cr.get("spec") or {}).get("suspend")))
-        if patch is not None:
-            job = await ctx.client.patch(JOBS, namespace, job["metadata"]["name"], patch)
+        if job is not None:
+            stale = stale_reason(job, children.spec_hash, desc)
+            if stale is not None:
+                raise stale
+            patch = suspend_patch(job, bool((cr.get("spec") or {}).get("suspend")))
+            if patch is not None:
+                job = await ctx.client.patch(JOBS, namespace, job["metadata"]["name"], patch)
     except InvalidSpec as exc:
         error = (exc.reason, exc.message)
     pods = [pod_state(p, render.CONTAINER) for p in ctx.caches.pods_of(key)]
@@ -94,6 +99,12 @@ async def reconcile(ctx: Context, key: OwnerKey) -> float | None:
         reason = new_reason if error is not None or new_status["phase"] == "Failed" else new_status["phase"]
         await record_event(ctx.client, cr, type_, reason, new_status.get("message") or "", now)
     return None
+
+
+def finished(cr: Mapping[str, Any]) -> bool:
+    """The CR recorded a terminal result for a Job it created (status survives the Job)."""
+    st = cr.get("status") or {}
+    return st.get("phase") in status.TERMINAL and bool(st.get("jobRef"))
 
 
 def _ready_reason(st: Mapping[str, Any] | None) -> str | None:

@@ -40,12 +40,9 @@ def test_tiny_sample_reaches_succeeded_with_real_outputs(
     pod_runner.extra_env["SFT_PROGRESS_INTERVAL"] = "0.05"
     cr = sample_cr()
     workers = cr["spec"]["parallelism"]
-    seen_running: list[dict[str, Any]] = []
 
     def finished() -> dict[str, Any] | None:
         status = kube.get("SFTDataPrep", "tiny").get("status") or {}
-        if status.get("phase") == "Running":
-            seen_running.append(status)
         return status if status.get("phase") in ("Succeeded", "Failed") else None
 
     with run_operator():
@@ -86,3 +83,29 @@ def test_tiny_sample_reaches_succeeded_with_real_outputs(
         if "Python-urllib" in r.headers.get("User-Agent", "")
     }
     assert worker_calls == {("PATCH", "/apis/sft.dev/v1alpha1/namespaces/default/sftdatapreps/tiny/status")}
+
+
+def test_a_bad_input_fails_with_the_workloads_reason(
+    kube: KubeEmulator, pod_runner: PodRunner, tmp_path: Path
+) -> None:
+    """A dataset that does not exist: sft-prep exits 2 (config error) and the CR says which and where."""
+    kube.apply(PROJECT_CRDS)
+    pod_runner.path_map[IMAGE_SAMPLES] = REPO / "workloads" / "sft_prep" / "samples"
+    pod_runner.config.pvc_root = tmp_path / "pvcs"
+    cr = sample_cr()
+    cr["spec"]["datasets"] = [{"name": "missing", "path": "/data/nowhere/chats.jsonl"}]
+
+    def finished() -> dict[str, Any] | None:
+        status = kube.get("SFTDataPrep", "tiny").get("status") or {}
+        return status if status.get("phase") in ("Succeeded", "Failed") else None
+
+    with run_operator():
+        kube.create(cr)
+        status = kube.wait_for(finished, TIMEOUT, interval=0.05, message="SFTDataPrep tiny to finish")
+    assert status["phase"] == "Failed", json.dumps(status, indent=1)[:3000]
+    failure = status["failure"]
+    assert failure["reason"] == "InvalidConfig" and failure["exitCode"] == 2
+    assert failure["pod"].startswith("tiny-prep-")
+    assert "datasets[0].path" in failure["message"] and "does not exist" in failure["message"]
+    stalled = {c["type"]: c for c in status["conditions"]}["Stalled"]
+    assert stalled["status"] == "True" and stalled["reason"] == "InvalidConfig"

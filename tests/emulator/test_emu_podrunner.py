@@ -306,3 +306,12 @@ def test_pvc_volumes_map_to_the_runner_pvc_root(
     kube.create(job("writer", container, pod={"volumes": volumes}))
     kube.wait_for_object("jobs", "writer", lambda o: condition(o, "Complete"), timeout=20)
     assert (tmp_path / "pvcs" / "results" / "data.txt").read_text() == "persisted"
+
+
+def test_missing_executable_is_a_start_error(kube: KubeEmulator, pod_runner: PodRunner) -> None:
+    container = {"name": "main", "image": "local", "command": ["no-such-tool-kubeemu"]}
+    kube.create(job("broken", container, backoffLimit=0))
+    kube.wait_for_object("jobs", "broken", lambda o: condition(o, "Failed"), timeout=20)
+    terminated = kube.list("pods", "default")[0]["status"]["containerStatuses"][0]["state"]["terminated"]
+    assert (terminated["exitCode"], terminated["reason"]) == (128, "StartError")
+    assert "no-such-tool-kubeemu" in terminated["message"]

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import http.client
 import json
+import time
+import urllib.parse
 from typing import Any
 
 import aiohttp
@@ -107,3 +110,17 @@ async def test_watch_timeout_ends_the_stream(kube: KubeEmulator) -> None:
     async with aiohttp.ClientSession() as session, session.get(url) as response:
         body = await asyncio.wait_for(response.read(), 5)
     assert body.strip() == b""
+
+
+def test_stopping_the_emulator_ends_open_watch_streams() -> None:
+    emulator = KubeEmulator().start()
+    url = urllib.parse.urlsplit(emulator.url)
+    connection = http.client.HTTPConnection(url.hostname or "", url.port, timeout=10)
+    connection.request("GET", f"{CM}?watch=true")
+    response = connection.getresponse()
+    assert response.status == 200
+    started = time.monotonic()
+    emulator.stop()
+    assert time.monotonic() - started < 5
+    assert response.read() == b""  # the stream ended cleanly (the socket did not hang)
+    connection.close()

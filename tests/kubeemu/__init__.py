@@ -96,8 +96,11 @@ Authentication and RBAC (any token is accepted), admission webhooks and admissio
 LimitRange, quotas), full CEL (unsupported rules are logged and skipped), CEL cost limits,
 ``messageExpression``, list-type/map-key semantics, SSA field management and conflicts,
 aggregated discovery (v2), version conversion, pagination (``limit`` is ignored; everything comes in
-one page), protobuf, built-in kinds' full schemas (only metadata and template labels are
-validated), graceful pod termination periods, scheduling, nodes, services networking, images.
+one page), protobuf, ``fieldValidation=Strict`` (unknown CR fields are pruned silently, the
+default "Warn" behaviour, without warning headers), semantic validation of built-in kinds beyond
+their OpenAPI schema and the Job rules above, controllers other than the pod runner's (no
+Deployment/ReplicaSet/StatefulSet controllers), graceful pod termination periods, scheduling,
+nodes, services networking, images.
 """
 
 from .emulator import KubeEmulator, WaitTimeout, load_manifests

@@ -122,6 +122,10 @@ class KubeEmulator:
             self.server = ApiServer(store=store, record_requests=self._record_requests)
             self._http = kmock.Server(self.server, host=self._host, port=self._port)
             async with self.server, self._http:
+                runner = getattr(self._http.server, "runner", None)
+                if runner is not None and hasattr(runner, "_shutdown_timeout"):
+                    # aiohttp waits up to 60 s for open handlers on shutdown; ours end on their own.
+                    runner._shutdown_timeout = 2.0
                 self.url = str(self._http.url).rstrip("/")
                 self._ready.set()
                 await self._stopping.wait()

@@ -32,7 +32,9 @@ import os
 import re
 import shlex
 import signal
+import subprocess
 import sys
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,6 +87,10 @@ class ContainerResult:
     message: str
     started_at: str
     finished_at: str
+    reason: str = ""
+
+    def __post_init__(self) -> None:
+        self.reason = self.reason or ("Completed" if self.exit_code == 0 else "Error")
 
 
 @dataclass
@@ -123,7 +129,7 @@ class PodExecution:
         self.name: str = meta["name"]
         self.uid: str = meta["uid"]
         self.dir = config.work_dir / self.namespace / f"{self.name}-{self.uid[:8]}"
-        self.processes: dict[str, asyncio.subprocess.Process] = {}
+        self.processes: dict[str, LocalProcess] = {}
         self.killed = False
         self.restart_counts: dict[str, int] = {}
 
@@ -300,14 +306,15 @@ class PodExecution:
         from .store import now_iso
 
         name = container["name"]
-        mapping = self.mount_mapping(container, volumes)
-        env_spec = self.container_env(container, mapping)
-        argv = self.argv(container, env_spec, mapping)
         cdir = self.dir / "containers" / name
         cdir.mkdir(parents=True, exist_ok=True)
         termination = cdir / "termination-log"
         termination.unlink(missing_ok=True)
         log_path = cdir / "log"
+        mapping = self.mount_mapping(container, volumes)
+        mapping[container.get("terminationMessagePath") or "/dev/termination-log"] = str(termination)
+        env_spec = self.container_env(container, mapping)
+        argv = self.argv(container, env_spec, mapping)
 
         env: dict[str, str] = (
             dict(os.environ) if self.config.inherit_env else {"PATH": os.environ.get("PATH", "")}
@@ -319,9 +326,6 @@ class PodExecution:
         env.update(env_spec)
         if env.get("SFT_OWNER_NAME") and not env_spec.get("SFT_OWNER_API"):
             env["SFT_OWNER_API"] = self.api_url  # a pod would reach the API; here it is the emulator
-        declared = container.get("terminationMessagePath")
-        if declared:
-            mapping = {**mapping, declared: str(termination)}
         if env_spec.get("SFT_TERMINATION_LOG"):
             env["SFT_TERMINATION_LOG"] = str(termination)
         workdir = container.get("workingDir")
@@ -332,14 +336,12 @@ class PodExecution:
         with open(log_path, "ab") as log_file:
             log_file.write(f"# kubeemu: {shlex.join(argv)}\n".encode())
             log_file.flush()
-            process = await asyncio.create_subprocess_exec(
-                *argv,
-                env=env,
-                cwd=cwd,
-                stdout=log_file,
-                stderr=asyncio.subprocess.STDOUT,
-                start_new_session=True,
-            )
+            try:
+                process = LocalProcess.start(argv, env, cwd, log_file)
+            except OSError as error:  # what a container runtime reports as StartError (exit 128)
+                message = f"failed to start container {name!r}: {shlex.join(argv)}: {error}"
+                log_file.write(f"{message}\n".encode())
+                return ContainerResult(128, message, started_at, now_iso(), "StartError")
         self.processes[name] = process
         on_start(name, started_at)
         exit_code = await process.wait()
@@ -372,15 +374,53 @@ class PodExecution:
     async def kill(self) -> None:
         """SIGTERM the process groups, SIGKILL after the grace period."""
         self.killed = True
-        for process in list(self.processes.values()):
-            if process.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGTERM)
-        for process in list(self.processes.values()):
-            if process.returncode is None:
-                try:
-                    await asyncio.wait_for(process.wait(), self.config.kill_grace)
-                except TimeoutError:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(process.pid, signal.SIGKILL)
-                    await process.wait()
+        await asyncio.gather(
+            *(process.kill(self.config.kill_grace) for process in list(self.processes.values()))
+        )
+
+
+class LocalProcess:
+    """A child process whose exit is awaited by a dedicated thread, not by asyncio's child watcher.
+
+    Why: the emulator's loop runs in a non-main thread next to pytest-asyncio's loops, and asyncio's
+    process-global child watchers are a known source of lost exit notifications there; a blocking
+    ``wait()`` per child in its own thread has no shared state.
+    """
+
+    def __init__(self, popen: subprocess.Popen[bytes], loop: asyncio.AbstractEventLoop) -> None:
+        self.popen = popen
+        self.exited: asyncio.Future[int] = loop.create_future()
+        threading.Thread(
+            target=self._reap, args=(loop,), name=f"kubeemu-pid-{popen.pid}", daemon=True
+        ).start()
+
+    @classmethod
+    def start(cls, argv: list[str], env: dict[str, str], cwd: str, log_file: Any) -> LocalProcess:
+        popen = subprocess.Popen(
+            argv, env=env, cwd=cwd, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        return cls(popen, asyncio.get_running_loop())
+
+    def _reap(self, loop: asyncio.AbstractEventLoop) -> None:
+        code = self.popen.wait()
+        with contextlib.suppress(RuntimeError):  # the loop is already closed: nobody is waiting
+            loop.call_soon_threadsafe(lambda: self.exited.done() or self.exited.set_result(code))
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    async def wait(self) -> int:
+        return await asyncio.shield(self.exited)
+
+    async def kill(self, grace: float) -> None:
+        if self.exited.done():
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.popen.pid, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(asyncio.shield(self.exited), grace)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, signal.SIGKILL)
+            await asyncio.wait_for(asyncio.shield(self.exited), 10)

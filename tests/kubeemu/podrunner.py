@@ -317,7 +317,7 @@ class PodRunner:
                 result = await execution.run_container(container, volumes, on_start)
                 terminated = {
                     "exitCode": result.exit_code,
-                    "reason": "Completed" if result.exit_code == 0 else "Error",
+                    "reason": result.reason,
                     "startedAt": result.started_at,
                     "finishedAt": result.finished_at,
                     "containerID": f"kubeemu://{execution.uid}/{container['name']}",

@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import copy
-import itertools
 import logging
 import secrets
 import uuid
@@ -102,7 +101,7 @@ class Store:
         self.listeners: list[Callable[[Event], None]] = []
         #: Returns a pod's log text: (namespace, name, container, tail_lines) -> text or None.
         self.log_provider: Callable[[str, str, str | None, int | None], str | None] | None = None
-        self._names = itertools.count()
+        self.closed = False  # set on shutdown: no new watch streams
         for resource in BUILTINS:
             self.resources[resource.key] = resource
         for name in ("default", "kube-system"):
@@ -175,6 +174,8 @@ class Store:
 
     def subscribe(self, resource: ResourceDef) -> Watcher:
         watcher = Watcher(resource)
+        if self.closed:
+            watcher.close()  # the server is stopping: a late watch ends at once
         self.watchers[resource.key].add(watcher)
         return watcher
 
@@ -189,6 +190,9 @@ class Store:
         return [event for event in history if event.rv > rv]
 
     def close_watchers(self, key: tuple[str, str] | None = None) -> None:
+        """End the watch streams of one resource, or all of them for good (server shutdown)."""
+        if key is None:
+            self.closed = True
         for watcher_key, watchers in self.watchers.items():
             if key is None or watcher_key == key:
                 for watcher in list(watchers):

@@ -400,3 +400,36 @@ def test_helpers() -> None:
     assert parse_termination_message('{"status": "succeeded"}') == {"status": "succeeded"}
     assert parse_termination_message("Traceback ...") is None
     assert parse_termination_message("{not json") is None
+
+
+def test_spec_error_with_a_running_job_keeps_the_jobs_phase() -> None:
+    owner = cr()
+    error = ("SpecChangedAfterStart", "Job demo-prep was created from an earlier spec")
+    st = derive(owner, job(owner, {"active": 2}), states(pod(0, "Running")), now=NOW, error=error)
+    assert st["phase"] == "Running"
+    assert kstatus(st) == ("False", "False", "True")
+    assert conditions(st)["Stalled"]["reason"] == "SpecChangedAfterStart"
+
+
+def test_derived_statuses_fit_the_status_model_and_thus_the_crd() -> None:
+    """extra=forbid: a key the CRD's status schema lacks would be pruned by the apiserver; catch it here."""
+    from sft_operator.api.dataprep import SFTDataPrepStatus
+
+    owner = cr(status={"progress": {"workers": {"0": {"unit": "shards", "completed": 1, "tokens": 5}}}})
+    ok = pod(1, "Succeeded", terminated={"exitCode": 0, "message": success_message(1, True)})
+    bad = pod(0, "Failed", terminated={"exitCode": 137, "reason": "OOMKilled"})
+    cases = [
+        derive(owner, None, [], now=NOW),
+        derive(owner, None, [], now=NOW, error=("InvalidSpec", "x")),
+        derive(owner, job(owner, {"active": 1}), states(pod(0, "Running")), now=NOW),
+        derive(owner, job(owner, {"conditions": [cond("Complete")]}), states(ok), now=NOW),
+        derive(
+            owner,
+            job(owner, {"conditions": [cond("Failed", reason="BackoffLimitExceeded")]}),
+            states(bad),
+            now=NOW,
+        ),
+    ]
+    for st in cases:
+        model = SFTDataPrepStatus.model_validate(st)
+        assert model.model_dump(mode="json", by_alias=True, exclude_none=True) == st

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 from typing import Any
 
 import pytest
@@ -413,3 +414,48 @@ def test_delete_cascades_to_children(cluster: KubeEmulator, operator: OperatorFa
         kube.wait_for_deletion("SFTDataPrep", "demo", timeout=TIMEOUT)  # no finalizer holds it
         kube.wait_for_deletion("Job", "demo-prep", timeout=TIMEOUT)
         kube.wait_for_deletion("ConfigMap", "demo-prep-config", timeout=TIMEOUT)
+
+
+def test_finished_prep_is_not_rerun_after_its_job_is_cleaned_up(
+    cluster: KubeEmulator, operator: OperatorFactory
+) -> None:
+    """ttlSecondsAfterFinished deletes the Job; a restarted operator must keep the result, not re-run."""
+    kube = cluster
+    with operator():
+        kube.create(prep(ttlSecondsAfterFinished=0))
+        kube.wait_for_object("Job", "demo-prep", timeout=TIMEOUT)
+        done = {"type": "Complete", "status": "True", "lastTransitionTime": "2026-11-25T10:06:00Z"}
+        kube.patch_status(
+            "Job", "demo-prep", {"completionTime": "2026-11-25T10:06:00Z", "conditions": [done]}
+        )
+        before = wait_status(kube, lambda s: s.get("phase") == "Succeeded")
+        kube.delete("Job", "demo-prep")  # what the TTL controller does
+        kube.wait_for_deletion("Job", "demo-prep", timeout=TIMEOUT)
+        kube.patch("SFTDataPrep", "demo", {"metadata": {"labels": {"poke": "1"}}})  # force a reconcile
+    with operator():  # and a restart
+        kube.patch("SFTDataPrep", "demo", {"metadata": {"labels": {"poke": "2"}}})
+        time.sleep(1.0)
+    assert kube.get_or_none("Job", "demo-prep") is None
+    after = status_of(kube)
+    assert after["phase"] == "Succeeded" and after["completionTime"] == before["completionTime"]
+    assert post_count(kube, "/jobs") == 1
+
+
+def test_job_from_an_earlier_spec_is_reported_not_reused(
+    cluster: KubeEmulator, operator: OperatorFactory
+) -> None:
+    """The spec changed between the Job's creation and status.jobRef (the CEL rule's blind window)."""
+    from sft_operator.render.dataprep import render
+    from sft_operator.render.pods import WorkloadDefaults
+
+    kube = cluster
+    created = kube.create(prep())
+    earlier = copy.deepcopy(created)
+    earlier["spec"]["packSize"] = 2048
+    children = render(earlier, WorkloadDefaults(prep_image=TEST_IMAGE))
+    kube.create(children.job)
+    with operator():
+        st = wait_status(kube, lambda s: s.get("conditions") and condition(s, "Stalled")["status"] == "True")
+    assert condition(st, "Stalled")["reason"] == "SpecChangedAfterStart"
+    assert "revert the change, or delete and recreate" in st["message"]
+    assert kube.get("Job", "demo-prep")["metadata"]["annotations"]["sft.dev/spec-hash"] == children.spec_hash

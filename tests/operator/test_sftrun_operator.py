@@ -442,3 +442,26 @@ def test_deleting_the_run_deletes_its_children(cluster: KubeEmulator) -> None:
         kube.wait_for_deletion("PyTorchJob", "run-train", timeout=TIMEOUT)
         kube.wait_for_deletion("ConfigMap", "run-train-config", timeout=TIMEOUT)
         kube.wait_for_deletion("Pod", "run-train-master-0", timeout=TIMEOUT)
+
+
+def test_crd_recheck_backs_off_with_the_time_blocked() -> None:
+    """First re-check after recheck_base; then about as long as the run has been blocked, capped."""
+    from sft_operator.context import Context
+    from sft_operator.kube.client import KubeClient
+    from sft_operator.reconcile_sftrun import CRD_MISSING, _recheck_delay
+
+    now = {"t": "2026-11-25T10:00:00Z"}
+    ctx = Context(
+        client=KubeClient("http://127.0.0.1:1"), clock=lambda: now["t"], recheck_base=5, recheck_max=300
+    )
+    stalled = {
+        "conditions": [{"type": "Stalled", "status": "True", "reason": CRD_MISSING, "lastTransitionTime": T0}]
+    }
+    assert _recheck_delay(ctx, None) == 5
+    assert _recheck_delay(ctx, stalled) == 5
+    now["t"] = "2026-11-25T10:01:00Z"
+    assert _recheck_delay(ctx, stalled) == 60
+    now["t"] = "2026-11-25T12:00:00Z"
+    assert _recheck_delay(ctx, stalled) == 300
+    other = {"conditions": [{**stalled["conditions"][0], "reason": "InvalidSpec"}]}
+    assert _recheck_delay(ctx, other) == 5

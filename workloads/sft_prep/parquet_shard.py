@@ -130,7 +130,8 @@ def materialize(
     if len(order):
         np.cumsum(packed_len[:-1], out=out_starts[1:])
     total = int(packed_len.sum())
-    gather = np.arange(total, dtype=np.int64) + np.repeat(starts[order] - out_starts, packed_len)
+    gather = np.repeat(starts[order] - out_starts, packed_len)
+    gather += np.arange(total, dtype=np.int64)
     out_ids = ids[gather]
     out_mask = roll_within(mask[gather], packed_len)
     seq_end = np.concatenate([[0], np.cumsum(packed_len)])

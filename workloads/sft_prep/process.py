@@ -21,16 +21,17 @@ Contract (what the pipeline — readers, sharding, packing, Parquet — relies o
 * Nothing in a row can raise out of ``process``: malformed rows, template errors and template
   mismatches become ``RowError`` reasons (``chat.REASONS``) with up to ``MAX_EXAMPLES`` examples per
   reason (dataset, row index, a detail of at most 200 characters — never the raw conversation).
-* Feed batches of ~1000 rows: all chunks of a batch are tokenized in one parallel ``encode_batch``.
+* Feed batches of ~1000 rows: all sequences of a batch are tokenized in one parallel ``encode_batch``
+  (whole sequences cut at chunk boundaries, same ids as chunk by chunk: :mod:`sft_prep.joint_encode`).
   A processor is reusable and holds no per-batch state, so one per process is enough.
 """
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ import numpy as np
 
 from sft_prep.chat import RowError, parse_conversation, shorten
 from sft_prep.chunking import Chunk, split_generic
+from sft_prep.joint_encode import encode_chunks, encode_per_chunk
 from sft_prep.nano3_fast import split_nano3
 from sft_prep.template import ChatTemplate, load_template
 from sft_prep.tokenize import CHAT_TOKENS, Tokenizer, load_tokenizer
@@ -139,11 +141,19 @@ class RowProcessor:
     """Chat rows → (chunks → tokens, loss mask) with a fixed tokenizer, template and length limit."""
 
     def __init__(
-        self, tokenizer: Tokenizer, template: ChatTemplate, doc_limit: int, *, fast: bool | None = None
+        self,
+        tokenizer: Tokenizer,
+        template: ChatTemplate,
+        doc_limit: int,
+        *,
+        fast: bool | None = None,
+        joint: bool = True,
     ) -> None:
         """``fast``: use the native nano3 chunker (default: exactly when ``template`` is the built-in
-        nano3). Raises ConfigError if the tokenizer splits ``<|im_start|>``/``<|im_end|>`` and the
-        template uses them."""
+        nano3). ``joint``: encode each sequence once and cut it at chunk boundaries where that provably
+        gives the per-chunk ids (:mod:`sft_prep.joint_encode`); ``False`` encodes every chunk on its own
+        (the reference, for tests and benchmarks). Raises ConfigError if the tokenizer splits
+        ``<|im_start|>``/``<|im_end|>`` and the template uses them."""
         if doc_limit < 2:
             raise ValueError(f"doc_limit must be at least 2, got {doc_limit}")
         self.tokenizer = tokenizer
@@ -155,6 +165,15 @@ class RowProcessor:
         # Only the control tokens this template writes must be atomic (a foreign template may use others).
         used = tuple(t for t in CHAT_TOKENS if t in template.text)
         self.chat_token_ids = tokenizer.check_chat_tokens(used)
+        self.joint = joint
+        self._encode_stats: Counter[str] = Counter()
+        self._stats_lock = threading.Lock()
+
+    def encode_stats(self) -> dict[str, int]:
+        """Sequences encoded whole (``joint``) or chunk by chunk (``fallback_<reason>``, see
+        ``joint_encode.FALLBACK_REASONS``) so far, over all batches of this processor."""
+        with self._stats_lock:
+            return dict(sorted(self._encode_stats.items()))
 
     @classmethod
     def from_config(cls, cfg: Any, cache_dir: Path | None = None) -> RowProcessor:
@@ -164,13 +183,19 @@ class RowProcessor:
         return cls(tokenizer, template, cfg.doc_limit)
 
     def describe(self) -> dict[str, Any]:
-        """Tokenizer and template facts for metadata.json."""
+        """Tokenizer and template facts for metadata.json (``encoding.sequences`` counts so far)."""
+        plan, why = self.tokenizer.joint_plan
         return {
             "tokenizer": self.tokenizer.describe(),
             "chat_template": self.template.name,
             "chunker": "nano3-native" if self.fast else "jinja-incremental",
             "doc_limit": self.doc_limit,
             "chat_token_ids": self.chat_token_ids,
+            "encoding": {
+                "strategy": "joint" if self.joint and plan is not None else "per-chunk",
+                "why": why if self.joint else "disabled",
+                "sequences": self.encode_stats(),
+            },
         }
 
     def split(
@@ -185,7 +210,7 @@ class RowProcessor:
     ) -> ProcessResult:
         counts = Counts()
         pending: list[tuple[str, RowRef, list[int]]] = []  # row, non-empty chunks per sequence
-        texts: list[str] = []
+        seq_texts: list[list[str]] = []
         flags: list[bool] = []
         for dataset, index, row in rows:
             counts.rows += 1
@@ -203,17 +228,22 @@ class RowProcessor:
                     "no_trainable_tokens", dataset, index, "no user turn is followed by a reply"
                 )
                 continue
-            pending.append((dataset, index, [sum(1 for c in seq if c.text) for seq in sequences]))
+            sizes = []
             for seq in sequences:
-                for c in seq:
-                    if c.text:
-                        texts.append(c.text)
-                        flags.append(c.trainable)
+                texts = [c.text for c in seq if c.text]
+                sizes.append(len(texts))
+                seq_texts.append(texts)
+                flags.extend(c.role == "assistant" for c in seq if c.text)
+            pending.append((dataset, index, sizes))
         # One flat id array and one mask for the whole batch; sequences are slices of them.
-        ids = self.tokenizer.encode_many(texts)
-        lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+        encoded = encode_chunks(self.tokenizer, seq_texts) if self.joint else None
+        if encoded is None:
+            flat, lengths = encode_per_chunk(self.tokenizer, [t for s in seq_texts for t in s])
+        else:
+            flat, lengths = encoded.ids, encoded.chunk_lengths
+            with self._stats_lock:
+                self._encode_stats.update(encoded.stats)
         ends = np.cumsum(lengths).tolist()
-        flat = np.fromiter(chain.from_iterable(ids), dtype=np.int32, count=ends[-1] if ends else 0)
         mask_all = np.repeat(np.array(flags, dtype=np.uint8), lengths)
         flat.setflags(write=False)  # sequences are views: a stray in-place edit must fail, not corrupt
         mask_all.setflags(write=False)

@@ -64,7 +64,10 @@ def derive(
         # The Job was cleaned up after finishing (TTL): the recorded result stands.
         phase, reason, message = old["phase"], _ready_reason(old), old.get("message") or ""
     elif error is not None:
-        phase, (reason, message) = "Pending" if job is None else old.get("phase") or "Running", error
+        # The spec cannot be run as it is: Stalled with what to fix. A Job that exists keeps running
+        # (or finished), so the phase still says what it does.
+        phase = "Pending" if job is None else _from_job(spec, job, pods)[0]
+        reason, message = error
     elif job is None:
         phase, reason, message = "Pending", "CreatingJob", "creating the prep Job"
     else:
