@@ -70,7 +70,7 @@ def test_a_crash_mid_run_resumes_without_redoing_finished_shards(
 
 def test_a_killed_process_resumes(tmp_path: Path) -> None:
     big = tmp_path / "big.jsonl"
-    big.write_bytes(CHATS.read_bytes() * 30)
+    big.write_bytes(CHATS.read_bytes() * 15)
     config = write_config(tmp_path, datasets=[{"name": "big", "path": str(big)}], num_shards=8)
     out = tmp_path / "out"
     env = {**os.environ, "SFT_PROGRESS": "off"}
