@@ -98,6 +98,9 @@ async def reconcile(ctx: Context, key: OwnerKey) -> float | None:
         type_ = "Warning" if new_status["phase"] in WARNING_PHASES or error is not None else "Normal"
         reason = new_reason if error is not None or new_status["phase"] == "Failed" else new_status["phase"]
         await record_event(ctx.client, cr, type_, reason, new_status.get("message") or "", now)
+    if error is not None and error[0] == "ChildConflict":
+        # The object in the way is not ours, so its deletion triggers nothing here: look again later.
+        return ctx.recheck_base
     return None
 
 

@@ -107,5 +107,6 @@ def test_a_bad_input_fails_with_the_workloads_reason(
     assert failure["reason"] == "InvalidConfig" and failure["exitCode"] == 2
     assert failure["pod"].startswith("tiny-prep-")
     assert "datasets[0].path" in failure["message"] and "does not exist" in failure["message"]
+    assert "does not exist" in failure["logTail"]  # the pod's own last log lines, read via pods/log
     stalled = {c["type"]: c for c in status["conditions"]}["Stalled"]
     assert stalled["status"] == "True" and stalled["reason"] == "InvalidConfig"

@@ -433,3 +433,27 @@ def test_derived_statuses_fit_the_status_model_and_thus_the_crd() -> None:
     for st in cases:
         model = SFTDataPrepStatus.model_validate(st)
         assert model.model_dump(mode="json", by_alias=True, exclude_none=True) == st
+
+
+def test_sigkill_without_oom_reason_and_crash_loop() -> None:
+    from sft_operator.status.pods import describe_failure, pending_problem
+
+    killed = pod_state(pod(0, "Failed", terminated={"exitCode": 137, "reason": "Error"}), "prep")
+    failure = describe_failure(killed)
+    assert failure["reason"] == "Killed" and "SIGKILL" in failure["message"]
+    looping = pod_state(pod(1, "Running", waiting=("CrashLoopBackOff", "back-off 10s")), "prep")
+    assert pending_problem([looping]) == (
+        "CrashLoopBackOff",
+        "pod demo-prep-1-abcde (worker 1) is waiting with CrashLoopBackOff: back-off 10s",
+    )
+    assert pending_problem([pod_state(pod(2, "Running"), "prep")]) is None
+
+
+def test_outputs_of_a_job_from_an_earlier_spec_are_not_ready() -> None:
+    owner = cr()
+    ok = pod(1, "Succeeded", terminated={"exitCode": 0, "message": success_message(1, True)})
+    error = ("SpecChangedAfterStart", "the Job was created from an earlier spec")
+    st = derive(owner, job(owner, {"conditions": [cond("Complete")]}), states(ok), now=NOW, error=error)
+    assert st["phase"] == "Succeeded"
+    assert kstatus(st) == ("False", "False", "True")
+    assert conditions(st)["DataReady"]["status"] == "False"

@@ -105,3 +105,48 @@ def test_process_ignores_other_namespaces(cluster: KubeEmulator, tmp_path: Path)
         kube.wait_for_object("Job", "mine-prep", timeout=TIMEOUT)
         time.sleep(0.5)
         assert kube.get_or_none("Job", "demo-prep", "other") is None
+
+
+def test_only_one_of_two_instances_is_active(cluster: KubeEmulator, tmp_path: Path) -> None:
+    """kopf peering: the instance with the higher priority (the newer one by default) works, the other
+    pauses, so two replicas never reconcile the same CR at once."""
+    kube = cluster
+    kube.create(
+        {
+            "apiVersion": "kopf.dev/v1",
+            "kind": "KopfPeering",
+            "metadata": {"name": "sft-operator", "namespace": "default"},
+        }
+    )
+    kubeconfig = kube.write_kubeconfig(tmp_path / "kubeconfig")
+    common = [
+        "--namespace",
+        "default",
+        "--peering",
+        "sft-operator",
+        "--liveness",
+        "none",
+        "--log-level",
+        "INFO",
+    ]
+    old_log, new_log = tmp_path / "old.log", tmp_path / "new.log"
+    with operator_process(kubeconfig, *common, "--priority", "100", log=old_log):
+        kube.wait_for(
+            lambda: (
+                len(
+                    kube.get("KopfPeering", "sft-operator", "default", api_version="kopf.dev/v1").get(
+                        "status"
+                    )
+                    or {}
+                )
+                == 1
+            ),
+            TIMEOUT,
+        )
+        with operator_process(kubeconfig, *common, "--priority", "200", log=new_log):
+            kube.wait_for(
+                lambda: "Pausing operations" in old_log.read_text(), TIMEOUT, message=f"old pauses: {old_log}"
+            )
+            kube.create(prep())
+            kube.wait_for_object("Job", "demo-prep", timeout=TIMEOUT)
+            assert "Pausing operations" not in new_log.read_text()

@@ -364,11 +364,17 @@ def test_foreign_job_with_the_same_name_is_reported(cluster: KubeEmulator, opera
             },
         }
     )
-    with operator():
+    with operator(recheck_base=0.2):
         kube.create(prep())
         st = wait_status(kube, lambda s: s.get("conditions") and condition(s, "Stalled")["status"] == "True")
-    assert condition(st, "Stalled")["reason"] == "ChildConflict"
-    assert "not controlled by SFTDataPrep demo" in st["message"]
+        assert condition(st, "Stalled")["reason"] == "ChildConflict"
+        assert "not controlled by SFTDataPrep demo" in st["message"]
+        kube.delete("Job", "demo-prep")  # its owner cleans up: no event of ours, the re-check notices
+        mine = kube.wait_for_object(
+            "Job", "demo-prep", lambda j: j["metadata"].get("ownerReferences"), timeout=TIMEOUT
+        )
+        assert mine["metadata"]["ownerReferences"][0]["kind"] == "SFTDataPrep"
+        wait_status(kube, lambda s: condition(s, "Stalled")["status"] == "False")
 
 
 def test_failure_names_pod_exit_code_and_reason(cluster: KubeEmulator, operator: OperatorFactory) -> None:
@@ -459,3 +465,23 @@ def test_job_from_an_earlier_spec_is_reported_not_reused(
     assert condition(st, "Stalled")["reason"] == "SpecChangedAfterStart"
     assert "revert the change, or delete and recreate" in st["message"]
     assert kube.get("Job", "demo-prep")["metadata"]["annotations"]["sft.dev/spec-hash"] == children.spec_hash
+
+
+def test_config_map_from_an_earlier_spec_is_updated_before_the_job_exists(
+    cluster: KubeEmulator, operator: OperatorFactory
+) -> None:
+    """The spec changed after the ConfigMap but before the Job was created (e.g. an invalid spec was
+    fixed): the ConfigMap is brought up to date, then the Job is created from it."""
+    from sft_operator.render.dataprep import render
+    from sft_operator.render.pods import WorkloadDefaults
+
+    kube = cluster
+    created = kube.create(prep())
+    earlier = copy.deepcopy(created)
+    earlier["spec"]["packSize"] = 2048
+    kube.create(render(earlier, WorkloadDefaults(prep_image=TEST_IMAGE)).config_map)
+    with operator():
+        kube.wait_for_object("Job", "demo-prep", timeout=TIMEOUT)
+        wait_status(kube, lambda s: s.get("jobRef"))
+    data = kube.get("ConfigMap", "demo-prep-config")["data"]["config.yaml"]
+    assert "pack_size: 4096" in data and "pack_size: 2048" not in data

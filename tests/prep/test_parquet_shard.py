@@ -87,3 +87,20 @@ def test_large_groups_keep_int32_offsets(tmp_path: Path) -> None:
     assert sum(t.num_rows for t in tables) == packed.num_bins
     assert all(t["input_ids"].type == pa.list_(pa.int32()) for t in tables)
     assert all(t.column("input_ids").chunk(0).offsets[0].as_py() == 0 for t in tables)
+
+
+def test_writing_part_by_part_gives_the_same_file_as_all_at_once(tmp_path: Path) -> None:
+    """A shard is materialised a few row groups at a time (memory); the file must not change."""
+    rng = np.random.default_rng(5)
+    lengths = rng.integers(1, 9, 6000)
+    ids = rng.integers(0, 1000, int(lengths.sum())).astype(np.int32)
+    mask = rng.integers(0, 2, int(lengths.sum())).astype(np.uint8)
+    packing = pack(lengths, 8, "best_fit_decreasing")
+    order = np.random.default_rng(1).permutation(packing.num_bins)
+    parts = list(parquet_shard.packed_parts(ids, mask, lengths, packing, order, row_group_size=3))
+    assert len(parts) > 1 and all(p.num_bins % 3 == 0 for p in parts[:-1])
+    whole = materialize(ids, mask, lengths, packing, order)
+    write_shard(str(tmp_path / "parts.parquet"), iter(parts), 3, "zstd")
+    write_shard(str(tmp_path / "whole.parquet"), whole, 3, "zstd")
+    assert (tmp_path / "parts.parquet").read_bytes() == (tmp_path / "whole.parquet").read_bytes()
+    assert pq.ParquetFile(tmp_path / "parts.parquet").metadata.row_group(1).num_rows == 3

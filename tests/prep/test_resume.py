@@ -92,7 +92,7 @@ def test_a_killed_process_resumes(tmp_path: Path) -> None:
     result = json.loads(resumed.stdout.strip().splitlines()[-1])
     assert result["shardsSkipped"] == len(done_before) and result["shardsBuilt"] == 8 - len(done_before)
     assert {k: v for k, v in _receipt_times(out).items() if k in times} == times
-    assert json.loads((out / "metadata.json").read_text())["totals"]["rows"] == 30 * len(
+    assert json.loads((out / "metadata.json").read_text())["totals"]["rows"] == 15 * len(
         CHATS.read_text().splitlines()
     )
 

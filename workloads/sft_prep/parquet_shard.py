@@ -10,7 +10,7 @@ packed order, so building a 100k-bin shard costs a few numpy passes, not a Pytho
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,12 +112,14 @@ def materialize(
     lengths: np.ndarray,
     packing: Packing,
     bin_order: np.ndarray | None = None,
+    starts: np.ndarray | None = None,
 ) -> PackedBins:
-    """Lay sequences out bin by bin (optionally in ``bin_order``), rolling each mask within its sequence."""
+    """Lay sequences out bin by bin (optionally only the bins in ``bin_order``, in that order), rolling
+    each mask within its sequence. ``starts`` (offsets of the sequences in ``ids``) may be passed in
+    when materialising a shard part by part."""
     lengths = np.asarray(lengths, dtype=np.int64)
-    starts = np.zeros(len(lengths), dtype=np.int64)
-    if len(lengths):
-        np.cumsum(lengths[:-1], out=starts[1:])
+    if starts is None:
+        starts = sequence_starts(lengths)
     order, seq_offsets = packing.order, packing.offsets
     if bin_order is not None:
         counts = np.diff(seq_offsets)[bin_order]
@@ -139,6 +141,31 @@ def materialize(
     bin_of_seq = np.repeat(np.arange(len(seq_offsets) - 1), np.diff(seq_offsets))
     seq_starts = (out_starts - token_offsets[bin_of_seq]).astype(np.int32)
     return PackedBins(out_ids, out_mask, token_offsets, seq_starts, seq_offsets)
+
+
+def sequence_starts(lengths: np.ndarray) -> np.ndarray:
+    starts = np.zeros(len(lengths), dtype=np.int64)
+    if len(lengths):
+        np.cumsum(lengths[:-1], out=starts[1:])
+    return starts
+
+
+def packed_parts(
+    ids: np.ndarray,
+    mask: np.ndarray,
+    lengths: np.ndarray,
+    packing: Packing,
+    bin_order: np.ndarray | None,
+    row_group_size: int,
+) -> Iterator[PackedBins]:
+    """The shard's bins a few row groups at a time, so that the packed copy of a shard never exists
+    in full next to its sequences (memory stays ~ the sequences plus one part)."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    starts = sequence_starts(lengths)
+    order = np.arange(packing.num_bins) if bin_order is None else np.asarray(bin_order)
+    part = row_group_size * max(1, 2048 // row_group_size)  # whole row groups per part
+    for lo in range(0, len(order), part):
+        yield materialize(ids, mask, lengths, packing, order[lo : lo + part], starts)
 
 
 def _list_array(values: np.ndarray, offsets: np.ndarray, value_type: pa.DataType) -> pa.ListArray:
@@ -164,19 +191,27 @@ def row_group_tables(packed: PackedBins, row_group_size: int) -> Iterator[pa.Tab
         )
 
 
-def write_local(path: Path, packed: PackedBins, row_group_size: int, compression: str) -> None:
+def write_local(path: Path, parts: Iterable[PackedBins], row_group_size: int, compression: str) -> int:
+    """Write the parts (each a whole number of row groups, the last may be short); returns bins written."""
     codec = None if compression == "none" else compression
+    bins = 0
     with pq.ParquetWriter(str(path), SCHEMA, compression=codec) as writer:
-        for table in row_group_tables(packed, row_group_size):
-            writer.write_table(table, row_group_size=row_group_size)
+        for packed in parts:
+            bins += packed.num_bins
+            for table in row_group_tables(packed, row_group_size):
+                writer.write_table(table, row_group_size=row_group_size)
+    return bins
 
 
-def write_shard(uri: str, packed: PackedBins, row_group_size: int, compression: str) -> int:
+def write_shard(
+    uri: str, parts: PackedBins | Iterable[PackedBins], row_group_size: int, compression: str
+) -> int:
     """Write atomically (temp + rename locally, one upload on S3); returns the file size in bytes."""
-    if packed.num_bins == 0:
-        raise ValueError(
-            f"{uri}: refusing to write a shard without rows (Megatron-Bridge rejects empty files)"
-        )
+    if isinstance(parts, PackedBins):
+        parts = [parts]
     with storage.atomic_write_path(uri) as tmp:
-        write_local(tmp, packed, row_group_size, compression)
+        if write_local(tmp, parts, row_group_size, compression) == 0:
+            raise ValueError(
+                f"{uri}: refusing to write a shard without rows (Megatron-Bridge rejects empty files)"
+            )
         return tmp.stat().st_size

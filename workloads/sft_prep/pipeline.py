@@ -33,7 +33,7 @@ from sft_prep.config import DatasetSpec, PrepConfig
 from sft_prep.identity import Identity, make_identity
 from sft_prep.metadata import build_blend, build_metadata
 from sft_prep.packing import pack
-from sft_prep.parquet_shard import SequenceStore, materialize, write_shard
+from sft_prep.parquet_shard import PackedBins, SequenceStore, packed_parts, write_shard
 from sft_prep.process import ProcessResult
 from sft_prep.readers import RawRow, ReadMeter, SourceFile, iter_rows, resolve_files
 from sft_prep.receipts import RECEIPT_VERSION, Layout, is_done, matches, read_all, read_json, write_json
@@ -304,17 +304,21 @@ class Worker:
             # Decreasing algorithms create bins longest-first; write them in a seeded random order so a
             # sequential reader does not see all long conversations first.
             bin_order = np.random.default_rng(shard_seed(cfg.seed, shard.index)).permutation(packing.num_bins)
-        packed = materialize(ids, mask, lengths, packing, bin_order)
-        counts.bins = packed.num_bins
-        counts.label_tokens = int(packed.loss_mask.sum(dtype=np.int64))
+        counts.bins = packing.num_bins
+
+        def parts() -> Iterator[PackedBins]:
+            for part in packed_parts(ids, mask, lengths, packing, bin_order, cfg.parquet_row_group_size):
+                counts.label_tokens += int(part.loss_mask.sum(dtype=np.int64))
+                yield part
+
         rel: str | None = None
         size = 0
-        if packed.num_bins:
+        if packing.num_bins:
             rel = shard.rel_path
             size = write_shard(
-                self.layout.uri(rel), packed, cfg.parquet_row_group_size, cfg.parquet_compression
+                self.layout.uri(rel), parts(), cfg.parquet_row_group_size, cfg.parquet_compression
             )
-        self.totals.bins += packed.num_bins
+        self.totals.bins += packing.num_bins
         receipt = {
             "version": RECEIPT_VERSION,
             "status": "completed",

@@ -98,10 +98,10 @@ def derive(
     stalled = phase == "Failed" or error is not None
     out["phase"] = phase
     out["message"] = message
-    data_ready = phase == "Succeeded" and bool((out.get("outputs") or {}).get("metadata"))
+    data_ready = phase == "Succeeded" and not stalled and bool((out.get("outputs") or {}).get("metadata"))
     conditions = [
         *kstatus_conditions(
-            ready=phase == "Succeeded",
+            ready=phase == "Succeeded" and not stalled,
             reconciling=phase in ("Pending", "Running") and not stalled,
             stalled=stalled,
             reason=reason,
