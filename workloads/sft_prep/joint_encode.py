@@ -94,7 +94,9 @@ def encode_chunks(tokenizer: Tokenizer, sequences: list[list[str]]) -> EncodedCh
     seq_base = before[seq_tok_start]  # bytes of all tokens of earlier sequences
     seq_tok_bytes = before[seq_tok_end] - seq_base
 
-    chunk_bytes = np.fromiter((len(c.encode("utf-8")) for c in chunks), dtype=np.int64, count=len(chunks))
+    chunk_bytes = np.fromiter(
+        (len(c) if c.isascii() else len(c.encode("utf-8")) for c in chunks), dtype=np.int64, count=len(chunks)
+    )
     chunk_end = np.cumsum(chunk_bytes)
     seq_chunk_end = np.cumsum(n_chunks)
     seq_chunk_start = seq_chunk_end - n_chunks
@@ -119,10 +121,14 @@ def encode_chunks(tokenizer: Tokenizer, sequences: list[list[str]]) -> EncodedCh
     if n_tok:
         segment = plan.added[flat[at]] | plan.added[flat[prev]]
         if plan.newline_id is not None:
-            next_text = [chunks[j + 1] for j in inner.tolist()]
-            next_solid = np.fromiter((not t[0].isspace() for t in next_text), dtype=bool, count=len(inner))
-            newline_starts_segment = (k - 2 < seq_tok_start[b_seq]) | plan.added[flat[prev2]]
-            segment |= (flat[prev] == plan.newline_id) & newline_starts_segment & next_solid
+            newline = np.flatnonzero(~segment & (flat[prev] == plan.newline_id))
+            if len(newline):
+                first_char = [chunks[j + 1][0] for j in inner[newline].tolist()]
+                solid = np.fromiter((not c.isspace() for c in first_char), dtype=bool, count=len(newline))
+                starts_segment = (k[newline] - 2 < seq_tok_start[b_seq[newline]]) | plan.added[
+                    flat[prev2[newline]]
+                ]
+                segment[newline] = solid & starts_segment
     else:
         segment = np.zeros(len(k), dtype=bool)
     straddle = np.bincount(b_seq[~starts], minlength=n_seq) > 0
@@ -134,7 +140,9 @@ def encode_chunks(tokenizer: Tokenizer, sequences: list[list[str]]) -> EncodedCh
         ("unproven_boundary", unproven & ~straddle & ~skipped & ~mismatch),
     ]
     bad = skipped | mismatch | straddle | unproven
-    stats: Counter[str] = Counter({"joint": int(n_seq - bad.sum())})
+    stats: Counter[str] = Counter()
+    if n_seq > bad.sum():
+        stats["joint"] = int(n_seq - bad.sum())
     for reason, mask in bad_reason:
         if mask.any():
             stats[f"fallback_{reason}"] += int(mask.sum())

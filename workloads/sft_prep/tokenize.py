@@ -172,7 +172,7 @@ def _joint_plan(tok: Any) -> tuple[JointPlan | None, str]:
         return None, "an added token strips whitespace, matches whole words only or is normalized"
     vocab = model.get("vocab") or {}
     size = max([*vocab.values(), *(a["id"] for a in added_specs), -1]) + 1
-    byte_len = np.full(size, 1 << 40, dtype=np.int64)
+    byte_len = np.full(size, 1 << 24, dtype=np.int64)  # an id that cannot occur breaks the byte sums
     for token, index in vocab.items():
         if not _BYTE_CHARS.issuperset(token):
             return None, "vocabulary entries are not byte-level"
