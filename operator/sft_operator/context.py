@@ -8,10 +8,28 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sft_operator.kube.client import KubeClient
+from sft_operator.render.meta import OWNER_KIND_ANNOTATION, OWNER_NAME_ANNOTATION
 from sft_operator.render.pods import WorkloadDefaults
 
 OwnerKey = tuple[str, str, str]
 """(namespace, kind, name) of a custom resource: the key of the work queue and of every cache."""
+
+
+def owner_key_of_child(body: Mapping[str, Any]) -> OwnerKey | None:
+    """(namespace, kind, name) of the CR a child (Job, PyTorchJob, Pod) belongs to, from the owner
+    annotations every child is rendered with (labels may be shortened; pods are owned by the Job)."""
+    meta = body.get("metadata") or {}
+    annotations = meta.get("annotations") or {}
+    kind = annotations.get(OWNER_KIND_ANNOTATION)
+    name = annotations.get(OWNER_NAME_ANNOTATION)
+    if not kind or not name or not meta.get("namespace"):
+        return None
+    return (meta["namespace"], kind, name)
+
+
+def snapshot(body: Mapping[str, Any]) -> dict[str, Any]:
+    """A plain-dict copy for a cache (kopf bodies are live views; a reconcile must see a fixed object)."""
+    return {k: body.get(k) for k in ("apiVersion", "kind", "metadata", "spec", "status") if k in body}
 
 
 def utcnow() -> str:
@@ -25,14 +43,16 @@ class Caches:
     crs: dict[str, Mapping[Hashable, Iterable[Mapping[str, Any]]]] = field(default_factory=dict)
     """Per kind: (namespace, kind, name) → the CR."""
     jobs: Mapping[Hashable, Iterable[Mapping[str, Any]]] = field(default_factory=dict)
+    """(namespace, "SFTDataPrep", name) → its Job(s)."""
     pods: Mapping[Hashable, Iterable[Mapping[str, Any]]] = field(default_factory=dict)
+    """(namespace, kind, name) → the pods of its Job or PyTorchJob."""
     pytorchjobs: Mapping[Hashable, Iterable[Mapping[str, Any]]] = field(default_factory=dict)
     """(namespace, "SFTRun", name) → its PyTorchJob(s) (see sft_operator.handlers_sftrun)."""
 
     def cr(self, key: OwnerKey) -> Mapping[str, Any] | None:
         return _one(self.crs.get(key[1], {}), key)
 
-    def children(self, key: OwnerKey) -> list[Mapping[str, Any]]:
+    def jobs_of(self, key: OwnerKey) -> list[Mapping[str, Any]]:
         return list(self.jobs.get(key, ()) or ())
 
     def pods_of(self, key: OwnerKey) -> list[Mapping[str, Any]]:

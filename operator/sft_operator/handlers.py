@@ -1,10 +1,10 @@
 """The kopf shell: watch caches (indexes), event → work-queue triggers, login, startup/cleanup.
 
-No change handlers, daemons or finalizers: kopf keeps in-memory indexes of our CRs and of the Jobs and
-Pods labelled ``app.kubernetes.io/managed-by=sft-operator``, and every watch event of any of them
-triggers a reconcile of the owning CR (see :mod:`sft_operator.workqueue`). Nothing is written to the
-CRs' metadata, deletion needs no operator (ownerReferences cascade), and a restart re-lists
-everything and converges from the persisted status.
+No change handlers, daemons or finalizers: kopf keeps in-memory indexes of our CRs and of the Jobs,
+PyTorchJobs and Pods labelled ``app.kubernetes.io/managed-by=sft-operator``, and every watch event of
+any of them triggers a reconcile of the owning CR (see :mod:`sft_operator.workqueue`). Nothing is
+written to the CRs' metadata, deletion needs no operator (ownerReferences cascade), and a restart
+re-lists everything and converges from the persisted status.
 """
 
 from __future__ import annotations
@@ -18,16 +18,37 @@ import kopf
 
 from sft_operator import handlers_sftrun, reconcile_dataprep, reconcile_sftrun
 from sft_operator.api.meta import DATAPREP, GROUP, MANAGED_BY, RUN, VERSION
-from sft_operator.context import Caches, Context, OwnerKey
+from sft_operator.context import Caches, Context, OwnerKey, owner_key_of_child, snapshot
 from sft_operator.kube.client import KubeClient
-from sft_operator.render.meta import MANAGED_BY_LABEL, OWNER_KIND_ANNOTATION, OWNER_NAME_ANNOTATION
+from sft_operator.render.meta import MANAGED_BY_LABEL
 from sft_operator.render.pods import WorkloadDefaults
 from sft_operator.workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
 KINDS = (DATAPREP, RUN)
-"""Kinds this operator serves (SFTRun joins here)."""
+"""Kinds this operator serves."""
 Reconciler = Callable[[Context, OwnerKey], Awaitable[float | None]]
+
+
+@dataclass(frozen=True)
+class ChildWatch:
+    """A kind of child we index by owner and whose every watch event triggers the owner's reconcile.
+
+    While a kind's CRD is not installed (PyTorchJob without the training-operator) kopf has nothing
+    to watch; it starts watching when the CRD appears.
+    """
+
+    resource: tuple[str, str, str]
+    """(group, version, plural)."""
+    index: str
+    """kopf index id (also the key of the index in handler kwargs)."""
+    event_id: str
+
+
+JOB_WATCH = ChildWatch(("batch", "v1", "jobs"), "sft_jobs", "sft_job_events")
+POD_WATCH = ChildWatch(("", "v1", "pods"), "sft_pods", "sft_pod_events")
+PYTORCHJOB_WATCH = ChildWatch(("kubeflow.org", "v1", "pytorchjobs"), "sft_pytorchjobs", "sft_ptj_events")
+CHILD_WATCHES = (JOB_WATCH, POD_WATCH, PYTORCHJOB_WATCH)
 
 
 @dataclass
@@ -59,17 +80,6 @@ class OperatorConfig:
     )
 
 
-def owner_key_of_child(body: Mapping[str, Any]) -> OwnerKey | None:
-    """(namespace, kind, name) of the CR a Job or Pod belongs to, from the annotations we render."""
-    meta = body.get("metadata") or {}
-    annotations = meta.get("annotations") or {}
-    kind = annotations.get(OWNER_KIND_ANNOTATION)
-    name = annotations.get(OWNER_NAME_ANNOTATION)
-    if not kind or not name or not meta.get("namespace"):
-        return None
-    return (meta["namespace"], kind, name)
-
-
 def build_registry(config: OperatorConfig | None = None) -> kopf.OperatorRegistry:
     """A fresh registry holding every handler (tests build one per operator instance)."""
     config = config or OperatorConfig()
@@ -87,7 +97,7 @@ def build_registry(config: OperatorConfig | None = None) -> kopf.OperatorRegistr
 
     @kopf.on.login(registry=registry)
     def login(memo: kopf.Memo, **kwargs: Any) -> kopf.ConnectionInfo:
-        info = kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+        info = _login(**kwargs)
         if info is None:
             raise kopf.LoginError(
                 "no in-cluster service account and no kubeconfig (KUBECONFIG or ~/.kube/config)"
@@ -109,15 +119,12 @@ def build_registry(config: OperatorConfig | None = None) -> kopf.OperatorRegistr
         caches: Caches = memo.caches
         for kind_info in KINDS:
             caches.crs[kind_info.kind] = indexes[f"sft_crs_{kind_info.plural}"]
-        caches.jobs = indexes["sft_jobs"]
-        caches.pods = indexes["sft_pods"]
-        caches.pytorchjobs = indexes[handlers_sftrun.PYTORCHJOB_INDEX]
+        caches.jobs = indexes[JOB_WATCH.index]
+        caches.pods = indexes[POD_WATCH.index]
+        caches.pytorchjobs = indexes[PYTORCHJOB_WATCH.index]
         if memo.queue is None:
             client = KubeClient.from_connection_info(memo.connection)
-            client.relogin = lambda: (
-                kopf.login_with_service_account(settings=kopf.OperatorSettings())
-                or (kopf.login_with_kubeconfig(settings=kopf.OperatorSettings()))
-            )
+            client.relogin = lambda: _login(settings=kopf.OperatorSettings())
             memo.context = Context(
                 client=client,
                 caches=caches,
@@ -149,7 +156,7 @@ def build_registry(config: OperatorConfig | None = None) -> kopf.OperatorRegistr
         async def index_cr(
             namespace: str, name: str, body: kopf.Body, _kind: str = kind, **_: Any
         ) -> dict[OwnerKey, Any]:
-            return {(namespace, _kind, name): _raw(body)}
+            return {(namespace, _kind, name): snapshot(body)}
 
         @kopf.on.event(GROUP, VERSION, info.plural, registry=registry, id=f"sft_event_{info.plural}")
         async def on_cr_event(
@@ -163,27 +170,23 @@ def build_registry(config: OperatorConfig | None = None) -> kopf.OperatorRegistr
                 return
             queue.trigger(key)
 
-    @kopf.index("batch", "v1", "jobs", labels=managed, registry=registry, id="sft_jobs")
-    async def index_jobs(body: kopf.Body, **_: Any) -> dict[OwnerKey, Any] | None:
-        key = owner_key_of_child(body)
-        return {key: _raw(body)} if key else None
+    for child in CHILD_WATCHES:
 
-    @kopf.index("", "v1", "pods", labels=managed, registry=registry, id="sft_pods")
-    async def index_pods(body: kopf.Body, **_: Any) -> dict[OwnerKey, Any] | None:
-        key = owner_key_of_child(body)
-        return {key: _raw(body)} if key else None
+        @kopf.index(*child.resource, labels=managed, registry=registry, id=child.index)
+        async def index_child(body: kopf.Body, **_: Any) -> dict[OwnerKey, Any] | None:
+            key = owner_key_of_child(body)
+            return {key: snapshot(body)} if key else None
 
-    @kopf.on.event("batch", "v1", "jobs", labels=managed, registry=registry, id="sft_job_events")
-    @kopf.on.event("", "v1", "pods", labels=managed, registry=registry, id="sft_pod_events")
-    async def on_child_event(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
-        key = owner_key_of_child(body)
-        if key is not None:
-            queue_of(memo, kwargs).trigger(key)
+        @kopf.on.event(*child.resource, labels=managed, registry=registry, id=child.event_id)
+        async def on_child_event(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+            key = owner_key_of_child(body)
+            if key is not None:
+                queue_of(memo, kwargs).trigger(key)
 
-    handlers_sftrun.register(registry, queue_of, owner_key_of_child)
+    handlers_sftrun.register(registry, queue_of)
     return registry
 
 
-def _raw(body: kopf.Body) -> dict[str, Any]:
-    """A plain-dict snapshot (kopf bodies are views; the cache must not change under a reconcile)."""
-    return {k: body.get(k) for k in ("apiVersion", "kind", "metadata", "spec", "status") if k in body}
+def _login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """In-cluster service account first, then a kubeconfig (also used to re-login after a 401)."""
+    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)

@@ -9,8 +9,7 @@ A cluster without the PyTorchJob CRD answers 404 to the create: the run goes ``S
 message saying so and is re-checked with a growing interval (no crash loop, no error spam), so it
 starts by itself once the Kubeflow training-operator is installed.
 
-Ordering is O's (see :mod:`sft_operator.reconcile_dataprep`): children before the status that
-records them, status before the transition's Event.
+Ordering and the steps shared with ``SFTDataPrep`` live in :mod:`sft_operator.reconcile_steps`.
 """
 
 from __future__ import annotations
@@ -20,28 +19,27 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from sft_operator.api.meta import DATAPREP, GROUP, RUN, VERSION
+from sft_operator import reconcile_steps as steps
+from sft_operator.api.meta import DATAPREP, RUN
 from sft_operator.context import Context, OwnerKey
 from sft_operator.errors import InvalidSpec
 from sft_operator.kube.children import ensure_child, stale_reason
-from sft_operator.kube.client import CONFIGMAPS, ApiError, Resource
-from sft_operator.kube.events import record_event
+from sft_operator.kube.client import ApiError, Resource
 from sft_operator.render import sftrun as render
 from sft_operator.render.meta import is_controlled_by
 from sft_operator.render.suspend import suspend_patch
 from sft_operator.status import sftrun as status
-from sft_operator.status.conditions import get_condition
-from sft_operator.status.pods import describe_failure, latest_failed, pod_state
+from sft_operator.status.common import finished
+from sft_operator.status.conditions import get_condition, is_true
+from sft_operator.status.pods import pod_state
 
 log = logging.getLogger(__name__)
-RESOURCE = Resource(GROUP, VERSION, RUN.plural)
 PYTORCHJOBS = Resource("kubeflow.org", "v1", "pytorchjobs")
 CRD_MISSING = "PyTorchJobCRDMissing"
 CRD_MISSING_MESSAGE = (
     "the PyTorchJob CRD (pytorchjobs.kubeflow.org, version v1) is not installed in this cluster: install "
     "the Kubeflow training-operator (v1); the run starts by itself once the CRD is there"
 )
-WARNING_PHASES = {"Failed"}
 
 
 class CrdMissing(Exception):
@@ -49,12 +47,11 @@ class CrdMissing(Exception):
 
 
 async def reconcile(ctx: Context, key: OwnerKey) -> float | None:
-    namespace, _kind, name = key
-    cached = ctx.caches.cr(key)
-    if cached is None or (cached.get("metadata") or {}).get("deletionTimestamp"):
-        ctx.forget(key)
+    """Returns seconds until the next look when no watch event will come (CRD missing, data fallback)."""
+    cr = steps.live_cr(ctx, key)
+    if cr is None:
         return None
-    cr = ctx.latest(key, cached)  # our own last status write, if the watch has not delivered it yet
+    namespace, _kind, name = key
     uid = cr["metadata"]["uid"]
     desc = f"SFTRun {name}"
     jobs = [j for j in ctx.caches.pytorchjobs_of(key) if is_controlled_by(j, uid)]
@@ -66,8 +63,7 @@ async def reconcile(ctx: Context, key: OwnerKey) -> float | None:
     requeue: float | None = None
     try:
         spec = render.parse_spec(cr)
-        old = cr.get("status") or {}
-        if job is None and old.get("jobRef") and old.get("phase") in status.TERMINAL:
+        if job is None and finished(cr):
             pass  # finished and the PyTorchJob was deleted (ttlSecondsAfterFinished): never run it again
         elif job is None:
             prep_name = spec.data.data_prep_ref.name if spec.data.data_prep_ref else None
@@ -75,7 +71,7 @@ async def reconcile(ctx: Context, key: OwnerKey) -> float | None:
             data = status.resolve_data(cr, prep)
             if data.ready and data.uri:
                 children = render.render(cr, render.ResolvedData(data.uri, data.pack_size), ctx.defaults)
-                config_map = await _ensure_config_map(ctx, children, uid, desc)
+                config_map = await steps.ensure_config_map(ctx, children.config_map, uid, desc)
                 try:
                     ensured = await ensure_child(ctx.client, PYTORCHJOBS, children.job, uid, desc)
                 except ApiError as exc:
@@ -100,40 +96,18 @@ async def reconcile(ctx: Context, key: OwnerKey) -> float | None:
         log.info("%s/%s: PyTorchJob CRD missing, re-checking in %.0fs", namespace, name, requeue)
     pods = [pod_state(p, render.CONTAINER) for p in ctx.caches.pods_of(key)]
     now = ctx.clock()
-    log_tails = await _log_tails(ctx, cr, job, pods, namespace)
+    log_tails = (
+        await steps.failed_pod_log_tail(ctx, cr, pods, namespace, render.CONTAINER)
+        if is_true((job or {}).get("status"), "Failed")
+        else {}
+    )
     new_status = status.derive(
         cr, job, pods, now=now, data=data, config_map=config_map, error=error, log_tails=log_tails
     )
-    patch_body = status.status_patch(cr, new_status)
-    if patch_body:
-        try:
-            updated = await ctx.client.patch(
-                RESOURCE, namespace, name, {"status": patch_body}, subresource="status"
-            )
-            ctx.remember(key, updated)
-        except ApiError as exc:
-            if exc.not_found:
-                return None
-            raise
-    if created and job is not None:
-        await record_event(
-            ctx.client, cr, "Normal", "JobCreated", f"created PyTorchJob {job['metadata']['name']}", now
-        )
-    await _transition_event(ctx, cr, new_status, error, now)
+    if not await steps.write_status(ctx, key, RUN, status.status_patch(cr, new_status)):
+        return None
+    await steps.announce(ctx, cr, new_status, created=job if created else None, error=error, now=now)
     return requeue
-
-
-async def _ensure_config_map(
-    ctx: Context, children: render.RunChildren, uid: str, desc: str
-) -> Mapping[str, Any]:
-    """Create the ConfigMap, or update one rendered earlier (no PyTorchJob yet: the data may differ)."""
-    ensured = await ensure_child(ctx.client, CONFIGMAPS, children.config_map, uid, desc)
-    config_map = ensured.obj
-    if not ensured.created and config_map.get("data") != children.config_map["data"]:
-        cm_meta = children.config_map["metadata"]
-        body = {"data": children.config_map["data"], "metadata": {"annotations": cm_meta["annotations"]}}
-        config_map = await ctx.client.patch(CONFIGMAPS, cm_meta["namespace"], cm_meta["name"], body)
-    return config_map
 
 
 def _recheck_delay(ctx: Context, old_status: Mapping[str, Any] | None) -> float:
@@ -148,56 +122,3 @@ def _recheck_delay(ctx: Context, old_status: Mapping[str, Any] | None) -> float:
         return ctx.recheck_base
     blocked = (now - since).total_seconds()
     return max(ctx.recheck_base, min(blocked, ctx.recheck_max))
-
-
-async def _transition_event(
-    ctx: Context,
-    cr: Mapping[str, Any],
-    new_status: Mapping[str, Any],
-    error: tuple[str, str] | None,
-    now: str,
-) -> None:
-    old = cr.get("status") or {}
-    old_reason = _ready_reason(old)
-    new_reason = _ready_reason(new_status)
-    if new_status.get("phase") == old.get("phase") and (error is None or new_reason == old_reason):
-        return
-    failed = new_status.get("phase") in WARNING_PHASES
-    type_ = "Warning" if failed or error is not None else "Normal"
-    reason = new_reason if (error is not None or failed) else str(new_status.get("phase"))
-    await record_event(ctx.client, cr, type_, reason or "Unknown", new_status.get("message") or "", now)
-
-
-def _ready_reason(st: Mapping[str, Any] | None) -> str | None:
-    cond = get_condition(st, "Ready")
-    return cond.get("reason") if cond else None
-
-
-async def _log_tails(
-    ctx: Context, cr: Mapping[str, Any], job: Mapping[str, Any] | None, pods: list[Any], namespace: str
-) -> dict[str, str]:
-    """Fetch the log tail of the replica to blame once (when the PyTorchJob failed and no tail is known)."""
-    if job is None or get_condition(job.get("status"), "Failed") is None:
-        return {}
-    if (get_condition(job.get("status"), "Failed") or {}).get("status") != "True":
-        return {}
-    blamed = latest_failed(pods)
-    if blamed is None:
-        return {}
-    recorded = (cr.get("status") or {}).get("failure") or {}
-    if recorded.get("pod") == blamed.name and recorded.get("logTail"):
-        return {blamed.name: recorded["logTail"]}
-    if describe_failure(blamed).get("logTail"):  # the termination message already is the log tail
-        return {}
-    cache_key = (namespace, blamed.name)
-    if cache_key not in ctx.log_tails:  # read a failed pod's log once (shared cache with SFTDataPrep)
-        try:
-            text = await ctx.client.pod_log(namespace, blamed.name, render.CONTAINER, ctx.log_tail_lines)
-        except ApiError as exc:
-            log.info("no log for %s: %s", blamed.name, exc)
-            text = ""
-        ctx.log_tails[cache_key] = text[-4000:]
-        if len(ctx.log_tails) > 1000:  # bounded: keep the newest entries
-            ctx.log_tails.pop(next(iter(ctx.log_tails)))
-    tail = ctx.log_tails[cache_key]
-    return {blamed.name: tail} if tail else {}

@@ -1,11 +1,11 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from s3server import S3Server
 from sft_common import storage
 
 
@@ -50,23 +50,9 @@ def test_read_missing_local_file_is_storage_error(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    host, port = server.get_host_and_port()
-    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://{host}:{port}")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    storage.reset_clients()
-    storage._s3_client().create_bucket(Bucket="bkt")
-    try:
-        yield "s3://bkt"
-    finally:
-        storage.reset_clients()
-        server.stop()
+def s3(s3_server: S3Server) -> str:
+    """Bucket ``bkt`` on the suite's local S3 (tests/conftest.py); ``s3://bkt``."""
+    return s3_server.create_bucket("bkt")
 
 
 def test_s3_round_trip(s3: str, tmp_path: Path) -> None:

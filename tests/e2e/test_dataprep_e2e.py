@@ -31,24 +31,30 @@ def sample_cr() -> dict[str, Any]:
     return cr
 
 
-def test_tiny_sample_reaches_succeeded_with_real_outputs(
-    kube: KubeEmulator, pod_runner: PodRunner, tmp_path: Path
-) -> None:
+def run_to_the_end(
+    kube: KubeEmulator, pod_runner: PodRunner, tmp_path: Path, cr: dict[str, Any]
+) -> dict[str, Any]:
+    """Create ``cr`` (the sample, changed) under the operator; its status once Succeeded or Failed."""
     kube.apply(PROJECT_CRDS)
     pod_runner.path_map[IMAGE_SAMPLES] = REPO / "workloads" / "sft_prep" / "samples"
     pod_runner.config.pvc_root = tmp_path / "pvcs"
     pod_runner.extra_env["SFT_PROGRESS_INTERVAL"] = "0.05"
-    cr = sample_cr()
-    workers = cr["spec"]["parallelism"]
 
     def finished() -> dict[str, Any] | None:
-        status = kube.get("SFTDataPrep", "tiny").get("status") or {}
+        status = kube.get("SFTDataPrep", cr["metadata"]["name"]).get("status") or {}
         return status if status.get("phase") in ("Succeeded", "Failed") else None
 
     with run_operator():
         kube.create(cr)
-        status = kube.wait_for(finished, TIMEOUT, interval=0.05, message="SFTDataPrep tiny to finish")
+        return kube.wait_for(finished, TIMEOUT, interval=0.05, message="SFTDataPrep tiny to finish")
 
+
+def test_tiny_sample_reaches_succeeded_with_real_outputs(
+    kube: KubeEmulator, pod_runner: PodRunner, tmp_path: Path
+) -> None:
+    cr = sample_cr()
+    workers = cr["spec"]["parallelism"]
+    status = run_to_the_end(kube, pod_runner, tmp_path, cr)
     assert status["phase"] == "Succeeded", json.dumps(status, indent=1)[:3000]
     outputs = status["outputs"]
     out_dir = tmp_path / "pvcs" / "sft-data" / "tiny"
@@ -89,19 +95,9 @@ def test_a_bad_input_fails_with_the_workloads_reason(
     kube: KubeEmulator, pod_runner: PodRunner, tmp_path: Path
 ) -> None:
     """A dataset that does not exist: sft-prep exits 2 (config error) and the CR says which and where."""
-    kube.apply(PROJECT_CRDS)
-    pod_runner.path_map[IMAGE_SAMPLES] = REPO / "workloads" / "sft_prep" / "samples"
-    pod_runner.config.pvc_root = tmp_path / "pvcs"
     cr = sample_cr()
     cr["spec"]["datasets"] = [{"name": "missing", "path": "/data/nowhere/chats.jsonl"}]
-
-    def finished() -> dict[str, Any] | None:
-        status = kube.get("SFTDataPrep", "tiny").get("status") or {}
-        return status if status.get("phase") in ("Succeeded", "Failed") else None
-
-    with run_operator():
-        kube.create(cr)
-        status = kube.wait_for(finished, TIMEOUT, interval=0.05, message="SFTDataPrep tiny to finish")
+    status = run_to_the_end(kube, pod_runner, tmp_path, cr)
     assert status["phase"] == "Failed", json.dumps(status, indent=1)[:3000]
     failure = status["failure"]
     assert failure["reason"] == "InvalidConfig" and failure["exitCode"] == 2
@@ -110,3 +106,26 @@ def test_a_bad_input_fails_with_the_workloads_reason(
     assert "does not exist" in failure["logTail"]  # the pod's own last log lines, read via pods/log
     stalled = {c["type"]: c for c in status["conditions"]}["Stalled"]
     assert stalled["status"] == "True" and stalled["reason"] == "InvalidConfig"
+
+
+def test_force_with_two_workers_succeeds_as_one_run(
+    kube: KubeEmulator, pod_runner: PodRunner, tmp_path: Path
+) -> None:
+    """``force: true`` with parallelism 2: sft-prep exits 2 unless every worker gets the same
+    SFT_RUN_ID; the operator sets the CR's uid, so both workers write one forced run."""
+    cr = sample_cr()
+    cr["spec"]["force"] = True
+    assert cr["spec"]["parallelism"] == 2
+    status = run_to_the_end(kube, pod_runner, tmp_path, cr)
+    assert status["phase"] == "Succeeded", json.dumps(status, indent=1)[:3000]
+    uid = kube.get("SFTDataPrep", "tiny")["metadata"]["uid"]
+    pods = kube.list("Pod", "default")
+    run_ids = {
+        env["value"]
+        for pod in pods
+        for env in pod["spec"]["containers"][0]["env"]
+        if env["name"] == "SFT_RUN_ID"
+    }
+    assert len(pods) == 2 and run_ids == {uid}
+    metadata = json.loads(Path(status["outputs"]["metadata"].removeprefix("file://")).read_text())
+    assert metadata["totals"]["bins"] > 0 and status["progress"]["shards"] == "2/2"

@@ -2,48 +2,21 @@
 
 The hf engine fine-tunes a Hugging Face checkpoint; there is no model hub in the test cluster, so
 this makes one whose vocabulary matches the bundled sample tokenizer (the tokens the prep wrote).
+It runs in the trainer-cpu image (mounted from a ConfigMap), where ``sft_train`` is installed, and
+uses the demo's recipe (:func:`sft_train.demo.save_tiny_llama`) so every tiny base model is alike.
 Usage: ``python make_tiny_model.py OUTPUT_DIR [--max-positions N]``
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-import sft_prep
-
-
-def sample_tokenizer_dir() -> Path:
-    return Path(sft_prep.__file__).parent / "samples" / "tokenizer"
-
-
-def vocab_size(tokenizer_dir: Path) -> int:
-    """Size of the sample tokenizer's vocabulary, added tokens included (ids must all be embeddable)."""
-    data = json.loads((tokenizer_dir / "tokenizer.json").read_text())
-    ids = list(data["model"]["vocab"].values()) + [t["id"] for t in data.get("added_tokens", [])]
-    return max(ids) + 1
+from sft_train.demo import sample_vocab_size, save_tiny_llama
 
 
 def make_model(output: Path, max_positions: int) -> Path:
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=vocab_size(sample_tokenizer_dir()),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=max_positions,
-        tie_word_embeddings=True,
-    )
-    model = LlamaForCausalLM(config)
-    output.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(output)
-    return output
+    return save_tiny_llama(output, vocab_size=sample_vocab_size(), max_positions=max_positions)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import subprocess
 import sys
@@ -12,17 +11,14 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from kindscripts import load_script
 
 SCRIPT = Path(__file__).resolve().parent / "check_pipeline.py"
 
 
 @pytest.fixture(scope="module")
 def checks() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("kind_check_pipeline", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT.name)
 
 
 def conditions(generation: int) -> list[dict[str, Any]]:

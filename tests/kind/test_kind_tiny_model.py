@@ -2,33 +2,26 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+from kindscripts import load_script
 
-SCRIPT = Path(__file__).resolve().parent / "make_tiny_model.py"
+from sft_train.demo import sample_vocab_size, samples_dir
 
 
 @pytest.fixture(scope="module")
 def tiny() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("kind_make_tiny_model", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("make_tiny_model.py")
 
 
-def test_vocab_covers_every_sample_token_id(tiny: ModuleType) -> None:
-    from tokenizers import Tokenizer
-
-    tokenizer_dir = tiny.sample_tokenizer_dir()
-    tokenizer = Tokenizer.from_file(str(tokenizer_dir / "tokenizer.json"))
-    size = tiny.vocab_size(tokenizer_dir)
-    assert size == tokenizer.get_vocab_size(with_added_tokens=True)
-    assert max(tokenizer.encode("<|im_start|>user\nhello<|im_end|>\n").ids) < size
+def test_vocab_covers_every_sample_token_id() -> None:
+    """Every id the sample tokenizer can emit (added tokens too) must have an embedding row."""
+    data = json.loads((samples_dir() / "tokenizer" / "tokenizer.json").read_text())
+    ids = [*data["model"]["vocab"].values(), *(t["id"] for t in data.get("added_tokens", []))]
+    assert sample_vocab_size() == max(ids) + 1
 
 
 @pytest.mark.slow
@@ -41,4 +34,4 @@ def test_writes_a_loadable_checkpoint(tiny: ModuleType, tmp_path: Path) -> None:
     assert config["max_position_embeddings"] == 64
     model = AutoModelForCausalLM.from_pretrained(str(out))
     logits = model(torch.tensor([[1, 2, 3]])).logits
-    assert logits.shape == (1, 3, tiny.vocab_size(tiny.sample_tokenizer_dir()))
+    assert logits.shape == (1, 3, sample_vocab_size())

@@ -109,6 +109,14 @@ def pod(
     }
 
 
+def failed_pod(
+    index: int, reason: str, message: str, exit_code: int = 1, name: str | None = None
+) -> dict[str, Any]:
+    """Worker ``index`` failed with the workload's own failure result as its termination message."""
+    terminated = {"exitCode": exit_code, "reason": "Error", "message": failure_message(reason, message)}
+    return pod(index, "Failed", terminated=terminated, name=name)
+
+
 def success_message(worker: int, with_metadata: bool) -> str:
     payload: dict[str, Any] = {
         "status": "succeeded",

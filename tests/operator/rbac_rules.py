@@ -62,3 +62,16 @@ def accesses(requests: Iterable[Any], user_agent: str | None = None) -> set[Acce
         if access is not None:
             found.add(access)
     return found
+
+
+def assert_least_privilege(
+    requests: Iterable[Any], must_use: Iterable[Access], role: str = "sft-operator"
+) -> None:
+    """Every request was granted by ``role`` in manifests/rbac.yaml, and each access in ``must_use``
+    was made (so the rules are exercised, not a wish list)."""
+    used = accesses(requests)
+    rules = cluster_role(role)
+    denied = sorted(a for a in used if not allowed(a, rules))
+    assert denied == [], f"requests not granted by manifests/rbac.yaml: {denied}"
+    missing = [access for access in must_use if access not in used]
+    assert missing == [], f"rules never exercised by this lifecycle: {missing}"

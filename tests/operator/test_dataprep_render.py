@@ -65,6 +65,16 @@ def test_indexed_job_runs_one_worker_per_completion() -> None:
     assert volumes["sft-config"]["configMap"]["name"] == "demo-prep-config"
 
 
+def test_every_worker_gets_the_crs_uid_as_run_id_for_force() -> None:
+    """sft-prep with force and several workers needs one SFT_RUN_ID shared by all of them (else it
+    exits 2); the CR's uid is it: fixed for the Job's lifetime, new for a new SFTDataPrep."""
+    job = render.render(cr(parallelism=2, force=True)).job
+    assert env(job)["SFT_RUN_ID"] == UID  # a literal in the one pod template all indexes share
+    recreated = cr(parallelism=2, force=True)
+    recreated["metadata"]["uid"] = "0b7c2f7e-3333-4c2d-9a55-000000000003"
+    assert env(render.render(recreated).job)["SFT_RUN_ID"] == recreated["metadata"]["uid"]
+
+
 def test_pods_are_hardened() -> None:
     job = render.render(cr()).job
     pod = job["spec"]["template"]["spec"]
@@ -224,9 +234,11 @@ def test_full_featured_fields_reach_the_pod() -> None:
         ({"outputDir": "gs://bucket/out"}, "scheme 'gs://' is not supported"),
         ({"outputDir": "s3:///no-bucket"}, "has no bucket"),
         ({"outputDir": "/data/out"}, "no volumeMount holds it"),
+        ({"outputDir": "file:///data/out"}, "no volumeMount holds it"),
         ({"datasets": [{"name": "x", "path": "hf:///nothing"}]}, "has no organisation"),
         ({"env": [{"name": "HF_TOKEN", "value": "hf_abc"}]}, "looks like a credential"),
         ({"env": [{"name": "SFT_OWNER_NAME", "value": "x"}]}, "set by the operator"),
+        ({"env": [{"name": "SFT_RUN_ID", "value": "x"}]}, "one value for all workers"),
         ({"resources": {"limits": {"memory": "lots"}}}, "is not a Kubernetes quantity"),
         ({"volumes": [{"name": "sft-config", "emptyDir": {}}]}, "reserved for the operator"),
         ({"volumeMounts": [{"name": "missing", "mountPath": "/x"}]}, "'missing' is not a volume"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from prep_objects import T0, T1, cond, cr, failure_message, job, pod, success_message
+from prep_objects import T0, T1, cond, cr, failed_pod, failure_message, job, pod, success_message
 
 from sft_operator.status.dataprep import derive, status_patch
 from sft_operator.status.pods import parse_indexes, parse_termination_message, pod_state
@@ -151,16 +151,7 @@ def test_kueue_suspended_job_is_queued_not_suspended() -> None:
 
 def test_some_indexes_failed_but_retrying() -> None:
     owner = cr()
-    failed = pod(
-        2,
-        "Failed",
-        terminated={
-            "exitCode": 1,
-            "reason": "Error",
-            "message": failure_message("ShardReadError", "s3 timeout"),
-        },
-        name="demo-prep-2-old",
-    )
+    failed = failed_pod(2, "ShardReadError", "s3 timeout", name="demo-prep-2-old")
     j = job(owner, {"active": 4, "failed": 1, "startTime": T0})
     st = derive(owner, j, states(failed, pod(0, "Running"), pod(2, "Running")), now=NOW)
     assert st["phase"] == "Running"
@@ -171,15 +162,7 @@ def test_some_indexes_failed_but_retrying() -> None:
 
 def test_backoff_limit_exceeded_names_pod_exit_code_and_reason() -> None:
     owner = cr()
-    failed = pod(
-        3,
-        "Failed",
-        terminated={
-            "exitCode": 1,
-            "reason": "Error",
-            "message": failure_message("TemplateMismatch", "Template mismatch at message 3"),
-        },
-    )
+    failed = failed_pod(3, "TemplateMismatch", "Template mismatch at message 3")
     j = job(
         owner,
         {
@@ -212,15 +195,7 @@ def test_backoff_limit_exceeded_names_pod_exit_code_and_reason() -> None:
 
 def test_config_error_exit_2_fails_through_pod_failure_policy() -> None:
     owner = cr()
-    failed = pod(
-        0,
-        "Failed",
-        terminated={
-            "exitCode": 2,
-            "reason": "Error",
-            "message": failure_message("InvalidConfig", "tokenizer.model: not found"),
-        },
-    )
+    failed = failed_pod(0, "InvalidConfig", "tokenizer.model: not found", exit_code=2)
     j = job(
         owner,
         {

@@ -12,12 +12,13 @@ import json
 import time
 from typing import Any
 
+import operator_harness as harness
 import pytest
-from operator_harness import NAMESPACE, TEST_IMAGE, OperatorFactory
+from operator_harness import NAMESPACE, TEST_IMAGE, OperatorFactory, condition
 
 from kubeemu import ApiError, KubeEmulator
 
-TIMEOUT = 15
+TIMEOUT = harness.WAIT
 
 
 def prep(name: str = "demo", **spec: Any) -> dict[str, Any]:
@@ -38,19 +39,13 @@ def prep(name: str = "demo", **spec: Any) -> dict[str, Any]:
 
 
 def status_of(kube: KubeEmulator, name: str = "demo") -> dict[str, Any]:
-    return kube.get("SFTDataPrep", name).get("status") or {}
+    return harness.status_of(kube, "SFTDataPrep", name)
 
 
 def wait_status(
     kube: KubeEmulator, predicate: Any, name: str = "demo", what: str = "status"
 ) -> dict[str, Any]:
-    return kube.wait_for(
-        lambda: (lambda s: s if predicate(s) else None)(status_of(kube, name)), TIMEOUT, message=what
-    )
-
-
-def condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
-    return next(c for c in status.get("conditions") or [] if c["type"] == type_)
+    return harness.wait_status(kube, "SFTDataPrep", name, predicate, what)
 
 
 def make_pod(
@@ -109,6 +104,18 @@ def make_pod(
         },
     )
     return created
+
+
+def backoff_limit_exceeded(kube: KubeEmulator, at: str, name: str = "demo-prep") -> None:
+    """Play the Job controller: 3 pod failures and the Job Failed with BackoffLimitExceeded."""
+    failed = {
+        "type": "Failed",
+        "status": "True",
+        "reason": "BackoffLimitExceeded",
+        "message": "Job has reached the specified backoff limit",
+        "lastTransitionTime": at,
+    }
+    kube.patch_status("Job", name, {"failed": 3, "conditions": [failed]})
 
 
 def post_count(kube: KubeEmulator, path_part: str) -> int:
@@ -386,22 +393,7 @@ def test_failure_names_pod_exit_code_and_reason(cluster: KubeEmulator, operator:
             {"status": "failed", "reason": "TemplateMismatch", "message": "Template mismatch at message 2"}
         )
         make_pod(kube, job, 1, "Failed", {"exitCode": 1, "reason": "Error", "message": message})
-        kube.patch_status(
-            "Job",
-            "demo-prep",
-            {
-                "failed": 3,
-                "conditions": [
-                    {
-                        "type": "Failed",
-                        "status": "True",
-                        "reason": "BackoffLimitExceeded",
-                        "message": "Job has reached the specified backoff limit",
-                        "lastTransitionTime": "2026-11-25T10:07:00Z",
-                    }
-                ],
-            },
-        )
+        backoff_limit_exceeded(kube, at="2026-11-25T10:07:00Z")
         st = wait_status(kube, lambda s: s.get("phase") == "Failed")
     assert st["failure"]["reason"] == "TemplateMismatch" and st["failure"]["exitCode"] == 1
     assert st["failure"]["pod"] == "demo-prep-1-x1"

@@ -12,14 +12,17 @@ import json
 import time
 from typing import Any
 
+import operator_harness as harness
 import pytest
 from operator_harness import NAMESPACE, TEST_IMAGE
+from operator_harness import condition as cond
+from test_operator_dataprep import prep as dataprep
 
 from kubeemu import ApiError, KubeEmulator
 from sft_operator.render.pods import WorkloadDefaults
 from sft_operator.testing import run_operator
 
-TIMEOUT = 15
+TIMEOUT = harness.WAIT
 TRAINER_IMAGE = "ghcr.io/sft-operator/sft-train:test"
 DEFAULTS = WorkloadDefaults(
     prep_image=TEST_IMAGE, trainer_image=TRAINER_IMAGE, service_account="sft-workload"
@@ -57,39 +60,18 @@ def run(name: str = "run", **spec: Any) -> dict[str, Any]:
 
 
 def prep(name: str = "prep") -> dict[str, Any]:
-    return {
-        "apiVersion": "sft.dev/v1alpha1",
-        "kind": "SFTDataPrep",
-        "metadata": {"name": name, "namespace": NAMESPACE},
-        "spec": {
-            "datasets": [{"name": "chats", "path": "s3://bucket/chats.jsonl"}],
-            "tokenizer": {"model": "s3://bucket/tokenizer"},
-            "outputDir": "s3://bucket/prep",
-            "numShards": 1,
-            "packSize": 1024,
-        },
-    }
+    """A one-worker SFTDataPrep whose data the runs wait for."""
+    return dataprep(name, outputDir="s3://bucket/prep", numShards=1, parallelism=1, packSize=1024)
 
 
 def status_of(kube: KubeEmulator, name: str = "run", kind: str = "SFTRun") -> dict[str, Any]:
-    return kube.get(kind, name).get("status") or {}
+    return harness.status_of(kube, kind, name)
 
 
 def wait_status(
     kube: KubeEmulator, predicate: Any, name: str = "run", what: str = "status", timeout: float = TIMEOUT
 ) -> dict[str, Any]:
-    def check() -> dict[str, Any] | None:
-        st = status_of(kube, name)
-        return st if predicate(st) else None
-
-    try:
-        return kube.wait_for(check, timeout, message=what)
-    except Exception as exc:
-        raise AssertionError(f"{what}: last status {json.dumps(status_of(kube, name))[:2000]}") from exc
-
-
-def cond(st: dict[str, Any], type_: str) -> dict[str, Any]:
-    return next(c for c in st.get("conditions") or [] if c["type"] == type_)
+    return harness.wait_status(kube, "SFTRun", name, predicate, what, timeout)
 
 
 def finish_prep(kube: KubeEmulator, ok: bool, name: str = "prep") -> None:

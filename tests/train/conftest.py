@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +10,7 @@ import pytest
 import torch
 from trainfixtures import PACK, build_tiny_llama, pack, random_conversation, write_prep_output
 
-from sft_common import storage
+from s3server import S3Server
 
 # Tiny models gain nothing from intra-op threads, and `pytest -n 2` on two cores would oversubscribe.
 torch.set_num_threads(1)
@@ -37,21 +37,6 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """A local S3 (moto) with bucket ``bkt``; yields ``s3://bkt``."""
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    host, port = server.get_host_and_port()
-    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://{host}:{port}")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    storage.reset_clients()
-    storage._s3_client().create_bucket(Bucket="bkt")
-    try:
-        yield "s3://bkt"
-    finally:
-        storage.reset_clients()
-        server.stop()
+def s3(s3_server: S3Server) -> str:
+    """Bucket ``bkt`` on the suite's local S3 (tests/conftest.py); ``s3://bkt``."""
+    return s3_server.create_bucket("bkt")

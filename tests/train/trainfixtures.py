@@ -14,6 +14,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
+from sft_train.demo import save_tiny_llama
+
 VOCAB = 48
 PACK = 64
 
@@ -97,26 +99,19 @@ def write_prep_output(
 
 
 def build_tiny_llama(path: Path, vocab: int = VOCAB, max_positions: int = 256, seed: int = 0) -> Path:
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    config = LlamaConfig(
+    """The demo's tiny Llama, smaller still, for token ids below ``vocab`` (0 pads, 1 BOS, 2 EOS)."""
+    return save_tiny_llama(
+        path,
         vocab_size=vocab,
+        max_positions=max_positions,
+        seed=seed,
         hidden_size=32,
         intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=max_positions,
         pad_token_id=0,
         bos_token_id=1,
         eos_token_id=2,
         tie_word_embeddings=False,
     )
-    model = LlamaForCausalLM(config)
-    model.save_pretrained(str(path))
-    return path
 
 
 def hf_config(data: Path, model: Path, save: Path | None, **overrides: Any) -> dict[str, Any]:

@@ -8,12 +8,11 @@ and the workload's own cross-field checks run in the operator, which turns them 
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlparse
 
 from pydantic import Field, model_validator
 
 from sft_common.config import ConfigModel
-from sft_operator.api.podspec import BatchFields, PodFields
+from sft_operator.api.podspec import BatchFields, PodFields, check_uri
 from sft_operator.api.status import ChildRef, Condition, Failure, Phase
 from sft_prep.config import PrepConfig
 
@@ -38,46 +37,16 @@ class SFTDataPrepSpec(PrepConfig, PodFields, BatchFields):
                 f"parallelism ({self.parallelism}) exceeds numShards ({self.num_shards}): workers beyond "
                 f"the shard count would have nothing to do; lower parallelism or raise numShards"
             )
-        check_uri("outputDir", self.output_dir, allow_hf=False)
+        self.check_location("outputDir", self.output_dir)
         for i, dataset in enumerate(self.datasets):
             check_uri(f"datasets.{i}.path", dataset.path, allow_hf=True)
         if self.blend_path:
             check_uri("blendPath", self.blend_path, allow_hf=False)
-        if "://" not in self.output_dir and self.mounted_volume_for(self.output_dir) is None:
-            raise ValueError(
-                f"outputDir {self.output_dir} is a local path but no volumeMount holds it, so the data "
-                "would vanish with the pod: mount a volume (e.g. a PersistentVolumeClaim) at or above "
-                "it, or write to an s3:// URI"
-            )
         return self
 
     def prep_config(self) -> PrepConfig:
         """The workload config this spec carries (what goes into the ConfigMap)."""
         return PrepConfig.model_validate(self.model_dump(include=set(PrepConfig.model_fields)))
-
-
-def check_uri(key: str, value: str, *, allow_hf: bool) -> None:
-    """Reject URIs the workload cannot read, with a message that says what a valid one looks like."""
-    if "://" not in value:
-        if not value.startswith("/"):
-            raise ValueError(
-                f"{key}: '{value}' is a relative path; pods have no meaningful working directory, so use "
-                "an absolute path on a mounted volume or an s3:// URI"
-            )
-        return
-    parsed = urlparse(value)
-    schemes = {"s3", "file"} | ({"hf"} if allow_hf else set())
-    if parsed.scheme not in schemes:
-        raise ValueError(
-            f"{key}: scheme '{parsed.scheme}://' is not supported; use "
-            + ", ".join(f"{s}://" for s in sorted(schemes))
-            + " or an absolute path"
-        )
-    if parsed.scheme in ("s3", "hf") and not parsed.netloc:
-        what = "bucket" if parsed.scheme == "s3" else "organisation"
-        raise ValueError(f"{key}: '{value}' has no {what}; expected {parsed.scheme}://<{what}>/<path>")
-    if parsed.scheme == "file" and not parsed.path.startswith("/"):
-        raise ValueError(f"{key}: '{value}' must be file:///absolute/path")
 
 
 def data_fields() -> tuple[str, ...]:

@@ -28,12 +28,29 @@ class KindInfo:
 
     @property
     def api_version(self) -> str:
+        """``sft.dev/v1alpha1``: one version for every kind."""
         return API_VERSION
 
     @property
     def crd_name(self) -> str:
         return f"{self.plural}.{GROUP}"
 
+
+def column(
+    name: str, type_: str, json_path: str, description: str | None = None, priority: int | None = None
+) -> dict[str, Any]:
+    """One ``additionalPrinterColumns`` entry (priority 1: shown only by ``kubectl get -o wide``)."""
+    out: dict[str, Any] = {"name": name, "type": type_, "jsonPath": json_path}
+    if description is not None:
+        out["description"] = description
+    if priority is not None:
+        out["priority"] = priority
+    return out
+
+
+PHASE_COLUMN = column("Phase", "string", ".status.phase")
+AGE_COLUMN = column("Age", "date", ".metadata.creationTimestamp")
+REASON_COLUMN = column("Reason", "string", '.status.conditions[?(@.type=="Ready")].reason', priority=1)
 
 DATAPREP = KindInfo(
     kind="SFTDataPrep",
@@ -43,32 +60,17 @@ DATAPREP = KindInfo(
     component="data-prep",
     label_key=f"{GROUP}/dataprep",
     printer_columns=(
-        {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
-        {
-            "name": "Shards",
-            "type": "string",
-            "jsonPath": ".status.progress.shards",
-            "description": "Shards done / total",
-        },
-        {
-            "name": "Progress",
-            "type": "string",
-            "jsonPath": ".status.progress.percentText",
-            "description": "Share of shards done",
-        },
-        {
-            "name": "Tokens",
-            "type": "integer",
-            "jsonPath": ".status.progress.tokens",
-            "description": "Tokens written so far (the final total once Succeeded)",
-        },
-        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-        {
-            "name": "Reason",
-            "type": "string",
-            "jsonPath": '.status.conditions[?(@.type=="Ready")].reason',
-            "priority": 1,
-        },
+        PHASE_COLUMN,
+        column("Shards", "string", ".status.progress.shards", "Shards done / total"),
+        column("Progress", "string", ".status.progress.percentText", "Share of shards done"),
+        column(
+            "Tokens",
+            "integer",
+            ".status.progress.tokens",
+            "Tokens written so far (the final total once Succeeded)",
+        ),
+        AGE_COLUMN,
+        REASON_COLUMN,
     ),
 )
 
@@ -80,32 +82,11 @@ RUN = KindInfo(
     component="training",
     label_key=f"{GROUP}/run",
     printer_columns=(
-        {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
-        {
-            "name": "Iteration",
-            "type": "string",
-            "jsonPath": ".status.progress.iterations",
-            "description": "Iterations done / total",
-        },
-        {
-            "name": "Loss",
-            "type": "number",
-            "jsonPath": ".status.progress.loss",
-            "description": "Latest training loss",
-        },
-        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-        {
-            "name": "ETA",
-            "type": "integer",
-            "jsonPath": ".status.progress.etaSeconds",
-            "description": "Estimated seconds to the end",
-            "priority": 1,
-        },
-        {
-            "name": "Reason",
-            "type": "string",
-            "jsonPath": '.status.conditions[?(@.type=="Ready")].reason',
-            "priority": 1,
-        },
+        PHASE_COLUMN,
+        column("Iteration", "string", ".status.progress.iterations", "Iterations done / total"),
+        column("Loss", "number", ".status.progress.loss", "Latest training loss"),
+        AGE_COLUMN,
+        column("ETA", "integer", ".status.progress.etaSeconds", "Estimated seconds to the end", priority=1),
+        REASON_COLUMN,
     ),
 )

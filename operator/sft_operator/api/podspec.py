@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from typing import Any, Literal
+from urllib.parse import urlparse
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
@@ -23,6 +24,8 @@ ENV_NAME_RE = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
 CREDENTIAL_NAME_RE = r"(?i)(token|secret|password|passwd|api_?key|access_?key|credential)"
 """Env names that hold credentials; such variables must come from a Secret (valueFrom/envFrom)."""
 RESERVED_ENV_PREFIX = "SFT_OWNER_"
+# Set per run by the operator: every worker of one Job must share it (see sft_prep.identity).
+RESERVED_ENV_NAMES = frozenset({"SFT_RUN_ID"})
 
 # Names and paths the operator itself uses in every pod (see sft_operator.render.pods).
 CONFIG_VOLUME = "sft-config"
@@ -42,6 +45,30 @@ def _check_quantities(values: dict[str, Quantity] | None, where: str) -> dict[st
                 f"{where}.{key}: '{value}' is not a Kubernetes quantity (examples: 500m, 2, 16Gi, 1.5)"
             )
     return values
+
+
+def check_uri(key: str, value: str, *, allow_hf: bool) -> None:
+    """Reject URIs the workload cannot read, with a message that says what a valid one looks like."""
+    if "://" not in value:
+        if not value.startswith("/"):
+            raise ValueError(
+                f"{key}: '{value}' is a relative path; pods have no meaningful working directory, so use "
+                "an absolute path on a mounted volume or an s3:// URI"
+            )
+        return
+    parsed = urlparse(value)
+    schemes = {"s3", "file"} | ({"hf"} if allow_hf else set())
+    if parsed.scheme not in schemes:
+        raise ValueError(
+            f"{key}: scheme '{parsed.scheme}://' is not supported; use "
+            + ", ".join(f"{s}://" for s in sorted(schemes))
+            + " or an absolute path"
+        )
+    if parsed.scheme in ("s3", "hf") and not parsed.netloc:
+        what = "bucket" if parsed.scheme == "s3" else "organisation"
+        raise ValueError(f"{key}: '{value}' has no {what}; expected {parsed.scheme}://<{what}>/<path>")
+    if parsed.scheme == "file" and not parsed.path.startswith("/"):
+        raise ValueError(f"{key}: '{value}' must be file:///absolute/path")
 
 
 class ResourceRequirements(ConfigModel):
@@ -159,6 +186,8 @@ class EnvVar(ConfigModel):
             )
         if self.name.startswith(RESERVED_ENV_PREFIX):
             raise ValueError(f"env {self.name}: the {RESERVED_ENV_PREFIX}* variables are set by the operator")
+        if self.name in RESERVED_ENV_NAMES:
+            raise ValueError(f"env {self.name}: set by the operator (one value for all workers of a run)")
         return self
 
 
@@ -267,6 +296,18 @@ class PodFields(ConfigModel):
             if mount.mount_path.rstrip("/") in RESERVED_MOUNT_PATHS:
                 raise ValueError(f"volumeMounts: {mount.mount_path} is used by the operator; mount elsewhere")
         return self
+
+    def check_location(self, key: str, value: str) -> None:
+        """A location the pods read or write: a valid URI, and a local path (or file://) only on a
+        mounted volume, else the pods cannot see it and what they write there vanishes with them."""
+        check_uri(key, value, allow_hf=False)
+        local = value.removeprefix("file://")
+        if "://" not in local and self.mounted_volume_for(local) is None:
+            raise ValueError(
+                f"{key} {value} is a local path but no volumeMount holds it, so the pods cannot see it "
+                "(and what they write there vanishes with them): mount a volume (e.g. a "
+                "PersistentVolumeClaim) at or above it, or use an s3:// URI"
+            )
 
     def mounted_volume_for(self, path: str) -> VolumeMount | None:
         """The mount that holds local ``path``, if any (the longest matching mountPath)."""

@@ -15,8 +15,7 @@ from typing import Literal
 from pydantic import ConfigDict, Field, model_validator
 
 from sft_common.config import ConfigModel
-from sft_operator.api.dataprep import check_uri
-from sft_operator.api.podspec import QUANTITY_RE, BatchFields, PodFields
+from sft_operator.api.podspec import QUANTITY_RE, BatchFields, PodFields, check_uri
 from sft_operator.api.status import ChildRef, Condition, Failure
 from sft_train.config import TrainConfig
 
@@ -116,16 +115,16 @@ class SFTRunSpec(TrainConfig, PodFields, BatchFields):  # type: ignore[misc]
                 "checkpoint.save is not set: the trained model would vanish with the pods; set it to an "
                 "s3:// URI or a path on a mounted volume"
             )
-        self._check_location("checkpoint.save", self.checkpoint.save)
+        self.check_location("checkpoint.save", self.checkpoint.save)
         for key, value in (
             ("checkpoint.load", self.checkpoint.load),
             ("checkpoint.hfExport", self.checkpoint.hf_export),
             ("model.pretrainedCheckpoint", self.model.pretrained_checkpoint),
         ):
             if value:
-                self._check_location(key, value)
+                self.check_location(key, value)
         if self.data.uri and "://" not in self.data.uri:
-            self._check_location("data.uri", self.data.uri)
+            self.check_location("data.uri", self.data.uri)
         for mount in self.volume_mounts:
             if mount.mount_path.rstrip("/") == SHM_DIR:
                 raise ValueError(
@@ -134,16 +133,6 @@ class SFTRunSpec(TrainConfig, PodFields, BatchFields):  # type: ignore[misc]
         if any(v.name == SHM_VOLUME for v in self.volumes):
             raise ValueError(f"volumes: {SHM_VOLUME} is reserved for the operator; rename it")
         return self
-
-    def _check_location(self, key: str, value: str) -> None:
-        check_uri(key, value, allow_hf=False)
-        local = value[len("file://") :] if value.startswith("file://") else value
-        if "://" not in local and self.mounted_volume_for(local) is None:
-            raise ValueError(
-                f"{key} {value} is a local path but no volumeMount holds it, so the pods cannot see it "
-                "(and what they write there vanishes with them): mount a volume (e.g. a "
-                "PersistentVolumeClaim) at or above it, or use an s3:// URI"
-            )
 
     def _check_parallelism(self) -> None:
         """Model parallel sizes must tile the world (nodes × GPUs); Megatron would fail after minutes."""

@@ -21,8 +21,6 @@ from urllib.parse import quote
 import aiohttp
 
 MERGE = "application/merge-patch+json"
-JSON_PATCH = "application/json-patch+json"
-STRATEGIC = "application/strategic-merge-patch+json"
 
 
 @dataclass(frozen=True)
@@ -56,7 +54,6 @@ JOBS = Resource("batch", "v1", "jobs")
 PODS = Resource("", "v1", "pods")
 CONFIGMAPS = Resource("", "v1", "configmaps")
 EVENTS = Resource("", "v1", "events")
-CRDS = Resource("apiextensions.k8s.io", "v1", "customresourcedefinitions", namespaced=False)
 
 
 class ApiError(Exception):
@@ -98,13 +95,11 @@ class KubeClient:
         headers: Mapping[str, str] | None = None,
         ssl_context: ssl.SSLContext | bool | None = None,
         timeout: float = 30.0,
-        default_namespace: str | None = None,
     ) -> None:
         self.server = server.rstrip("/")
         self.headers = dict(headers or {})
         self.ssl_context = ssl_context
         self.timeout = aiohttp.ClientTimeout(total=timeout)
-        self.default_namespace = default_namespace
         self._session: aiohttp.ClientSession | None = None
         self._lock = asyncio.Lock()
         self.relogin: Callable[[], Any] | None = None
@@ -121,7 +116,6 @@ class KubeClient:
             headers=info.as_http_headers(),
             ssl_context=context,
             timeout=timeout,
-            default_namespace=info.default_namespace,
         )
 
     async def _ensure_session(self) -> aiohttp.ClientSession:

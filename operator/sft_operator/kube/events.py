@@ -14,6 +14,8 @@ COMPONENT = "sft-operator"
 
 
 def event_body(obj: Mapping[str, Any], type_: str, reason: str, message: str, now: str) -> dict[str, Any]:
+    """A core/v1 Event on ``obj``; its name hashes uid, reason, message and time, so posting the same
+    event twice (a retried reconcile) answers 409 instead of showing it twice."""
     meta = obj["metadata"]
     digest = hashlib.sha256(f"{meta.get('uid')}/{reason}/{message}/{now}".encode()).hexdigest()[:12]
     return {

@@ -3,49 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
-
-from pydantic import ValidationError
 
 from sft_common.config import to_yaml
 from sft_operator.api.dataprep import SFTDataPrepSpec, data_fields
-from sft_operator.api.meta import DATAPREP, KindInfo
-from sft_operator.errors import InvalidSpec, invalid_spec_from
+from sft_operator.api.meta import DATAPREP
+from sft_operator.render import children as common
 from sft_operator.render import meta
-from sft_operator.render.pods import (
-    CONFIG_KEY,
-    CONFIG_PATH,
-    WorkloadDefaults,
-    container,
-    owner_env,
-    pod_spec,
-)
+from sft_operator.render.pods import CONFIG_PATH, WorkloadDefaults, container, owner_env, pod_spec
 
 CONTAINER = "prep"
 APP = "sft-prep"
 CONFIG_ERROR_EXIT_CODE = 2
 """``sft_common.result.run_main`` exits 2 on a config error: retrying cannot help, so the Job fails."""
-
-
-@dataclass(frozen=True)
-class DataPrepChildren:
-    config_map: dict[str, Any]
-    job: dict[str, Any]
-    spec_hash: str
-
-
-def parse_spec(cr: Mapping[str, Any]) -> SFTDataPrepSpec:
-    """Validate the spec with the model (incl. checks the CRD schema cannot express)."""
-    try:
-        return SFTDataPrepSpec.model_validate(cr.get("spec") or {})
-    except ValidationError as exc:
-        raise invalid_spec_from(SFTDataPrepSpec, exc) from None
-    except ValueError as exc:  # raised outside pydantic's wrapping, e.g. by a nested constructor
-        raise InvalidSpec(str(exc)) from None
+RUN_ID_ENV = "SFT_RUN_ID"
+"""Names one run of the prep for ``force: true`` (see :func:`run_id_env`)."""
 
 
 def job_name(cr_name: str) -> str:
+    """Deterministic, so a restarted operator finds (409) the child it created instead of adding one."""
     return meta.child_name(cr_name, "prep")
 
 
@@ -53,42 +29,26 @@ def config_map_name(cr_name: str) -> str:
     return meta.child_name(cr_name, "prep-config")
 
 
-def data_spec_hash(spec: SFTDataPrepSpec) -> str:
-    dumped = spec.model_dump(mode="json", by_alias=True)
-    return meta.spec_hash({key: dumped.get(key) for key in data_fields()})
+def run_id_env(cr: Mapping[str, Any]) -> dict[str, str]:
+    """``SFT_RUN_ID`` = the CR's uid: what ``sft-prep`` needs to honour ``force: true`` with several workers.
+
+    With ``force`` every worker must agree on one fresh run id, or each would ignore the others'
+    shard receipts (sft_prep.identity). The uid is the same for every worker and every retried pod
+    of the one Job a CR ever gets (so a retry resumes the forced run instead of starting it over),
+    and a new SFTDataPrep, even one with the same name, gets a new uid and so forces a new run. It
+    is known at render time, unlike the Job's uid, which keeps rendering pure and deterministic.
+    """
+    return {"name": RUN_ID_ENV, "value": str(cr["metadata"]["uid"])}
 
 
-def render(
-    cr: Mapping[str, Any], defaults: WorkloadDefaults | None = None, info: KindInfo = DATAPREP
-) -> DataPrepChildren:
+def render(cr: Mapping[str, Any], defaults: WorkloadDefaults | None = None) -> common.Children:
     """Render both children. Raises :class:`InvalidSpec` for a spec the operator cannot run."""
     defaults = defaults or WorkloadDefaults()
-    spec = parse_spec(cr)
-    image = spec.image or defaults.prep_image
-    if not image:
-        raise InvalidSpec(
-            "spec.image is not set and the operator has no default prep image (SFT_DEFAULT_PREP_IMAGE); "
-            "set spec.image to the sft-prep image"
-        )
-    name = cr["metadata"]["name"]
-    namespace = cr["metadata"]["namespace"]
-    digest = data_spec_hash(spec)
-    labels = meta.child_labels(info, name, APP)
-    annotations = {**meta.owner_annotations(info, name), meta.SPEC_HASH_ANNOTATION: digest}
-    owner = meta.owner_reference(info, cr)
-    cm_name = config_map_name(name)
-    config_map = {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {
-            "name": cm_name,
-            "namespace": namespace,
-            "labels": labels,
-            "annotations": annotations,
-            "ownerReferences": [owner],
-        },
-        "data": {CONFIG_KEY: to_yaml(spec.prep_config())},
-    }
+    spec = common.parse_spec(SFTDataPrepSpec, cr)
+    image = common.image_or_default(spec.image, defaults.prep_image, "SFT_DEFAULT_PREP_IMAGE", "sft-prep")
+    digest = common.spec_hash(spec, data_fields())
+    child = common.ChildMeta.of(DATAPREP, cr, APP, digest)
+    cm_name = config_map_name(child.name)
     workers = spec.parallelism
     command = [
         "sft-prep",
@@ -107,18 +67,15 @@ def render(
                 "fieldRef": {"fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"}
             },
         },
-        *owner_env(info, namespace, name),
+        run_id_env(cr),
+        *owner_env(DATAPREP, child.namespace, child.name),
     ]
     main = container(spec, name=CONTAINER, image=image, command=command, env=env)
-    job_labels = dict(labels)
-    if spec.queue_name:
-        job_labels[meta.KUEUE_QUEUE_LABEL] = spec.queue_name
     job_spec: dict[str, Any] = {
         "completionMode": "Indexed",
         "completions": workers,
         "parallelism": workers,
-        "backoffLimit": spec.backoff_limit,
-        "suspend": spec.suspend,
+        **common.run_policy(spec),
         "podFailurePolicy": {
             "rules": [
                 {
@@ -132,31 +89,15 @@ def render(
                 {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
             ]
         },
-        "template": {
-            "metadata": {"labels": labels, "annotations": meta.owner_annotations(info, name)},
-            "spec": pod_spec(
-                spec, config_map=cm_name, containers=[main], service_account=defaults.service_account
-            ),
-        },
+        "template": child.pod_template(
+            pod_spec(spec, config_map=cm_name, containers=[main], service_account=defaults.service_account)
+        ),
     }
-    if spec.active_deadline_seconds is not None:
-        job_spec["activeDeadlineSeconds"] = spec.active_deadline_seconds
-    if spec.ttl_seconds_after_finished is not None:
-        job_spec["ttlSecondsAfterFinished"] = spec.ttl_seconds_after_finished
     job = {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {
-            "name": job_name(name),
-            "namespace": namespace,
-            "labels": job_labels,
-            "annotations": {**annotations, meta.SUSPEND_ANNOTATION: _bool(spec.suspend)},
-            "ownerReferences": [owner],
-        },
+        "metadata": common.runner_metadata(child, job_name(child.name), spec),
         "spec": job_spec,
     }
-    return DataPrepChildren(config_map=config_map, job=job, spec_hash=digest)
-
-
-def _bool(value: bool) -> str:
-    return "true" if value else "false"
+    config_map = common.config_map(child, cm_name, to_yaml(spec.prep_config()))
+    return common.Children(config_map=config_map, job=job, spec_hash=digest)

@@ -66,6 +66,7 @@ def owner_annotations(info: KindInfo, owner_name: str) -> dict[str, str]:
 
 
 def owner_reference(info: KindInfo, cr: Mapping[str, Any]) -> dict[str, Any]:
+    """Controller reference to the CR: deleting the CR garbage-collects its children (no finalizer)."""
     meta = cr["metadata"]
     return {
         "apiVersion": info.api_version,
@@ -83,6 +84,7 @@ def spec_hash(data: Mapping[str, Any]) -> str:
 
 
 def is_controlled_by(child: Mapping[str, Any], uid: str) -> bool:
+    """Whether the CR with ``uid`` controls ``child`` (a same-named object of an earlier CR does not)."""
     for ref in child.get("metadata", {}).get("ownerReferences") or []:
         if ref.get("controller") and ref.get("uid") == uid:
             return True

@@ -28,21 +28,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import ValidationError
-
 from sft_common.config import to_yaml
-from sft_operator.api.meta import RUN, KindInfo
+from sft_operator.api.meta import RUN
 from sft_operator.api.sftrun import GPU_RESOURCE, SHM_DIR, SHM_VOLUME, SFTRunSpec, training_fields
-from sft_operator.errors import InvalidSpec, invalid_spec_from
+from sft_operator.errors import InvalidSpec
+from sft_operator.render import children as common
 from sft_operator.render import meta
-from sft_operator.render.pods import (
-    CONFIG_KEY,
-    CONFIG_PATH,
-    WorkloadDefaults,
-    container,
-    owner_env,
-    pod_spec,
-)
+from sft_operator.render.pods import CONFIG_PATH, WorkloadDefaults, container, owner_env, pod_spec
 
 CONTAINER = "pytorch"
 """The training-operator's default container name: it defaults the port and injects env into it."""
@@ -64,24 +56,13 @@ class ResolvedData:
     pack_size: int | None
 
 
-@dataclass(frozen=True)
-class RunChildren:
-    config_map: dict[str, Any]
-    job: dict[str, Any]
-    spec_hash: str
-
-
 def parse_spec(cr: Mapping[str, Any]) -> SFTRunSpec:
     """Validate the spec with the model (incl. checks the CRD schema cannot express)."""
-    try:
-        return SFTRunSpec.model_validate(cr.get("spec") or {})
-    except ValidationError as exc:
-        raise invalid_spec_from(SFTRunSpec, exc) from None
-    except ValueError as exc:
-        raise InvalidSpec(str(exc)) from None
+    return common.parse_spec(SFTRunSpec, cr)
 
 
 def job_name(cr_name: str) -> str:
+    """Deterministic, so a restarted operator finds (409) the child it created instead of adding one."""
     return meta.child_name(cr_name, "train")
 
 
@@ -90,8 +71,8 @@ def config_map_name(cr_name: str) -> str:
 
 
 def training_spec_hash(spec: SFTRunSpec) -> str:
-    dumped = spec.model_dump(mode="json", by_alias=True)
-    return meta.spec_hash({key: dumped.get(key) for key in training_fields()})
+    """Hash of the training-defining fields, compared with the PyTorchJob's (drift check)."""
+    return common.spec_hash(spec, training_fields())
 
 
 def torchrun_command(spec: SFTRunSpec) -> list[str]:
@@ -130,17 +111,13 @@ def render(
     cr: Mapping[str, Any],
     data: ResolvedData,
     defaults: WorkloadDefaults | None = None,
-    info: KindInfo = RUN,
-) -> RunChildren:
+) -> common.Children:
     """Render both children for resolved ``data``. Raises :class:`InvalidSpec` for an unrunnable spec."""
     defaults = defaults or WorkloadDefaults()
     spec = parse_spec(cr)
-    image = spec.image or defaults.trainer_image
-    if not image:
-        raise InvalidSpec(
-            "spec.image is not set and the operator has no default trainer image "
-            "(SFT_DEFAULT_TRAINER_IMAGE); set spec.image to the sft-train image"
-        )
+    image = common.image_or_default(
+        spec.image, defaults.trainer_image, "SFT_DEFAULT_TRAINER_IMAGE", "sft-train"
+    )
     if (
         spec.model.seq_length is not None
         and data.pack_size is not None
@@ -152,48 +129,31 @@ def render(
             f"data with packSize {spec.model.seq_length}",
             reason="SeqLengthMismatch",
         )
-    name = cr["metadata"]["name"]
-    namespace = cr["metadata"]["namespace"]
     digest = training_spec_hash(spec)
-    labels = meta.child_labels(info, name, APP)
-    annotations = {**meta.owner_annotations(info, name), meta.SPEC_HASH_ANNOTATION: digest}
-    owner = meta.owner_reference(info, cr)
-    cm_name = config_map_name(name)
-    config_map = {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {
-            "name": cm_name,
-            "namespace": namespace,
-            "labels": labels,
-            "annotations": annotations,
-            "ownerReferences": [owner],
-        },
-        "data": {CONFIG_KEY: to_yaml(spec.train_config(data.uri, data.pack_size))},
-    }
+    child = common.ChildMeta.of(RUN, cr, APP, digest)
+    cm_name = config_map_name(child.name)
     main = container(
         spec,
         name=CONTAINER,
         image=image,
         command=torchrun_command(spec),
-        env=owner_env(info, namespace, name),
+        env=owner_env(RUN, child.namespace, child.name),
         extra_mounts=[{"name": SHM_VOLUME, "mountPath": SHM_DIR}],
     )
     main["ports"] = [{"name": "pytorchjob-port", "containerPort": MASTER_PORT, "protocol": "TCP"}]
     res = resources(spec)
     if res:
         main["resources"] = res
-    template_spec = pod_spec(
-        spec,
-        config_map=cm_name,
-        containers=[main],
-        service_account=defaults.service_account,
-        extra_volumes=[{"name": SHM_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": spec.shm_size}}],
+    shm = {"name": SHM_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": spec.shm_size}}
+    template = child.pod_template(
+        pod_spec(
+            spec,
+            config_map=cm_name,
+            containers=[main],
+            service_account=defaults.service_account,
+            extra_volumes=[shm],
+        )
     )
-    template = {
-        "metadata": {"labels": labels, "annotations": meta.owner_annotations(info, name)},
-        "spec": template_spec,
-    }
     replica_specs: dict[str, Any] = {
         MASTER: {"replicas": 1, "restartPolicy": RESTART_POLICY, "template": template}
     }
@@ -205,36 +165,23 @@ def render(
         }
     run_policy: dict[str, Any] = {
         "cleanPodPolicy": "None",  # keep finished pods: their termination messages and logs are the result
-        "backoffLimit": spec.backoff_limit,
-        "suspend": spec.suspend,
+        **common.run_policy(spec),
     }
-    if spec.active_deadline_seconds is not None:
-        run_policy["activeDeadlineSeconds"] = spec.active_deadline_seconds
-    if spec.ttl_seconds_after_finished is not None:
-        run_policy["ttlSecondsAfterFinished"] = spec.ttl_seconds_after_finished
     if spec.priority_class_name:
         # Read by gang schedulers (Volcano, scheduler-plugins) for the PodGroup; pods carry it too.
         run_policy["schedulingPolicy"] = {
             "minAvailable": spec.nodes,
             "priorityClass": spec.priority_class_name,
         }
-    job_labels = dict(labels)
-    if spec.queue_name:
-        job_labels[meta.KUEUE_QUEUE_LABEL] = spec.queue_name
     job = {
         "apiVersion": PTJ_API_VERSION,
         "kind": PTJ_KIND,
-        "metadata": {
-            "name": job_name(name),
-            "namespace": namespace,
-            "labels": job_labels,
-            "annotations": {**annotations, meta.SUSPEND_ANNOTATION: "true" if spec.suspend else "false"},
-            "ownerReferences": [owner],
-        },
+        "metadata": common.runner_metadata(child, job_name(child.name), spec),
         "spec": {
             "nprocPerNode": str(nproc_per_node(spec)),
             "runPolicy": run_policy,
             "pytorchReplicaSpecs": replica_specs,
         },
     }
-    return RunChildren(config_map=config_map, job=job, spec_hash=digest)
+    config_map = common.config_map(child, cm_name, to_yaml(spec.train_config(data.uri, data.pack_size)))
+    return common.Children(config_map=config_map, job=job, spec_hash=digest)

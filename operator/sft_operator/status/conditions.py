@@ -19,6 +19,7 @@ STALLED = "Stalled"
 def condition(
     type_: str, status: bool | str, reason: str, message: str = "", generation: int | None = None
 ) -> dict[str, Any]:
+    """One condition without ``lastTransitionTime`` (added by :func:`with_transition_times`)."""
     value = status if isinstance(status, str) else ("True" if status else "False")
     cond: dict[str, Any] = {"type": type_, "status": value, "reason": reason, "message": message}
     if generation is not None:
@@ -72,3 +73,9 @@ def get_condition(obj_status: Mapping[str, Any] | None, type_: str) -> Mapping[s
 def is_true(obj_status: Mapping[str, Any] | None, type_: str) -> bool:
     cond = get_condition(obj_status, type_)
     return cond is not None and cond.get("status") == "True"
+
+
+def ready_reason(obj_status: Mapping[str, Any] | None) -> str | None:
+    """The Ready condition's reason: the one-word state both kinds' status and Events are keyed on."""
+    cond = get_condition(obj_status, READY)
+    return cond.get("reason") if cond else None

@@ -11,7 +11,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sft_operator.render.meta import KUEUE_QUEUE_LABEL
+from sft_operator.status.common import (
+    TERMINAL,
+    carried_over,
+    finished,
+    pods_of_job,
+    recorded_state,
+    suspended_state,
+    with_job_reason,
+)
 from sft_operator.status.conditions import condition as make_condition
 from sft_operator.status.conditions import get_condition, is_true, kstatus_conditions, with_transition_times
 from sft_operator.status.patch import merge_patch, without
@@ -25,7 +33,8 @@ from sft_operator.status.pods import (
 
 WORKLOAD_OWNED = (("progress", "workers"),)
 """Status keys the workers patch themselves; the operator never writes or deletes them."""
-TERMINAL = ("Succeeded", "Failed")
+KEPT = ("jobRef", "configMapRef", "startTime", "completionTime", "outputs", "failure")
+"""Status keys carried over from the last status until this reconcile replaces them."""
 
 
 def derive(
@@ -46,23 +55,13 @@ def derive(
     spec = cr.get("spec") or {}
     old = dict(cr.get("status") or {})
     generation = (cr.get("metadata") or {}).get("generation")
-    job_uid = (job or {}).get("metadata", {}).get("uid")
-    pods = [p for p in pods if job_uid is None or p.owner_uid in (None, job_uid)]
-    out: dict[str, Any] = {"observedGeneration": generation}
-    for key in ("jobRef", "configMapRef", "startTime", "completionTime", "outputs", "failure"):
-        if old.get(key) is not None:
-            out[key] = old[key]
-    if config_map is not None:
-        out["configMapRef"] = _ref(config_map)
-    if job is not None:
-        out["jobRef"] = _ref(job)
+    pods = pods_of_job(pods, job)
+    out = carried_over(cr, job, config_map, KEPT)
     job_status = (job or {}).get("status") or {}
-    if job_status.get("startTime"):
-        out["startTime"] = job_status["startTime"]
 
-    if job is None and old.get("phase") in TERMINAL and old.get("jobRef"):
+    if job is None and finished(cr):
         # The Job was cleaned up after finishing (TTL): the recorded result stands.
-        phase, reason, message = old["phase"], _ready_reason(old), old.get("message") or ""
+        phase, reason, message = recorded_state(old)
     elif error is not None:
         # The spec cannot be run as it is: Stalled with what to fix. A Job that exists keeps running
         # (or finished), so the phase still says what it does.
@@ -127,19 +126,6 @@ def derive(
     return out
 
 
-def _ref(obj: Mapping[str, Any]) -> dict[str, Any]:
-    meta = obj.get("metadata") or {}
-    ref = {"apiVersion": obj.get("apiVersion"), "kind": obj.get("kind"), "name": meta.get("name")}
-    if meta.get("uid"):
-        ref["uid"] = meta["uid"]
-    return ref
-
-
-def _ready_reason(status: Mapping[str, Any]) -> str:
-    cond = get_condition(status, "Ready")
-    return str((cond or {}).get("reason") or status.get("phase") or "Unknown")
-
-
 def _from_job(spec: Mapping[str, Any], job: Mapping[str, Any], pods: list[PodState]) -> tuple[str, str, str]:
     """(phase, reason, message) from the Job's conditions, suspension, counts and its pods."""
     status = job.get("status") or {}
@@ -150,13 +136,9 @@ def _from_job(spec: Mapping[str, Any], job: Mapping[str, Any], pods: list[PodSta
         cond = get_condition(status, "Failed") or get_condition(status, "FailureTarget") or {}
         return "Failed", str(cond.get("reason") or "JobFailed"), str(cond.get("message") or "the Job failed")
     job_suspended = bool((job.get("spec") or {}).get("suspend")) or is_true(status, "Suspended")
-    if job_suspended:
-        if spec.get("suspend"):
-            return "Suspended", "Suspended", "suspended (spec.suspend is true); set it to false to resume"
-        queue = ((job.get("metadata") or {}).get("labels") or {}).get(KUEUE_QUEUE_LABEL)
-        if queue:
-            return "Pending", "Queued", f"waiting for Kueue to admit the Job in queue {queue}"
-        return "Pending", "Resuming", "the Job is suspended; resuming it (spec.suspend is false)"
+    suspended = suspended_state(spec, job, job_suspended, "Job")
+    if suspended is not None:
+        return suspended
     live = [p for p in pods if not p.deleted]
     problem = pending_problem(live)
     running = [p for p in live if p.phase == "Running"]
@@ -217,11 +199,7 @@ def _failure(job: Mapping[str, Any], pods: list[PodState], log_tails: Mapping[st
         return {"reason": job_reason, "message": f"the Job failed: {job_reason}: {job_message}".rstrip(": ")}
     failure = describe_failure(blamed, log_tails.get(blamed.name))
     if job_reason not in ("PodFailurePolicy", "JobFailed", failure["reason"]):
-        failure["message"] = (
-            f"{job_reason} ({job_message}); {failure['message']}"
-            if job_message
-            else (f"{job_reason}; {failure['message']}")
-        )
+        with_job_reason(failure, job_reason, job_message)
         if job_reason == "DeadlineExceeded":
             failure["reason"] = job_reason
     return failure

@@ -68,7 +68,6 @@ class PodState:
     terminated_reason: str | None = None
     termination_message: str | None = None
     finished_at: str | None = None
-    started_at: str | None = None
     restart_count: int = 0
     unschedulable: str | None = None
     deleted: bool = False
@@ -100,7 +99,7 @@ def pod_state(pod: Mapping[str, Any], container: str) -> PodState:
         index = int(raw_index)
     owner_uid = next((r.get("uid") for r in meta.get("ownerReferences") or [] if r.get("controller")), None)
     cstatus = next((c for c in status.get("containerStatuses") or [] if c.get("name") == container), None)
-    waiting_reason = waiting_message = terminated_reason = message = finished = started = None
+    waiting_reason = waiting_message = terminated_reason = message = finished = None
     exit_code: int | None = None
     restarts = 0
     if cstatus:
@@ -115,9 +114,6 @@ def pod_state(pod: Mapping[str, Any], container: str) -> PodState:
             terminated_reason = terminated.get("reason")
             message = terminated.get("message")
             finished = terminated.get("finishedAt")
-            started = terminated.get("startedAt")
-        if "running" in state:
-            started = state["running"].get("startedAt")
     unschedulable = None
     for cond in status.get("conditions") or []:
         if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
@@ -135,7 +131,6 @@ def pod_state(pod: Mapping[str, Any], container: str) -> PodState:
         terminated_reason=terminated_reason,
         termination_message=message,
         finished_at=finished,
-        started_at=started,
         restart_count=restarts,
         unschedulable=unschedulable,
         deleted=bool(meta.get("deletionTimestamp")),

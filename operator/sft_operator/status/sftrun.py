@@ -26,13 +26,22 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sft_operator.render.meta import KUEUE_QUEUE_LABEL
+from sft_operator.status.common import (
+    TERMINAL,
+    carried_over,
+    child_ref,
+    finished,
+    pods_of_job,
+    recorded_state,
+    state_reason,
+    suspended_state,
+    with_job_reason,
+)
 from sft_operator.status.conditions import condition as make_condition
 from sft_operator.status.conditions import get_condition, is_true, kstatus_conditions, with_transition_times
 from sft_operator.status.patch import merge_patch
 from sft_operator.status.pods import PodState, describe_failure, latest_failed, pending_problem
 
-TERMINAL = ("Succeeded", "Failed")
 OPERATOR_PROGRESS_KEYS = ("iterations",)
 """The only keys of ``status.progress`` the operator writes; the rest is the trainer's."""
 KEPT = (
@@ -46,6 +55,7 @@ KEPT = (
     "restartCount",
     "lastRestartTime",
 )
+"""Status keys carried over from the last status until this reconcile replaces them."""
 
 
 @dataclass(frozen=True)
@@ -83,16 +93,8 @@ def derive(
     spec = cr.get("spec") or {}
     old = dict(cr.get("status") or {})
     generation = (cr.get("metadata") or {}).get("generation")
-    job_uid = (job or {}).get("metadata", {}).get("uid")
-    pods = [p for p in pods if job_uid is None or p.owner_uid in (None, job_uid)]
-    out: dict[str, Any] = {"observedGeneration": generation}
-    for key in KEPT:
-        if old.get(key) is not None:
-            out[key] = old[key]
-    if config_map is not None:
-        out["configMapRef"] = _ref(config_map)
-    if job is not None:
-        out["jobRef"] = _ref(job)
+    pods = pods_of_job(pods, job)
+    out = carried_over(cr, job, config_map, KEPT)
     if data is not None and data.prep_ref is not None and job is None:
         out["dataPrepRef"] = dict(data.prep_ref)
     if data is not None and data.ready and data.uri:
@@ -103,12 +105,10 @@ def derive(
                 outputs["packSize"] = data.pack_size
         out["outputs"] = outputs
     job_status = (job or {}).get("status") or {}
-    if job_status.get("startTime"):
-        out["startTime"] = job_status["startTime"]
 
-    if job is None and old.get("phase") in TERMINAL and old.get("jobRef"):
+    if job is None and finished(cr):
         # The PyTorchJob was cleaned up after finishing (TTL): the recorded result stands.
-        phase, reason, message = old["phase"], _ready_reason(old), old.get("message") or ""
+        phase, reason, message = recorded_state(old)
     elif job is None and data is not None and data.failed:
         phase, reason, message = "Failed", data.reason, data.message
         out["failure"] = {"reason": data.reason, "message": data.message}
@@ -180,19 +180,6 @@ def derive(
     return out
 
 
-def _ref(obj: Mapping[str, Any]) -> dict[str, Any]:
-    meta = obj.get("metadata") or {}
-    ref = {"apiVersion": obj.get("apiVersion"), "kind": obj.get("kind"), "name": meta.get("name")}
-    if meta.get("uid"):
-        ref["uid"] = meta["uid"]
-    return ref
-
-
-def _ready_reason(status: Mapping[str, Any]) -> str:
-    cond = get_condition(status, "Ready")
-    return str((cond or {}).get("reason") or status.get("phase") or "Unknown")
-
-
 def _data_message(data: DataState | None, out: Mapping[str, Any]) -> str:
     if data is not None and (data.ready or not out.get("jobRef")):
         return data.message
@@ -227,13 +214,10 @@ def _from_job(spec: Mapping[str, Any], job: Mapping[str, Any], pods: list[PodSta
         cond = get_condition(status, "Failed") or {}
         return "Failed", str(cond.get("reason") or "PyTorchJobFailed"), str(cond.get("message") or "failed")
     run_policy = (job.get("spec") or {}).get("runPolicy") or {}
-    if bool(run_policy.get("suspend")) or is_true(status, "Suspended"):
-        if spec.get("suspend"):
-            return "Suspended", "Suspended", "suspended (spec.suspend is true); set it to false to resume"
-        queue = ((job.get("metadata") or {}).get("labels") or {}).get(KUEUE_QUEUE_LABEL)
-        if queue:
-            return "Pending", "Queued", f"waiting for Kueue to admit the PyTorchJob in queue {queue}"
-        return "Pending", "Resuming", "the PyTorchJob is suspended; resuming it (spec.suspend is false)"
+    job_suspended = bool(run_policy.get("suspend")) or is_true(status, "Suspended")
+    suspended = suspended_state(spec, job, job_suspended, "PyTorchJob")
+    if suspended is not None:
+        return suspended
     live = [p for p in pods if not p.deleted]
     problem = pending_problem(live)
     if is_true(status, "Restarting"):
@@ -304,11 +288,7 @@ def _failure(job: Mapping[str, Any], pods: list[PodState], log_tails: Mapping[st
         failure["replica"] = replica
         failure["message"] = failure["message"].replace(blamed.label, f"{replica} (pod {blamed.name})", 1)
     if job_reason in ("BackoffLimitExceeded", "DeadlineExceeded"):
-        failure["message"] = (
-            f"{job_reason} ({job_message}); {failure['message']}"
-            if job_message
-            else (f"{job_reason}; {failure['message']}")
-        )
+        with_job_reason(failure, job_reason, job_message)
         failure["reason"] = job_reason
     return failure
 
@@ -374,10 +354,7 @@ def resolve_data(cr: Mapping[str, Any], prep: Mapping[str, Any] | None) -> DataS
             reason="DataPrepNotFound",
             message=f"waiting for SFTDataPrep {name}: it does not exist in namespace {namespace} (yet)",
         )
-    meta = prep.get("metadata") or {}
-    ref = {"apiVersion": prep.get("apiVersion"), "kind": prep.get("kind") or "SFTDataPrep", "name": name}
-    if meta.get("uid"):
-        ref["uid"] = meta["uid"]
+    ref = {**child_ref(prep), "kind": prep.get("kind") or "SFTDataPrep", "name": name}
     st = prep.get("status") or {}
     phase = st.get("phase")
     outputs = st.get("outputs") or {}
@@ -388,7 +365,7 @@ def resolve_data(cr: Mapping[str, Any], prep: Mapping[str, Any] | None) -> DataS
             ready=False,
             failed=True,
             reason="DataPrepFailed",
-            message=f"SFTDataPrep {name} failed ({failure.get('reason') or _ready_reason(st)}): {why}",
+            message=f"SFTDataPrep {name} failed ({failure.get('reason') or state_reason(st)}): {why}",
             prep_ref=ref,
         )
     if phase == "Succeeded":

@@ -1,0 +1,124 @@
+"""The steps every kind's reconcile takes the same way (see reconcile_dataprep / reconcile_sftrun).
+
+Order matters for idempotency: children are created before the status records them (a crash in
+between is healed by the next run's 409 + ownership check), and the status is patched before the
+transition's Event is posted (a crash in between loses an Event, never duplicates work).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from sft_operator.api.meta import GROUP, VERSION, KindInfo
+from sft_operator.context import Context, OwnerKey
+from sft_operator.kube.children import ensure_child
+from sft_operator.kube.client import CONFIGMAPS, ApiError, Resource
+from sft_operator.kube.events import record_event
+from sft_operator.status.conditions import ready_reason
+from sft_operator.status.pods import PodState, describe_failure, latest_failed
+
+log = logging.getLogger(__name__)
+WARNING_PHASES = frozenset({"Failed"})
+LOG_TAIL_CHARS = 4000
+LOG_TAIL_CACHE = 1000
+"""Failed pods whose log tail is remembered (oldest dropped first)."""
+
+
+def cr_resource(info: KindInfo) -> Resource:
+    return Resource(GROUP, VERSION, info.plural)
+
+
+def live_cr(ctx: Context, key: OwnerKey) -> Mapping[str, Any] | None:
+    """The CR to reconcile (our own last status write if the watch lags), or None once it is gone."""
+    cached = ctx.caches.cr(key)
+    if cached is None or (cached.get("metadata") or {}).get("deletionTimestamp"):
+        ctx.forget(key)
+        return None
+    return ctx.latest(key, cached)
+
+
+async def ensure_config_map(
+    ctx: Context, desired: Mapping[str, Any], owner_uid: str, owner_desc: str
+) -> Mapping[str, Any]:
+    """Create the ConfigMap, or update one rendered from an earlier spec (called only while no Job
+    exists, so the spec may still change and the pods have not read it yet)."""
+    ensured = await ensure_child(ctx.client, CONFIGMAPS, desired, owner_uid, owner_desc)
+    if ensured.created or ensured.obj.get("data") == desired["data"]:
+        return ensured.obj
+    cm_meta = desired["metadata"]
+    body = {"data": desired["data"], "metadata": {"annotations": cm_meta["annotations"]}}
+    return await ctx.client.patch(CONFIGMAPS, cm_meta["namespace"], cm_meta["name"], body)
+
+
+async def write_status(ctx: Context, key: OwnerKey, info: KindInfo, patch_body: Mapping[str, Any]) -> bool:
+    """Merge-patch the status subresource (nothing when ``patch_body`` is empty); False when the CR
+    vanished meanwhile, so the caller stops."""
+    if not patch_body:
+        return True
+    namespace, _kind, name = key
+    try:
+        updated = await ctx.client.patch(
+            cr_resource(info), namespace, name, {"status": dict(patch_body)}, subresource="status"
+        )
+    except ApiError as exc:
+        if exc.not_found:
+            return False
+        raise
+    ctx.remember(key, updated)
+    return True
+
+
+async def announce(
+    ctx: Context,
+    cr: Mapping[str, Any],
+    new_status: Mapping[str, Any],
+    *,
+    created: Mapping[str, Any] | None,
+    error: tuple[str, str] | None,
+    now: str,
+) -> None:
+    """Events for what this reconcile changed: the child it created, then a phase change (or a new
+    Stalled reason, so each distinct spec problem is announced once)."""
+    if created is not None:
+        text = f"created {created.get('kind')} {created['metadata']['name']}"
+        await record_event(ctx.client, cr, "Normal", "JobCreated", text, now)
+    old = cr.get("status") or {}
+    new_reason = ready_reason(new_status)
+    if new_status.get("phase") == old.get("phase") and (error is None or new_reason == ready_reason(old)):
+        return
+    failed = new_status.get("phase") in WARNING_PHASES
+    type_ = "Warning" if failed or error is not None else "Normal"
+    reason = new_reason if (error is not None or failed) else str(new_status.get("phase"))
+    await record_event(ctx.client, cr, type_, reason or "Unknown", new_status.get("message") or "", now)
+
+
+async def failed_pod_log_tail(
+    ctx: Context, cr: Mapping[str, Any], pods: list[PodState], namespace: str, container: str
+) -> dict[str, str]:
+    """``{pod: log tail}`` for the pod to blame, read once per pod; call only when the child failed.
+
+    Empty when the recorded status or the pod's termination message (FallbackToLogsOnError) already
+    holds its last lines: pods/log is read only when nothing else says why the pod died.
+    """
+    blamed = latest_failed(pods)
+    if blamed is None:
+        return {}
+    recorded = (cr.get("status") or {}).get("failure") or {}
+    if recorded.get("pod") == blamed.name and recorded.get("logTail"):
+        return {blamed.name: recorded["logTail"]}
+    if describe_failure(blamed).get("logTail"):
+        return {}
+    cache_key = (namespace, blamed.name)
+    if cache_key not in ctx.log_tails:
+        try:
+            text = await ctx.client.pod_log(namespace, blamed.name, container, ctx.log_tail_lines)
+        except ApiError as exc:
+            log.info("no log for %s: %s", blamed.name, exc)
+            text = ""
+        ctx.log_tails[cache_key] = text[-LOG_TAIL_CHARS:]
+        if len(ctx.log_tails) > LOG_TAIL_CACHE:  # bounded: keep the newest entries
+            ctx.log_tails.pop(next(iter(ctx.log_tails)))
+    tail = ctx.log_tails[cache_key]
+    return {blamed.name: tail} if tail else {}

@@ -1,0 +1,92 @@
+"""Status pieces both kinds derive alike: carried-over fields, child references, the terminal result
+that outlives its child, suspension/Kueue, and the child's own failure reason in front of the pod's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from sft_operator.render.meta import KUEUE_QUEUE_LABEL
+from sft_operator.status.conditions import ready_reason
+from sft_operator.status.pods import PodState
+
+TERMINAL = ("Succeeded", "Failed")
+SUSPENDED_MESSAGE = "suspended (spec.suspend is true); set it to false to resume"
+
+
+def child_ref(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """A ChildRef (apiVersion, kind, name, uid when known) to ``obj``."""
+    meta = obj.get("metadata") or {}
+    ref = {"apiVersion": obj.get("apiVersion"), "kind": obj.get("kind"), "name": meta.get("name")}
+    if meta.get("uid"):
+        ref["uid"] = meta["uid"]
+    return ref
+
+
+def finished(cr: Mapping[str, Any]) -> bool:
+    """The CR recorded a terminal result for a child it created: the status outlives the child
+    (``ttlSecondsAfterFinished``), so the result stands and the work is never run again."""
+    st = cr.get("status") or {}
+    return st.get("phase") in TERMINAL and bool(st.get("jobRef"))
+
+
+def state_reason(status: Mapping[str, Any]) -> str:
+    """The reason a recorded status gives for its state: Ready's reason, else the phase."""
+    return ready_reason(status) or status.get("phase") or "Unknown"
+
+
+def recorded_state(old: Mapping[str, Any]) -> tuple[str, str, str]:
+    """(phase, reason, message) as the status recorded them (for a finished CR whose child is gone)."""
+    return old["phase"], state_reason(old), old.get("message") or ""
+
+
+def carried_over(
+    cr: Mapping[str, Any],
+    job: Mapping[str, Any] | None,
+    config_map: Mapping[str, Any] | None,
+    kept: Iterable[str],
+) -> dict[str, Any]:
+    """The start of a new status: observedGeneration, the ``kept`` keys of the old status, and the
+    references to (and start time of) the children seen in this reconcile."""
+    old = cr.get("status") or {}
+    out: dict[str, Any] = {"observedGeneration": (cr.get("metadata") or {}).get("generation")}
+    for key in kept:
+        if old.get(key) is not None:
+            out[key] = old[key]
+    if config_map is not None:
+        out["configMapRef"] = child_ref(config_map)
+    if job is not None:
+        out["jobRef"] = child_ref(job)
+    start = ((job or {}).get("status") or {}).get("startTime")
+    if start:
+        out["startTime"] = start
+    return out
+
+
+def pods_of_job(pods: Iterable[PodState], job: Mapping[str, Any] | None) -> list[PodState]:
+    """The pods of this child (pods left over from a deleted, same-named child do not count)."""
+    job_uid = (job or {}).get("metadata", {}).get("uid")
+    return [p for p in pods if job_uid is None or p.owner_uid in (None, job_uid)]
+
+
+def suspended_state(
+    spec: Mapping[str, Any], job: Mapping[str, Any], suspended: bool, what: str
+) -> tuple[str, str, str] | None:
+    """(phase, reason, message) of a suspended child: by the user (Suspended), by Kueue (Pending,
+    Queued), or still suspended after the user resumed (Pending, Resuming); None when running.
+    ``what`` names the child kind in the message."""
+    if not suspended:
+        return None
+    if spec.get("suspend"):
+        return "Suspended", "Suspended", SUSPENDED_MESSAGE
+    queue = ((job.get("metadata") or {}).get("labels") or {}).get(KUEUE_QUEUE_LABEL)
+    if queue:
+        return "Pending", "Queued", f"waiting for Kueue to admit the {what} in queue {queue}"
+    return "Pending", "Resuming", f"the {what} is suspended; resuming it (spec.suspend is false)"
+
+
+def with_job_reason(failure: dict[str, Any], job_reason: str, job_message: str) -> None:
+    """Put the child's own failure reason (e.g. DeadlineExceeded) in front of the pod's message."""
+    detail = f"{job_reason} ({job_message})" if job_message else job_reason
+    failure["message"] = f"{detail}; {failure['message']}"
