@@ -138,7 +138,7 @@ def parse_json_row(line: str | bytes) -> dict[str, Any]:
         row = json.loads(line)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         where = (
-            f"{exc.msg} at line {exc.lineno} column {exc.colno}"
+            f"{exc.msg.removesuffix(' at')} at line {exc.lineno} column {exc.colno}"
             if isinstance(exc, json.JSONDecodeError)
             else str(exc)
         )

@@ -131,7 +131,9 @@ def sparkline(values: Sequence[float]) -> str:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m sft_train.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--output-dir", default="demo-output", help="where everything goes")
-    parser.add_argument("--pack-size", type=int, default=512, help="tokens per packed bin")
+    parser.add_argument(
+        "--pack-size", type=int, default=1024, help="tokens per packed bin (1024 fits every sample chat)"
+    )
     parser.add_argument("--iterations", type=int, default=60, help="fine-tuning iterations")
     return parser.parse_args(argv)
 
