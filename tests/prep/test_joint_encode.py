@@ -197,3 +197,25 @@ def test_adversarial_conversations(qwen_tokenizer: Tokenizer, nano3: ChatTemplat
     assert stats["joint"] > 0 and sum(stats.values()) == 7  # 4 single-sequence rows + 3 user turns
     assert joint.describe()["encoding"]["strategy"] == "joint"
     assert ref.describe()["encoding"] == {"strategy": "per-chunk", "why": "disabled", "sequences": {}}
+
+
+def test_added_tokens_that_the_model_can_produce_prove_nothing(
+    tmp_path: Path, sample_tokenizer_dir: Path
+) -> None:
+    """An added token that is also a BPE merge result may come from ordinary text, not from extraction."""
+    spec = json.loads((sample_tokenizer_dir / "tokenizer.json").read_text(encoding="utf-8"))
+    merges = spec["model"]["merges"]
+    first = merges[0] if isinstance(merges[0], str) else " ".join(merges[0])
+    merged = first.replace(" ", "")
+    merged_id = spec["model"]["vocab"][merged]
+
+    def add_merged(s: dict[str, Any]) -> None:
+        s["added_tokens"].append(
+            {"id": merged_id, "content": merged, "single_word": False, "lstrip": False, "rstrip": False,
+             "normalized": False, "special": False}
+        )  # fmt: skip
+
+    tok = _variant(tmp_path, sample_tokenizer_dir, add_merged)
+    plan, _ = tok.joint_plan
+    assert plan is not None and not plan.added[merged_id]
+    assert plan.added[tok.check_chat_tokens()["<|im_end|>"]]

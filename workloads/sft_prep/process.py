@@ -166,6 +166,8 @@ class RowProcessor:
         used = tuple(t for t in CHAT_TOKENS if t in template.text)
         self.chat_token_ids = tokenizer.check_chat_tokens(used)
         self.joint = joint
+        if joint:
+            _ = tokenizer.joint_plan  # built once here (~0.4 s for 151k ids), not in a batch thread
         self._encode_stats: Counter[str] = Counter()
         self._stats_lock = threading.Lock()
 
