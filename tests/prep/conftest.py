@@ -5,15 +5,13 @@ Generic on purpose — both the text-semantics tests and the pipeline tests use 
 
 from __future__ import annotations
 
-import socket
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from prep.chat_strategies import chat
-from sft_common import storage
+from s3server import S3Server
 from sft_prep.chat import RowError, parse_json_row
 from sft_prep.template import ChatTemplate, load_template
 from sft_prep.tokenize import Tokenizer, load_tokenizer
@@ -101,28 +99,9 @@ def tiny_rows() -> dict[str, dict[str, Any]]:
 
 
 @pytest.fixture
-def s3_bucket(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    """A local moto S3 server on a free port with bucket ``data``; yields a boto3 client for it."""
+def s3_bucket(s3_server: S3Server) -> Any:
+    """The shared local S3 (``s3_server``) with bucket ``data``; yields a boto3 client for it."""
     import boto3
-    from moto.server import ThreadedMotoServer
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    storage.reset_clients()
-    client = boto3.client("s3", endpoint_url=endpoint)
-    client.create_bucket(Bucket="data")
-    try:
-        yield client
-    finally:
-        storage.reset_clients()
-        server.stop()
+    s3_server.create_bucket("data")
+    return boto3.client("s3", endpoint_url=s3_server.endpoint)

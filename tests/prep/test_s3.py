@@ -4,49 +4,16 @@ from __future__ import annotations
 
 import io
 import json
-import socket
-from collections.abc import Iterator
 from pathlib import Path
 
-import boto3
 import pyarrow.parquet as pq
-import pytest
 
 from prep.pipeline_support import CHATS, run_cli, termination, write_config
-from sft_common import storage
 from sft_prep.parquet_shard import SCHEMA
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture
-def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
-    from moto.server import ThreadedMotoServer
-
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    storage.reset_clients()
-    client = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}")
-    client.create_bucket(Bucket="data")
-    try:
-        yield client
-    finally:
-        storage.reset_clients()
-        server.stop()
-
-
-def test_s3_input_and_output(tmp_path: Path, s3) -> None:  # type: ignore[no-untyped-def]
+def test_s3_input_and_output(tmp_path: Path, s3_bucket) -> None:  # type: ignore[no-untyped-def]
+    s3 = s3_bucket
     lines = CHATS.read_bytes().splitlines(keepends=True)
     s3.put_object(Bucket="data", Key="in/part-0.jsonl", Body=b"".join(lines[:250]))
     s3.put_object(Bucket="data", Key="in/part-1.jsonl", Body=b"".join(lines[250:]))
