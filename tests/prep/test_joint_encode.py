@@ -9,6 +9,7 @@ text written literally), and end to end through ``RowProcessor`` on random conve
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from hypothesis import strategies as st
 
 from prep.chat_strategies import chat, chat_rows, realistic_rows
 from sft_prep.joint_encode import FALLBACK_REASONS, encode_chunks, encode_per_chunk
-from sft_prep.process import RowProcessor
+from sft_prep.process import Counts, RowProcessor
 from sft_prep.template import ChatTemplate
 from sft_prep.tokenize import Tokenizer, load_tokenizer
 
@@ -157,7 +158,12 @@ def _both(tokenizer: Tokenizer, nano3: ChatTemplate) -> tuple[RowProcessor, RowP
 def _same_results(joint: RowProcessor, ref: RowProcessor, rows: list[dict[str, Any]]) -> None:
     batch = [("d", i, row) for i, row in enumerate(rows)]
     got, want = joint.process(batch), ref.process(batch)
-    assert got.counts.to_dict() == want.counts.to_dict()
+    got_counts, want_counts = got.counts.to_dict(), want.counts.to_dict()
+    # How the ids were computed differs (that is the point); what came out must not.
+    assert want_counts.pop("encoding") == {}
+    encoded = want_counts["sequences"] + sum(want_counts["dropped_sequences"].values())
+    assert sum(got_counts.pop("encoding").values()) == encoded  # each sequence once, kept or dropped
+    assert got_counts == want_counts
     assert len(got.sequences) == len(want.sequences)
     for a, b in zip(got.sequences, want.sequences, strict=True):
         assert a.input_ids.tolist() == b.input_ids.tolist()
@@ -197,6 +203,14 @@ def test_adversarial_conversations(qwen_tokenizer: Tokenizer, nano3: ChatTemplat
     assert stats["joint"] > 0 and sum(stats.values()) == 7  # 4 single-sequence rows + 3 user turns
     assert joint.describe()["encoding"]["strategy"] == "joint"
     assert ref.describe()["encoding"] == {"strategy": "per-chunk", "why": "disabled", "sequences": {}}
+    # The same numbers travel in the batch's counts (receipts → metadata.json), also across merges.
+    counts = joint.process([("d", i, row) for i, row in enumerate(rows)]).counts
+    assert Counter(joint.encode_stats()) - Counter(stats) == counts.encoding
+    assert sum(counts.encoding.values()) == 7
+    restored = Counts.from_dict(json.loads(json.dumps(counts.to_dict())))
+    restored.merge(counts)
+    assert restored.encoding == Counter({k: 2 * v for k, v in counts.encoding.items()})
+    assert ref.process([("d", 0, rows[0])]).counts.encoding == Counter(), "per-chunk: nothing to report"
 
 
 def test_added_tokens_that_the_model_can_produce_prove_nothing(

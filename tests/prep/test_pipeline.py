@@ -364,3 +364,10 @@ def test_worker_processes_produce_byte_identical_shards(tmp_path: Path) -> None:
     meta_two = json.loads((tmp_path / "two" / "metadata.json").read_text())
     assert meta_one["totals"] == meta_two["totals"] and meta_one["dropped"] == meta_two["dropped"]
     assert meta_one["examples"] == meta_two["examples"]
+    # The encoding strategy and its per-sequence counts reach metadata.json, summed over the worker
+    # processes: every sequence the chunker produced was encoded once, kept or dropped afterwards.
+    encoding = meta_one["encoding"]
+    assert (encoding["strategy"], encoding["why"]) == ("joint", "byte-level BPE")
+    assert meta_two["encoding"] == encoding and encoding["sequences"]["joint"] > 0
+    encoded = meta_one["totals"]["sequences"] + sum(meta_one["dropped_sequences"].values())
+    assert sum(encoding["sequences"].values()) == encoded

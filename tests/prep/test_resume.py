@@ -68,6 +68,29 @@ def test_a_crash_mid_run_resumes_without_redoing_finished_shards(
     assert resumed["totals"] == fresh["totals"] and resumed["config_hash"] == fresh["config_hash"]
 
 
+def test_a_failure_while_the_previous_shard_is_written_keeps_that_shard(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Shard k is written in the background while shard k+1 is tokenized; if tokenizing fails, the
+    write in flight still completes with its receipt (nothing finished is lost), and nothing later."""
+    config = write_config(tmp_path, valid_ratio=0.25)
+    out = tmp_path / "out"
+    real_collect = pipeline.Worker.collect
+    calls = {"n": 0}
+
+    def fail_third(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError("input vanished")
+        return real_collect(self, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline.Worker, "collect", fail_third)
+    code, _ = run_cli("--config", str(config))
+    assert code == 1 and "input vanished" in termination()["message"]
+    assert sorted(p.name for p in (out / "receipts").iterdir()) == ["shard_000000.json", "shard_000001.json"]
+    assert len(list((out / "splits").rglob("*.parquet"))) == 2 and not (out / "metadata.json").exists()
+
+
 def test_a_killed_process_resumes(tmp_path: Path) -> None:
     big = tmp_path / "big.jsonl"
     big.write_bytes(CHATS.read_bytes() * 15)

@@ -33,9 +33,9 @@ def tokenizer_fingerprint(tokenizer: Tokenizer) -> str:
     """Hash of the tokenizer's rules: the serialized Rust tokenizer when there is one."""
     backend = tokenizer.backend
     tok = getattr(backend, "tok", None)
-    to_str = getattr(tok, "to_str", None)
-    if callable(to_str):
-        return hashlib.sha256(to_str().encode()).hexdigest()
+    serialized = getattr(backend, "serialized", None)
+    if callable(serialized):
+        return hashlib.sha256(serialized().encode()).hexdigest()
     # transformers fallback: the vocabulary decides the ids
     vocab = getattr(tok, "get_vocab", None)
     if callable(vocab):
@@ -48,6 +48,9 @@ class Engine:
     processor_: RowProcessor
     tokenizer_info: dict[str, Any]
     template_info: dict[str, Any]
+    encoding_info: dict[str, Any]
+    """How sequences are tokenized (``strategy``, ``why``) for metadata.json; not part of the run
+    identity, which the tokenizer and template already decide."""
 
     def processor(self) -> RowProcessor:
         return self.processor_
@@ -70,7 +73,8 @@ def load(cfg: PrepConfig) -> Engine:
         "sha256": hashlib.sha256(template.text.encode()).hexdigest(),
         "chunker": info["chunker"],
     }
-    return Engine(processor, tokenizer_info, template_info)
+    encoding_info = {k: v for k, v in info["encoding"].items() if k != "sequences"}
+    return Engine(processor, tokenizer_info, template_info, encoding_info)
 
 
 class BatchRunner:
@@ -189,7 +193,7 @@ class ProcessRunner:
     tokenizer would use every core while the Python half of the work stays serial, so on a many-core
     pod throughput would stop at one core's worth of Python. JSON lines travel undecoded (bytes), and
     sequences come back as three arrays per batch. Start-up (imports, tokenizer load) costs about a
-    second per process, so the pipeline uses this only for large inputs or when asked to.
+    second per process, so the pipeline uses this only for large inputs on 4+ CPUs or when asked to.
     """
 
     def __init__(self, cfg: PrepConfig, processes: int) -> None:
@@ -227,9 +231,10 @@ class ProcessRunner:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
-def default_processes(input_bytes: int) -> int:
-    """Worker processes for a worker that reads ``input_bytes``: 1 for small inputs (start-up would
-    dominate), else the CPUs this process may use, at most 8 (``SFT_PREP_PROCESSES`` overrides)."""
+def default_processes(input_bytes: int, cpus: int | None = None) -> int:
+    """Worker processes for a worker that reads ``input_bytes`` with ``cpus`` usable CPUs (default:
+    :func:`usable_cpus`): 1 for small inputs (start-up would dominate) and for fewer than
+    ``MIN_CPUS_FOR_PROCESSES`` CPUs, else the CPUs, at most 8 (``SFT_PREP_PROCESSES`` overrides)."""
     override = os.environ.get("SFT_PREP_PROCESSES")
     if override:
         try:
@@ -238,7 +243,20 @@ def default_processes(input_bytes: int) -> int:
             raise ConfigError(f"SFT_PREP_PROCESSES must be an integer, got {override!r}") from None
     if input_bytes < 64 * 2**20:
         return 1
-    return max(1, min(usable_cpus(), 8))
+    cpus = usable_cpus() if cpus is None else cpus
+    if cpus < MIN_CPUS_FOR_PROCESSES:
+        return 1
+    return max(1, min(cpus, 8))
+
+
+MIN_CPUS_FOR_PROCESSES = 4
+"""Below this, one process with a threaded tokenizer is faster and cheaper than a process pool.
+
+In one process the tokenizer's Rust threads use every core while Python (parse, render, chunk) runs
+on one (about a quarter of the CPU time), so one process keeps ~2 cores busy. A pool costs a tokenizer
+load and joint plan per process, pickling rows and results, and a parent competing for the cores:
+on 2 CPUs and 100k conversations (bench-prep) it took 45.4 s wall / 84 CPU-s against 39.2 s /
+66 CPU-s for one process. With 4+ CPUs the serial Python half would cap one process, so use a pool."""
 
 
 def usable_cpus(cgroup_cpu_max: str = "/sys/fs/cgroup/cpu.max") -> int:

@@ -50,8 +50,12 @@ def build_metadata(
     shards: Sequence[Shard],
     receipts: Mapping[int, Mapping[str, Any]],
     sources: Mapping[str, Sequence[str]],
+    encoding: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Everything a person or the trainer needs to know about the prepared data, from receipts only."""
+    """Everything a person or the trainer needs to know about the prepared data, from receipts only.
+
+    ``encoding``: the tokenization strategy (``strategy``, ``why``); the sequence counts per strategy
+    and fallback reason are summed from the receipts."""
     pack_size = int(config["pack_size"])
     per_shard = {s.index: ShardCounts.from_dict(receipts[s.index]["stats"]) for s in shards}
     totals = ShardCounts.total(per_shard.values())
@@ -88,6 +92,7 @@ def build_metadata(
         "seed": config["seed"],
         "tokenizer": identity["tokenizer"],
         "chat_template": identity["chat_template"],
+        "encoding": {**(encoding or {}), "sequences": dict(sorted(rows.encoding.items()))},
         "num_shards": len(shards),
         "parquet": {
             "schema": {"input_ids": "list<int32>", "loss_mask": "list<uint8>", "seq_start_id": "list<int32>"},

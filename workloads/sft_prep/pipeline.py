@@ -1,18 +1,20 @@
 """One worker's run: plan → (its shards: read → process → pack → Parquet → receipt) → maybe commit.
 
 Worker ``I`` of ``N`` builds the shards whose global index ``s`` satisfies ``s % N == I``. A shard is
-the unit of memory (its sequences are held until packed), of resumption (a receipt is written after
-its Parquet file) and of parallelism. After its own shards, every worker checks whether all receipts
-of the run are present; if so it commits: deletes stale files, writes ``blend.json`` and then
-``metadata.json`` (the commit marker). Receipts are written before that check, so the worker that
-completes the last shard always sees every receipt and commits before it exits; when two commit at
-once they write identical bytes (the content is a pure function of the receipts).
+the unit of memory (its sequences are held until packed and written; one shard is written in a
+background thread while the next is tokenized, so at most two are held), of resumption (a receipt
+is written after its Parquet file) and of parallelism. After its own shards, every worker checks
+whether all receipts of the run are present; if so it commits: deletes stale files, writes
+``blend.json`` and then ``metadata.json`` (the commit marker). Receipts are written before that
+check, so the worker that completes the last shard always sees every receipt and commits before it
+exits; when two commit at once they write identical bytes (the content is a pure function of the
+receipts).
 
 Inside a worker, rows stream from the readers in batches to the text stage (parse, render, chunk,
 tokenize): in this process with two batches overlapping (the tokenizer releases the GIL), or, for
-large inputs or ``--processes P``, in P worker processes, since the Python half of the work would
-otherwise cap a many-core pod at one core. Batches are consumed in order either way, so the shards
-are byte-identical whatever the parallelism.
+large inputs on 4+ CPUs or with ``--processes P``, in P worker processes, since the Python half of
+the work would otherwise cap a many-core pod at one core (see ``engine.default_processes``). Batches
+are consumed in order either way, so the shards are byte-identical whatever the parallelism.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -90,6 +93,18 @@ def load_datasets(cfg: PrepConfig) -> list[DatasetSpec]:
 
 
 @dataclass
+class Collected:
+    """One shard's tokenized sequences, concatenated in input order, waiting to be packed and written."""
+
+    counts: ShardCounts
+    ids: np.ndarray
+    mask: np.ndarray
+    lengths: np.ndarray
+    started: float
+    """time.monotonic() when the shard was started (for its receipt)."""
+
+
+@dataclass
 class WorkerTotals:
     """What this worker did, for progress and the final message."""
 
@@ -123,6 +138,7 @@ class Worker:
         self.processes = processes
         """Text-stage processes (0: automatic, see engine.default_processes)."""
         self.pool: engine.ProcessRunner | None = None
+        self._completed = 0.0
 
     # ----------------------------------------------------------------------------- setup
     def prepare(self) -> None:
@@ -183,6 +199,19 @@ class Worker:
             rates=("tokens", "rows"),
             owner_key=str(self.worker_index),
         )
+        # A shard's tail (pack, lay out, compress, write, receipt) is single-threaded numpy/Arrow work;
+        # one background thread does it while the next shard's rows are tokenized, so the cores do not
+        # idle. At most one shard is being written while the next is collected: memory stays two
+        # shards at most, and shards (and receipts) are still finished in order.
+        finisher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sft-prep-write")
+        writing: tuple[int, Shard, Future[dict[str, Any]]] | None = None
+
+        def finished(item: tuple[int, Shard, Future[dict[str, Any]]]) -> None:
+            done, shard, future = item
+            self.totals.bins += int(future.result()["stats"]["bins"])
+            self.totals.built.append(shard.index)
+            self._advance(progress, done + 1)
+
         try:
             for done, shard in enumerate(self.mine):
                 if is_done(
@@ -193,12 +222,20 @@ class Worker:
                     self.identity.forced,
                 ):
                     self.totals.skipped.append(shard.index)
-                    progress.update(completed=done + 1, **self._metrics())
+                    self._advance(progress, done + 1)
                     continue
-                self.build(shard, progress, done)
-                self.totals.built.append(shard.index)
-                progress.update(completed=done + 1, **self._metrics())
+                collected = self.collect(shard, progress, done)
+                if writing is not None:
+                    finished(writing)
+                writing = (done, shard, finisher.submit(self.finish, shard, collected))
+                del collected  # only the writer may hold the shard now, so it is freed once written
+            if writing is not None:
+                finished(writing)
+                writing = None
         finally:
+            if writing is not None:  # failed while collecting: let the write in flight end first
+                writing[2].exception()
+            finisher.shutdown(wait=True)
             progress.close(**self._metrics())
             if self.pool is not None:
                 self.pool.close()
@@ -217,6 +254,12 @@ class Worker:
         wanted = [self.layout.uri(s["file"]) for s in meta.get("shards", []) if s.get("file")]
         return [u for u in wanted if _normalize(u) not in present]
 
+    def _advance(self, progress: Progress, completed: float) -> None:
+        """Report progress in shards; never backwards (a shard's write ends after the next shard's
+        rows have been counted in)."""
+        self._completed = max(self._completed, completed)
+        progress.update(completed=self._completed, **self._metrics())
+
     def _metrics(self) -> dict[str, int]:
         t = self.totals
         return {"rows": t.rows, "tokens": t.tokens, "sequences": t.sequences, "bins": t.bins}
@@ -234,8 +277,8 @@ class Worker:
         )
 
     # ----------------------------------------------------------------------------- one shard
-    def build(self, shard: Shard, progress: Progress, done: int) -> dict[str, Any]:
-        cfg = self.cfg
+    def collect(self, shard: Shard, progress: Progress, done: int) -> Collected:
+        """Read, parse, render and tokenize one shard's rows (in this thread and the text stage)."""
         spec = self.specs[shard.dataset]
         started = time.monotonic()
         counts = ShardCounts()
@@ -260,7 +303,7 @@ class Worker:
             self.totals.rows += n
             self.totals.sequences += sequences
             self.totals.tokens += tokens
-            progress.update(completed=done + meter.fraction, **self._metrics())
+            self._advance(progress, done + meter.fraction)
 
         if self.pool is not None:
             pool = self.pool
@@ -298,6 +341,14 @@ class Worker:
                 take(runner.drain())
 
         ids, mask, lengths = store.take()
+        return Collected(counts, ids, mask, lengths, started)
+
+    def finish(self, shard: Shard, collected: Collected) -> dict[str, Any]:
+        """Pack, lay out, write the Parquet file, then the receipt; returns the receipt. Runs in the
+        writer thread, so it touches only this shard's data (no worker totals, no progress)."""
+        cfg = self.cfg
+        counts, ids, mask, lengths = collected.counts, collected.ids, collected.mask, collected.lengths
+        started = collected.started
         packing = pack(lengths, cfg.pack_size, cfg.algorithm, seed=shard_seed(cfg.seed, shard.index))
         bin_order = None
         if cfg.algorithm != "first_fit_shuffle" and packing.num_bins > 1:
@@ -318,7 +369,6 @@ class Worker:
             size = write_shard(
                 self.layout.uri(rel), parts(), cfg.parquet_row_group_size, cfg.parquet_compression
             )
-        self.totals.bins += packing.num_bins
         receipt = {
             "version": RECEIPT_VERSION,
             "status": "completed",
@@ -355,6 +405,7 @@ class Worker:
             shards=self.shards,
             receipts=done,
             sources=sources,
+            encoding=self.engine.encoding_info,
         )
         write_json(self.layout.blend, build_blend(self.cfg.output_dir, self.shards, done))
         write_json(self.layout.metadata, meta)

@@ -84,6 +84,10 @@ class Counts:
     """Sequences dropped from otherwise kept or dropped rows, by reason."""
     examples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     """reason → up to MAX_EXAMPLES {dataset, row, detail}."""
+    encoding: Counter[str] = field(default_factory=Counter)
+    """Sequences tokenized whole (``joint``) or chunk by chunk (``fallback_<reason>``), before any drop;
+    empty when joint encoding is disabled. Carried in the counts (not only in the processor) so that
+    receipts, worker processes and pods add up to the run's numbers in metadata.json."""
 
     def add_example(self, reason: str, dataset: str, row: RowRef, detail: str) -> None:
         bucket = self.examples.setdefault(reason, [])
@@ -99,6 +103,7 @@ class Counts:
         self.truncated += other.truncated
         self.dropped.update(other.dropped)
         self.dropped_sequences.update(other.dropped_sequences)
+        self.encoding.update(other.encoding)
         for reason, items in other.examples.items():
             for item in items:
                 self.add_example(reason, item["dataset"], item["row"], item["detail"])
@@ -114,6 +119,7 @@ class Counts:
             "dropped": dict(sorted(self.dropped.items())),
             "dropped_sequences": dict(sorted(self.dropped_sequences.items())),
             "examples": {k: list(v) for k, v in sorted(self.examples.items())},
+            "encoding": dict(sorted(self.encoding.items())),
         }
 
     @classmethod
@@ -128,6 +134,7 @@ class Counts:
             dropped=Counter(data.get("dropped", {})),
             dropped_sequences=Counter(data.get("dropped_sequences", {})),
             examples={k: list(v) for k, v in data.get("examples", {}).items()},
+            encoding=Counter(data.get("encoding", {})),
         )
 
 
@@ -243,6 +250,7 @@ class RowProcessor:
             flat, lengths = encode_per_chunk(self.tokenizer, [t for s in seq_texts for t in s])
         else:
             flat, lengths = encoded.ids, encoded.chunk_lengths
+            counts.encoding.update(encoded.stats)
             with self._stats_lock:
                 self._encode_stats.update(encoded.stats)
         ends = np.cumsum(lengths).tolist()
