@@ -130,3 +130,11 @@ def test_owner_patch_failure_is_not_fatal(capsys: pytest.CaptureFixture[str]) ->
     progress.close()
     assert patcher.errors >= 1 and patcher.sent == 0
     assert "could not patch owner status" in capsys.readouterr().err
+
+
+def test_eta_of_a_resumed_run_counts_only_this_processes_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = iter([100.0])  # the start; every later read of the clock is 10 s on
+    monkeypatch.setattr("sft_common.progress.time.monotonic", lambda: next(clock, 110.0))
+    progress = Progress("train", total=100, initial=50, stream=io.StringIO(), owner=False)
+    progress.completed = 60  # 10 iterations in 10 s here; 40 left -> 40 s, not 40 * 10/60
+    assert progress.eta() == pytest.approx(40.0)

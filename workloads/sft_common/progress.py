@@ -192,6 +192,7 @@ class Progress:
         interval: float | None = None,
         owner: OwnerStatusPatcher | bool | None = True,
         owner_key: str | None = None,
+        initial: float = 0,
     ) -> None:
         self.task = task
         self.total = total
@@ -208,7 +209,10 @@ class Progress:
         if owner is True:
             owner = OwnerStatusPatcher.from_env(subkey=owner_key)
         self.owner: OwnerStatusPatcher | None = owner or None
-        self.completed: float = 0
+        self.initial = initial
+        """Units already done before this process started (a resumed run): counted as completed,
+        but not in the rate, or the ETA would credit this process with earlier work."""
+        self.completed: float = initial
         self.metrics: dict[str, Any] = {}
         self.start = time.monotonic()
         self._last_emit = -math.inf
@@ -257,11 +261,11 @@ class Progress:
         return value / elapsed if elapsed > 0 else 0.0
 
     def eta(self) -> float | None:
-        if not self.total or self.completed <= 0:
+        done_here = self.completed - self.initial
+        if not self.total or done_here <= 0:
             return None
         remaining = max(self.total - self.completed, 0)
-        per_unit = self.elapsed / self.completed
-        return remaining * per_unit
+        return remaining * self.elapsed / done_here
 
     def snapshot(self) -> dict[str, Any]:
         """The state as a CR status fragment (camelCase keys)."""

@@ -321,8 +321,9 @@ class HFTrainer:
             rates=("tokens",),
             mode=None if self.is_main else "off",
             owner=self.is_main,
+            initial=self.start_iteration,
         )
-        progress.update(completed=self.start_iteration)
+        progress.update()
         metrics = open(cfg.logging.metrics_file, "a") if cfg.logging.metrics_file and self.is_main else None  # noqa: SIM115
         wandb_run = _wandb_start(cfg) if self.is_main else None
         if self.is_main and self.start_iteration:
