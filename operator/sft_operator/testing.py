@@ -11,6 +11,7 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
+import kopf
 from kopf.testing import KopfRunner
 
 from sft_operator.handlers import OperatorConfig, build_registry
@@ -36,7 +37,13 @@ def test_config(**overrides: Any) -> OperatorConfig:
 def run_operator(namespace: str = "default", timeout: float = 30, **overrides: Any) -> Iterator[KopfRunner]:
     """The operator for the duration of the block; raises what the operator raised, with its output."""
     args = ["run", "--standalone", "--namespace", namespace]
-    with KopfRunner(args, registry=build_registry(test_config(**overrides)), timeout=timeout) as runner:
-        yield runner
+    # kopf's CLI makes the runner's registry the process-wide default; put the previous one back, or
+    # the next kopf operator started in this process (another test's) would run our handlers too.
+    previous = kopf.get_default_registry()
+    try:
+        with KopfRunner(args, registry=build_registry(test_config(**overrides)), timeout=timeout) as runner:
+            yield runner
+    finally:
+        kopf.set_default_registry(previous)
     if runner.exception is not None:
         raise AssertionError(f"the operator failed: {runner.exception!r}\n{runner.output[-3000:]}")
