@@ -362,18 +362,11 @@ class KubeEmulator:
         A 404 from a helper inside the predicate counts as "not yet".
         """
         deadline = time.monotonic() + timeout
-        last: Any = None
         while True:
-            try:
-                last = predicate()
-            except ApiError as error:
-                if error.code != 404:
-                    raise
-                last = None
+            last = _poll(predicate)
             if last:
                 return last
-            if time.monotonic() >= deadline:
-                raise WaitTimeout(f"timed out after {timeout}s waiting for {message}; last value: {last!r}")
+            _check_deadline(deadline, timeout, message, last)
             time.sleep(interval)
 
     async def async_wait_for(
@@ -385,18 +378,11 @@ class KubeEmulator:
     ) -> T:
         """Like :meth:`wait_for`, but yields to the caller's event loop between polls."""
         deadline = time.monotonic() + timeout
-        last: Any = None
         while True:
-            try:
-                last = predicate()
-            except ApiError as error:
-                if error.code != 404:
-                    raise
-                last = None
+            last = _poll(predicate)
             if last:
                 return last
-            if time.monotonic() >= deadline:
-                raise WaitTimeout(f"timed out after {timeout}s waiting for {message}; last value: {last!r}")
+            _check_deadline(deadline, timeout, message, last)
             await asyncio.sleep(interval)
 
     def wait_for_object(
@@ -429,3 +415,18 @@ class KubeEmulator:
             timeout,
             message=f"{kind} {namespace}/{name} to be deleted",
         )
+
+
+def _poll(predicate: Callable[[], T]) -> T | None:
+    """One look for the wait helpers: a 404 from a helper inside the predicate means "not yet"."""
+    try:
+        return predicate()
+    except ApiError as error:
+        if error.code != 404:
+            raise
+        return None
+
+
+def _check_deadline(deadline: float, timeout: float, message: str, last: Any) -> None:
+    if time.monotonic() >= deadline:
+        raise WaitTimeout(f"timed out after {timeout}s waiting for {message}; last value: {last!r}")

@@ -11,6 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+# kopf's peering CRDs as the project ships them (manifests/crds/kopf-peering.yaml): the emulator serves
+# exactly what the chart installs rather than a second definition of its own.
+from sft_operator.crdgen import kopf_peering_crds as kopf_peering_crds
+
 ALL_VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
 
 
@@ -133,41 +137,6 @@ def resources_from_crd(crd: dict[str, Any]) -> ResourceDef:
         schemas=schemas,
         crd_name=crd.get("metadata", {}).get("name"),
     )
-
-
-def kopf_peering_crds() -> list[dict[str, Any]]:
-    """The two CRDs kopf uses for peering, so operators started with peering find them."""
-    crds: list[dict[str, Any]] = []
-    for scope, plural, kind in (
-        ("Cluster", "clusterkopfpeerings", "ClusterKopfPeering"),
-        ("Namespaced", "kopfpeerings", "KopfPeering"),
-    ):
-        crds.append(
-            {
-                "apiVersion": "apiextensions.k8s.io/v1",
-                "kind": "CustomResourceDefinition",
-                "metadata": {"name": f"{plural}.kopf.dev"},
-                "spec": {
-                    "group": "kopf.dev",
-                    "scope": scope,
-                    "names": {"plural": plural, "singular": kind.lower(), "kind": kind},
-                    "versions": [
-                        {
-                            "name": "v1",
-                            "served": True,
-                            "storage": True,
-                            "schema": {
-                                "openAPIV3Schema": {
-                                    "type": "object",
-                                    "x-kubernetes-preserve-unknown-fields": True,
-                                }
-                            },
-                        }
-                    ],
-                },
-            }
-        )
-    return crds
 
 
 def pytorchjob_crd() -> dict[str, Any]:
