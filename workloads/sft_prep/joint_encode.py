@@ -42,6 +42,8 @@ FALLBACK_REASONS = {
     "straddle": "a token spans a chunk boundary",
     "unproven_boundary": "a chunk boundary is a token start, but not provably a segment boundary",
 }
+OUTCOMES = ("joint", *(f"fallback_{reason}" for reason in FALLBACK_REASONS))
+"""How a sequence was encoded; ``EncodedChunks.outcome`` holds indices into this."""
 
 
 @dataclass
@@ -52,6 +54,8 @@ class EncodedChunks:
     """int64 number of tokens of each chunk, in order."""
     stats: Counter[str]
     """``joint``: sequences cut from one encoding; ``fallback_<reason>``: sequences encoded per chunk."""
+    outcome: np.ndarray
+    """int8 per sequence: index into ``OUTCOMES`` (0: joint)."""
 
 
 def _flatten(ids: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
@@ -73,7 +77,10 @@ def encode_chunks(tokenizer: Tokenizer, sequences: list[list[str]]) -> EncodedCh
     if plan is None or not sequences:
         flat, lengths = encode_per_chunk(tokenizer, chunks)
         return EncodedChunks(
-            flat, lengths, Counter({"fallback_tokenizer": len(sequences)} if sequences else {})
+            flat,
+            lengths,
+            Counter({"fallback_tokenizer": len(sequences)} if sequences else {}),
+            np.full(len(sequences), OUTCOMES.index("fallback_tokenizer"), dtype=np.int8),
         )
     n_seq = len(sequences)
     n_chunks = np.fromiter(map(len, sequences), dtype=np.int64, count=n_seq)
@@ -144,18 +151,20 @@ def encode_chunks(tokenizer: Tokenizer, sequences: list[list[str]]) -> EncodedCh
     ]
     bad = skipped | mismatch | straddle | unproven
     stats: Counter[str] = Counter()
+    outcome = np.zeros(n_seq, dtype=np.int8)
     if n_seq > bad.sum():
         stats["joint"] = int(n_seq - bad.sum())
     for reason, mask in bad_reason:
         if mask.any():
             stats[f"fallback_{reason}"] += int(mask.sum())
+            outcome[mask] = OUTCOMES.index(f"fallback_{reason}")
 
     chunk_tok_end = np.empty(len(chunks), dtype=np.int64)
     chunk_tok_end[inner] = k
     chunk_tok_end[is_last] = seq_tok_end[has_chunks]
     chunk_lengths = np.diff(chunk_tok_end, prepend=0)
     if not bad.any():
-        return EncodedChunks(flat, chunk_lengths, stats)
+        return EncodedChunks(flat, chunk_lengths, stats, outcome)
 
     # Splice the per-chunk encodings of the failed sequences in, keeping sequence order.
     bad_seqs = np.flatnonzero(bad).tolist()
@@ -175,4 +184,4 @@ def encode_chunks(tokenizer: Tokenizer, sequences: list[list[str]]) -> EncodedCh
         tok_at, chunk_at = int(seq_tok_end[s]), first + count
     ids_parts.append(flat[tok_at:])
     len_parts.append(chunk_lengths[chunk_at:])
-    return EncodedChunks(np.concatenate(ids_parts), np.concatenate(len_parts), stats)
+    return EncodedChunks(np.concatenate(ids_parts), np.concatenate(len_parts), stats, outcome)

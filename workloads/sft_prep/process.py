@@ -39,8 +39,8 @@ import numpy as np
 
 from sft_prep.chat import RowError, parse_conversation, shorten
 from sft_prep.chunking import Chunk, split_generic
-from sft_prep.joint_encode import encode_chunks, encode_per_chunk
 from sft_prep.nano3_fast import split_nano3
+from sft_prep.sequence_encode import SeqChunks, encode_sequences, safe_markers
 from sft_prep.template import ChatTemplate, load_template
 from sft_prep.tokenize import CHAT_TOKENS, Tokenizer, load_tokenizer
 
@@ -88,6 +88,9 @@ class Counts:
     """Sequences tokenized whole (``joint``) or chunk by chunk (``fallback_<reason>``), before any drop;
     empty when joint encoding is disabled. Carried in the counts (not only in the processor) so that
     receipts, worker processes and pods add up to the run's numbers in metadata.json."""
+    reused: Counter[str] = field(default_factory=Counter)
+    """``sequences`` whose history was taken from a longer sequence of the same row instead of being
+    encoded again, and the ``tokens`` of that history (:mod:`sft_prep.sequence_encode`)."""
 
     def add_example(self, reason: str, dataset: str, row: RowRef, detail: str) -> None:
         bucket = self.examples.setdefault(reason, [])
@@ -104,6 +107,7 @@ class Counts:
         self.dropped.update(other.dropped)
         self.dropped_sequences.update(other.dropped_sequences)
         self.encoding.update(other.encoding)
+        self.reused.update(other.reused)
         for reason, items in other.examples.items():
             for item in items:
                 self.add_example(reason, item["dataset"], item["row"], item["detail"])
@@ -120,6 +124,7 @@ class Counts:
             "dropped_sequences": dict(sorted(self.dropped_sequences.items())),
             "examples": {k: list(v) for k, v in sorted(self.examples.items())},
             "encoding": dict(sorted(self.encoding.items())),
+            "reused": dict(sorted(self.reused.items())),
         }
 
     @classmethod
@@ -135,6 +140,7 @@ class Counts:
             dropped_sequences=Counter(data.get("dropped_sequences", {})),
             examples={k: list(v) for k, v in data.get("examples", {}).items()},
             encoding=Counter(data.get("encoding", {})),
+            reused=Counter(data.get("reused", {})),
         )
 
 
@@ -173,8 +179,13 @@ class RowProcessor:
         used = tuple(t for t in CHAT_TOKENS if t in template.text)
         self.chat_token_ids = tokenizer.check_chat_tokens(used)
         self.joint = joint
+        self.share_markers: tuple[str, ...] = ()
+        """Control tokens before which a row's sequences may share their encoded history."""
         if joint:
-            _ = tokenizer.joint_plan  # built once here (~0.4 s for 151k ids), not in a batch thread
+            plan, _ = tokenizer.joint_plan  # built once here (~0.4 s for 151k ids), not in a batch thread
+            if plan is not None:
+                atomic = tuple(t for t, i in self.chat_token_ids.items() if plan.added[i])
+                self.share_markers = safe_markers(atomic, plan.added_texts)
         self._encode_stats: Counter[str] = Counter()
         self._stats_lock = threading.Lock()
 
@@ -218,9 +229,8 @@ class RowProcessor:
         self, rows: Iterable[Row], *, messages_field: str = "messages", tools_field: str = "tools"
     ) -> ProcessResult:
         counts = Counts()
-        pending: list[tuple[str, RowRef, list[int]]] = []  # row, non-empty chunks per sequence
-        seq_texts: list[list[str]] = []
-        flags: list[bool] = []
+        pending: list[tuple[str, RowRef, int]] = []  # row, number of sequences
+        row_seqs: list[list[SeqChunks]] = []
         for dataset, index, row in rows:
             counts.rows += 1
             try:
@@ -237,35 +247,34 @@ class RowProcessor:
                     "no_trainable_tokens", dataset, index, "no user turn is followed by a reply"
                 )
                 continue
-            sizes = []
-            for seq in sequences:
-                texts = [c.text for c in seq if c.text]
-                sizes.append(len(texts))
-                seq_texts.append(texts)
-                flags.extend(c.role == "assistant" for c in seq if c.text)
-            pending.append((dataset, index, sizes))
+            row_seqs.append(
+                [
+                    ([c.text for c in seq if c.text], [c.role == "assistant" for c in seq if c.text])
+                    for seq in sequences
+                ]
+            )
+            pending.append((dataset, index, len(sequences)))
         # One flat id array and one mask for the whole batch; sequences are slices of them.
-        encoded = encode_chunks(self.tokenizer, seq_texts) if self.joint else None
-        if encoded is None:
-            flat, lengths = encode_per_chunk(self.tokenizer, [t for s in seq_texts for t in s])
-        else:
-            flat, lengths = encoded.ids, encoded.chunk_lengths
-            counts.encoding.update(encoded.stats)
+        encoded = encode_sequences(self.tokenizer, row_seqs, joint=self.joint, markers=self.share_markers)
+        flat, mask_all = encoded.ids, encoded.mask
+        if self.joint:
+            counts.encoding.update(encoded.outcomes)
+            if encoded.reused_sequences:
+                counts.reused.update(sequences=encoded.reused_sequences, tokens=encoded.reused_tokens)
             with self._stats_lock:
-                self._encode_stats.update(encoded.stats)
-        ends = np.cumsum(lengths).tolist()
-        mask_all = np.repeat(np.array(flags, dtype=np.uint8), lengths)
+                self._encode_stats.update(encoded.outcomes)
+        ends = np.cumsum(encoded.lengths).tolist()
         flat.setflags(write=False)  # sequences are views: a stray in-place edit must fail, not corrupt
         mask_all.setflags(write=False)
         out: list[Sequence] = []
-        chunk = 0
+        seq = 0
         limit = self.doc_limit
-        for dataset, index, chunk_counts in pending:
+        for dataset, index, n_sequences in pending:
             kept = 0
-            for n_chunks in chunk_counts:
-                begin = ends[chunk - 1] if chunk else 0
-                stop = ends[chunk + n_chunks - 1] if n_chunks else begin
-                chunk += n_chunks
+            for _ in range(n_sequences):
+                begin = ends[seq - 1] if seq else 0
+                stop = ends[seq]
+                seq += 1
                 truncated = stop - begin > limit
                 if truncated:
                     stop = begin + limit
@@ -288,6 +297,6 @@ class RowProcessor:
                     "no_trainable_tokens",
                     dataset,
                     index,
-                    f"{len(chunk_counts)} sequence(s), none with an assistant token within doc_limit",
+                    f"{n_sequences} sequence(s), none with an assistant token within doc_limit",
                 )
         return ProcessResult(out, counts)
