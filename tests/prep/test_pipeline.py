@@ -305,14 +305,14 @@ def test_shard_memory_is_one_shard(tmp_path: Path) -> None:
 
     config = write_config(tmp_path, num_shards=8)
     seen: list[int] = []
-    original = parquet_shard.SequenceStore.add
+    original = parquet_shard.SequenceStore.extend
 
-    def counting_add(self, ids, mask):  # type: ignore[no-untyped-def]
-        original(self, ids, mask)
+    def counting_extend(self, ids, mask, lengths):  # type: ignore[no-untyped-def]
+        original(self, ids, mask, lengths)
         seen.append(len(self))
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(parquet_shard.SequenceStore, "add", counting_add)
+        mp.setattr(parquet_shard.SequenceStore, "extend", counting_extend)
         assert run_cli("--config", str(config))[0] == 0
     meta = json.loads((tmp_path / "out" / "metadata.json").read_text())
     largest_shard = max(s["sequences"] for s in meta["shards"])

@@ -135,9 +135,8 @@ class BatchRunner:
 def consume(result: ProcessResult, counts: ShardCounts, store: SequenceStore) -> int:
     """Add one batch's sequences to the shard; returns how many."""
     counts.rows.merge(result.counts)
-    for seq in result.sequences:
-        store.add(seq.input_ids, seq.loss_mask)
-    return len(result.sequences)
+    store.extend(result.ids, result.mask, result.lengths)
+    return len(result.lengths)
 
 
 # --------------------------------------------------------------------------- worker processes
@@ -166,14 +165,7 @@ def _child_process(dataset: str, messages_field: str, tools_field: str, rows: li
         messages_field=messages_field,
         tools_field=tools_field,
     )
-    seqs = result.sequences
-    lengths = np.fromiter((len(s.input_ids) for s in seqs), dtype=np.int64, count=len(seqs))
-    if seqs:
-        ids = np.concatenate([s.input_ids for s in seqs]).astype(np.int32, copy=False)
-        mask = np.concatenate([s.loss_mask for s in seqs]).astype(np.uint8, copy=False)
-    else:
-        ids, mask = np.zeros(0, np.int32), np.zeros(0, np.uint8)
-    return ids, mask, lengths, result.counts
+    return result.ids, result.mask, result.lengths, result.counts
 
 
 @dataclass

@@ -55,7 +55,8 @@ def build_metadata(
     """Everything a person or the trainer needs to know about the prepared data, from receipts only.
 
     ``encoding``: the tokenization strategy (``strategy``, ``why``); the sequence counts per strategy
-    and fallback reason are summed from the receipts."""
+    and fallback reason, and the sequences and tokens taken from an encoding already made instead of
+    encoding the text again (``reused``, see ``sequence_encode``), are summed from the receipts."""
     pack_size = int(config["pack_size"])
     per_shard = {s.index: ShardCounts.from_dict(receipts[s.index]["stats"]) for s in shards}
     totals = ShardCounts.total(per_shard.values())
@@ -92,7 +93,11 @@ def build_metadata(
         "seed": config["seed"],
         "tokenizer": identity["tokenizer"],
         "chat_template": identity["chat_template"],
-        "encoding": {**(encoding or {}), "sequences": dict(sorted(rows.encoding.items()))},
+        "encoding": {
+            **(encoding or {}),
+            "sequences": dict(sorted(rows.encoding.items())),
+            "reused": {"sequences": rows.reused["sequences"], "tokens": rows.reused["tokens"]},
+        },
         "num_shards": len(shards),
         "parquet": {
             "schema": {"input_ids": "list<int32>", "loss_mask": "list<uint8>", "seq_start_id": "list<int32>"},

@@ -40,7 +40,8 @@ class SequenceStore:
     def __init__(self) -> None:
         self._ids: list[np.ndarray] = []
         self._masks: list[np.ndarray] = []
-        self._lengths: list[int] = []
+        self._lengths: list[np.ndarray] = []
+        self._count = 0
 
     def add(self, input_ids: np.ndarray, loss_mask: np.ndarray) -> None:
         if len(input_ids) != len(loss_mask):
@@ -51,7 +52,8 @@ class SequenceStore:
             raise ValueError("an empty sequence cannot be packed")
         self._ids.append(np.asarray(input_ids, dtype=np.int32))
         self._masks.append(np.asarray(loss_mask, dtype=np.uint8))
-        self._lengths.append(len(input_ids))
+        self._lengths.append(np.array([len(input_ids)], dtype=np.int64))
+        self._count += 1
 
     def extend(self, ids: np.ndarray, mask: np.ndarray, lengths: np.ndarray) -> None:
         """Append many sequences given concatenated (as a worker process returns them)."""
@@ -62,14 +64,15 @@ class SequenceStore:
         if len(lengths):
             self._ids.append(np.asarray(ids, dtype=np.int32))
             self._masks.append(np.asarray(mask, dtype=np.uint8))
-            self._lengths.extend(int(n) for n in lengths)
+            self._lengths.append(np.asarray(lengths, dtype=np.int64))
+            self._count += len(lengths)
 
     def __len__(self) -> int:
-        return len(self._lengths)
+        return self._count
 
     @property
     def lengths(self) -> np.ndarray:
-        return np.asarray(self._lengths, dtype=np.int64)
+        return np.concatenate(self._lengths) if self._lengths else np.zeros(0, np.int64)
 
     def take(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(ids, per-token assistant mask, lengths), each sequence contiguous in input order.
@@ -79,7 +82,7 @@ class SequenceStore:
             out = np.zeros(0, np.int32), np.zeros(0, np.uint8), np.zeros(0, np.int64)
         else:
             out = np.concatenate(self._ids), np.concatenate(self._masks), self.lengths
-        self._ids, self._masks, self._lengths = [], [], []
+        self._ids, self._masks, self._lengths, self._count = [], [], [], 0
         return out
 
 

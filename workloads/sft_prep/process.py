@@ -148,6 +148,12 @@ class Counts:
 class ProcessResult:
     sequences: list[Sequence]
     counts: Counts
+    ids: np.ndarray
+    """The kept sequences' ids end to end (int32; what a shard stores, without a copy per sequence)."""
+    mask: np.ndarray
+    """Their unrolled mask (uint8), aligned with ``ids``."""
+    lengths: np.ndarray
+    """Their lengths (int64)."""
 
 
 class RowProcessor:
@@ -267,6 +273,7 @@ class RowProcessor:
         flat.setflags(write=False)  # sequences are views: a stray in-place edit must fail, not corrupt
         mask_all.setflags(write=False)
         out: list[Sequence] = []
+        kept_at: list[tuple[int, int]] = []
         seq = 0
         limit = self.doc_limit
         for dataset, index, n_sequences in pending:
@@ -288,6 +295,7 @@ class RowProcessor:
                 counts.tokens += stop - begin
                 counts.trainable_tokens += trainable
                 out.append(Sequence(flat[begin:stop], mask, truncated, dataset, index))
+                kept_at.append((begin, stop))
                 kept += 1
             if kept:
                 counts.rows_kept += 1
@@ -299,4 +307,12 @@ class RowProcessor:
                     index,
                     f"{n_sequences} sequence(s), none with an assistant token within doc_limit",
                 )
-        return ProcessResult(out, counts)
+        if len(out) == len(ends) and counts.truncated == 0:  # all kept whole: the batch arrays as they are
+            ids, mask, lengths = flat, mask_all, encoded.lengths
+        else:
+            bounds = np.array(kept_at, dtype=np.int64).reshape(-1, 2)
+            lengths = bounds[:, 1] - bounds[:, 0]
+            gather = np.repeat(bounds[:, 0] - (np.cumsum(lengths) - lengths), lengths)
+            gather += np.arange(int(lengths.sum()), dtype=np.int64)
+            ids, mask = flat[gather], mask_all[gather]
+        return ProcessResult(out, counts, ids, mask, lengths)

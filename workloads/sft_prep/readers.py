@@ -130,19 +130,22 @@ def iter_rows(
             return
         fmt = input_format(uri)
         if fmt == "jsonl":
-            rows = _jsonl(uri, meter)
+            rows, where = _jsonl(uri, meter), f"{storage.name(uri)}:"
         elif fmt == "parquet":
-            rows = _parquet(uri, spec, meter)
+            rows, where = _parquet(uri, spec, meter), f"{storage.name(uri)}#"
         else:
-            rows = _hub(uri, spec)
-        for location, payload in rows:
+            rows, where = _hub(uri, spec), f"{uri[len(HF_SCHEME) :].strip('/')}#"
+        # Every worker reads every line of a file and keeps its share: the per-line work for the
+        # others' rows is kept to a counter (no location string, no decoding).
+        for number, payload in rows:
             if limit is not None and index >= limit:
                 return
             mine = index % modulus == remainder
             index += 1
             if mine:
                 yield RawRow(
-                    location, decode_line(payload) if decode and isinstance(payload, bytes) else payload
+                    f"{where}{number}",
+                    decode_line(payload) if decode and isinstance(payload, bytes) else payload,
                 )
 
 
@@ -154,8 +157,8 @@ def decode_line(line: bytes) -> dict[str, Any] | RowError:
         return err
 
 
-def _jsonl(uri: str, meter: ReadMeter | None) -> Iterator[tuple[str, Any]]:
-    name = storage.name(uri)
+def _jsonl(uri: str, meter: ReadMeter | None) -> Iterator[tuple[int, bytes]]:
+    """(1-based line number, line) of the non-blank lines."""
     with storage.local_path(uri) as local:
         raw = open(local, "rb")  # noqa: SIM115 - wrapped below and closed in finally
         try:
@@ -167,17 +170,17 @@ def _jsonl(uri: str, meter: ReadMeter | None) -> Iterator[tuple[str, Any]]:
             for lineno, line in enumerate(stream, start=1):
                 if meter is not None:
                     meter.done_bytes = base + raw.tell() if compressed else meter.done_bytes + len(line)
-                if not line.strip():
+                if not line or line.isspace():
                     continue  # blank lines (often a trailing newline) are not rows
-                yield f"{name}:{lineno}", line
+                yield lineno, line
         finally:
             raw.close()
 
 
-def _parquet(uri: str, spec: DatasetSpec, meter: ReadMeter | None) -> Iterator[tuple[str, Any]]:
+def _parquet(uri: str, spec: DatasetSpec, meter: ReadMeter | None) -> Iterator[tuple[int, Any]]:
+    """(0-based row number, record)."""
     import pyarrow.parquet as pq
 
-    name = storage.name(uri)
     with storage.local_path(uri) as local:
         pf = pq.ParquetFile(local)
         columns = pf.schema_arrow.names
@@ -192,13 +195,13 @@ def _parquet(uri: str, spec: DatasetSpec, meter: ReadMeter | None) -> Iterator[t
         row = 0
         for batch in pf.iter_batches(batch_size=512, columns=wanted):
             for record in batch.to_pylist():
-                yield f"{name}#{row}", record
+                yield row, record
                 row += 1
             if meter is not None:
                 meter.done_bytes += file_size * batch.num_rows / total_rows
 
 
-def _hub(uri: str, spec: DatasetSpec) -> Iterator[tuple[str, Any]]:
+def _hub(uri: str, spec: DatasetSpec) -> Iterator[tuple[int, Any]]:
     """A hub dataset streamed with the ``datasets`` library, imported only when a dataset needs it."""
     repo = uri[len(HF_SCHEME) :].strip("/")
     try:
@@ -218,4 +221,4 @@ def _hub(uri: str, spec: DatasetSpec) -> Iterator[tuple[str, Any]]:
             "subset and HF_TOKEN, or download the files and use a local/s3 path."
         ) from None
     for i, record in enumerate(iterator):
-        yield f"{repo}#{i}", dict(record)
+        yield i, dict(record)

@@ -60,13 +60,53 @@ class _RowLayout:
     """What to encode for one row (``units``) and how its sequences are put together from it."""
 
     units: list[list[str]]
-    flags: list[bool]
-    """Per unit chunk (all units of the row, in order)."""
     pieces: list[list[int]]
-    """Per sequence, the row's unit chunks it consists of (row-local indices)."""
+    """Per sequence, the chunks it consists of: ``i >= 0`` is the row's unit chunk ``i`` (units laid
+    end to end); ``i < 0`` is ``borrowed[-i - 1]``."""
+    piece_flags: list[list[bool]]
+    """Per sequence and piece, whether it is trained, from the sequence's own chunks."""
     own_unit: list[int]
     """Per sequence, the unit holding its own text (whose outcome it reports)."""
-    shared: bool
+    borrowed: list[tuple[int, int]]
+    """(row, unit chunk) in the batch's first pass whose ids stand for an identical chunk here."""
+    cut: bool
+    """Whether a chunk was cut for sharing, which relies on the reference's encoding proving the cut."""
+    reused: int
+    """Sequences that take ids encoded for another sequence."""
+
+
+class _Builder:
+    """Collects one row's units; a unit whose first chunk has the text of an earlier unit's first
+    chunk in the batch (``seen``) borrows that chunk's ids instead of encoding it again."""
+
+    def __init__(self, row: int, seen: dict[str, tuple[int, int]] | None) -> None:
+        self.row = row
+        self.seen = seen
+        self.units: list[list[str]] = []
+        self.chunks = 0
+        self.borrowed: list[tuple[int, int]] = []
+
+    def unit(self, texts: list[str], flags: list[bool]) -> tuple[list[int], list[bool]]:
+        """Add a unit; returns the refs and flags of its chunks (see ``_RowLayout.pieces``)."""
+        refs: list[int] = []
+        if self.seen is not None and len(texts) > 1 and len(texts[0]) >= MIN_SHARED_CHARS:
+            lender = self.seen.get(texts[0])
+            if lender is None:
+                self.seen[texts[0]] = (self.row, self.chunks)
+            else:
+                self.borrowed.append(lender)
+                refs.append(-len(self.borrowed))
+                texts = texts[1:]
+        refs.extend(range(self.chunks, self.chunks + len(texts)))
+        self.units.append(texts)
+        self.chunks += len(texts)
+        return refs, flags
+
+    def layout(
+        self, pieces: list[list[int]], flags: list[list[bool]], own_unit: list[int], cut: bool, heads: int
+    ) -> _RowLayout:
+        reused = heads + sum(1 for refs in pieces if refs and refs[0] < 0)
+        return _RowLayout(self.units, pieces, flags, own_unit, self.borrowed, cut, reused)
 
 
 def safe_markers(markers: tuple[str, ...], added_texts: tuple[str, ...]) -> tuple[str, ...]:
@@ -76,11 +116,9 @@ def safe_markers(markers: tuple[str, ...], added_texts: tuple[str, ...]) -> tupl
 
 
 def _common_prefix(a: str, b: str) -> int:
-    """Length of the common prefix, in O(log n) C-speed comparisons."""
-    lo, hi = 0, min(len(a), len(b))
-    if a[:hi] == b[:hi]:
-        return hi
-    while lo < hi:  # invariant: a[:lo] == b[:lo] and a[:hi+1] != b[:hi+1] ... narrowed by halves
+    """Length of the common prefix, by bisection with C-speed slice comparisons."""
+    lo, hi = 0, min(len(a), len(b))  # a[:lo] == b[:lo]; the answer is at most hi
+    while lo < hi:
         mid = (lo + hi + 1) // 2
         if a[:mid] == b[:mid]:
             lo = mid
@@ -99,15 +137,13 @@ def _context_chars(texts: list[str], flags: list[bool]) -> int:
     return n
 
 
-def _plain(row: list[SeqChunks]) -> _RowLayout:
-    units, flags, pieces = [], [], []
-    at = 0
+def _plain(row: list[SeqChunks], b: _Builder) -> _RowLayout:
+    pieces, flags = [], []
     for texts, seq_flags in row:
-        units.append(texts)
-        flags.extend(seq_flags)
-        pieces.append(list(range(at, at + len(texts))))
-        at += len(texts)
-    return _RowLayout(units, flags, pieces, list(range(len(row))), False)
+        refs, refs_flags = b.unit(texts, seq_flags)
+        pieces.append(refs)
+        flags.append(refs_flags)
+    return b.layout(pieces, flags, list(range(len(row))), cut=False, heads=0)
 
 
 def _cut(
@@ -137,11 +173,11 @@ def _cut(
     return out, out_flags, first
 
 
-def _share(row: list[SeqChunks], markers: tuple[str, ...], ascii_only: bool) -> _RowLayout:
+def _share(row: list[SeqChunks], markers: tuple[str, ...], ascii_only: bool, b: _Builder) -> _RowLayout:
     full = ["".join(texts) for texts, _ in row]
-    ref = max(range(len(row)), key=lambda i: (len(full[i]), i))
     if ascii_only and not all(t.isascii() for t in full):
-        return _plain(row)
+        return _plain(row, b)
+    ref = max(range(len(row)), key=lambda i: (len(full[i]), i))
     reference = full[ref]
     ref_context = _context_chars(*row[ref])
     cut_at: dict[int, int] = {}
@@ -155,37 +191,36 @@ def _share(row: list[SeqChunks], markers: tuple[str, ...], ascii_only: bool) -> 
         if p >= MIN_SHARED_CHARS:
             cut_at[k] = p
     if not cut_at:
-        return _plain(row)
+        return _plain(row, b)
     ref_texts, ref_flags, first = _cut(*row[ref], sorted(set(cut_at.values())))
-    units, flags = [ref_texts], list(ref_flags)
+    ref_refs, ref_refs_flags = b.unit(ref_texts, ref_flags)
     pieces: list[list[int]] = [[] for _ in row]
+    flags: list[list[bool]] = [[] for _ in row]
     own_unit = [0] * len(row)
-    pieces[ref] = list(range(len(ref_texts)))
-    at = len(ref_texts)
+    pieces[ref], flags[ref] = ref_refs, ref_refs_flags
     for k, (texts, seq_flags) in enumerate(row):
         if k == ref:
             continue
         p = cut_at.get(k)
-        if p is None:
-            tail, tail_flags = texts, seq_flags
-            head: list[int] = []
-        else:
-            pieces_k, flags_k, first_k = _cut(texts, seq_flags, [p])
-            start = first_k[p]
-            tail, tail_flags = pieces_k[start:], flags_k[start:]
-            head = list(range(first[p]))
-        own_unit[k] = len(units)
-        units.append(tail)
-        flags.extend(tail_flags)
-        pieces[k] = head + list(range(at, at + len(tail)))
-        at += len(tail)
-    return _RowLayout(units, flags, pieces, own_unit, True)
+        head = first[p] if p is not None else 0
+        if p is not None:
+            texts, seq_flags, first_k = _cut(texts, seq_flags, [p])
+            texts, seq_flags = texts[first_k[p] :], seq_flags[first_k[p] :]
+        own_unit[k] = len(b.units)
+        refs, refs_flags = b.unit(texts, seq_flags)
+        pieces[k] = ref_refs[:head] + refs
+        flags[k] = ref_refs_flags[:head] + refs_flags
+    return b.layout(pieces, flags, own_unit, cut=True, heads=len(cut_at))
 
 
 def _layouts(rows: list[list[SeqChunks]], markers: tuple[str, ...], ascii_only: bool) -> list[_RowLayout]:
-    if not markers:
-        return [_plain(row) for row in rows]
-    return [_share(row, markers, ascii_only) if len(row) > 1 else _plain(row) for row in rows]
+    seen: dict[str, tuple[int, int]] = {}
+    return [
+        _share(row, markers, ascii_only, _Builder(r, seen))
+        if markers and len(row) > 1
+        else _plain(row, _Builder(r, seen))
+        for r, row in enumerate(rows)
+    ]
 
 
 def encode_sequences(
@@ -193,8 +228,9 @@ def encode_sequences(
 ) -> EncodedSequences:
     """Ids and unrolled mask of every sequence of ``rows`` (each row: its sequences), identical to
     encoding every chunk on its own. ``joint=False`` does exactly that (the reference); otherwise
-    sequences are encoded whole and cut (:mod:`sft_prep.joint_encode`), and rows share their history
-    at cuts before one of ``markers`` (see the module docstring; ``()`` shares nothing)."""
+    sequences are encoded whole and cut (:mod:`sft_prep.joint_encode`), repeated chunks are encoded
+    once per batch, and rows share their history at cuts before one of ``markers`` (see the module
+    docstring; ``()`` cuts nothing)."""
     if not joint:
         seqs = [s for row in rows for s in row]
         flat, lengths = encode_per_chunk(tokenizer, [t for texts, _ in seqs for t in texts])
@@ -208,33 +244,32 @@ def encode_sequences(
     first = _Pass(tokenizer, layouts, unit_offset=0, chunk_offset=0)
     placed = list(zip(layouts, first.unit_base, first.chunk_base, strict=True))
     passes = [first]
-    # A sharing row with any unit encoded per chunk may rest on an unproven cut: encode it again plainly.
-    redo = [r for r in first.failed_rows() if layouts[r].shared]
+    # A row with a cut chunk and any unit encoded per chunk may rest on an unproven cut: encode it
+    # again without cuts (and without borrowing, so nothing depends on the first pass).
+    redo = [r for r in first.failed_rows() if layouts[r].cut]
     if redo:
-        again = _Pass(
-            tokenizer, [_plain(rows[r]) for r in redo], len(first.outcome), len(first.chunk_lengths)
-        )
+        plain = [_plain(rows[r], _Builder(r, None)) for r in redo]
+        again = _Pass(tokenizer, plain, len(first.outcome), len(first.chunk_lengths))
         passes.append(again)
-        for r, lay, unit_base, chunk_base in zip(
-            redo, again.layouts, again.unit_base, again.chunk_base, strict=True
-        ):
+        for r, lay, unit_base, chunk_base in zip(redo, plain, again.unit_base, again.chunk_base, strict=True):
             placed[r] = (lay, unit_base, chunk_base)
     flat = np.concatenate([p.encoded.ids for p in passes])
     chunk_lengths = np.concatenate([p.chunk_lengths for p in passes])
-    chunk_flags = np.concatenate([p.flags for p in passes])
     outcome = np.concatenate([p.outcome for p in passes])
 
     pieces: list[int] = []
+    piece_flags: list[bool] = []
     per_seq: list[int] = []
     own: list[int] = []
     reused = 0
     for lay, unit_base, chunk_base in placed:
-        for seq_pieces, unit in zip(lay.pieces, lay.own_unit, strict=True):
-            pieces.extend([chunk_base + i for i in seq_pieces])
-            per_seq.append(len(seq_pieces))
+        lent = [first.chunk_base[r] + c for r, c in lay.borrowed]
+        for refs, flags, unit in zip(lay.pieces, lay.piece_flags, lay.own_unit, strict=True):
+            pieces.extend([chunk_base + i if i >= 0 else lent[-i - 1] for i in refs])
+            piece_flags.extend(flags)
+            per_seq.append(len(refs))
             own.append(unit_base + unit)
-        if lay.shared:
-            reused += len(lay.pieces) - 1
+        reused += lay.reused
     idx = np.array(pieces, dtype=np.int64)
     piece_len = chunk_lengths[idx]
     if len(idx) == len(chunk_lengths) and bool((idx == np.arange(len(idx))).all()):
@@ -249,7 +284,7 @@ def encode_sequences(
     encoded_tokens = int(chunk_lengths.sum()) - discarded
     return EncodedSequences(
         ids,
-        np.repeat(chunk_flags[idx], piece_len),
+        np.repeat(np.array(piece_flags, dtype=np.uint8), piece_len),
         seq_lengths,
         outcomes,
         reused,
@@ -260,31 +295,30 @@ def encode_sequences(
 class _Pass:
     """One ``encode_chunks`` call over the units of some rows, with where each row's units landed."""
 
-    def __init__(self, tokenizer: Tokenizer, layouts: list[_RowLayout], unit_offset: int, chunk_offset: int):
+    def __init__(
+        self, tokenizer: Tokenizer, layouts: list[_RowLayout], unit_offset: int, chunk_offset: int
+    ) -> None:
         self.layouts = layouts
         self.encoded = encode_chunks(tokenizer, [u for lay in layouts for u in lay.units])
         self.chunk_lengths = self.encoded.chunk_lengths
         self.outcome = self.encoded.outcome
-        self.flags = np.fromiter(
-            chain.from_iterable(lay.flags for lay in layouts), dtype=np.uint8, count=len(self.chunk_lengths)
+        self._units = np.fromiter((len(lay.units) for lay in layouts), dtype=np.int64, count=len(layouts))
+        self._chunks = np.fromiter(
+            (sum(map(len, lay.units)) for lay in layouts), dtype=np.int64, count=len(layouts)
         )
-        units = np.fromiter((len(lay.units) for lay in layouts), dtype=np.int64, count=len(layouts))
-        chunks = np.fromiter((len(lay.flags) for lay in layouts), dtype=np.int64, count=len(layouts))
-        self._units = units
-        self.unit_base = (unit_offset + np.cumsum(units) - units).tolist()
-        self.chunk_base = (chunk_offset + np.cumsum(chunks) - chunks).tolist()
+        self.unit_base: list[int] = (unit_offset + np.cumsum(self._units) - self._units).tolist()
+        self.chunk_base: list[int] = (chunk_offset + np.cumsum(self._chunks) - self._chunks).tolist()
         self._chunk_offset = chunk_offset
 
     def failed_rows(self) -> list[int]:
         bad = self.outcome != 0
         if not bad.any():
             return []
-        unit_row = np.repeat(np.arange(len(self.layouts)), self._units)
-        return sorted(set(unit_row[bad].tolist()))
+        return sorted(set(np.repeat(np.arange(len(self.layouts)), self._units)[bad].tolist()))
 
     def row_tokens(self, r: int) -> int:
         start = self.chunk_base[r] - self._chunk_offset
-        return int(self.chunk_lengths[start : start + len(self.layouts[r].flags)].sum())
+        return int(self.chunk_lengths[start : start + int(self._chunks[r])].sum())
 
 
 def _sums(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
