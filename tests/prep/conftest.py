@@ -105,3 +105,17 @@ def s3_bucket(s3_server: S3Server) -> Any:
 
     s3_server.create_bucket("data")
     return boto3.client("s3", endpoint_url=s3_server.endpoint)
+
+
+@pytest.fixture(scope="session")
+def qwen_tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Tokenizer:
+    """The real 151k Qwen BPE (built once per test process, ~2 s)."""
+    from sft_prep.qwen_vocab import save_qwen_tokenizer
+
+    return load_tokenizer(str(save_qwen_tokenizer(tmp_path_factory.mktemp("qwen"))))
+
+
+@pytest.fixture(scope="session")
+def tokenizer(request: pytest.FixtureRequest, sample_tokenizer: Tokenizer) -> Tokenizer:
+    """Parametrized indirectly with "sample" or "qwen"."""
+    return sample_tokenizer if request.param == "sample" else request.getfixturevalue("qwen_tokenizer")

@@ -34,20 +34,6 @@ chunk_text = st.lists(st.sampled_from(_PIECES), min_size=1, max_size=5).map("".j
 chunk_lists = st.lists(st.lists(chunk_text, min_size=1, max_size=5), min_size=1, max_size=6)
 
 
-@pytest.fixture(scope="module")
-def qwen_tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Tokenizer:
-    """The real 151k Qwen BPE (built once per test process, ~2 s)."""
-    from sft_prep.qwen_vocab import save_qwen_tokenizer
-
-    return load_tokenizer(str(save_qwen_tokenizer(tmp_path_factory.mktemp("qwen"))))
-
-
-@pytest.fixture(scope="module")
-def tokenizer(request: pytest.FixtureRequest, sample_tokenizer: Tokenizer) -> Tokenizer:
-    """Parametrized indirectly with "sample" or "qwen"."""
-    return sample_tokenizer if request.param == "sample" else request.getfixturevalue("qwen_tokenizer")
-
-
 def _assert_same_as_per_chunk(tokenizer: Tokenizer, sequences: list[list[str]]) -> dict[str, int]:
     got = encode_chunks(tokenizer, sequences)
     ids, lengths = encode_per_chunk(tokenizer, [c for s in sequences for c in s])

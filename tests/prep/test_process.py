@@ -230,3 +230,21 @@ def test_sequences_are_read_only_views(processor: RowProcessor, tiny_rows: dict[
     (seq,) = processor.process([("d", 0, tiny_rows["single"])]).sequences
     with pytest.raises(ValueError, match="read-only"):
         seq.loss_mask[0] = 1
+
+
+@pytest.mark.parametrize("doc_limit", [4096, 60, 12])
+def test_batch_arrays_are_the_kept_sequences_end_to_end(
+    sample_tokenizer, nano3, sample_rows: list[Any], doc_limit: int
+) -> None:  # type: ignore[no-untyped-def]
+    """What the shard store takes (``ids``/``mask``/``lengths``) is exactly the sequences, also when
+    truncation shortens some and drops others."""
+    result = RowProcessor(sample_tokenizer, nano3, doc_limit).process(sample_rows[:120])
+    seqs = result.sequences
+    assert result.lengths.tolist() == [len(s) for s in seqs]
+    assert result.ids.tolist() == [t for s in seqs for t in s.input_ids.tolist()]
+    assert result.mask.tolist() == [m for s in seqs for m in s.loss_mask.tolist()]
+    assert (result.ids.dtype, result.mask.dtype, result.lengths.dtype) == (np.int32, np.uint8, np.int64)
+    if doc_limit == 60:
+        assert result.counts.truncated and result.counts.dropped_sequences
+    if doc_limit == 12:
+        assert not seqs and len(result.ids) == 0

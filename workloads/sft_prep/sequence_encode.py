@@ -103,10 +103,11 @@ class _Builder:
         return refs, flags
 
     def layout(
-        self, pieces: list[list[int]], flags: list[list[bool]], own_unit: list[int], cut: bool, heads: int
+        self, pieces: list[list[int]], flags: list[list[bool]], own_unit: list[int], heads: set[int]
     ) -> _RowLayout:
-        reused = heads + sum(1 for refs in pieces if refs and refs[0] < 0)
-        return _RowLayout(self.units, pieces, flags, own_unit, self.borrowed, cut, reused)
+        """``heads``: the sequences that start with the reference's chunks (their history)."""
+        reused = sum(1 for k, refs in enumerate(pieces) if k in heads or (refs and refs[0] < 0))
+        return _RowLayout(self.units, pieces, flags, own_unit, self.borrowed, bool(heads), reused)
 
 
 def safe_markers(markers: tuple[str, ...], added_texts: tuple[str, ...]) -> tuple[str, ...]:
@@ -143,7 +144,7 @@ def _plain(row: list[SeqChunks], b: _Builder) -> _RowLayout:
         refs, refs_flags = b.unit(texts, seq_flags)
         pieces.append(refs)
         flags.append(refs_flags)
-    return b.layout(pieces, flags, list(range(len(row))), cut=False, heads=0)
+    return b.layout(pieces, flags, list(range(len(row))), heads=set())
 
 
 def _cut(
@@ -210,7 +211,7 @@ def _share(row: list[SeqChunks], markers: tuple[str, ...], ascii_only: bool, b: 
         refs, refs_flags = b.unit(texts, seq_flags)
         pieces[k] = ref_refs[:head] + refs
         flags[k] = ref_refs_flags[:head] + refs_flags
-    return b.layout(pieces, flags, own_unit, cut=True, heads=len(cut_at))
+    return b.layout(pieces, flags, own_unit, heads=set(cut_at))
 
 
 def _layouts(rows: list[list[SeqChunks]], markers: tuple[str, ...], ascii_only: bool) -> list[_RowLayout]:
