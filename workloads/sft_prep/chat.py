@@ -78,13 +78,13 @@ def shorten(text: str, limit: int = _DETAIL_LIMIT) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ToolCall:
     name: str
     arguments: dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen init costs 4x, and these are made per message
 class Message:
     role: str
     content: str
@@ -111,7 +111,7 @@ class Message:
         return out
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Conversation:
     messages: tuple[Message, ...]
     tools: tuple[dict[str, Any], ...] | None = None

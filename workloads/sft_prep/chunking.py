@@ -49,7 +49,7 @@ IM_END = "<|im_end|>\n"
 EMPTY_THINK_PROMPT = "<|im_start|>assistant\n<think></think>"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen init costs 4x, and these are made per chunk
 class Chunk:
     """A slice of the rendered text; ``trainable`` iff it is an assistant turn (with its end token)."""
 

@@ -1,23 +1,32 @@
-"""The sequences of a batch of rows → token ids and loss mask, with history shared inside a row encoded once.
+"""The sequences of a batch of rows → token ids and loss mask, encoding no text twice.
 
-A conversation with reasoning gives one training sequence per user turn (the reference recipe's rule),
-and sequence *k* repeats, as context, the whole conversation up to turn *k*. Encoding every sequence
-from scratch (as the reference does) tokenizes that history again for every later turn: on an SFT mix
-with a fifth of reasoning rows that is about a quarter of all tokenizer work. Here each row's longest
-sequence (the *reference*) is encoded once; every other sequence of the row takes the ids of the text it
-shares with it and encodes only its own tail.
+The reference semantics are per chunk: every role-labelled chunk is encoded on its own and the ids
+concatenated (:mod:`sft_prep.joint_encode` gets the same ids from fewer, longer encodings). Two kinds
+of repetition are common in SFT data, and neither is encoded again here:
 
-Why the result is exactly the per-chunk reference. Sequence *k* and the reference agree on a text
-prefix; the cut ``p`` is placed at the last occurrence, inside that prefix, of a chat control token
-that is an added token (``<|im_start|>``/``<|im_end|>``). The chunk containing ``p`` is cut there into
-``X`` (shared) and ``Y`` (the tail, starting with the control token). In the reference's encoding ``p``
-then is an internal chunk boundary, which :func:`sft_prep.joint_encode.encode_chunks` accepts only where
-the token starting at ``p`` is the added token: the tokenizer extracts it before anything else, so the
-text before ``p`` is tokenized as a segment of its own, independently of what follows. That makes the
-ids of the shared text equal in both sequences and equal to encoding ``X`` and ``Y`` apart, which in
-turn equals encoding the uncut chunk (the reference). Where the reference's encoding cannot prove a cut
-(any fallback in a sharing row), the row is encoded again without sharing, so nothing rests on an
-unproven boundary. Tokenizers whose normalizer is the identity on ASCII only share in ASCII rows only.
+* **A reasoning row's history.** Such a conversation gives one training sequence per user turn (the
+  reference recipe's rule), and sequence *k* repeats, as context, the whole conversation up to turn
+  *k*: encoding each from scratch tokenizes that history again for every later turn (about a quarter
+  of all tokenizer work on a mix with a fifth of reasoning rows). Each row's longest sequence (the
+  *reference*) is encoded once; every other sequence of the row takes the ids of the text it shares
+  with it and encodes only its own tail.
+* **A repeated first chunk.** The system block (prompt plus tool definitions) is often identical
+  across rows; within a batch each distinct one is encoded once. A chunk's ids depend on its text
+  only, so this needs no proof; the batch (not the process) is the scope so that the counts in
+  metadata.json do not depend on which worker or process saw which rows.
+
+Why a shared history is exactly the reference. Sequence *k* and the reference agree on a text prefix;
+the cut ``p`` is placed at the last occurrence, inside that prefix and before anything either of them
+trains on, of a chat control token that is an added token (``<|im_start|>``/``<|im_end|>``). The chunk
+containing ``p`` is cut there into ``X`` (shared) and ``Y`` (the tail, starting with the control
+token). In the reference's encoding ``p`` then is an internal chunk boundary, which
+:func:`sft_prep.joint_encode.encode_chunks` accepts only where the token starting at ``p`` is the added
+token: the tokenizer extracts it before anything else, so the text before ``p`` is tokenized as a
+segment of its own, independently of what follows. That makes the ids of the shared text equal in
+both sequences and equal to encoding ``X`` and ``Y`` apart, which in turn equals encoding the uncut
+chunk (the reference). Where the reference's encoding cannot prove a cut (any fallback in a row with
+a cut), the row is encoded again without cuts, so nothing rests on an unproven boundary. Tokenizers
+whose normalizer is the identity on ASCII only cut ASCII rows only.
 """
 
 from __future__ import annotations
@@ -35,7 +44,7 @@ SeqChunks = tuple[list[str], list[bool]]
 """One sequence: its non-empty chunk texts and, per chunk, whether it is trained (assistant)."""
 
 MIN_SHARED_CHARS = 64
-"""Shorter shared heads are encoded again: an extra unit costs more than it saves."""
+"""Shorter shared histories and first chunks are encoded again: reuse costs more than it saves."""
 
 
 @dataclass
@@ -50,9 +59,9 @@ class EncodedSequences:
     """Sequences by how their own text was encoded (``joint`` / ``fallback_<reason>``); empty for the
     per-chunk reference."""
     reused_sequences: int = 0
-    """Sequences whose head was taken from another sequence of the same row."""
+    """Sequences that took ids encoded for another sequence (their history or first chunk)."""
     reused_tokens: int = 0
-    """Tokens of those heads, i.e. tokens not encoded a second time."""
+    """Tokens in the output beyond those the tokenizer produced: the tokens not encoded again."""
 
 
 @dataclass
