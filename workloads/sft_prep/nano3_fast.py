@@ -147,6 +147,7 @@ class _Renderer:
             upto.append(last)
         self.last_user_upto = upto  # index of the last user message at or before i (-1: none)
         self._assistant: dict[tuple[int, bool], str] = {}
+        self._plain: dict[int, str] = {}  # user/system segments: the same in every sub-conversation
 
     def segment(self, i: int, historic: bool, end: int) -> str:
         """Segment of absolute message ``i`` inside ``messages[:end]``."""
@@ -163,7 +164,16 @@ class _Renderer:
             last = i == end - 1
             tail = "<|im_end|>\n" if last or self.messages[i + 1].role != "tool" else ""
             return head + "<tool_response>\n" + m.content + "\n</tool_response>\n" + tail
-        return "<|im_start|>" + m.role + "\n" + m.content + "<|im_end|>\n"
+        seg = self._plain.get(i)
+        if seg is None:
+            seg = self._plain[i] = "<|im_start|>" + m.role + "\n" + m.content + "<|im_end|>\n"
+        return seg
+
+    def always_same(self, i: int) -> bool:
+        """Whether assistant message ``i`` renders the same historic or not: plain text without
+        reasoning, tool calls or think tags (most turns), so no prefix can disagree because of it."""
+        m = self.messages[i]
+        return not (m.reasoning_content or m.tool_calls or "think>" in m.content)
 
 
 def _tail(messages: Sequence[Message], i: int, end: int, thinking: bool) -> str:
@@ -201,6 +211,7 @@ class _Sub:
             differs = (
                 r.offset <= t < self.last_user
                 and msgs[t].role == "assistant"
+                and not r.always_same(t)
                 and r.segment(t, False, end) != self.segments[t]
             )
             differ_before[t + 1] = differ_before[t] + differs
