@@ -181,19 +181,28 @@ def _joint_plan(serialized: str) -> tuple[JointPlan | None, str]:
         return None, "an added token strips whitespace, matches whole words only or is normalized"
     vocab = model.get("vocab") or {}
     size = max([*vocab.values(), *(a["id"] for a in added_specs), -1]) + 1
+    if not _BYTE_CHARS.issuperset("".join(vocab)):
+        return None, "vocabulary entries are not byte-level"
     byte_len = np.full(size, 1 << 24, dtype=np.int32)  # an id that cannot occur breaks the byte sums
-    for token, index in vocab.items():
-        if not _BYTE_CHARS.issuperset(token):
-            return None, "vocabulary entries are not byte-level"
-        byte_len[index] = len(token)
+    byte_len[np.fromiter(vocab.values(), dtype=np.int64, count=len(vocab))] = np.fromiter(
+        map(len, vocab), dtype=np.int32, count=len(vocab)
+    )
     added = np.zeros(size, dtype=bool)
-    by_id = {index: token for token, index in vocab.items()}
-    merged = {"".join(m.split(" ", 1) if isinstance(m, str) else m) for m in model.get("merges") or []}
+    added_ids = {a["id"] for a in added_specs}
+    # An added id that the BPE model could also produce from ordinary text would not prove a segment
+    # boundary; it can only if it is in the model vocabulary and is a single byte or a merge result.
+    # (Usually no added token is in the model vocabulary, and the merges need not be looked at.)
+    in_vocab = {index: token for token, index in vocab.items() if index in added_ids}
+    wanted = {t for t in in_vocab.values() if len(t) > 1}
+    merged = set()
+    if wanted:
+        for m in model.get("merges") or []:
+            joined = m.replace(" ", "", 1) if isinstance(m, str) else "".join(m)
+            if joined in wanted:
+                merged.add(joined)
     for a in added_specs:
         byte_len[a["id"]] = len(a["content"].encode("utf-8"))
-        # An id that the BPE model could also produce from ordinary text would not prove a segment
-        # boundary; it can only if it is in the model vocabulary and is a single byte or a merge result.
-        token = by_id.get(a["id"])
+        token = in_vocab.get(a["id"])
         added[a["id"]] = token is None or (len(token) > 1 and token not in merged)
     newline = vocab.get("\u010a")  # "\n" in the byte-level alphabet
     plan = JointPlan(
