@@ -161,6 +161,8 @@ def test_end_to_end_on_bundled_samples(tmp_path: Path, tokenizer) -> None:  # ty
     }
     assert result["totals"] == msg["totals"] and msg["packingEfficiency"] == meta["packing_efficiency"]
     assert "sft-prep summary" in stdout and "TOTAL" in stdout
+    (encoding,) = [line for line in stdout.splitlines() if line.startswith("encoding: ")]
+    assert "joint (byte-level BPE)" in encoding and " joint " in encoding and "reused instead of" in encoding
 
 
 def test_rerun_of_the_same_config_is_a_no_op(tmp_path: Path) -> None:

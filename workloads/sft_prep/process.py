@@ -7,6 +7,7 @@ Contract (what the pipeline — readers, sharding, packing, Parquet — relies o
     # rows: Iterable[tuple[dataset_name: str, row_ref: int | str, row: Mapping | RowError]]
     #       a reader passes RowError("bad_json", ...) for a line it could not decode.
     result.sequences  # list[Sequence], in input order (a row may give several: one per user turn)
+    result.ids, result.mask, result.lengths  # the same sequences end to end (what a shard stores)
     result.counts     # Counts; merge batches with counts.merge(other); counts.to_dict() for JSON
 
 * ``Sequence.input_ids`` is int32 and ``Sequence.loss_mask`` uint8, same length, **unrolled**:
@@ -21,9 +22,11 @@ Contract (what the pipeline — readers, sharding, packing, Parquet — relies o
 * Nothing in a row can raise out of ``process``: malformed rows, template errors and template
   mismatches become ``RowError`` reasons (``chat.REASONS``) with up to ``MAX_EXAMPLES`` examples per
   reason (dataset, row index, a detail of at most 200 characters — never the raw conversation).
-* Feed batches of ~1000 rows: all sequences of a batch are tokenized in one parallel ``encode_batch``
-  (whole sequences cut at chunk boundaries, same ids as chunk by chunk: :mod:`sft_prep.joint_encode`).
-  A processor is reusable and holds no per-batch state, so one per process is enough.
+* Feed batches of a few hundred rows: all sequences of a batch are tokenized in one parallel
+  ``encode_batch``, whole sequences cut at chunk boundaries (:mod:`sft_prep.joint_encode`), with no text
+  encoded twice (a reasoning row's repeated history, a repeated system block:
+  :mod:`sft_prep.sequence_encode`); the ids are the same as chunk by chunk. A processor is reusable
+  and holds no per-batch state, so one per process is enough.
 """
 
 from __future__ import annotations

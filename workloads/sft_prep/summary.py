@@ -86,6 +86,15 @@ def render_summary(meta: Mapping[str, Any]) -> str:
             lines.append(f"  {reason:<36} {n:>10}{hint}")
     if any(meta["truncated"].values()):
         lines.append("truncated: " + ", ".join(f"{k} {v}" for k, v in meta["truncated"].items()))
+    encoding = meta.get("encoding") or {}
+    if encoding.get("strategy"):
+        by_way = ", ".join(f"{k} {format_number(v)}" for k, v in (encoding.get("sequences") or {}).items())
+        reused = encoding.get("reused") or {}
+        lines.append(
+            f"encoding: {encoding['strategy']} ({encoding.get('why')}); sequences {by_way or 'none'}; "
+            f"reused instead of encoded again: {format_number(reused.get('tokens', 0))} tokens "
+            f"in {format_number(reused.get('sequences', 0))} sequences"
+        )
     return "\n".join(lines)
 
 
