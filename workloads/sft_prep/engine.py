@@ -245,10 +245,11 @@ MIN_CPUS_FOR_PROCESSES = 4
 """Below this, one process with a threaded tokenizer is faster and cheaper than a process pool.
 
 In one process the tokenizer's Rust threads use every core while Python (parse, render, chunk) runs
-on one (about a quarter of the CPU time), so one process keeps ~2 cores busy. A pool costs a tokenizer
+on one (about a fifth of the CPU time), so one process keeps ~2 cores busy. A pool costs a tokenizer
 load and joint plan per process, pickling rows and results, and a parent competing for the cores:
-on 2 CPUs and 100k conversations (bench-prep) it took 45.4 s wall / 84 CPU-s against 39.2 s /
-66 CPU-s for one process. With 4+ CPUs the serial Python half would cap one process, so use a pool."""
+on 2 CPUs and 100k conversations (bench-prep) a pool of 2 took 28.3 s wall / 53.6 CPU-s against
+28.1 s / 47.6 CPU-s for one process. With 4+ CPUs the serial Python half would cap one process, so
+use a pool."""
 
 
 def usable_cpus(cgroup_cpu_max: str = "/sys/fs/cgroup/cpu.max") -> int:
