@@ -104,3 +104,12 @@ def test_writing_part_by_part_gives_the_same_file_as_all_at_once(tmp_path: Path)
     write_shard(str(tmp_path / "whole.parquet"), whole, 3, "zstd")
     assert (tmp_path / "parts.parquet").read_bytes() == (tmp_path / "whole.parquet").read_bytes()
     assert pq.ParquetFile(tmp_path / "parts.parquet").metadata.row_group(1).num_rows == 3
+
+
+def test_gather_index_and_group_sums() -> None:
+    from sft_prep.ranges import gather_index, group_sums
+
+    flat = np.arange(100, 120)
+    assert flat[gather_index(np.array([5, 0, 18]), np.array([3, 2, 0]))].tolist() == [105, 106, 107, 100, 101]
+    assert gather_index(np.array([], dtype=np.int64), np.array([], dtype=np.int64)).tolist() == []
+    assert group_sums(np.array([1, 2, 3, 4]), np.array([2, 0, 1, 1])).tolist() == [3, 0, 3, 4]

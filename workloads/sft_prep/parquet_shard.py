@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 from sft_common import storage
 from sft_prep.loss_mask import roll_within
 from sft_prep.packing import Packing
+from sft_prep.ranges import gather_index
 
 SCHEMA = pa.schema(
     [
@@ -126,17 +127,14 @@ def materialize(
     order, seq_offsets = packing.order, packing.offsets
     if bin_order is not None:
         counts = np.diff(seq_offsets)[bin_order]
-        pieces = [order[seq_offsets[b] : seq_offsets[b + 1]] for b in bin_order.tolist()]
-        order = np.concatenate(pieces) if pieces else order[:0]
+        order = order[gather_index(seq_offsets[:-1][bin_order], counts)]
         seq_offsets = np.zeros(len(counts) + 1, dtype=np.int64)
         np.cumsum(counts, out=seq_offsets[1:])
     packed_len = lengths[order]
     out_starts = np.zeros(len(order), dtype=np.int64)
     if len(order):
         np.cumsum(packed_len[:-1], out=out_starts[1:])
-    total = int(packed_len.sum())
-    gather = np.repeat(starts[order] - out_starts, packed_len)
-    gather += np.arange(total, dtype=np.int64)
+    gather = gather_index(starts[order], packed_len)
     out_ids = ids[gather]
     out_mask = roll_within(mask[gather], packed_len)
     seq_end = np.concatenate([[0], np.cumsum(packed_len)])

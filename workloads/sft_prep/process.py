@@ -43,6 +43,7 @@ import numpy as np
 from sft_prep.chat import RowError, parse_conversation, shorten
 from sft_prep.chunking import Chunk, split_generic
 from sft_prep.nano3_fast import split_nano3
+from sft_prep.ranges import gather_index
 from sft_prep.sequence_encode import SeqChunks, encode_sequences, safe_markers
 from sft_prep.template import ChatTemplate, load_template
 from sft_prep.tokenize import CHAT_TOKENS, Tokenizer, load_tokenizer
@@ -92,8 +93,9 @@ class Counts:
     empty when joint encoding is disabled. Carried in the counts (not only in the processor) so that
     receipts, worker processes and pods add up to the run's numbers in metadata.json."""
     reused: Counter[str] = field(default_factory=Counter)
-    """``sequences`` whose history was taken from a longer sequence of the same row instead of being
-    encoded again, and the ``tokens`` of that history (:mod:`sft_prep.sequence_encode`)."""
+    """``sequences`` that took ids already encoded for another sequence (a reasoning row's history, a
+    system block repeated in the batch) instead of encoding the text again, and the ``tokens`` so
+    reused (:mod:`sft_prep.sequence_encode`). Depends on how rows fall into batches."""
 
     def add_example(self, reason: str, dataset: str, row: RowRef, detail: str) -> None:
         bucket = self.examples.setdefault(reason, [])
@@ -315,7 +317,6 @@ class RowProcessor:
         else:
             bounds = np.array(kept_at, dtype=np.int64).reshape(-1, 2)
             lengths = bounds[:, 1] - bounds[:, 0]
-            gather = np.repeat(bounds[:, 0] - (np.cumsum(lengths) - lengths), lengths)
-            gather += np.arange(int(lengths.sum()), dtype=np.int64)
+            gather = gather_index(bounds[:, 0], lengths)
             ids, mask = flat[gather], mask_all[gather]
         return ProcessResult(out, counts, ids, mask, lengths)

@@ -38,6 +38,7 @@ from itertools import chain
 import numpy as np
 
 from sft_prep.joint_encode import OUTCOMES, encode_chunks, encode_per_chunk
+from sft_prep.ranges import gather_index, group_sums
 from sft_prep.tokenize import Tokenizer
 
 SeqChunks = tuple[list[str], list[bool]]
@@ -246,7 +247,7 @@ def encode_sequences(
         flat, lengths = encode_per_chunk(tokenizer, [t for texts, _ in seqs for t in texts])
         flags = np.fromiter(chain.from_iterable(f for _, f in seqs), dtype=np.uint8, count=len(lengths))
         per_seq = np.fromiter((len(t) for t, _ in seqs), dtype=np.int64, count=len(seqs))
-        seq_lengths = _sums(lengths, per_seq)
+        seq_lengths = group_sums(lengths, per_seq)
         return EncodedSequences(flat, np.repeat(flags, lengths), seq_lengths, Counter())
 
     plan, _ = tokenizer.joint_plan
@@ -285,10 +286,8 @@ def encode_sequences(
     if len(idx) == len(chunk_lengths) and bool((idx == np.arange(len(idx))).all()):
         ids = flat  # nothing shared: the encoding is already in sequence order
     else:
-        chunk_start = np.cumsum(chunk_lengths) - chunk_lengths
-        out_start = np.cumsum(piece_len) - piece_len
-        ids = flat[np.repeat(chunk_start[idx] - out_start, piece_len) + np.arange(int(piece_len.sum()))]
-    seq_lengths = _sums(piece_len, np.array(per_seq, dtype=np.int64))
+        ids = flat[gather_index((np.cumsum(chunk_lengths) - chunk_lengths)[idx], piece_len)]
+    seq_lengths = group_sums(piece_len, np.array(per_seq, dtype=np.int64))
     outcomes = Counter(OUTCOMES[i] for i in outcome[np.array(own, dtype=np.int64)].tolist())
     discarded = sum(first.row_tokens(r) for r in redo)  # first-pass work of the rows encoded again
     encoded_tokens = int(chunk_lengths.sum()) - discarded
@@ -329,11 +328,3 @@ class _Pass:
     def row_tokens(self, r: int) -> int:
         start = self.chunk_base[r] - self._chunk_offset
         return int(self.chunk_lengths[start : start + int(self._chunks[r])].sum())
-
-
-def _sums(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Sums of consecutive groups of ``counts`` values (groups may be empty)."""
-    ends = np.cumsum(values)
-    stops = np.cumsum(counts)
-    totals = np.concatenate(([0], ends))[stops]
-    return np.diff(totals, prepend=0).astype(np.int64)
