@@ -201,20 +201,27 @@ def main(argv: list[str] | None = None) -> int:
     )
     env = {**os.environ, "SFT_PROGRESS": "off", "SFT_TERMINATION_LOG": str(work / "termination-log")}
     load_before = os.getloadavg()[0]
-    start = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-m", "sft_prep", "--config", str(config), "--force"],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    e2e_seconds = time.perf_counter() - start
-    if done.returncode != 0:
-        print(done.stdout, done.stderr, sep="\n")
-        return done.returncode
-    child = resource.getrusage(resource.RUSAGE_CHILDREN)
-    e2e_rss = child.ru_maxrss / 1024
-    e2e_cpu = child.ru_utime + child.ru_stime
+    # Timed twice and the faster kept, like each bare-tokenizer baseline below (the machine may be
+    # shared); --force makes the second run redo everything rather than find the first one's output.
+    runs: list[tuple[float, float]] = []
+    for _ in range(2):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        start = time.perf_counter()
+        done = subprocess.run(
+            [sys.executable, "-m", "sft_prep", "--config", str(config), "--force"],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        seconds = time.perf_counter() - start
+        if done.returncode != 0:
+            print(done.stdout, done.stderr, sep="\n")
+            return done.returncode
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+        runs.append((seconds, cpu))
+    e2e_seconds, e2e_cpu = min(runs)
+    e2e_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     meta = json.loads((work / "out" / "metadata.json").read_text())
     out_tokens = meta["totals"]["tokens"]
 
@@ -269,7 +276,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(
         f"end-to-end, one worker process ({os.cpu_count()} CPUs, load average {load_before:.1f} before, "
-        f"{os.getloadavg()[0]:.1f} after): {e2e_seconds:.1f}s"
+        f"{os.getloadavg()[0]:.1f} after): {e2e_seconds:.1f}s "
+        f"(runs: {', '.join(f'{sec:.1f}s / {cpu:.1f} CPU-s' for sec, cpu in runs)})"
     )
     print(f"  tokens/s (packed output)       {e2e_rate:>12,.0f}   ({out_tokens:,} tokens)")
     print(
