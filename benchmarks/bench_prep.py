@@ -163,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     from sft_prep.nano3_fast import render, split_nano3
     from sft_prep.packing import ALGORITHMS, lower_bound_bins, pack
     from sft_prep.qwen_vocab import save_qwen_tokenizer
+    from sft_prep.sequence_encode import seq_chunks
     from sft_prep.tokenize import load_tokenizer
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="sft-bench-"))
@@ -250,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             renders.append(render(conv))
             for seq in split_nano3(conv):
-                texts = [c.text for c in seq if c.text]
+                texts, _ = seq_chunks(seq)
                 chunks.extend(texts)
                 seq_texts.append("".join(texts))
         render_batches.append(renders)

@@ -17,9 +17,10 @@ from sft_prep.parquet_shard import SCHEMA, SequenceStore, materialize, write_sha
 def _packed(n: int = 50, pack_size: int = 64, seed: int = 0) -> parquet_shard.PackedBins:
     rng = np.random.default_rng(seed)
     store = SequenceStore()
-    for _ in range(n):
-        length = int(rng.integers(1, pack_size + 1))
-        store.add(rng.integers(0, 1000, length), rng.integers(0, 2, length))
+    for batch in np.array_split(rng.integers(1, pack_size + 1, n), 3):  # batches as the pipeline adds them
+        total = int(batch.sum())
+        store.extend(rng.integers(0, 1000, total), rng.integers(0, 2, total), batch)
+    assert len(store) == n
     ids, mask, lengths = store.take()
     assert len(store) == 0, "take() empties the store"
     return materialize(ids, mask, lengths, pack(lengths, pack_size, "best_fit_decreasing"))
@@ -113,3 +114,12 @@ def test_gather_index_and_group_sums() -> None:
     assert flat[gather_index(np.array([5, 0, 18]), np.array([3, 2, 0]))].tolist() == [105, 106, 107, 100, 101]
     assert gather_index(np.array([], dtype=np.int64), np.array([], dtype=np.int64)).tolist() == []
     assert group_sums(np.array([1, 2, 3, 4]), np.array([2, 0, 1, 1])).tolist() == [3, 0, 3, 4]
+
+
+def test_store_rejects_batches_it_cannot_pack() -> None:
+    store = SequenceStore()
+    with pytest.raises(ValueError, match="disagree"):
+        store.extend(np.zeros(3, np.int32), np.zeros(2, np.uint8), np.array([3]))
+    with pytest.raises(ValueError, match="empty sequence"):
+        store.extend(np.zeros(3, np.int32), np.zeros(3, np.uint8), np.array([3, 0]))
+    assert len(store) == 0

@@ -25,6 +25,7 @@ from sft_prep.sequence_encode import (
     _common_prefix,
     encode_sequences,
     safe_markers,
+    seq_chunks,
 )
 from sft_prep.template import ChatTemplate
 from sft_prep.tokenize import Tokenizer
@@ -41,9 +42,7 @@ def _rows(convs: list[dict[str, Any]]) -> list[list[SeqChunks]]:
             seqs = split_nano3(parse_conversation(row))
         except RowError:  # e.g. a template mismatch from a stray <think>: not this module's concern
             continue
-        rows.append(
-            [([c.text for c in s if c.text], [c.role == "assistant" for c in s if c.text]) for s in seqs]
-        )
+        rows.append([seq_chunks(s) for s in seqs])
     return rows
 
 

@@ -73,8 +73,7 @@ def load(cfg: PrepConfig) -> Engine:
         "sha256": hashlib.sha256(template.text.encode()).hexdigest(),
         "chunker": info["chunker"],
     }
-    encoding_info = {k: v for k, v in info["encoding"].items() if k != "sequences"}
-    return Engine(processor, tokenizer_info, template_info, encoding_info)
+    return Engine(processor, tokenizer_info, template_info, info["encoding"])
 
 
 class BatchRunner:

@@ -52,10 +52,13 @@ class EncodedChunks:
     """int32 ids of all chunks of all sequences, in order."""
     chunk_lengths: np.ndarray
     """int64 number of tokens of each chunk, in order."""
-    stats: Counter[str]
-    """``joint``: sequences cut from one encoding; ``fallback_<reason>``: sequences encoded per chunk."""
     outcome: np.ndarray
     """int8 per sequence: index into ``OUTCOMES`` (0: joint)."""
+
+    @property
+    def stats(self) -> Counter[str]:
+        """``joint``: sequences cut from one encoding; ``fallback_<reason>``: encoded per chunk."""
+        return Counter(OUTCOMES[i] for i in self.outcome.tolist())
 
 
 def _flatten(ids: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
@@ -77,10 +80,7 @@ def encode_chunks(tokenizer: Tokenizer, sequences: list[list[str]]) -> EncodedCh
     if plan is None or not sequences:
         flat, lengths = encode_per_chunk(tokenizer, chunks)
         return EncodedChunks(
-            flat,
-            lengths,
-            Counter({"fallback_tokenizer": len(sequences)} if sequences else {}),
-            np.full(len(sequences), OUTCOMES.index("fallback_tokenizer"), dtype=np.int8),
+            flat, lengths, np.full(len(sequences), OUTCOMES.index("fallback_tokenizer"), dtype=np.int8)
         )
     n_seq = len(sequences)
     n_chunks = np.fromiter(map(len, sequences), dtype=np.int64, count=n_seq)
@@ -150,21 +150,16 @@ def encode_chunks(tokenizer: Tokenizer, sequences: list[list[str]]) -> EncodedCh
         ("unproven_boundary", unproven & ~straddle & ~skipped & ~mismatch),
     ]
     bad = skipped | mismatch | straddle | unproven
-    stats: Counter[str] = Counter()
     outcome = np.zeros(n_seq, dtype=np.int8)
-    if n_seq > bad.sum():
-        stats["joint"] = int(n_seq - bad.sum())
     for reason, mask in bad_reason:
-        if mask.any():
-            stats[f"fallback_{reason}"] += int(mask.sum())
-            outcome[mask] = OUTCOMES.index(f"fallback_{reason}")
+        outcome[mask] = OUTCOMES.index(f"fallback_{reason}")
 
     chunk_tok_end = np.empty(len(chunks), dtype=np.int64)
     chunk_tok_end[inner] = k
     chunk_tok_end[is_last] = seq_tok_end[has_chunks]
     chunk_lengths = np.diff(chunk_tok_end, prepend=0)
     if not bad.any():
-        return EncodedChunks(flat, chunk_lengths, stats, outcome)
+        return EncodedChunks(flat, chunk_lengths, outcome)
 
     # Splice the per-chunk encodings of the failed sequences in, keeping sequence order.
     bad_seqs = np.flatnonzero(bad).tolist()
@@ -184,4 +179,4 @@ def encode_chunks(tokenizer: Tokenizer, sequences: list[list[str]]) -> EncodedCh
         tok_at, chunk_at = int(seq_tok_end[s]), first + count
     ids_parts.append(flat[tok_at:])
     len_parts.append(chunk_lengths[chunk_at:])
-    return EncodedChunks(np.concatenate(ids_parts), np.concatenate(len_parts), stats, outcome)
+    return EncodedChunks(np.concatenate(ids_parts), np.concatenate(len_parts), outcome)

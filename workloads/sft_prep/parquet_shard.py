@@ -44,20 +44,8 @@ class SequenceStore:
         self._lengths: list[np.ndarray] = []
         self._count = 0
 
-    def add(self, input_ids: np.ndarray, loss_mask: np.ndarray) -> None:
-        if len(input_ids) != len(loss_mask):
-            raise ValueError(
-                f"input_ids ({len(input_ids)}) and loss_mask ({len(loss_mask)}) differ in length"
-            )
-        if len(input_ids) == 0:
-            raise ValueError("an empty sequence cannot be packed")
-        self._ids.append(np.asarray(input_ids, dtype=np.int32))
-        self._masks.append(np.asarray(loss_mask, dtype=np.uint8))
-        self._lengths.append(np.array([len(input_ids)], dtype=np.int64))
-        self._count += 1
-
     def extend(self, ids: np.ndarray, mask: np.ndarray, lengths: np.ndarray) -> None:
-        """Append many sequences given concatenated (as a worker process returns them)."""
+        """Append a batch of sequences given end to end (as ``ProcessResult`` holds them)."""
         if len(ids) != len(mask) or int(np.sum(lengths)) != len(ids):
             raise ValueError("ids, mask and lengths of a sequence batch disagree")
         if len(lengths) and int(np.min(lengths)) < 1:

@@ -31,10 +31,10 @@ Contract (what the pipeline — readers, sharding, packing, Parquet — relies o
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,7 @@ from sft_prep.chat import RowError, parse_conversation, shorten
 from sft_prep.chunking import Chunk, split_generic
 from sft_prep.nano3_fast import split_nano3
 from sft_prep.ranges import gather_index
-from sft_prep.sequence_encode import SeqChunks, encode_sequences, safe_markers
+from sft_prep.sequence_encode import SeqChunks, encode_sequences, safe_markers, seq_chunks
 from sft_prep.template import ChatTemplate, load_template
 from sft_prep.tokenize import CHAT_TOKENS, Tokenizer, load_tokenizer
 
@@ -151,14 +151,27 @@ class Counts:
 
 @dataclass
 class ProcessResult:
-    sequences: list[Sequence]
     counts: Counts
     ids: np.ndarray
-    """The kept sequences' ids end to end (int32; what a shard stores, without a copy per sequence)."""
+    """The kept sequences' ids end to end (int32, read-only; what a shard stores)."""
     mask: np.ndarray
-    """Their unrolled mask (uint8), aligned with ``ids``."""
+    """Their unrolled mask (uint8, read-only), aligned with ``ids``."""
     lengths: np.ndarray
     """Their lengths (int64)."""
+    origins: list[tuple[bool, str, RowRef]]
+    """Per kept sequence: whether it was truncated, its dataset and its row reference."""
+
+    @cached_property
+    def sequences(self) -> list[Sequence]:
+        """The kept sequences as views of ``ids``/``mask``, made on first use: the pipeline stores the
+        arrays whole and never needs one object per sequence."""
+        ends = np.cumsum(self.lengths).tolist()
+        out = []
+        begin = 0
+        for end, (truncated, dataset, row) in zip(ends, self.origins, strict=True):
+            out.append(Sequence(self.ids[begin:end], self.mask[begin:end], truncated, dataset, row))
+            begin = end
+        return out
 
 
 class RowProcessor:
@@ -197,14 +210,6 @@ class RowProcessor:
             if plan is not None:
                 atomic = tuple(t for t, i in self.chat_token_ids.items() if plan.added[i])
                 self.share_markers = safe_markers(atomic, plan.added_texts)
-        self._encode_stats: Counter[str] = Counter()
-        self._stats_lock = threading.Lock()
-
-    def encode_stats(self) -> dict[str, int]:
-        """Sequences encoded whole (``joint``) or chunk by chunk (``fallback_<reason>``, see
-        ``joint_encode.FALLBACK_REASONS``) so far, over all batches of this processor."""
-        with self._stats_lock:
-            return dict(sorted(self._encode_stats.items()))
 
     @classmethod
     def from_config(cls, cfg: Any, cache_dir: Path | None = None) -> RowProcessor:
@@ -214,7 +219,8 @@ class RowProcessor:
         return cls(tokenizer, template, cfg.doc_limit)
 
     def describe(self) -> dict[str, Any]:
-        """Tokenizer and template facts for metadata.json (``encoding.sequences`` counts so far)."""
+        """Tokenizer and template facts for metadata.json. How many sequences were encoded which way
+        is in each batch's ``Counts.encoding``, summed from the receipts."""
         plan, why = self.tokenizer.joint_plan
         return {
             "tokenizer": self.tokenizer.describe(),
@@ -225,7 +231,6 @@ class RowProcessor:
             "encoding": {
                 "strategy": "joint" if self.joint and plan is not None else "per-chunk",
                 "why": why if self.joint else "disabled",
-                "sequences": self.encode_stats(),
             },
         }
 
@@ -258,12 +263,7 @@ class RowProcessor:
                     "no_trainable_tokens", dataset, index, "no user turn is followed by a reply"
                 )
                 continue
-            row_seqs.append(
-                [
-                    ([c.text for c in seq if c.text], [c.role == "assistant" for c in seq if c.text])
-                    for seq in sequences
-                ]
-            )
+            row_seqs.append([seq_chunks(seq) for seq in sequences])
             pending.append((dataset, index, len(sequences)))
         # One flat id array and one mask for the whole batch; sequences are slices of them.
         encoded = encode_sequences(self.tokenizer, row_seqs, joint=self.joint, markers=self.share_markers)
@@ -272,36 +272,34 @@ class RowProcessor:
             counts.encoding.update(encoded.outcomes)
             if encoded.reused_sequences:
                 counts.reused.update(sequences=encoded.reused_sequences, tokens=encoded.reused_tokens)
-            with self._stats_lock:
-                self._encode_stats.update(encoded.outcomes)
-        ends = np.cumsum(encoded.lengths).tolist()
         flat.setflags(write=False)  # sequences are views: a stray in-place edit must fail, not corrupt
         mask_all.setflags(write=False)
-        out: list[Sequence] = []
-        kept_at: list[tuple[int, int]] = []
-        seq = 0
-        limit = self.doc_limit
+        # Per sequence, vectorised: where it starts, where it stops after truncation, what it trains.
+        seq_end = np.cumsum(encoded.lengths)
+        seq_begin = seq_end - encoded.lengths
+        seq_stop = np.minimum(seq_end, seq_begin + self.doc_limit)
+        trained = np.concatenate(([0], np.cumsum(mask_all, dtype=np.int64)))
+        trainable_all = (trained[seq_stop] - trained[seq_begin]).tolist()
+        begins, stops, ends = seq_begin.tolist(), seq_stop.tolist(), seq_end.tolist()
+        origins: list[tuple[bool, str, RowRef]] = []
+        kept_at: list[int] = []
+        first = 0
         for dataset, index, n_sequences in pending:
             kept = 0
-            for _ in range(n_sequences):
-                begin = ends[seq - 1] if seq else 0
-                stop = ends[seq]
-                seq += 1
-                truncated = stop - begin > limit
-                if truncated:
-                    stop = begin + limit
-                mask = mask_all[begin:stop]
-                trainable = int(mask.sum())
+            for seq in range(first, first + n_sequences):
+                begin, stop, trainable = begins[seq], stops[seq], trainable_all[seq]
                 if trainable == 0:
                     counts.dropped_sequences["no_trainable_tokens"] += 1
                     continue
+                truncated = stop < ends[seq]
                 counts.truncated += truncated
                 counts.sequences += 1
                 counts.tokens += stop - begin
                 counts.trainable_tokens += trainable
-                out.append(Sequence(flat[begin:stop], mask, truncated, dataset, index))
-                kept_at.append((begin, stop))
+                origins.append((truncated, dataset, index))
+                kept_at.append(seq)
                 kept += 1
+            first += n_sequences
             if kept:
                 counts.rows_kept += 1
             else:
@@ -312,11 +310,13 @@ class RowProcessor:
                     index,
                     f"{n_sequences} sequence(s), none with an assistant token within doc_limit",
                 )
-        if len(out) == len(ends) and counts.truncated == 0:  # all kept whole: the batch arrays as they are
+        if len(kept_at) == len(ends) and counts.truncated == 0:  # all kept whole: the arrays as they are
             ids, mask, lengths = flat, mask_all, encoded.lengths
         else:
-            bounds = np.array(kept_at, dtype=np.int64).reshape(-1, 2)
-            lengths = bounds[:, 1] - bounds[:, 0]
-            gather = gather_index(bounds[:, 0], lengths)
+            keep = np.array(kept_at, dtype=np.int64)
+            lengths = seq_stop[keep] - seq_begin[keep]
+            gather = gather_index(seq_begin[keep], lengths)
             ids, mask = flat[gather], mask_all[gather]
-        return ProcessResult(out, counts, ids, mask, lengths)
+            ids.setflags(write=False)
+            mask.setflags(write=False)
+        return ProcessResult(counts, ids, mask, lengths, origins)

@@ -32,17 +32,26 @@ whose normalizer is the identity on ASCII only cut ASCII rows only.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from itertools import chain
 
 import numpy as np
 
+from sft_prep.chunking import Chunk
 from sft_prep.joint_encode import OUTCOMES, encode_chunks, encode_per_chunk
 from sft_prep.ranges import gather_index, group_sums
 from sft_prep.tokenize import Tokenizer
 
 SeqChunks = tuple[list[str], list[bool]]
 """One sequence: its non-empty chunk texts and, per chunk, whether it is trained (assistant)."""
+
+
+def seq_chunks(chunks: Iterable[Chunk]) -> SeqChunks:
+    """A chunker's output for one sequence in the form encoded here (empty chunks carry no tokens)."""
+    kept = [c for c in chunks if c.text]
+    return [c.text for c in kept], [c.trainable for c in kept]
+
 
 MIN_SHARED_CHARS = 64
 """Shorter shared histories and first chunks are encoded again: reuse costs more than it saves."""
