@@ -105,6 +105,18 @@ def test_background_cascade_deletes_dependents(kube: KubeEmulator) -> None:
     assert [r["name"] for r in kube.get("configmaps", "shared")["metadata"]["ownerReferences"]] == ["other"]
 
 
+def test_a_dependent_created_after_its_owner_is_gone_is_collected(kube: KubeEmulator) -> None:
+    """A controller that races its owner's deletion can still create a child; GC removes it."""
+    owner = kube.create(cm("owner"))
+    kube.delete("configmaps", "owner")
+    created = kube.create(cm("late-child", [owner]))
+    assert created["metadata"]["name"] == "late-child"  # the create itself succeeds
+    assert {o["metadata"]["name"] for o in kube.list("configmaps", "default")} == set()
+    alive = kube.create(cm("alive"))
+    kube.create(cm("child-of-both", [owner, alive]))  # one owner still exists: kept
+    assert kube.get("configmaps", "child-of-both")["metadata"]["name"] == "child-of-both"
+
+
 def test_orphan_keeps_dependents_and_jobs_orphan_by_default(kube: KubeEmulator) -> None:
     owner = kube.create(cm("owner"))
     kube.create(cm("child", [owner]))

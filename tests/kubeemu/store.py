@@ -18,7 +18,7 @@ Semantics emulated (each one something kopf or our operator relies on):
 - garbage collection by ``ownerReferences`` uid: Background (default), Foreground (owner waits for
   dependents with the ``foregroundDeletion`` finalizer) and Orphan (references removed);
   ``batch/v1`` Jobs default to Orphan as on a real apiserver (pass ``propagationPolicy=Background``
-  to delete their pods);
+  to delete their pods); an object created with owners that no longer exist is collected at once;
 - namespaces: objects cannot be created in a missing or terminating namespace; deleting a
   namespace deletes everything in it;
 - CRDs: creating one serves its resource at once (discovery included), deleting one removes the
@@ -274,6 +274,11 @@ class Store:
         if resource.key == CRD_KEY:
             self._install_crd(obj)
         self._emit("ADDED", resource, obj, None)
+        refs = metadata.get("ownerReferences") or []
+        if refs and not any(self._exists_uid(ref.get("uid", "")) for ref in refs):
+            # The real garbage collector also deletes a dependent created after all its owners were
+            # gone (a controller that raced the owner's deletion): the create succeeds, then GC runs.
+            self._delete_quietly(resource, obj, "Background")
         return obj
 
     def _generate_name(self, resource: ResourceDef, namespace: str | None, prefix: str) -> str:

@@ -78,17 +78,19 @@ async def test_ensure_child_creates_adopts_and_refuses_foreign(
 ) -> None:
     monkeypatch.setenv("KUBECONFIG", str(kube.write_kubeconfig(tmp_path / "kubeconfig")))
     client = KubeClient.from_connection_info(kopf.login_with_kubeconfig(settings=kopf.OperatorSettings()))
+    # Owners that exist: a child whose owners are all gone would be garbage-collected at once.
+    uid_1, uid_2 = (kube.create(cm(f"owner-{n}"))["metadata"]["uid"] for n in (1, 2))
     try:
-        first = await ensure_child(client, CONFIGMAPS, cm("mine", "uid-1"), "uid-1", "X o")
-        again = await ensure_child(client, CONFIGMAPS, cm("mine", "uid-1"), "uid-1", "X o")
+        first = await ensure_child(client, CONFIGMAPS, cm("mine", uid_1), uid_1, "X o")
+        again = await ensure_child(client, CONFIGMAPS, cm("mine", uid_1), uid_1, "X o")
         assert first.created and not again.created
         assert again.obj["metadata"]["uid"] == first.obj["metadata"]["uid"]
-        kube.create(cm("theirs", "uid-2"))
+        kube.create(cm("theirs", uid_2))
         with pytest.raises(InvalidSpec) as info:
-            await ensure_child(client, CONFIGMAPS, cm("theirs", "uid-1"), "uid-1", "X o")
+            await ensure_child(client, CONFIGMAPS, cm("theirs", uid_1), uid_1, "X o")
         assert info.value.reason == "ChildConflict" and "not controlled by X o" in info.value.message
         with pytest.raises(InvalidSpec) as info:
-            await ensure_child(client, CONFIGMAPS, cm("Bad_Name", "uid-1"), "uid-1", "X o")
+            await ensure_child(client, CONFIGMAPS, cm("Bad_Name", uid_1), uid_1, "X o")
         assert info.value.reason == "ChildRejected"
         assert stale_reason(first.obj, "h1", "X o") is None
         stale = stale_reason(first.obj, "h2", "X o")
