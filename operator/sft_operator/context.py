@@ -46,8 +46,8 @@ class Caches:
     """(namespace, "SFTDataPrep", name) → its Job(s)."""
     pods: Mapping[Hashable, Iterable[Mapping[str, Any]]] = field(default_factory=dict)
     """(namespace, kind, name) → the pods of its Job or PyTorchJob."""
-    pytorchjobs: Mapping[Hashable, Iterable[Mapping[str, Any]]] = field(default_factory=dict)
-    """(namespace, "SFTRun", name) → its PyTorchJob(s) (see sft_operator.handlers_sftrun)."""
+    runs: dict[str, Mapping[Hashable, Iterable[Mapping[str, Any]]]] = field(default_factory=dict)
+    """Per backend name: (namespace, "SFTRun", name) → that backend's child(ren) of the run."""
 
     def cr(self, key: OwnerKey) -> Mapping[str, Any] | None:
         return _one(self.crs.get(key[1], {}), key)
@@ -58,8 +58,8 @@ class Caches:
     def pods_of(self, key: OwnerKey) -> list[Mapping[str, Any]]:
         return list(self.pods.get(key, ()) or ())
 
-    def pytorchjobs_of(self, key: OwnerKey) -> list[Mapping[str, Any]]:
-        return list(self.pytorchjobs.get(key, ()) or ())
+    def run_children_of(self, backend: str, key: OwnerKey) -> list[Mapping[str, Any]]:
+        return list(self.runs.get(backend, {}).get(key, ()) or ())
 
 
 def _one(index: Mapping[Hashable, Iterable[Mapping[str, Any]]], key: Hashable) -> Mapping[str, Any] | None:
@@ -74,12 +74,14 @@ class Context:
     clock: Callable[[], str] = utcnow
     log_tail_lines: int = 20
     defaults: WorkloadDefaults = field(default_factory=WorkloadDefaults)
+    default_backend: str = "auto"
+    """What ``spec.backend: auto`` means on this cluster (the chart's ``sftRun.backend``)."""
     written: dict[OwnerKey, Mapping[str, Any]] = field(default_factory=dict)
     """The CR as our last status patch returned it, until the watch cache has caught up with it."""
     log_tails: dict[tuple[str, str], str] = field(default_factory=dict)
     """(namespace, pod) → fetched log tail, so a failed pod's log is read once."""
     recheck_base: float = 5.0
-    """First re-check (seconds) of a run blocked on something no watch reports (the PyTorchJob CRD);
+    """First re-check (seconds) of a run blocked on something no watch reports (a backend's CRD);
     doubles with the time blocked, up to recheck_max."""
     recheck_max: float = 300.0
     """Longest re-check interval; also the fallback re-check of a run waiting for its SFTDataPrep."""

@@ -1,7 +1,8 @@
 """The kopf shell: watch caches (indexes), event → work-queue triggers, login, startup/cleanup.
 
 No change handlers, daemons or finalizers: kopf keeps in-memory indexes of our CRs and of the Jobs,
-PyTorchJobs and Pods labelled ``app.kubernetes.io/managed-by=sft-operator``, and every watch event of
+the run backends' children (see :mod:`sft_operator.backends`) and Pods labelled
+``app.kubernetes.io/managed-by=sft-operator``, and every watch event of
 any of them triggers a reconcile of the owning CR (see :mod:`sft_operator.workqueue`). Nothing is
 written to the CRs' metadata, deletion needs no operator (ownerReferences cascade), and a restart
 re-lists everything and converges from the persisted status.
@@ -10,13 +11,14 @@ re-lists everything and converges from the persisted status.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
 
-from sft_operator import handlers_sftrun, reconcile_dataprep, reconcile_sftrun
+from sft_operator import backends, handlers_sftrun, reconcile_dataprep, reconcile_sftrun
 from sft_operator.api.meta import DATAPREP, GROUP, MANAGED_BY, RUN, VERSION
 from sft_operator.context import Caches, Context, OwnerKey, owner_key_of_child, snapshot
 from sft_operator.kube.client import KubeClient
@@ -34,8 +36,8 @@ Reconciler = Callable[[Context, OwnerKey], Awaitable[float | None]]
 class ChildWatch:
     """A kind of child we index by owner and whose every watch event triggers the owner's reconcile.
 
-    While a kind's CRD is not installed (PyTorchJob without the training-operator) kopf has nothing
-    to watch; it starts watching when the CRD appears.
+    While a kind's CRD is not installed (a backend whose controller is absent) kopf has nothing to
+    watch; it starts watching when the CRD appears.
     """
 
     resource: tuple[str, str, str]
@@ -47,8 +49,14 @@ class ChildWatch:
 
 JOB_WATCH = ChildWatch(("batch", "v1", "jobs"), "sft_jobs", "sft_job_events")
 POD_WATCH = ChildWatch(("", "v1", "pods"), "sft_pods", "sft_pod_events")
-PYTORCHJOB_WATCH = ChildWatch(("kubeflow.org", "v1", "pytorchjobs"), "sft_pytorchjobs", "sft_ptj_events")
-CHILD_WATCHES = (JOB_WATCH, POD_WATCH, PYTORCHJOB_WATCH)
+RUN_WATCHES = {
+    b.name: ChildWatch(
+        (b.resource.group, b.resource.version, b.resource.plural), f"sft_{b.name}s", f"sft_{b.name}_events"
+    )
+    for b in backends.PREFERENCE
+}
+"""One watch per backend's child kind (the index holds each run's child of that kind)."""
+CHILD_WATCHES = (JOB_WATCH, POD_WATCH, *RUN_WATCHES.values())
 
 
 @dataclass
@@ -68,8 +76,10 @@ class OperatorConfig:
     """kopf's own log messages at this level or above become Events on the objects."""
     defaults: WorkloadDefaults = field(default_factory=WorkloadDefaults.from_env)
     """Image and ServiceAccount for pods whose CR names none (the Helm chart sets the env vars)."""
+    default_backend: str = field(default_factory=lambda: os.environ.get("SFT_DEFAULT_BACKEND") or "auto")
+    """What spec.backend auto means (the chart's sftRun.backend: auto, trainjob, jobset, pytorchjob)."""
     recheck_base: float = 5.0
-    """First re-check of a run blocked on something no watch reports (the PyTorchJob CRD)."""
+    """First re-check of a run blocked on something no watch reports (a backend's CRD)."""
     recheck_max: float = 300.0
     """Longest re-check interval (and the fallback re-check of a run waiting for its data)."""
     reconcilers: dict[str, Reconciler] = field(
@@ -121,7 +131,7 @@ def build_registry(config: OperatorConfig | None = None) -> kopf.OperatorRegistr
             caches.crs[kind_info.kind] = indexes[f"sft_crs_{kind_info.plural}"]
         caches.jobs = indexes[JOB_WATCH.index]
         caches.pods = indexes[POD_WATCH.index]
-        caches.pytorchjobs = indexes[PYTORCHJOB_WATCH.index]
+        caches.runs = {name: indexes[watch.index] for name, watch in RUN_WATCHES.items()}
         if memo.queue is None:
             client = KubeClient.from_connection_info(memo.connection)
             client.relogin = lambda: _login(settings=kopf.OperatorSettings())
@@ -130,6 +140,7 @@ def build_registry(config: OperatorConfig | None = None) -> kopf.OperatorRegistr
                 caches=caches,
                 log_tail_lines=config.log_tail_lines,
                 defaults=config.defaults,
+                default_backend=config.default_backend,
                 recheck_base=config.recheck_base,
                 recheck_max=config.recheck_max,
             )

@@ -1,15 +1,14 @@
-"""One level-triggered reconcile of an ``SFTRun``: resolve the data, render, ensure children, status.
+"""``SFTRun`` on the shared reconcile skeleton (:mod:`sft_operator.reconcile_steps`): resolve the data,
+render, ensure the ConfigMap and the backend's child, patch suspend; status via the backend.
 
-Before the PyTorchJob exists the run depends on its SFTDataPrep: the prep's watch events trigger
-this reconcile (see :mod:`sft_operator.handlers_sftrun`), and a slow fallback re-check covers a
-missed event. Once the PyTorchJob exists, the data is fixed (recorded in the ConfigMap and in
+Before the child exists the run depends on its SFTDataPrep: the prep's watch events trigger this
+reconcile (see :mod:`sft_operator.handlers_sftrun`), and a slow fallback re-check covers a missed
+event. Once the child exists, the data is fixed (recorded in the ConfigMap and in
 ``status.outputs.data``) and the prep no longer matters.
 
-A cluster without the PyTorchJob CRD answers 404 to the create: the run goes ``Stalled`` with a
-message saying so and is re-checked with a growing interval (no crash loop, no error spam), so it
-starts by itself once the Kubeflow training-operator is installed.
-
-Ordering and the steps shared with ``SFTDataPrep`` live in :mod:`sft_operator.reconcile_steps`.
+A cluster that does not serve the backend's CRD answers 404 to the create: the run goes ``Stalled``
+with a message saying what to install and is re-checked with a growing interval (no crash loop, no
+error spam), so it starts by itself once the CRD is there.
 """
 
 from __future__ import annotations
@@ -19,101 +18,149 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from sft_operator import backends
 from sft_operator import reconcile_steps as steps
 from sft_operator.api.meta import DATAPREP, RUN
+from sft_operator.backends.base import Backend
 from sft_operator.context import Context, OwnerKey
-from sft_operator.errors import InvalidSpec
 from sft_operator.kube.children import ensure_child, stale_reason
-from sft_operator.kube.client import ApiError, Resource
+from sft_operator.kube.client import ApiError
 from sft_operator.render import sftrun as render
 from sft_operator.render.meta import is_controlled_by
-from sft_operator.render.suspend import suspend_patch
 from sft_operator.status import sftrun as status
 from sft_operator.status.common import finished
-from sft_operator.status.conditions import get_condition, is_true
-from sft_operator.status.pods import pod_state
+from sft_operator.status.conditions import get_condition
+from sft_operator.status.pods import PodState, pod_state
+from sft_operator.status.rundata import resolve_data
 
 log = logging.getLogger(__name__)
-PYTORCHJOBS = Resource("kubeflow.org", "v1", "pytorchjobs")
 CRD_MISSING = "PyTorchJobCRDMissing"
 CRD_MISSING_MESSAGE = (
     "the PyTorchJob CRD (pytorchjobs.kubeflow.org, version v1) is not installed in this cluster: install "
     "the Kubeflow training-operator (v1); the run starts by itself once the CRD is there"
 )
+BLOCKED_REASONS = frozenset({CRD_MISSING})
+"""Stalled reasons that only a cluster change clears (re-checked with a growing interval)."""
 
 
 class CrdMissing(Exception):
-    """The API server does not serve kubeflow.org/v1 pytorchjobs."""
+    """The API server does not serve the backend's child resource."""
 
 
-async def reconcile(ctx: Context, key: OwnerKey) -> float | None:
-    """Returns seconds until the next look when no watch event will come (CRD missing, data fallback)."""
-    cr = steps.live_cr(ctx, key)
-    if cr is None:
-        return None
-    namespace, _kind, name = key
+def own_child(ctx: Context, cr: Mapping[str, Any], key: OwnerKey) -> tuple[Backend, Mapping[str, Any]] | None:
+    """The run's child and its backend: the recorded backend's, else any backend's (a crash between
+    creating the child and recording it in status)."""
     uid = cr["metadata"]["uid"]
-    desc = f"SFTRun {name}"
-    jobs = [j for j in ctx.caches.pytorchjobs_of(key) if is_controlled_by(j, uid)]
-    job: Mapping[str, Any] | None = jobs[0] if jobs else None
-    config_map: Mapping[str, Any] | None = None
-    data: status.DataState | None = None
-    error: tuple[str, str] | None = None
-    created = False
-    requeue: float | None = None
-    try:
-        spec = render.parse_spec(cr)
-        if job is None and finished(cr):
-            pass  # finished and the PyTorchJob was deleted (ttlSecondsAfterFinished): never run it again
-        elif job is None:
-            prep_name = spec.data.data_prep_ref.name if spec.data.data_prep_ref else None
-            prep = ctx.caches.cr((namespace, DATAPREP.kind, prep_name)) if prep_name else None
-            data = status.resolve_data(cr, prep)
-            if data.ready and data.uri:
-                children = render.render(cr, render.ResolvedData(data.uri, data.pack_size), ctx.defaults)
-                config_map = await steps.ensure_config_map(ctx, children.config_map, uid, desc)
+    recorded = (cr.get("status") or {}).get("backend")
+    candidates = [backends.BY_NAME[recorded]] if recorded in backends.BY_NAME else list(backends.PREFERENCE)
+    for backend in candidates:
+        mine = [c for c in ctx.caches.run_children_of(backend.name, key) if is_controlled_by(c, uid)]
+        if mine:
+            return backend, mine[0]
+    return None
+
+
+class RunKind:
+    info = RUN
+
+    async def act(self, ctx: Context, cr: Mapping[str, Any], acted: steps.Acted) -> None:
+        namespace, name, uid = cr["metadata"]["namespace"], cr["metadata"]["name"], cr["metadata"]["uid"]
+        key = (namespace, RUN.kind, name)
+        desc = f"SFTRun {name}"
+        found = own_child(ctx, cr, key)
+        backend = found[0] if found else backends.named(self._wanted(ctx, cr))
+        acted.derive_args["backend"] = backend
+        acted.child = found[1] if found else None
+        try:
+            spec = render.parse_spec(cr)
+            if acted.child is None and finished(cr):
+                return  # finished and the child was deleted (ttlSecondsAfterFinished): never run it again
+            if acted.child is None:
+                prep_name = spec.data.data_prep_ref.name if spec.data.data_prep_ref else None
+                prep = ctx.caches.cr((namespace, DATAPREP.kind, prep_name)) if prep_name else None
+                data = resolve_data(cr, prep)
+                acted.derive_args["data"] = data
+                if not (data.ready and data.uri):
+                    if not data.failed:
+                        acted.requeue = ctx.recheck_max  # fallback only: the prep's watch events come first
+                    return
+                resolved = render.ResolvedData(data.uri, data.pack_size)
+                children = render.render(cr, resolved, ctx.defaults, backend)
+                acted.config_map = await steps.ensure_config_map(ctx, children.config_map, uid, desc)
                 try:
-                    ensured = await ensure_child(ctx.client, PYTORCHJOBS, children.job, uid, desc)
+                    ensured = await ensure_child(ctx.client, backend.resource, children.job, uid, desc)
                 except ApiError as exc:
                     if exc.not_found:
                         raise CrdMissing from None
                     raise
-                job, created = ensured.obj, ensured.created
-            elif not data.failed:
-                requeue = ctx.recheck_max  # fallback only: the prep's watch events trigger us first
-        else:
-            stale = stale_reason(job, render.training_spec_hash(spec), desc)
+                acted.child, acted.created = ensured.obj, ensured.created
+                return
+            stale = stale_reason(acted.child, render.training_spec_hash(spec), desc)
             if stale is not None:
                 raise stale
-            patch = suspend_patch(job, spec.suspend, field=("spec", "runPolicy"))
+            patch = backend.suspend_patch(acted.child, spec.suspend)
             if patch is not None:
-                job = await ctx.client.patch(PYTORCHJOBS, namespace, job["metadata"]["name"], patch)
-    except InvalidSpec as exc:
-        error = (exc.reason, exc.message)
-    except CrdMissing:
-        error = (CRD_MISSING, CRD_MISSING_MESSAGE)
-        requeue = _recheck_delay(ctx, cr.get("status"))
-        log.info("%s/%s: PyTorchJob CRD missing, re-checking in %.0fs", namespace, name, requeue)
-    pods = [pod_state(p, render.CONTAINER) for p in ctx.caches.pods_of(key)]
-    now = ctx.clock()
-    log_tails = (
-        await steps.failed_pod_log_tail(ctx, cr, pods, namespace, render.CONTAINER)
-        if is_true((job or {}).get("status"), "Failed")
-        else {}
-    )
-    new_status = status.derive(
-        cr, job, pods, now=now, data=data, config_map=config_map, error=error, log_tails=log_tails
-    )
-    if not await steps.write_status(ctx, key, RUN, status.status_patch(cr, new_status)):
-        return None
-    await steps.announce(ctx, cr, new_status, created=job if created else None, error=error, now=now)
-    return requeue
+                acted.child = await ctx.client.patch(
+                    backend.resource, namespace, acted.child["metadata"]["name"], patch
+                )
+        except CrdMissing:
+            acted.error = (CRD_MISSING, CRD_MISSING_MESSAGE)
+            acted.requeue = _recheck_delay(ctx, cr.get("status"))
+            log.info(
+                "%s/%s: %s CRD missing, re-checking in %.0fs", namespace, name, backend.kind, acted.requeue
+            )
+
+    @staticmethod
+    def _wanted(ctx: Context, cr: Mapping[str, Any]) -> str:
+        wanted = (cr.get("spec") or {}).get("backend") or backends.AUTO
+        return ctx.default_backend if wanted == backends.AUTO else wanted
+
+    def pods(self, ctx: Context, key: OwnerKey, acted: steps.Acted) -> tuple[list[PodState], str]:
+        backend: Backend = acted.derive_args.get("backend") or backends.named(None)
+        pods = [pod_state(p, backend.container, backend.role) for p in ctx.caches.pods_of(key)]
+        return pods, backend.container
+
+    def child_failed(self, acted: steps.Acted, pods: list[PodState]) -> bool:
+        backend: Backend | None = acted.derive_args.get("backend")
+        if acted.child is None or backend is None:
+            return False
+        return backend.observe({}, acted.child, backend.pods_of(acted.child, pods)).phase == "Failed"
+
+    def derive(
+        self,
+        cr: Mapping[str, Any],
+        acted: steps.Acted,
+        pods: list[PodState],
+        now: str,
+        log_tails: Mapping[str, str],
+    ) -> dict[str, Any]:
+        return status.derive(
+            cr,
+            acted.child,
+            pods,
+            now=now,
+            config_map=acted.config_map,
+            error=acted.error,
+            log_tails=log_tails,
+            **acted.derive_args,
+        )
+
+    def status_patch(self, cr: Mapping[str, Any], new_status: Mapping[str, Any]) -> dict[str, Any]:
+        return status.status_patch(cr, new_status)
+
+
+KIND = RunKind()
+
+
+async def reconcile(ctx: Context, key: OwnerKey) -> float | None:
+    """Returns seconds until the next look when no watch event will come (CRD missing, data fallback)."""
+    return await steps.reconcile(ctx, key, KIND)
 
 
 def _recheck_delay(ctx: Context, old_status: Mapping[str, Any] | None) -> float:
     """Grow with the time the run has been blocked: base, then ~the age of the Stalled condition."""
     cond = get_condition(old_status, "Stalled")
-    if cond is None or cond.get("reason") != CRD_MISSING or cond.get("status") != "True":
+    if cond is None or cond.get("reason") not in BLOCKED_REASONS or cond.get("status") != "True":
         return ctx.recheck_base
     try:
         since = datetime.strptime(str(cond.get("lastTransitionTime")), "%Y-%m-%dT%H:%M:%SZ")

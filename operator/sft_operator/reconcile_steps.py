@@ -1,4 +1,7 @@
-"""The steps every kind's reconcile takes the same way (see reconcile_dataprep / reconcile_sftrun).
+"""The one reconcile skeleton every kind runs (:func:`reconcile`), and the steps it shares.
+
+A kind (reconcile_dataprep, reconcile_sftrun) supplies only what differs: how it acts on the cluster
+(render, ensure the children, patch suspend) and how it reads its pods and derives its status.
 
 Order matters for idempotency: children are created before the status records them (a crash in
 between is healed by the next run's 409 + ownership check), and the status is patched before the
@@ -9,10 +12,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from sft_operator.api.meta import GROUP, VERSION, KindInfo
 from sft_operator.context import Context, OwnerKey
+from sft_operator.errors import InvalidSpec
 from sft_operator.kube.children import ensure_child
 from sft_operator.kube.client import CONFIGMAPS, ApiError, Resource
 from sft_operator.kube.events import record_event
@@ -24,6 +29,74 @@ WARNING_PHASES = frozenset({"Failed"})
 LOG_TAIL_CHARS = 4000
 LOG_TAIL_CACHE = 1000
 """Failed pods whose log tail is remembered (oldest dropped first)."""
+
+
+@dataclass
+class Acted:
+    """What a kind's :meth:`Kind.act` found or made this reconcile (filled in as it goes, so an
+    error half-way still leaves what is known for the status)."""
+
+    child: Mapping[str, Any] | None = None
+    """The object running the pods (Job, or the run backend's child)."""
+    config_map: Mapping[str, Any] | None = None
+    created: bool = False
+    error: tuple[str, str] | None = None
+    """(reason, message) of something a person must fix: Stalled."""
+    requeue: float | None = None
+    """Seconds until the next look when no watch event will come."""
+    derive_args: dict[str, Any] = field(default_factory=dict)
+    """Kind-specific inputs of its derive (SFTRun: data, backend)."""
+
+
+class Kind(Protocol):
+    info: KindInfo
+
+    async def act(self, ctx: Context, cr: Mapping[str, Any], acted: Acted) -> None:
+        """Render and ensure the children; raise InvalidSpec for what the user must fix."""
+
+    def pods(self, ctx: Context, key: OwnerKey, acted: Acted) -> tuple[list[PodState], str]:
+        """The CR's pods and the name of their main container."""
+
+    def child_failed(self, acted: Acted, pods: list[PodState]) -> bool:
+        """Whether the child failed (then the blamed pod's log tail is read)."""
+
+    def derive(
+        self,
+        cr: Mapping[str, Any],
+        acted: Acted,
+        pods: list[PodState],
+        now: str,
+        log_tails: Mapping[str, str],
+    ) -> dict[str, Any]: ...
+
+    def status_patch(self, cr: Mapping[str, Any], new_status: Mapping[str, Any]) -> dict[str, Any]: ...
+
+
+async def reconcile(ctx: Context, key: OwnerKey, kind: Kind) -> float | None:
+    """One level-triggered pass: act, read the pods, derive and patch the status, announce.
+    Returns seconds until the next look when no watch event will come."""
+    cr = live_cr(ctx, key)
+    if cr is None:
+        return None
+    acted = Acted()
+    try:
+        await kind.act(ctx, cr, acted)
+    except InvalidSpec as exc:
+        acted.error = (exc.reason, exc.message)
+        if exc.reason == "ChildConflict":
+            # The object in the way is not ours, so its deletion triggers nothing here: look again later.
+            acted.requeue = acted.requeue or ctx.recheck_base
+    pods, container = kind.pods(ctx, key, acted)
+    now = ctx.clock()
+    log_tails = (
+        await failed_pod_log_tail(ctx, cr, pods, key[0], container) if kind.child_failed(acted, pods) else {}
+    )
+    new_status = kind.derive(cr, acted, pods, now, log_tails)
+    if not await write_status(ctx, key, kind.info, kind.status_patch(cr, new_status)):
+        return None
+    created = acted.child if acted.created else None
+    await announce(ctx, cr, new_status, created=created, error=acted.error, now=now)
+    return acted.requeue
 
 
 def cr_resource(info: KindInfo) -> Resource:

@@ -6,6 +6,7 @@ import copy
 import json
 from typing import Any
 
+from sft_common.result import FailureResult, PrepResult, PrepTotals
 from sft_operator.render import dataprep as render
 
 OLDEST_SUPPORTED_K8S = "1.30.0"
@@ -117,28 +118,24 @@ def failed_pod(
     return pod(index, "Failed", terminated=terminated, name=name)
 
 
-def success_message(worker: int, with_metadata: bool) -> str:
-    payload: dict[str, Any] = {
-        "status": "succeeded",
-        "outputDir": "s3://bucket/prep/out",
-        "blend": "s3://bucket/prep/out/blend.json" if with_metadata else None,
-        "metadata": "s3://bucket/prep/out/metadata.json" if with_metadata else None,
-        "packSize": 4096,
-        "shardsDone": 2,
-        "shardsTotal": 8,
-        "worker": worker,
-        "packingEfficiency": 0.9731 if with_metadata else None,
-    }
-    if with_metadata:
-        payload["totals"] = {
-            "rows": 1000,
-            "sequences": 1200,
-            "tokens": 3_500_000,
-            "trainableTokens": 2_000_000,
-            "bins": 880,
-        }
-    return json.dumps(payload)
+def success_message(worker: int, with_metadata: bool, **overrides: Any) -> str:
+    """A prep worker's termination message, built with the workload's own contract model."""
+    result = PrepResult(
+        output_dir="s3://bucket/prep/out",
+        blend="s3://bucket/prep/out/blend.json" if with_metadata else None,
+        metadata="s3://bucket/prep/out/metadata.json" if with_metadata else None,
+        pack_size=4096,
+        shards_done=2,
+        shards_total=8,
+        worker=worker,
+        packing_efficiency=0.9731 if with_metadata else None,
+        totals=PrepTotals(rows=1000, sequences=1200, tokens=3_500_000, trainable_tokens=2_000_000, bins=880)
+        if with_metadata
+        else None,
+        **overrides,
+    )
+    return json.dumps(result.payload())
 
 
 def failure_message(reason: str, message: str) -> str:
-    return json.dumps({"status": "failed", "reason": reason, "message": message})
+    return json.dumps(FailureResult(reason=reason, message=message).payload())

@@ -8,6 +8,7 @@ import copy
 import json
 from typing import Any
 
+from sft_common.result import FailureResult, TrainResult
 from sft_operator.render import sftrun as render
 from sft_operator.render.pods import WorkloadDefaults
 
@@ -180,16 +181,11 @@ def pod(
 
 
 def success_message(**overrides: Any) -> str:
-    body = {
-        "status": "succeeded",
-        "checkpoint": "s3://bucket/ckpt/run",
-        "lastIteration": 100,
-        "finalLoss": 0.42,
-        "hfExport": None,
-    }
-    body.update(overrides)
-    return json.dumps(body)
+    """Rank 0's termination message, built with the trainer's own contract model."""
+    fields: dict[str, Any] = {"checkpoint": "s3://bucket/ckpt/run", "last_iteration": 100, "final_loss": 0.42}
+    fields.update(overrides)
+    return json.dumps(TrainResult.model_validate(fields).payload())
 
 
 def failure_message(reason: str = "DataError", message: str = "splits/train is empty") -> str:
-    return json.dumps({"status": "failed", "reason": reason, "message": message})
+    return json.dumps(FailureResult(reason=reason, message=message).payload())

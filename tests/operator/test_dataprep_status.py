@@ -7,8 +7,9 @@ from typing import Any
 import pytest
 from prep_objects import T0, T1, cond, cr, failed_pod, failure_message, job, pod, success_message
 
+from sft_common.result import FailureResult, PrepResult, parse_result
 from sft_operator.status.dataprep import derive, status_patch
-from sft_operator.status.pods import parse_indexes, parse_termination_message, pod_state
+from sft_operator.status.pods import parse_indexes, pod_state
 
 NOW = "2026-11-25T12:00:00Z"
 
@@ -300,6 +301,7 @@ def test_succeeded_outputs_from_the_worker_that_wrote_metadata() -> None:
         "blend": "s3://bucket/prep/out/blend.json",
         "metadata": "s3://bucket/prep/out/metadata.json",
         "packSize": 4096,
+        "padSeqToMult": 1,
         "totals": {
             "rows": 1000,
             "sequences": 1200,
@@ -372,9 +374,11 @@ def test_pods_of_an_older_job_are_ignored() -> None:
 def test_helpers() -> None:
     assert parse_indexes("0-2,5,7-8") == {0, 1, 2, 5, 7, 8}
     assert parse_indexes("") == set()
-    assert parse_termination_message('{"status": "succeeded"}') == {"status": "succeeded"}
-    assert parse_termination_message("Traceback ...") is None
-    assert parse_termination_message("{not json") is None
+    assert parse_result('{"status": "succeeded"}', PrepResult) == PrepResult()
+    assert parse_result('{"status": "failed", "reason": "X"}', PrepResult) == FailureResult(reason="X")
+    assert parse_result("Traceback ...", PrepResult) is None
+    assert parse_result("{not json", PrepResult) is None
+    assert parse_result('{"status": "other"}', PrepResult) is None
 
 
 def test_spec_error_with_a_running_job_keeps_the_jobs_phase() -> None:

@@ -17,6 +17,7 @@ import pytest
 from operator_harness import NAMESPACE, TEST_IMAGE, OperatorFactory, condition
 
 from kubeemu import ApiError, KubeEmulator
+from sft_common.result import PrepResult, PrepTotals
 
 TIMEOUT = harness.WAIT
 
@@ -167,18 +168,17 @@ def test_create_renders_children_and_reaches_succeeded(
         assert condition(st, "Reconciling")["status"] == "True"
 
         # succeeded: worker 1 wrote metadata.json and says so in its termination message
-        message = {
-            "status": "succeeded",
-            "outputDir": "s3://bucket/out",
-            "blend": "s3://bucket/out/blend.json",
-            "metadata": "s3://bucket/out/metadata.json",
-            "packSize": 4096,
-            "shardsDone": 2,
-            "shardsTotal": 4,
-            "worker": 1,
-            "totals": {"rows": 10, "sequences": 12, "tokens": 900, "trainableTokens": 600, "bins": 1},
-            "packingEfficiency": 0.22,
-        }
+        message = PrepResult(
+            output_dir="s3://bucket/out",
+            blend="s3://bucket/out/blend.json",
+            metadata="s3://bucket/out/metadata.json",
+            pack_size=4096,
+            shards_done=2,
+            shards_total=4,
+            worker=1,
+            totals=PrepTotals(rows=10, sequences=12, tokens=900, trainable_tokens=600, bins=1),
+            packing_efficiency=0.22,
+        ).payload()
         make_pod(
             kube, job, 1, "Succeeded", {"exitCode": 0, "reason": "Completed", "message": json.dumps(message)}
         )

@@ -19,6 +19,7 @@ from operator_harness import condition as cond
 from test_operator_dataprep import prep as dataprep
 
 from kubeemu import ApiError, KubeEmulator
+from sft_common.result import TrainResult
 from sft_operator.render.pods import WorkloadDefaults
 from sft_operator.testing import run_operator
 
@@ -303,13 +304,7 @@ def test_operator_restart_mid_run_creates_nothing_twice_and_keeps_progress(clust
         st = wait_status(kube, lambda s: (s.get("progress") or {}).get("iterations") == "45/50")
         assert st["progress"]["learningRate"] == 3e-3 and st["progress"]["loss"] == 1.25
         # success: rank 0's termination message carries the outputs
-        result = {
-            "status": "succeeded",
-            "checkpoint": "s3://bucket/ckpt",
-            "lastIteration": 50,
-            "finalLoss": 1.1,
-            "hfExport": None,
-        }
+        result = TrainResult(checkpoint="s3://bucket/ckpt", last_iteration=50, final_loss=1.1).payload()
         kube.delete("Pod", "run-train-master-0")
         kube.wait_for_deletion("Pod", "run-train-master-0")
         master_pod(

@@ -19,6 +19,7 @@ from sftrun_objects import (
     success_message,
 )
 
+from sft_operator.backends import pytorchjob
 from sft_operator.status import sftrun as status
 from sft_operator.status.pods import PodState, pod_state
 
@@ -27,7 +28,7 @@ READY = status.DataState(True, "DataReady", "ready", uri="s3://bucket/prep/out",
 
 
 def states(*pods: dict[str, Any]) -> list[PodState]:
-    return [pod_state(p, "pytorch") for p in pods]
+    return [pod_state(p, pytorchjob.container, pytorchjob.role) for p in pods]
 
 
 def cond(st: dict[str, Any], type_: str) -> dict[str, Any]:

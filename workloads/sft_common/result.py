@@ -3,6 +3,11 @@
 Kubernetes keeps at most 4096 bytes of ``/dev/termination-log``; the operator reads it into the CR
 status (outputs on success, a concrete reason on failure). ``SFT_TERMINATION_LOG`` overrides the
 path (tests, local runs); without it the default path is used only when it is writable.
+
+The message is a typed contract: :class:`PrepResult` (sft-prep), :class:`TrainResult` (sft-train) and
+:class:`FailureResult` (either), camelCase JSON with ``status`` ``succeeded``/``failed``. The workloads
+emit these models, the operator parses them (:func:`parse_result`), and test fixtures build them, so
+every key is spelled once, here. Parsing ignores unknown keys (a newer workload may add some).
 """
 
 from __future__ import annotations
@@ -12,12 +17,122 @@ import os
 import sys
 import traceback
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal, TypeVar
 
-from sft_common.config import ConfigError
+from pydantic import ConfigDict, ValidationError
+
+from sft_common.config import ConfigError, ConfigModel
 
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
 LIMIT = 4096
+
+
+class Contract(ConfigModel):
+    """camelCase out, unknown keys ignored on the way in (a newer workload may add some)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+class ResultModel(Contract):
+    """Base of the termination-message models."""
+
+    truncated: bool | None = None
+    """Set by :func:`fit` when keys were dropped to stay within the 4096-byte limit."""
+
+    def payload(self) -> dict[str, Any]:
+        """The camelCase JSON object (``None`` values kept: "not produced" is information)."""
+        out = self.model_dump(mode="json", by_alias=True)
+        if out.get("truncated") is None:
+            out.pop("truncated", None)
+        return out
+
+
+class PrepTotals(Contract):
+    """Counts over all splits, from metadata.json."""
+
+    rows: int | None = None
+    """Input rows read."""
+    sequences: int | None = None
+    """Sequences packed."""
+    tokens: int | None = None
+    """Tokens packed."""
+    trainable_tokens: int | None = None
+    """Tokens with loss_mask 1."""
+    bins: int | None = None
+    """Packed bins (Parquet rows)."""
+
+
+class PrepResult(ResultModel):
+    """What one sft-prep worker reports; the worker that wrote metadata.json carries the totals."""
+
+    status: Literal["succeeded"] = "succeeded"
+    output_dir: str | None = None
+    blend: str | None = None
+    """URI of blend.json (None from a worker that did not write it)."""
+    metadata: str | None = None
+    """URI of metadata.json (None from a worker that did not write it)."""
+    pack_size: int | None = None
+    pad_seq_to_mult: int = 1
+    """Every packed sequence's length is a multiple of this (sft-prep ``pad_seq_to_mult``): what the
+    trainer's context/sequence parallelism needs (see the SFTRun data checks)."""
+    shards_done: int | None = None
+    shards_total: int | None = None
+    worker: int | None = None
+    packing_efficiency: float | None = None
+    totals: PrepTotals | None = None
+    run_id: str | None = None
+    config_hash: str | None = None
+    shards_built: int | None = None
+    shards_skipped: int | None = None
+    committed: bool | None = None
+    up_to_date: bool | None = None
+
+
+class TrainResult(ResultModel):
+    """What sft-train's global rank 0 reports when training ended without an error."""
+
+    status: Literal["succeeded"] = "succeeded"
+    checkpoint: str | None = None
+    """URI of the checkpoint directory (checkpoint.save)."""
+    last_iteration: int | None = None
+    final_loss: float | None = None
+    hf_export: str | None = None
+    finished: bool = True
+    """False when train.exit_interval stopped it before trainIters."""
+
+
+class FailureResult(ResultModel):
+    """What either workload reports when it failed for a reason it knows."""
+
+    model_config = ConfigDict(extra="allow")
+
+    status: Literal["failed"] = "failed"
+    reason: str = "Failed"
+    """CamelCase reason (InvalidConfig, DataError, ...)."""
+    message: str = ""
+
+
+SuccessT = TypeVar("SuccessT", PrepResult, TrainResult)
+
+
+def parse_result(text: str | None, success: type[SuccessT]) -> SuccessT | FailureResult | None:
+    """The workload's result from a termination message; None when it is absent, a log tail
+    (``FallbackToLogsOnError``) or not one of ours."""
+    if not text or not text.strip().startswith("{"):
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(value, dict):
+        return None
+    model: type[ResultModel] = {"succeeded": success, "failed": FailureResult}.get(value.get("status"))  # type: ignore[assignment]
+    if model is None:
+        return None
+    try:
+        return model.model_validate(value)  # type: ignore[return-value]
+    except ValidationError:
+        return None
 
 
 def termination_log_path() -> str | None:
@@ -62,14 +177,14 @@ def write_termination_message(payload: Mapping[str, Any]) -> None:
         print(f"warning: could not write termination message to {path}: {exc}", file=sys.stderr)
 
 
-def report_success(summary: Mapping[str, Any]) -> None:
-    payload = {"status": "succeeded", **summary}
+def report_success(result: PrepResult | TrainResult) -> None:
+    payload = result.payload()
     print(json.dumps({"event": "result", **payload}, default=str), flush=True)
     write_termination_message(payload)
 
 
 def report_failure(reason: str, message: str, **extra: Any) -> None:
-    payload = {"status": "failed", "reason": reason, "message": message, **extra}
+    payload = FailureResult(reason=reason, message=message, **extra).payload()
     print(json.dumps({"event": "result", **payload}, default=str), file=sys.stderr, flush=True)
     write_termination_message(payload)
 

@@ -13,7 +13,7 @@ import argparse
 from collections.abc import Sequence
 
 from sft_common.config import ConfigError, load_config
-from sft_common.result import report_success, run_main
+from sft_common.result import PrepResult, report_success, run_main
 from sft_prep.config import PrepConfig
 
 
@@ -72,7 +72,7 @@ def _main(argv: Sequence[str]) -> int:
     from sft_prep.pipeline import run
 
     cfg, worker_index, num_workers, processes = parse(argv)
-    report_success(run(cfg, worker_index, num_workers, processes=processes))
+    report_success(PrepResult.model_validate(run(cfg, worker_index, num_workers, processes=processes)))
     return 0
 
 

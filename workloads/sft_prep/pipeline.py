@@ -450,6 +450,8 @@ class Worker:
             metadata_uri=self.layout.metadata if meta is not None else None,
             meta=meta,
             pack_size=self.cfg.pack_size,
+            # sft-prep's pad_seq_to_mult (added to PrepConfig separately); 1 = no padding constraint
+            pad_seq_to_mult=int(getattr(self.cfg, "pad_seq_to_mult", 1) or 1),
             shards_done=done,
             shards_total=len(self.shards),
             worker=self.worker_index,

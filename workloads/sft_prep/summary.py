@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from sft_common.progress import format_number
+from sft_common.result import PrepResult, PrepTotals
 
 
 def _pct(value: float | None) -> str:
@@ -105,31 +106,25 @@ def result_payload(
     metadata_uri: str | None,
     meta: Mapping[str, Any] | None,
     pack_size: int,
+    pad_seq_to_mult: int,
     shards_done: int,
     shards_total: int,
     worker: int,
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The prep success contract (camelCase), ``status`` added by ``report_success``."""
-    out: dict[str, Any] = {
-        "outputDir": output_dir,
-        "blend": blend,
-        "metadata": metadata_uri,
-        "packSize": pack_size,
-        "shardsDone": shards_done,
-        "shardsTotal": shards_total,
-        "worker": worker,
-        "packingEfficiency": None,
-    }
+    """The prep success contract (:class:`sft_common.result.PrepResult`) as its camelCase JSON."""
+    result = PrepResult(
+        output_dir=output_dir,
+        blend=blend,
+        metadata=metadata_uri,
+        pack_size=pack_size,
+        pad_seq_to_mult=pad_seq_to_mult,
+        shards_done=shards_done,
+        shards_total=shards_total,
+        worker=worker,
+        **dict(extra or {}),
+    )
     if meta is not None:
-        t = meta["totals"]
-        out["totals"] = {
-            "rows": t["rows"],
-            "sequences": t["sequences"],
-            "tokens": t["tokens"],
-            "trainableTokens": t["trainable_tokens"],
-            "bins": t["bins"],
-        }
-        out["packingEfficiency"] = meta["packing_efficiency"]
-    out.update(extra or {})
-    return out
+        result.totals = PrepTotals.model_validate(meta["totals"])
+        result.packing_efficiency = meta["packing_efficiency"]
+    return result.payload()

@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import Field, model_validator
 
 from sft_common.config import ConfigModel
+from sft_common.result import PrepTotals
 from sft_operator.api.podspec import BatchFields, PodFields, check_uri
 from sft_operator.api.status import ChildRef, Condition, Failure, Phase
 from sft_prep.config import PrepConfig
@@ -55,19 +56,8 @@ def data_fields() -> tuple[str, ...]:
     return tuple(SFTDataPrepSpec.model_fields[n].alias or n for n in names)
 
 
-class Totals(ConfigModel):
-    """Counts over all splits, from metadata.json."""
-
-    rows: int | None = None
-    """Input rows read."""
-    sequences: int | None = None
-    """Sequences packed."""
-    tokens: int | None = None
-    """Tokens packed."""
-    trainable_tokens: int | None = None
-    """Tokens with loss_mask 1."""
-    bins: int | None = None
-    """Packed bins (Parquet rows)."""
+Totals = PrepTotals
+"""Counts over all splits: the same model the prep workers report (sft_common.result)."""
 
 
 class PrepOutputs(ConfigModel):
@@ -81,6 +71,9 @@ class PrepOutputs(ConfigModel):
     """URI of metadata.json (statistics)."""
     pack_size: int | None = None
     """Tokens per packed bin; the SFTRun's sequence length."""
+    pad_seq_to_mult: int | None = None
+    """Every packed sequence was padded to a multiple of this (spec padSeqToMult); an SFTRun whose
+    context/sequence parallelism needs a larger multiple refuses the data."""
     totals: Totals | None = None
     """Counts over all splits."""
     packing_efficiency: float | None = None

@@ -86,6 +86,11 @@ class SFTRunSpec(TrainConfig, PodFields, BatchFields):  # type: ignore[misc]
 
     data: RunData  # type: ignore[assignment]
     """The packed training data: an SFTDataPrep to wait for, or a URI."""
+    backend: Literal["auto", "trainjob", "jobset", "pytorchjob"] = "auto"
+    """What runs the pods: trainjob (Kubeflow Trainer v2), jobset (JobSet, no Kubeflow) or pytorchjob
+    (Kubeflow training-operator v1). auto: the operator's default (Helm value sftRun.backend), which
+    when auto itself picks, when the run starts, the first whose CRD the cluster serves in that order.
+    The choice is recorded in status.backend and never changes for a started run."""
     nodes: int = Field(default=1, ge=1, le=1024)
     """Pods (nodes) of the PyTorchJob: one Master plus nodes-1 Workers."""
     gpus_per_node: int = Field(default=8, ge=0, le=16)
@@ -257,8 +262,11 @@ class SFTRunStatus(ConfigModel):
     """One-line summary of the current state."""
     conditions: list[Condition] = Field(default_factory=list)
     """Ready, Reconciling, Stalled (kstatus) and DataReady, JobCreated."""
+    backend: str | None = None
+    """The backend the run was started on (trainjob, jobset or pytorchjob); never changes."""
     job_ref: ChildRef | None = None
-    """The PyTorchJob running the training; once set, the training-defining spec is immutable."""
+    """The child running the training (TrainJob, JobSet or PyTorchJob); once set, the
+    training-defining spec is immutable."""
     config_map_ref: ChildRef | None = None
     """The ConfigMap holding config.yaml."""
     data_prep_ref: ChildRef | None = None

@@ -11,6 +11,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from sft_common.result import PrepResult
+from sft_operator.api.dataprep import PrepProgress
+from sft_operator.status import patch
 from sft_operator.status.common import (
     TERMINAL,
     carried_over,
@@ -22,7 +25,6 @@ from sft_operator.status.common import (
 )
 from sft_operator.status.conditions import condition as make_condition
 from sft_operator.status.conditions import get_condition, is_true, kstatus_conditions, with_transition_times
-from sft_operator.status.patch import merge_patch, without
 from sft_operator.status.pods import (
     PodState,
     describe_failure,
@@ -31,8 +33,9 @@ from sft_operator.status.pods import (
     pending_problem,
 )
 
-WORKLOAD_OWNED = (("progress", "workers"),)
-"""Status keys the workers patch themselves; the operator never writes or deletes them."""
+SHARED = {"progress": patch.aliases(PrepProgress) - {"workers"}}
+"""``status.progress`` is shared: the workers patch ``progress.workers.<i>`` themselves; the operator
+owns the other progress keys (see :func:`sft_operator.status.patch.operator_view`)."""
 KEPT = ("jobRef", "configMapRef", "startTime", "completionTime", "outputs", "failure")
 """Status keys carried over from the last status until this reconcile replaces them."""
 
@@ -164,26 +167,24 @@ def _outputs(
     pods: list[PodState], spec: Mapping[str, Any], previous: Mapping[str, Any] | None
 ) -> dict[str, Any] | None:
     """Outputs from the worker that wrote metadata.json (its termination message carries the totals)."""
-    results = [
-        p.result for p in pods if p.phase == "Succeeded" and (p.result or {}).get("status") == "succeeded"
-    ]
-    results = [r for r in results if r]
-    best = next((r for r in results if r.get("metadata")), None) or (results[0] if results else None)
+    results = [r for r in (p.success(PrepResult) for p in pods) if r is not None]
+    best = next((r for r in results if r.metadata), None) or (results[0] if results else None)
     if best is None:
         return (
             dict(previous)
             if previous
             else {"outputDir": spec.get("outputDir"), "packSize": spec.get("packSize")}
         )
-    if previous and previous.get("metadata") and not best.get("metadata"):
+    if previous and previous.get("metadata") and not best.metadata:
         return dict(previous)
     outputs = {
-        "outputDir": best.get("outputDir") or spec.get("outputDir"),
-        "blend": best.get("blend"),
-        "metadata": best.get("metadata"),
-        "packSize": best.get("packSize") or spec.get("packSize"),
-        "totals": best.get("totals"),
-        "packingEfficiency": best.get("packingEfficiency"),
+        "outputDir": best.output_dir or spec.get("outputDir"),
+        "blend": best.blend,
+        "metadata": best.metadata,
+        "packSize": best.pack_size or spec.get("packSize"),
+        "padSeqToMult": best.pad_seq_to_mult,
+        "totals": best.totals.model_dump(mode="json", by_alias=True) if best.totals else None,
+        "packingEfficiency": best.packing_efficiency,
     }
     return {k: v for k, v in outputs.items() if v is not None}
 
@@ -270,11 +271,4 @@ def _data_ready_message(phase: str, outputs: Mapping[str, Any] | None) -> str:
 
 def status_patch(cr: Mapping[str, Any], new_status: Mapping[str, Any]) -> dict[str, Any]:
     """The merge patch for ``status`` (empty when nothing changed), never touching workload-owned keys."""
-    old = without(cr.get("status"), WORKLOAD_OWNED)
-    new = without(new_status, WORKLOAD_OWNED)
-    patch = merge_patch(old, new)
-    workers = ((cr.get("status") or {}).get("progress") or {}).get("workers")
-    if patch.get("progress", {}) is None and workers is not None:
-        # deleting "progress" would delete the workers' entries too: delete our keys one by one
-        patch["progress"] = {key: None for key in old.get("progress") or {}}
-    return patch
+    return patch.status_patch(cr, new_status, SHARED)

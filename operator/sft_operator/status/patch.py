@@ -3,22 +3,8 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
-
-
-def without(data: Mapping[str, Any] | None, paths: Sequence[tuple[str, ...]]) -> dict[str, Any]:
-    """A deep copy of ``data`` with the keys at ``paths`` removed."""
-    out = copy.deepcopy(dict(data or {}))
-    for path in paths:
-        node: Any = out
-        for key in path[:-1]:
-            node = node.get(key) if isinstance(node, dict) else None
-            if node is None:
-                break
-        if isinstance(node, dict):
-            node.pop(path[-1], None)
-    return out
 
 
 def merge_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
@@ -35,4 +21,36 @@ def merge_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any
     for key in old:
         if key not in new:
             patch[key] = None
+    return patch
+
+
+def aliases(model: Any) -> frozenset[str]:
+    """The camelCase keys of a status model (what the status dict holds)."""
+    return frozenset(f.alias or n for n, f in model.model_fields.items())
+
+
+def operator_view(status: Mapping[str, Any] | None, shared: Mapping[str, frozenset[str]]) -> dict[str, Any]:
+    """The part of ``status`` the operator owns. The one ownership rule for every kind: the operator
+    owns every top-level key, except that under a ``shared`` key (written by the workload too) it owns
+    only the listed sub-keys."""
+    out = copy.deepcopy(dict(status or {}))
+    for key, mine in shared.items():
+        sub = out.pop(key, None)
+        if isinstance(sub, Mapping):
+            kept = {k: v for k, v in sub.items() if k in mine}
+            if kept:
+                out[key] = kept
+    return out
+
+
+def status_patch(
+    cr: Mapping[str, Any], new_status: Mapping[str, Any], shared: Mapping[str, frozenset[str]]
+) -> dict[str, Any]:
+    """The merge patch for ``status`` (empty when nothing changed), never touching the workload's keys."""
+    old = operator_view(cr.get("status"), shared)
+    patch = merge_patch(old, operator_view(new_status, shared))
+    for key in shared:
+        if key in patch and patch[key] is None:
+            # "key": null would delete the workload's sub-keys too: delete only ours
+            patch[key] = {sub: None for sub in old.get(key) or {}}
     return patch

@@ -1,16 +1,18 @@
 """What pods say about a run: termination messages, exit codes, pull/scheduling problems.
 
 Shared by both kinds: the prep workers of a Job and the replicas of a PyTorchJob look the same here.
-A container's termination message is either the workload's JSON result (``sft_common.result``) or,
-thanks to ``FallbackToLogsOnError``, the tail of its log when it died before writing one.
+A container's termination message is either the workload's JSON result (the typed contract in
+``sft_common.result``) or, thanks to ``FallbackToLogsOnError``, the tail of its log when it died
+before writing one.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from sft_common.result import FailureResult, SuccessT, TrainResult, parse_result
 
 JOB_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 #: Waiting reasons that will not go away without a change (bad image name, missing Secret, ...).
@@ -29,20 +31,6 @@ WAITING_PROBLEMS = frozenset(
 LOG_TAIL_LINES = 20
 
 
-def parse_termination_message(text: str | None) -> dict[str, Any] | None:
-    """The workload's JSON result, or None when the message is absent or is a log tail."""
-    if not text:
-        return None
-    text = text.strip()
-    if not text.startswith("{"):
-        return None
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) and "status" in value else None
-
-
 def tail_lines(text: str | None, lines: int = LOG_TAIL_LINES, limit: int = 4000) -> str | None:
     if not text:
         return None
@@ -59,9 +47,14 @@ class PodState:
     uid: str = ""
     owner_uid: str | None = None
     index: int | None = None
-    """Job completion index (prep worker) or replica index."""
+    """Job completion index (prep worker, node rank) or replica index."""
     replica_type: str | None = None
-    """PyTorchJob replica type (Master/Worker)."""
+    """The role its controller gave it (PyTorchJob Master/Worker, the JobSet's replicated Job)."""
+    attempt: int = 0
+    """Which restart of the whole group the pod belongs to (JobSet restart attempt; 0 otherwise)."""
+    group: str | None = None
+    """See :attr:`PodRole.group`."""
+    rank0: bool = False
     waiting_reason: str | None = None
     waiting_message: str | None = None
     exit_code: int | None = None
@@ -72,9 +65,21 @@ class PodState:
     unschedulable: str | None = None
     deleted: bool = False
 
+    def success(self, model: type[SuccessT]) -> SuccessT | None:
+        """The workload's success result, when the pod succeeded and wrote one."""
+        result = parse_result(self.termination_message, model)
+        return result if isinstance(result, model) and self.phase == "Succeeded" else None
+
     @property
-    def result(self) -> dict[str, Any] | None:
-        return parse_termination_message(self.termination_message)
+    def failure(self) -> FailureResult | None:
+        """The workload's own failure result (reason and message), when it wrote one."""
+        result = parse_result(self.termination_message, TrainResult)
+        return result if isinstance(result, FailureResult) else None
+
+    @property
+    def wrote_result(self) -> bool:
+        """The termination message is a result of ours (not a log tail)."""
+        return parse_result(self.termination_message, TrainResult) is not None
 
     @property
     def label(self) -> str:
@@ -86,17 +91,39 @@ class PodState:
         return f"pod {self.name}"
 
 
-def pod_state(pod: Mapping[str, Any], container: str) -> PodState:
+@dataclass(frozen=True)
+class PodRole:
+    """Where a pod stands in its group, as its controller labelled it (see sft_operator.backends)."""
+
+    replica_type: str | None = None
+    index: int | None = None
+    attempt: int = 0
+    group: str | None = None
+    """What ties the pod to its child when the child does not own it directly (JobSet uid/name)."""
+    rank0: bool = False
+    """The pod is node rank 0 (runs global rank 0, which writes the run's result)."""
+
+
+RoleReader = Callable[[Mapping[str, Any]], PodRole]
+"""Reads a pod's role from its metadata; each backend knows its controller's labels."""
+
+
+def job_role(meta: Mapping[str, Any]) -> PodRole:
+    """An Indexed Job's pod: its completion index."""
+    annotations = meta.get("annotations") or {}
+    labels = meta.get("labels") or {}
+    return PodRole(index=as_index(annotations.get(JOB_INDEX_ANNOTATION) or labels.get(JOB_INDEX_ANNOTATION)))
+
+
+def as_index(raw: Any) -> int | None:
+    return int(raw) if raw is not None and str(raw).isdigit() else None
+
+
+def pod_state(pod: Mapping[str, Any], container: str, role: RoleReader = job_role) -> PodState:
     """Reduce a Pod object to :class:`PodState`, looking at container ``container``."""
     meta = pod.get("metadata") or {}
     status = pod.get("status") or {}
-    annotations = meta.get("annotations") or {}
-    labels = meta.get("labels") or {}
-    index: int | None = None
-    raw_index = annotations.get(JOB_INDEX_ANNOTATION) or labels.get(JOB_INDEX_ANNOTATION)
-    raw_index = raw_index or labels.get("training.kubeflow.org/replica-index")
-    if raw_index is not None and str(raw_index).isdigit():
-        index = int(raw_index)
+    where = role(meta)
     owner_uid = next((r.get("uid") for r in meta.get("ownerReferences") or [] if r.get("controller")), None)
     cstatus = next((c for c in status.get("containerStatuses") or [] if c.get("name") == container), None)
     waiting_reason = waiting_message = terminated_reason = message = finished = None
@@ -123,8 +150,11 @@ def pod_state(pod: Mapping[str, Any], container: str) -> PodState:
         uid=meta.get("uid", ""),
         phase=status.get("phase") or "Pending",
         owner_uid=owner_uid,
-        index=index,
-        replica_type=labels.get("training.kubeflow.org/replica-type"),
+        index=where.index,
+        replica_type=where.replica_type,
+        attempt=where.attempt,
+        group=where.group,
+        rank0=where.rank0,
         waiting_reason=waiting_reason,
         waiting_message=waiting_message,
         exit_code=exit_code,
@@ -152,13 +182,13 @@ def pending_problem(pods: Iterable[PodState]) -> tuple[str, str] | None:
 
 def describe_failure(pod: PodState, log_tail: str | None = None) -> dict[str, Any]:
     """A ``status.failure`` for a failed pod: reason, pod, exit code and the last lines it wrote."""
-    result = pod.result
+    result = pod.failure
     failure: dict[str, Any] = {"pod": pod.name}
     if pod.exit_code is not None:
         failure["exitCode"] = pod.exit_code
-    if result and result.get("status") == "failed":
-        failure["reason"] = str(result.get("reason") or "Failed")
-        detail = str(result.get("message") or "")
+    if result is not None:
+        failure["reason"] = result.reason
+        detail = result.message
     elif pod.terminated_reason == "OOMKilled" or pod.exit_code == 137:
         failure["reason"] = "OOMKilled" if pod.terminated_reason == "OOMKilled" else "Killed"
         detail = (
@@ -170,7 +200,7 @@ def describe_failure(pod: PodState, log_tail: str | None = None) -> dict[str, An
     else:
         failure["reason"] = pod.terminated_reason or "Error"
         detail = ""
-    tail = log_tail or (None if result else tail_lines(pod.termination_message))
+    tail = log_tail or (None if pod.wrote_result else tail_lines(pod.termination_message))
     if tail:
         failure["logTail"] = tail
     code = f" with exit code {pod.exit_code}" if pod.exit_code is not None else ""
@@ -183,7 +213,7 @@ def latest_failed(pods: Iterable[PodState]) -> PodState | None:
     failed = [p for p in pods if p.phase == "Failed" or (p.exit_code not in (None, 0))]
     if not failed:
         return None
-    with_result = [p for p in failed if (p.result or {}).get("status") == "failed"]
+    with_result = [p for p in failed if p.failure is not None]
     pool = with_result or failed
     return max(pool, key=lambda p: (p.finished_at or "", p.name))
 

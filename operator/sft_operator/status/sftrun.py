@@ -1,50 +1,51 @@
-"""``SFTRun`` status from its data source, its PyTorchJob, the replicas' pods and rank 0's result.
+"""``SFTRun`` status from its data source, its child (via the backend), the pods and rank 0's result.
 
 Pure: the reconcile gathers the objects (from watch caches), calls :func:`derive`, and patches the
 difference with :func:`status_patch`. Phases:
 
 * ``Waiting`` — the referenced SFTDataPrep is not ready (DataReady=False names it and its phase);
-* ``Pending`` — PyTorchJob being created, queued by Kueue, pods not started, or the PyTorchJob CRD
-  missing (then ``Stalled``);
-* ``Running`` — PyTorchJob ``Running`` or ``Restarting`` (a replica failed and is retried);
+* ``Pending`` — child being created, queued by Kueue, pods not started, or no backend CRD
+  (then ``Stalled``);
+* ``Running`` — the child runs (or restarts failed pods / the whole group);
 * ``Suspended`` — ``spec.suspend`` is true;
-* ``Succeeded`` / ``Failed`` — terminal; kept when the PyTorchJob is gone (TTL), so a restarted
+* ``Succeeded`` / ``Failed`` — terminal; kept when the child is gone (TTL), so a restarted
   operator loses nothing.
 
-PyTorchJob conditions → ours: Created → JobCreated; Running → Running; Restarting → Running with
-reason Restarting and a restart count; Suspended → Suspended (or Pending/Queued when Kueue holds it);
-Succeeded → Succeeded with outputs from rank 0's termination message; Failed → Failed with the
-replica, pod, exit code and last log lines.
+How a child's status reads is the backend's (``Backend.observe``); what is made of it is here:
+outputs from rank 0's :class:`~sft_common.result.TrainResult`, the failure naming the replica, pod,
+exit code and log tail, the restart count (never decreasing).
 
-``status.progress`` belongs to the trainer (rank 0 merge-patches it); the operator writes only
+``status.progress`` is shared: rank 0 merge-patches it; the operator owns only
 ``progress.iterations`` (the printer column) and never deletes or overwrites the trainer's keys.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
+from sft_common.result import TrainResult
+from sft_operator import backends
+from sft_operator.backends.base import Backend, Observed
+from sft_operator.status import patch
 from sft_operator.status.common import (
     TERMINAL,
     carried_over,
-    child_ref,
     finished,
-    pods_of_job,
     recorded_state,
-    state_reason,
-    suspended_state,
     with_job_reason,
 )
 from sft_operator.status.conditions import condition as make_condition
-from sft_operator.status.conditions import get_condition, is_true, kstatus_conditions, with_transition_times
-from sft_operator.status.patch import merge_patch
-from sft_operator.status.pods import PodState, describe_failure, latest_failed, pending_problem
+from sft_operator.status.conditions import kstatus_conditions, with_transition_times
+from sft_operator.status.pods import PodState, describe_failure, latest_failed
+from sft_operator.status.rundata import DataState, resolve_data
 
-OPERATOR_PROGRESS_KEYS = ("iterations",)
-"""The only keys of ``status.progress`` the operator writes; the rest is the trainer's."""
+__all__ = ["DataState", "derive", "resolve_data", "status_patch"]
+
+SHARED = {"progress": frozenset({"iterations"})}
+"""``status.progress`` is the trainer's except ``iterations`` (see status.patch.operator_view)."""
 KEPT = (
+    "backend",
     "jobRef",
     "configMapRef",
     "dataPrepRef",
@@ -58,21 +59,6 @@ KEPT = (
 """Status keys carried over from the last status until this reconcile replaces them."""
 
 
-@dataclass(frozen=True)
-class DataState:
-    """Where ``spec.data`` stands: resolved (ready), still coming (waiting) or never coming (failed)."""
-
-    ready: bool
-    reason: str
-    """CamelCase: DataReady, WaitingForDataPrep, DataPrepNotFound, DataPrepFailed, ..."""
-    message: str
-    failed: bool = False
-    uri: str | None = None
-    pack_size: int | None = None
-    prep_ref: Mapping[str, Any] | None = field(default=None)
-    """A ChildRef-shaped reference to the SFTDataPrep the data comes from."""
-
-
 def derive(
     cr: Mapping[str, Any],
     job: Mapping[str, Any] | None,
@@ -83,18 +69,23 @@ def derive(
     config_map: Mapping[str, Any] | None = None,
     error: tuple[str, str] | None = None,
     log_tails: Mapping[str, str] | None = None,
+    backend: Backend | None = None,
 ) -> dict[str, Any]:
     """The operator's part of the status for the CR's current state.
 
-    ``data`` is None once the PyTorchJob exists (the data was resolved then and is recorded in
-    ``outputs.data``); ``error`` is ``(reason, message)`` for something the user (or the cluster
-    admin) must fix: ``Stalled``.
+    ``job`` is the backend's child (its kind gives the backend when ``backend`` is None); ``data``
+    is None once the child exists (the data was resolved then and is recorded in ``outputs.data``);
+    ``error`` is ``(reason, message)`` for something the user (or the cluster admin) must fix:
+    ``Stalled``.
     """
     spec = cr.get("spec") or {}
     old = dict(cr.get("status") or {})
     generation = (cr.get("metadata") or {}).get("generation")
-    pods = pods_of_job(pods, job)
+    backend = backend or backends.of_child(job) or backends.named(old.get("backend") or spec.get("backend"))
+    pods = backend.pods_of(job, list(pods)) if job is not None else list(pods)
     out = carried_over(cr, job, config_map, KEPT)
+    if job is not None:
+        out["backend"] = backend.name
     if data is not None and data.prep_ref is not None and job is None:
         out["dataPrepRef"] = dict(data.prep_ref)
     if data is not None and data.ready and data.uri:
@@ -104,10 +95,12 @@ def derive(
             if data.pack_size is not None:
                 outputs["packSize"] = data.pack_size
         out["outputs"] = outputs
-    job_status = (job or {}).get("status") or {}
+    seen: Observed | None = backend.observe(spec, job, pods) if job is not None else None
+    if seen is not None and seen.start_time:
+        out["startTime"] = seen.start_time
 
     if job is None and finished(cr):
-        # The PyTorchJob was cleaned up after finishing (TTL): the recorded result stands.
+        # The child was cleaned up after finishing (TTL): the recorded result stands.
         phase, reason, message = recorded_state(old)
     elif job is None and data is not None and data.failed:
         phase, reason, message = "Failed", data.reason, data.message
@@ -117,41 +110,35 @@ def derive(
         phase, (reason, message) = ("Pending" if job is None else old.get("phase") or "Running"), error
     elif job is None and data is not None and not data.ready:
         phase, reason, message = "Waiting", data.reason, data.message
-    elif job is None:
-        phase, reason, message = "Pending", "CreatingJob", "creating the PyTorchJob"
+    elif seen is None:
+        phase, reason, message = "Pending", "CreatingJob", f"creating the {backend.kind}"
     else:
-        phase, reason, message = _from_job(spec, job, pods)
+        phase, reason, message = seen.phase, seen.reason, seen.message
 
-    _restarts(out, old, job, pods)
-    if phase == "Succeeded" and job is not None:
+    _restarts(out, old, seen, pods, now)
+    if phase == "Succeeded" and seen is not None:
         out["outputs"] = _outputs(pods, out.get("outputs"))
         out.pop("failure", None)
-        out["completionTime"] = job_status.get("completionTime") or out.get("completionTime") or now
-    elif phase == "Failed" and job is not None:
-        failure = _failure(job, pods, log_tails or {})
+        out["completionTime"] = seen.completion_time or out.get("completionTime") or now
+    elif phase == "Failed" and seen is not None:
+        failure = _failure(backend, seen, pods, log_tails or {})
         out["failure"] = failure
         reason, message = failure["reason"], failure["message"]
-        failed_cond = get_condition(job_status, "Failed") or {}
-        out["completionTime"] = (
-            job_status.get("completionTime")
-            or failed_cond.get("lastTransitionTime")
-            or old.get("completionTime")
-            or now
-        )
+        out["completionTime"] = seen.completion_time or seen.failed_time or old.get("completionTime") or now
     elif phase not in TERMINAL:
         out.pop("failure", None)
         out.pop("completionTime", None)
+    out.update(seen.extra if seen is not None else {})
 
-    iterations = _iterations(
-        spec, old.get("progress"), out.get("outputs"), phase, job is not None or bool(out.get("jobRef"))
-    )
+    job_known = job is not None or bool(out.get("jobRef"))
+    iterations = _iterations(spec, old.get("progress"), out.get("outputs"), phase, job_known)
     if iterations is not None:
         out["progress"] = {"iterations": iterations}
     stalled = phase == "Failed" or error is not None
     out["phase"] = phase
     out["message"] = message
-    job_known = job is not None or bool(out.get("jobRef"))
     data_ready = job_known or (data is not None and data.ready)
+    kind = (out.get("jobRef") or {}).get("kind") or backend.kind
     conditions = [
         *kstatus_conditions(
             ready=phase == "Succeeded",
@@ -172,7 +159,7 @@ def derive(
             "JobCreated",
             job_known,
             "JobCreated" if job_known else "NotCreated",
-            f"PyTorchJob {out['jobRef']['name']}" if out.get("jobRef") else "",
+            f"{kind} {out['jobRef']['name']}" if out.get("jobRef") else "",
             generation,
         ),
     ]
@@ -188,107 +175,60 @@ def _data_message(data: DataState | None, out: Mapping[str, Any]) -> str:
 
 
 def replica_name(pod: PodState) -> str | None:
-    """ "Master 0" / "Worker 2" from the training-operator's labels."""
+    """ "Master 0" / "Worker 2" / "Node 1" from the labels the backend's controller set."""
     if not pod.replica_type:
         return None
     kind = pod.replica_type[:1].upper() + pod.replica_type[1:]
     return f"{kind} {pod.index}" if pod.index is not None else kind
 
 
-def _replica_counts(job: Mapping[str, Any]) -> tuple[int, int]:
-    """(replicas expected, replicas active) from the PyTorchJob's spec and replicaStatuses."""
-    specs = (job.get("spec") or {}).get("pytorchReplicaSpecs") or {}
-    expected = sum(int((r or {}).get("replicas", 1)) for r in specs.values())
-    statuses = (job.get("status") or {}).get("replicaStatuses") or {}
-    active = sum(int((s or {}).get("active") or 0) for s in statuses.values())
-    return expected, active
-
-
-def _from_job(spec: Mapping[str, Any], job: Mapping[str, Any], pods: list[PodState]) -> tuple[str, str, str]:
-    """(phase, reason, message) from the PyTorchJob's conditions, suspension and its pods."""
-    status = job.get("status") or {}
-    expected, active = _replica_counts(job)
-    if is_true(status, "Succeeded"):
-        return "Succeeded", "Succeeded", "training finished"
-    if is_true(status, "Failed"):
-        cond = get_condition(status, "Failed") or {}
-        return "Failed", str(cond.get("reason") or "PyTorchJobFailed"), str(cond.get("message") or "failed")
-    run_policy = (job.get("spec") or {}).get("runPolicy") or {}
-    job_suspended = bool(run_policy.get("suspend")) or is_true(status, "Suspended")
-    suspended = suspended_state(spec, job, job_suspended, "PyTorchJob")
-    if suspended is not None:
-        return suspended
-    live = [p for p in pods if not p.deleted]
-    problem = pending_problem(live)
-    if is_true(status, "Restarting"):
-        blamed = latest_failed(pods)
-        what = f"; last failure: {describe_failure(blamed)['message']}" if blamed else ""
-        limit = run_policy.get("backoffLimit")
-        return "Running", "Restarting", f"restarting failed replicas (backoffLimit {limit}){what}"
-    if is_true(status, "Running"):
-        running = sum(1 for p in live if p.phase == "Running")
-        message = f"{running or active} of {expected} pods running"
-        if problem:
-            message += f"; {problem[1]}"
-        return "Running", "Running", message
-    if problem:
-        return "Pending", problem[0], problem[1]
-    started = sum(1 for p in live if p.phase == "Running")
-    if started:
-        return "Pending", "PodsStarting", f"{started} of {expected} pods running; waiting for the rest"
-    return "Pending", "PodsPending", f"waiting for {expected} training pod(s) to start"
-
-
 def _restarts(
-    out: dict[str, Any], old: Mapping[str, Any], job: Mapping[str, Any] | None, pods: list[PodState]
+    out: dict[str, Any], old: Mapping[str, Any], seen: Observed | None, pods: list[PodState], now: str
 ) -> None:
-    """Count restarts: each new Restarting=True transition of the PyTorchJob, and in-place container
+    """Count restarts: each new restart signal of the child (PyTorchJob Restarting), the group
+    restarts it reports (JobSet) or its pods belong to (restart attempt), and in-place container
     restarts; never decreases (replaced pods vanish from view)."""
     count = int(old.get("restartCount") or 0)
-    cond = get_condition((job or {}).get("status"), "Restarting")
-    if cond is not None and cond.get("status") == "True":
-        since = cond.get("lastTransitionTime") or cond.get("lastUpdateTime")
-        if since and since != old.get("lastRestartTime"):
-            count += 1
-            out["lastRestartTime"] = since
+    if seen is not None and seen.restart_marker and seen.restart_marker != old.get("lastRestartTime"):
+        count += 1
+        out["lastRestartTime"] = seen.restart_marker
+    group = max([seen.restarts if seen is not None else 0, *(p.attempt for p in pods)])
+    if group > count:
+        count = group
+        out["lastRestartTime"] = now
     count = max(count, sum(p.restart_count for p in pods))
-    if job is not None or count:
+    if seen is not None or count:
         out["restartCount"] = count
 
 
 def _outputs(pods: list[PodState], previous: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Outputs from rank 0's success message (rank 0 runs on the Master pod)."""
-    results = [
-        (p, p.result)
-        for p in pods
-        if p.phase == "Succeeded" and (p.result or {}).get("status") == "succeeded"
-    ]
-    best = next((r for p, r in results if (p.replica_type or "").lower() == "master"), None)
-    best = best or next((r for _, r in results if r and r.get("checkpoint")), None)
+    """Outputs from rank 0's success message (the pod of node rank 0 runs global rank 0)."""
+    results = [(p, r) for p in pods if (r := p.success(TrainResult)) is not None]
+    rank0 = [r for p, r in results if p.rank0]
+    best = next(iter(rank0), None) or next((r for _, r in results if r.checkpoint), None)
     outputs = dict(previous or {})
-    if best:
-        for key in ("checkpoint", "lastIteration", "finalLoss", "hfExport"):
-            if best.get(key) is not None:
-                outputs[key] = best[key]
+    if best is not None:
+        for key, value in best.payload().items():
+            if key in ("checkpoint", "lastIteration", "finalLoss", "hfExport") and value is not None:
+                outputs[key] = value
     return outputs
 
 
-def _failure(job: Mapping[str, Any], pods: list[PodState], log_tails: Mapping[str, str]) -> dict[str, Any]:
-    status = job.get("status") or {}
-    cond = get_condition(status, "Failed") or {}
-    job_reason = str(cond.get("reason") or "PyTorchJobFailed")
-    job_message = str(cond.get("message") or "")
+def _failure(
+    backend: Backend, seen: Observed, pods: list[PodState], log_tails: Mapping[str, str]
+) -> dict[str, Any]:
+    job_reason = seen.failed_reason or f"{backend.kind}Failed"
     blamed = latest_failed(pods)
     if blamed is None:
-        detail = f": {job_message}" if job_message else ""
-        return {"reason": job_reason, "message": f"the PyTorchJob failed: {job_reason}{detail}"}
+        detail = f": {seen.failed_message}" if seen.failed_message else ""
+        return {"reason": job_reason, "message": f"the {backend.kind} failed: {job_reason}{detail}"}
     failure = describe_failure(blamed, log_tails.get(blamed.name))
     replica = replica_name(blamed)
     if replica:
         failure["replica"] = replica
         failure["message"] = failure["message"].replace(blamed.label, f"{replica} (pod {blamed.name})", 1)
-    if job_reason in ("BackoffLimitExceeded", "DeadlineExceeded"):
-        with_job_reason(failure, job_reason, job_message)
+    if seen.child_reason_wins:
+        with_job_reason(failure, job_reason, seen.failed_message)
         failure["reason"] = job_reason
     return failure
 
@@ -317,81 +257,4 @@ def _iterations(
 
 def status_patch(cr: Mapping[str, Any], new_status: Mapping[str, Any]) -> dict[str, Any]:
     """The merge patch for ``status`` (empty when nothing changed), never touching the trainer's keys."""
-    old = _operator_view(cr.get("status"))
-    new = _operator_view(new_status)
-    patch = merge_patch(old, new)
-    if "progress" in patch and patch["progress"] is None:
-        # "progress": null would delete the trainer's keys too: delete only ours
-        patch["progress"] = {key: None for key in (old.get("progress") or {})}
-    return patch
-
-
-def _operator_view(status: Mapping[str, Any] | None) -> dict[str, Any]:
-    out = {k: v for k, v in (status or {}).items() if k != "progress"}
-    progress = (status or {}).get("progress") or {}
-    mine = {k: progress[k] for k in OPERATOR_PROGRESS_KEYS if k in progress}
-    if mine:
-        out["progress"] = mine
-    return out
-
-
-def resolve_data(cr: Mapping[str, Any], prep: Mapping[str, Any] | None) -> DataState:
-    """Where ``spec.data`` stands, from the referenced SFTDataPrep (None: not found) or the URI."""
-    data = (cr.get("spec") or {}).get("data") or {}
-    if data.get("uri"):
-        return DataState(
-            ready=True,
-            reason="DataUri",
-            message=f"training data {data['uri']}",
-            uri=data["uri"],
-            pack_size=data.get("packSize"),
-        )
-    name = ((data.get("dataPrepRef") or {}).get("name")) or "?"
-    namespace = (cr.get("metadata") or {}).get("namespace")
-    if prep is None:
-        return DataState(
-            ready=False,
-            reason="DataPrepNotFound",
-            message=f"waiting for SFTDataPrep {name}: it does not exist in namespace {namespace} (yet)",
-        )
-    ref = {**child_ref(prep), "kind": prep.get("kind") or "SFTDataPrep", "name": name}
-    st = prep.get("status") or {}
-    phase = st.get("phase")
-    outputs = st.get("outputs") or {}
-    if phase == "Failed":
-        failure = st.get("failure") or {}
-        why = failure.get("message") or st.get("message") or "no reason recorded"
-        return DataState(
-            ready=False,
-            failed=True,
-            reason="DataPrepFailed",
-            message=f"SFTDataPrep {name} failed ({failure.get('reason') or state_reason(st)}): {why}",
-            prep_ref=ref,
-        )
-    if phase == "Succeeded":
-        if is_true(st, "DataReady") and outputs.get("outputDir"):
-            return DataState(
-                ready=True,
-                reason="DataReady",
-                message=f"SFTDataPrep {name} is ready: {outputs['outputDir']} (pack size "
-                f"{outputs.get('packSize')})",
-                uri=outputs["outputDir"],
-                pack_size=outputs.get("packSize"),
-                prep_ref=ref,
-            )
-        cond = get_condition(st, "DataReady") or {}
-        return DataState(
-            ready=False,
-            failed=True,
-            reason="DataPrepIncomplete",
-            message=f"SFTDataPrep {name} succeeded but its data is not usable: "
-            f"{cond.get('message') or 'status.outputs has no outputDir'}",
-            prep_ref=ref,
-        )
-    detail = f": {st['message']}" if st.get("message") else ""
-    return DataState(
-        ready=False,
-        reason="WaitingForDataPrep",
-        message=f"waiting for SFTDataPrep {name} (phase {phase or 'unknown'}){detail}",
-        prep_ref=ref,
-    )
+    return patch.status_patch(cr, new_status, SHARED)

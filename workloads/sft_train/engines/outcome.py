@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+
+from sft_common import result
 
 
 @dataclass
@@ -16,14 +17,12 @@ class TrainResult:
     finished: bool = True
     validation_loss: float | None = None
 
-    def summary(self) -> dict[str, Any]:
-        """The trainer's termination-message fields (camelCase, the operator copies them)."""
-        out: dict[str, Any] = {
-            "checkpoint": self.checkpoint,
-            "lastIteration": self.last_iteration,
-            "finalLoss": self.final_loss,
-            "hfExport": self.hf_export,
-        }
-        if not self.finished:
-            out["finished"] = False
-        return out
+    def summary(self) -> result.TrainResult:
+        """The trainer's termination message (the operator copies it into status.outputs)."""
+        return result.TrainResult(
+            checkpoint=self.checkpoint,
+            last_iteration=self.last_iteration,
+            final_loss=self.final_loss,
+            hf_export=self.hf_export,
+            finished=self.finished,
+        )

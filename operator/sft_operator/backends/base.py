@@ -1,0 +1,110 @@
+"""The seam between an ``SFTRun`` and the controller that runs its pods (see :mod:`sft_operator.backends`).
+
+A backend knows one child kind: its REST resource and the CRD that must be served (and what to tell
+the user when it is not), how to wrap the shared pod template and torchrun command into a manifest,
+where its controller puts the rendezvous (node rank, master address and port), how suspension is
+written, which pods are its own and what their labels say, and how to read the child's status.
+Everything else (ConfigMap, pod template, torchrun command, data resolution, the status patch) is
+shared and lives outside ``backends/``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from sft_operator.api.sftrun import SFTRunSpec
+from sft_operator.kube.client import Resource
+from sft_operator.render.children import ChildMeta
+from sft_operator.status.pods import PodRole, PodState
+
+
+@dataclass(frozen=True)
+class Rendezvous:
+    """What torchrun's static rendezvous needs, as the pod sees it (``$(VAR)`` the kubelet expands)."""
+
+    node_rank: str
+    master_addr: str
+    master_port: str
+
+
+@dataclass(frozen=True)
+class RunPods:
+    """What the shared renderer hands a backend: everything but the child's own wrapping."""
+
+    spec: SFTRunSpec
+    child: ChildMeta
+    name: str
+    """Name of the child object."""
+    template: dict[str, Any]
+    """The pod template (metadata + spec) with the main container named :attr:`Backend.container`."""
+    nproc_per_node: int
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What a child's status says, in our terms (see :func:`sft_operator.status.sftrun.derive`)."""
+
+    phase: str
+    """Pending, Running, Suspended, Succeeded or Failed."""
+    reason: str
+    message: str
+    failed_reason: str | None = None
+    """The child's own reason for failing (its Failed condition)."""
+    failed_message: str = ""
+    failed_time: str | None = None
+    child_reason_wins: bool = False
+    """The child's reason says more than the pod's (deadline, retries used up): put it first."""
+    completion_time: str | None = None
+    start_time: str | None = None
+    restarts: int = 0
+    """Group restarts the child reports itself (JobSet ``status.restarts``); 0 when it does not."""
+    restart_marker: str | None = None
+    """A value that changes with each restart the child only signals (PyTorchJob Restarting time)."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Further status fields mirrored from the child (e.g. Trainer's alpha trainerStatus)."""
+
+
+class Backend(Protocol):
+    """One way to run the training pods. Implementations are modules' singletons in this package."""
+
+    name: str
+    """spec.backend / status.backend value: pytorchjob, trainjob, jobset."""
+    kind: str
+    api_version: str
+    resource: Resource
+    crd: str
+    """<plural>.<group> of the CRD that must be served."""
+    install: str
+    """What a cluster admin installs to get the CRD (one sentence)."""
+    container: str
+    """Name of the main container (some controllers look it up by name)."""
+    name_limit: int
+    """Longest child name whose pod hostnames still fit 63 characters."""
+
+    def rendezvous(self, child_name: str) -> Rendezvous: ...
+
+    def render(self, run: RunPods) -> dict[str, Any]: ...
+
+    def suspend_patch(self, child: Mapping[str, Any], desired: bool) -> dict[str, Any] | None: ...
+
+    def role(self, meta: Mapping[str, Any]) -> PodRole: ...
+
+    def pods_of(self, child: Mapping[str, Any], pods: list[PodState]) -> list[PodState]: ...
+
+    def observe(
+        self, spec: Mapping[str, Any], child: Mapping[str, Any], pods: list[PodState]
+    ) -> Observed: ...
+
+
+def pods_pending(
+    live: list[PodState], expected: int, problem: tuple[str, str] | None
+) -> tuple[str, str, str]:
+    """(phase, reason, message) while the child has not reported running: a pod problem, or counts."""
+    if problem:
+        return "Pending", problem[0], problem[1]
+    started = sum(1 for p in live if p.phase == "Running")
+    if started:
+        return "Pending", "PodsStarting", f"{started} of {expected} pods running; waiting for the rest"
+    return "Pending", "PodsPending", f"waiting for {expected} training pod(s) to start"

@@ -1,0 +1,167 @@
+"""Kubeflow training-operator v1 ``kubeflow.org/v1`` PyTorchJob (maintenance-only upstream; kept).
+
+A Master and ``nodes - 1`` Workers; each pod runs one container named ``pytorch`` (the name the
+training-operator looks for to default the rendezvous port and inject env). Why the torchrun command
+spells ``$(RANK)``/``$(MASTER_ADDR)``/``$(MASTER_PORT)`` instead of relying on ``PET_*``: v1 injects
+those three in every release, but ``PET_*`` only since v1.8; the kubelet expands ``$(VAR)`` from the
+container env, which includes what the controller injected.
+
+``restartPolicy: ExitCode``: exit codes 1-127 (the trainer's errors: 1 crash, 2 bad config) fail the
+job at once; 128+ (SIGKILL/SIGTERM: OOM, eviction, preemption, node loss) are retried up to
+``runPolicy.backoffLimit``.
+
+Status: Created → JobCreated; Running → Running; Restarting → Running with reason Restarting (each
+new Restarting transition is a restart); Suspended → Suspended (or Pending/Queued under Kueue);
+Succeeded / Failed → terminal.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+from sft_operator.backends.base import Observed, Rendezvous, RunPods, pods_pending
+from sft_operator.kube.client import Resource
+from sft_operator.render import children as common
+from sft_operator.render import meta
+from sft_operator.render.suspend import suspend_patch as _suspend_patch
+from sft_operator.status.common import suspended_state
+from sft_operator.status.conditions import get_condition, is_true
+from sft_operator.status.pods import (
+    PodRole,
+    PodState,
+    as_index,
+    describe_failure,
+    latest_failed,
+    pending_problem,
+)
+
+name = "pytorchjob"
+kind = "PyTorchJob"
+api_version = "kubeflow.org/v1"
+resource = Resource("kubeflow.org", "v1", "pytorchjobs")
+crd = "pytorchjobs.kubeflow.org"
+install = "the Kubeflow training-operator v1 (maintenance-only; prefer Kubeflow Trainer v2)"
+container = "pytorch"
+"""The training-operator's default container name: it defaults the port and injects env into it."""
+name_limit = meta.MAX_CHILD_NAME
+MASTER = "Master"
+WORKER = "Worker"
+MASTER_PORT = 23456
+"""The training-operator's default rendezvous port, declared so the port is explicit."""
+RESTART_POLICY = "ExitCode"
+REPLICA_TYPE_LABEL = "training.kubeflow.org/replica-type"
+REPLICA_INDEX_LABEL = "training.kubeflow.org/replica-index"
+
+
+def rendezvous(child_name: str) -> Rendezvous:
+    return Rendezvous(node_rank="$(RANK)", master_addr="$(MASTER_ADDR)", master_port="$(MASTER_PORT)")
+
+
+def render(run: RunPods) -> dict[str, Any]:
+    spec = run.spec
+    template = copy.deepcopy(run.template)
+    template["spec"]["containers"][0]["ports"] = [
+        {"name": "pytorchjob-port", "containerPort": MASTER_PORT, "protocol": "TCP"}
+    ]
+    replica_specs: dict[str, Any] = {
+        MASTER: {"replicas": 1, "restartPolicy": RESTART_POLICY, "template": template}
+    }
+    if spec.nodes > 1:
+        replica_specs[WORKER] = {
+            "replicas": spec.nodes - 1,
+            "restartPolicy": RESTART_POLICY,
+            "template": copy.deepcopy(template),
+        }
+    run_policy: dict[str, Any] = {
+        "cleanPodPolicy": "None",  # keep finished pods: their termination messages and logs are the result
+        **common.run_policy(spec),
+    }
+    if spec.priority_class_name:
+        # Read by gang schedulers (Volcano, scheduler-plugins) for the PodGroup; pods carry it too.
+        run_policy["schedulingPolicy"] = {
+            "minAvailable": spec.nodes,
+            "priorityClass": spec.priority_class_name,
+        }
+    return {
+        "apiVersion": api_version,
+        "kind": kind,
+        "metadata": common.runner_metadata(run.child, run.name, spec),
+        "spec": {
+            "nprocPerNode": str(run.nproc_per_node),
+            "runPolicy": run_policy,
+            "pytorchReplicaSpecs": replica_specs,
+        },
+    }
+
+
+def suspend_patch(child: Mapping[str, Any], desired: bool) -> dict[str, Any] | None:
+    return _suspend_patch(child, desired, field=("spec", "runPolicy"))
+
+
+def role(pod_meta: Mapping[str, Any]) -> PodRole:
+    labels = pod_meta.get("labels") or {}
+    replica = labels.get(REPLICA_TYPE_LABEL)
+    index = as_index(labels.get(REPLICA_INDEX_LABEL))
+    return PodRole(replica_type=replica, index=index, rank0=(replica or "").lower() == "master")
+
+
+def pods_of(child: Mapping[str, Any], pods: list[PodState]) -> list[PodState]:
+    """The PyTorchJob owns its pods (pods of a deleted, same-named child do not count)."""
+    uid = (child.get("metadata") or {}).get("uid")
+    return [p for p in pods if uid is None or p.owner_uid in (None, uid)]
+
+
+def _replica_counts(job: Mapping[str, Any]) -> tuple[int, int]:
+    specs = (job.get("spec") or {}).get("pytorchReplicaSpecs") or {}
+    expected = sum(int((r or {}).get("replicas", 1)) for r in specs.values())
+    statuses = (job.get("status") or {}).get("replicaStatuses") or {}
+    active = sum(int((s or {}).get("active") or 0) for s in statuses.values())
+    return expected, active
+
+
+def observe(spec: Mapping[str, Any], job: Mapping[str, Any], pods: list[PodState]) -> Observed:
+    status = job.get("status") or {}
+    base = {"completion_time": status.get("completionTime"), "start_time": status.get("startTime")}
+    restarting = get_condition(status, "Restarting") or {}
+    if restarting.get("status") == "True":
+        base["restart_marker"] = restarting.get("lastTransitionTime") or restarting.get("lastUpdateTime")
+    expected, active = _replica_counts(job)
+    if is_true(status, "Succeeded"):
+        return Observed("Succeeded", "Succeeded", "training finished", **base)
+    if is_true(status, "Failed"):
+        cond = get_condition(status, "Failed") or {}
+        reason = str(cond.get("reason") or "PyTorchJobFailed")
+        message = str(cond.get("message") or "")
+        return Observed(
+            "Failed",
+            reason,
+            message or "failed",
+            failed_reason=reason,
+            failed_message=message,
+            failed_time=cond.get("lastTransitionTime"),
+            child_reason_wins=reason in ("BackoffLimitExceeded", "DeadlineExceeded"),
+            **base,
+        )
+    run_policy = (job.get("spec") or {}).get("runPolicy") or {}
+    job_suspended = bool(run_policy.get("suspend")) or is_true(status, "Suspended")
+    suspended = suspended_state(spec, job, job_suspended, kind)
+    if suspended is not None:
+        return Observed(*suspended, **base)
+    live = [p for p in pods if not p.deleted]
+    problem = pending_problem(live)
+    if is_true(status, "Restarting"):
+        blamed = latest_failed(pods)
+        what = f"; last failure: {describe_failure(blamed)['message']}" if blamed else ""
+        limit = run_policy.get("backoffLimit")
+        return Observed(
+            "Running", "Restarting", f"restarting failed replicas (backoffLimit {limit}){what}", **base
+        )
+    if is_true(status, "Running"):
+        running = sum(1 for p in live if p.phase == "Running")
+        message = f"{running or active} of {expected} pods running"
+        if problem:
+            message += f"; {problem[1]}"
+        return Observed("Running", "Running", message, **base)
+    return Observed(*pods_pending(live, expected, problem), **base)
