@@ -6,9 +6,14 @@ reconcile (see :mod:`sft_operator.handlers_sftrun`), and a slow fallback re-chec
 event. Once the child exists, the data is fixed (recorded in the ConfigMap and in
 ``status.outputs.data``) and the prep no longer matters.
 
-A cluster that does not serve the backend's CRD answers 404 to the create: the run goes ``Stalled``
-with a message saying what to install and is re-checked with a growing interval (no crash loop, no
-error spam), so it starts by itself once the CRD is there.
+The backend is chosen when the data is ready and the child is about to be created (see
+:mod:`sft_operator.backends`), from the CRDs the cluster serves then (API discovery). When none fits
+(or the create answers 404 because the CRD went away), the run goes ``Stalled`` with a message saying
+what to install and is re-checked with a growing interval (no crash loop, no error spam), so it
+starts by itself once the CRD is there. Once the child exists its kind fixes the backend.
+
+Before anything is created the resolved data is checked against the run's parallelism (the pack's
+padSeqToMult), so a mismatch is ``Stalled`` with what to change instead of a trainer crash.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from sft_operator import reconcile_steps as steps
 from sft_operator.api.meta import DATAPREP, RUN
 from sft_operator.backends.base import Backend
 from sft_operator.context import Context, OwnerKey
+from sft_operator.errors import InvalidSpec
 from sft_operator.kube.children import ensure_child, stale_reason
 from sft_operator.kube.client import ApiError
 from sft_operator.render import sftrun as render
@@ -31,20 +37,16 @@ from sft_operator.status import sftrun as status
 from sft_operator.status.common import finished
 from sft_operator.status.conditions import get_condition
 from sft_operator.status.pods import PodState, pod_state
-from sft_operator.status.rundata import resolve_data
+from sft_operator.status.rundata import padding_problem, resolve_data
 
 log = logging.getLogger(__name__)
-CRD_MISSING = "PyTorchJobCRDMissing"
-CRD_MISSING_MESSAGE = (
-    "the PyTorchJob CRD (pytorchjobs.kubeflow.org, version v1) is not installed in this cluster: install "
-    "the Kubeflow training-operator (v1); the run starts by itself once the CRD is there"
-)
-BLOCKED_REASONS = frozenset({CRD_MISSING})
+CRD_MISSING = "BackendCRDMissing"
+BLOCKED_REASONS = frozenset({CRD_MISSING, "NoTrainingBackend"})
 """Stalled reasons that only a cluster change clears (re-checked with a growing interval)."""
 
 
 class CrdMissing(Exception):
-    """The API server does not serve the backend's child resource."""
+    """The API server does not serve the backend's child resource (reason, message in args)."""
 
 
 def own_child(ctx: Context, cr: Mapping[str, Any], key: OwnerKey) -> tuple[Backend, Mapping[str, Any]] | None:
@@ -68,7 +70,8 @@ class RunKind:
         key = (namespace, RUN.kind, name)
         desc = f"SFTRun {name}"
         found = own_child(ctx, cr, key)
-        backend = found[0] if found else backends.named(self._wanted(ctx, cr))
+        wanted = self._wanted(ctx, cr)
+        backend = found[0] if found else backends.named((cr.get("status") or {}).get("backend") or wanted)
         acted.derive_args["backend"] = backend
         acted.child = found[1] if found else None
         try:
@@ -84,6 +87,11 @@ class RunKind:
                     if not data.failed:
                         acted.requeue = ctx.recheck_max  # fallback only: the prep's watch events come first
                     return
+                problem = padding_problem(spec, data)
+                if problem is not None:
+                    raise InvalidSpec(problem, reason="DataPaddingMismatch")
+                backend = await self._choose(ctx, wanted)
+                acted.derive_args["backend"] = backend
                 resolved = render.ResolvedData(data.uri, data.pack_size)
                 children = render.render(cr, resolved, ctx.defaults, backend)
                 acted.config_map = await steps.ensure_config_map(ctx, children.config_map, uid, desc)
@@ -91,7 +99,7 @@ class RunKind:
                     ensured = await ensure_child(ctx.client, backend.resource, children.job, uid, desc)
                 except ApiError as exc:
                     if exc.not_found:
-                        raise CrdMissing from None
+                        raise CrdMissing(*backends.missing_message(backend.name, {})) from None
                     raise
                 acted.child, acted.created = ensured.obj, ensured.created
                 return
@@ -103,17 +111,30 @@ class RunKind:
                 acted.child = await ctx.client.patch(
                     backend.resource, namespace, acted.child["metadata"]["name"], patch
                 )
-        except CrdMissing:
-            acted.error = (CRD_MISSING, CRD_MISSING_MESSAGE)
+        except CrdMissing as exc:
+            acted.error = (exc.args[0], exc.args[1])
             acted.requeue = _recheck_delay(ctx, cr.get("status"))
-            log.info(
-                "%s/%s: %s CRD missing, re-checking in %.0fs", namespace, name, backend.kind, acted.requeue
-            )
+            log.info("%s/%s: %s, re-checking in %.0fs", namespace, name, exc.args[0], acted.requeue)
+
+    @staticmethod
+    async def _choose(ctx: Context, wanted: str) -> Backend:
+        """The backend for a run that starts now, from the CRDs the cluster serves."""
+        candidates = backends.PREFERENCE if wanted == backends.AUTO else (backends.BY_NAME[wanted],)
+        served: dict[str, bool] = {}
+        for candidate in candidates:
+            served[candidate.name] = await ctx.client.serves(candidate.resource)
+            if served[candidate.name]:
+                break
+        chosen = backends.choose(wanted, served)
+        if chosen is None:
+            raise CrdMissing(*backends.missing_message(wanted, served))
+        return chosen
 
     @staticmethod
     def _wanted(ctx: Context, cr: Mapping[str, Any]) -> str:
         wanted = (cr.get("spec") or {}).get("backend") or backends.AUTO
-        return ctx.default_backend if wanted == backends.AUTO else wanted
+        chosen = ctx.default_backend if wanted == backends.AUTO else wanted
+        return chosen if chosen in backends.NAMES else backends.AUTO
 
     def pods(self, ctx: Context, key: OwnerKey, acted: steps.Acted) -> tuple[list[PodState], str]:
         backend: Backend = acted.derive_args.get("backend") or backends.named(None)

@@ -21,6 +21,10 @@ from sft_common.config import ConfigModel
 QUANTITY_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+|[numkMGTPE]|[KMGTPE]i)?$")
 DNS_LABEL_RE = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 ENV_NAME_RE = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
+LABEL_KEY_RE = re.compile(
+    r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+LABEL_VALUE_RE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$")
 CREDENTIAL_NAME_RE = r"(?i)(token|secret|password|passwd|api_?key|access_?key|credential)"
 """Env names that hold credentials; such variables must come from a Secret (valueFrom/envFrom)."""
 RESERVED_ENV_PREFIX = "SFT_OWNER_"
@@ -246,7 +250,52 @@ class VolumeMount(ConfigModel):
     """Mount only this sub-path of the volume."""
 
 
-class PodFields(ConfigModel):
+Capability = Literal["IPC_LOCK", "SYS_NICE", "SYS_RESOURCE"]
+"""Capabilities a workload may add back (RDMA needs IPC_LOCK to pin memory; NCCL/NUMA tuning may want
+SYS_NICE/SYS_RESOURCE); every other one stays dropped."""
+
+
+class PodPlacement(ConfigModel):
+    """Where and how the pods run on a GPU node pool: per CR, and as the operator's chart-wide
+    defaults (Helm value workloadPods) that a CR's values add to or override."""
+
+    node_selector: dict[str, str] | None = None
+    """Schedule only onto nodes with these labels (merged over the chart default, the CR's keys win)."""
+    tolerations: list[Toleration] = Field(default_factory=list, max_length=64)
+    """Taints the pods tolerate (added to the chart default's)."""
+    affinity: dict[str, Any] | None = None
+    """core/v1 Affinity (node/pod affinity and anti-affinity), passed through unchanged; replaces the
+    chart default's."""
+    pod_labels: dict[str, str] | None = None
+    """Extra pod labels (merged over the chart default's; the operator's own labels win)."""
+    pod_annotations: dict[str, str] | None = None
+    """Extra pod annotations, e.g. k8s.v1.cni.cncf.io/networks for a Multus RDMA network (merged over
+    the chart default's; the operator's own annotations win)."""
+    host_network: bool | None = None
+    """Run the pods in the node's network namespace (some RDMA/RoCE setups); also sets dnsPolicy
+    ClusterFirstWithHostNet. Default: the chart default, else false."""
+    scheduler_name: str | None = Field(default=None, max_length=253, pattern=DNS_LABEL_RE)
+    """A gang scheduler for the pods (e.g. volcano, scheduler-plugins-scheduler); default: the chart
+    default, else the cluster's default scheduler."""
+    added_capabilities: list[Capability] = Field(default_factory=list, max_length=3)
+    """Linux capabilities added back to the otherwise fully dropped set (explicit opt-in; the rest of
+    the restricted security context stays). Pod Security "restricted" forbids any: label the
+    namespace baseline when you add one."""
+
+    @field_validator("pod_labels", "pod_annotations")
+    @classmethod
+    def _keys(cls, value: dict[str, str] | None, info: Any) -> dict[str, str] | None:
+        for key, item in (value or {}).items():
+            if not LABEL_KEY_RE.match(key) or len(key) > 316:
+                raise ValueError(f"{info.field_name}: '{key}' is not a valid key ([prefix/]name, name ≤ 63)")
+            if info.field_name == "pod_labels" and not LABEL_VALUE_RE.match(item):
+                raise ValueError(
+                    f"podLabels.{key}: '{item}' is not a valid label value (≤ 63 of A-Z a-z 0-9 - _ .)"
+                )
+        return value
+
+
+class PodFields(PodPlacement):
     """Pod template settings shared by every kind that runs pods."""
 
     image: str | None = Field(default=None, min_length=1, max_length=1024)
@@ -258,12 +307,6 @@ class PodFields(ConfigModel):
     """Secrets for a private registry."""
     resources: ResourceRequirements = Field(default_factory=ResourceRequirements)
     """Requests and limits of the main container."""
-    node_selector: dict[str, str] | None = None
-    """Schedule only onto nodes with these labels."""
-    tolerations: list[Toleration] = Field(default_factory=list, max_length=64)
-    """Taints the pods tolerate."""
-    affinity: dict[str, Any] | None = None
-    """core/v1 Affinity (node/pod affinity and anti-affinity), passed through unchanged."""
     priority_class_name: str | None = Field(default=None, max_length=253)
     """PriorityClass of the pods."""
     service_account_name: str | None = Field(default=None, max_length=253, pattern=DNS_LABEL_RE)

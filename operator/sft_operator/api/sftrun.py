@@ -9,13 +9,14 @@ prepared. The operator resolves it into the trainer's own ``data.path`` when it 
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
 from sft_common.config import ConfigModel
-from sft_operator.api.podspec import QUANTITY_RE, BatchFields, PodFields, check_uri
+from sft_operator.api.podspec import DNS_LABEL_RE, QUANTITY_RE, BatchFields, PodFields, check_uri
 from sft_operator.api.status import ChildRef, Condition, Failure
 from sft_train.config import TrainConfig
 
@@ -91,6 +92,9 @@ class SFTRunSpec(TrainConfig, PodFields, BatchFields):  # type: ignore[misc]
     (Kubeflow training-operator v1). auto: the operator's default (Helm value sftRun.backend), which
     when auto itself picks, when the run starts, the first whose CRD the cluster serves in that order.
     The choice is recorded in status.backend and never changes for a started run."""
+    training_runtime: str | None = Field(default=None, max_length=253, pattern=DNS_LABEL_RE)
+    """backend trainjob: the ClusterTrainingRuntime to run on (a torch-distributed one whose trainer
+    container is named node); default: the one the chart ships (sft-torch-distributed)."""
     nodes: int = Field(default=1, ge=1, le=1024)
     """Pods (nodes) of the PyTorchJob: one Master plus nodes-1 Workers."""
     gpus_per_node: int = Field(default=8, ge=0, le=16)
@@ -100,9 +104,11 @@ class SFTRunSpec(TrainConfig, PodFields, BatchFields):  # type: ignore[misc]
     """Size of the memory-backed /dev/shm (NCCL and data loader workers need far more than the
     container runtime's 64Mi default); counts against the pod's memory."""
     max_restarts: int = Field(default=0, ge=0, le=100)
-    """Restarts of the training processes by torchrun inside a pod before the pod fails
-    (torchrun --max-restarts). With the static rendezvous all nodes must restart together, so keep 0
-    for multi-node runs and let backoffLimit retry failed pods."""
+    """backend jobset: restarts of the whole group of pods after a failure (JobSet
+    failurePolicy.maxRestarts; the trainer resumes from its newest checkpoint). backend pytorchjob:
+    restarts of the training processes by torchrun inside a pod (--max-restarts; with the static
+    rendezvous keep 0 for multi-node runs and let backoffLimit retry failed pods). backend trainjob:
+    set by the runtime (must be 0 here)."""
 
     @model_validator(mode="after")
     def _check_run(self) -> SFTRunSpec:
@@ -140,10 +146,19 @@ class SFTRunSpec(TrainConfig, PodFields, BatchFields):  # type: ignore[misc]
         return self
 
     def _check_parallelism(self) -> None:
-        """Model parallel sizes must tile the world (nodes × GPUs); Megatron would fail after minutes."""
+        """The parallel sizes must tile the world (nodes × GPUs) and the global batch must split
+        evenly into micro batches over the data-parallel ranks; Megatron (or the hf engine) would
+        fail only after the pods started and loaded the model. Unset sizes count as 1."""
+        world = self.nodes * (self.gpus_per_node or 1)
+        gbs, mbs = self.train.global_batch_size, self.train.micro_batch_size
         if self.engine != "megatron":
+            if gbs % (mbs * world):
+                raise ValueError(
+                    f"train.globalBatchSize {gbs} is not a multiple of microBatchSize ({mbs}) × the {world} "
+                    f"processes (nodes {self.nodes} × {self.gpus_per_node or 1} per node); set "
+                    f"globalBatchSize to a multiple of {mbs * world} or change the process count"
+                )
             return
-        world = self.nodes * self.gpus_per_node
         par = self.parallelism
         tp = par.tensor_parallel_size or 1
         pp = par.pipeline_parallel_size or 1
@@ -161,6 +176,25 @@ class SFTRunSpec(TrainConfig, PodFields, BatchFields):  # type: ignore[misc]
                 f"parallelism: expert ({ep}) × expert tensor ({etp}) = {ep * etp} does not divide the "
                 f"{world // pp} GPUs of a pipeline stage; change expertParallelSize or the GPU count"
             )
+        dp = world // (tp * pp * cp)
+        if gbs % (mbs * dp):
+            raise ValueError(
+                f"train.globalBatchSize {gbs} is not a multiple of microBatchSize ({mbs}) × data-parallel "
+                f"size {dp} (= {world} GPUs / (tensor {tp} × pipeline {pp} × context {cp})); set "
+                f"globalBatchSize to a multiple of {mbs * dp}, or change the parallel sizes or GPU count"
+            )
+
+    def seq_multiple(self) -> int:
+        """What every packed sequence's length must be a multiple of for this run's parallelism
+        (Megatron-Bridge packed SFT: 2 × CP when CP > 1, and TP when sequence parallel with TP > 1)."""
+        if self.engine != "megatron":
+            return 1
+        cp = self.parallelism.context_parallel_size or 1
+        tp = self.parallelism.tensor_parallel_size or 1
+        need = 2 * cp if cp > 1 else 1
+        if self.parallelism.sequence_parallel and tp > 1:
+            need = math.lcm(need, tp)
+        return need
 
     def _check_gpu_resources(self) -> None:
         for section in ("requests", "limits"):
@@ -248,6 +282,17 @@ class RunFailure(Failure):
     """The PyTorchJob replica that failed, e.g. "Master 0" or "Worker 2"."""
 
 
+class TrainerStatusMirror(ConfigModel):
+    """Kubeflow Trainer's TrainJob status.trainerStatus (alpha, feature gate TrainJobStatus)."""
+
+    progress_percentage: int | None = None
+    """Trainer's estimate of how complete the TrainJob is, 0-100."""
+    estimated_remaining_seconds: int | None = None
+    """Trainer's estimate of the remaining training time."""
+    last_updated_time: str | None = None
+    """When Trainer observed it."""
+
+
 RunPhase = Literal["Pending", "Waiting", "Running", "Succeeded", "Failed", "Suspended"]
 
 
@@ -281,6 +326,8 @@ class SFTRunStatus(ConfigModel):
     """When the latest restart was observed."""
     progress: RunProgress | None = None
     """Iteration, loss, learning rate, throughput and ETA."""
+    trainer_status: TrainerStatusMirror | None = None
+    """backend trainjob: Kubeflow Trainer's alpha trainerStatus, mirrored when it reports one."""
     outputs: RunOutputs | None = None
     """Where the checkpoint is (set when Succeeded)."""
     failure: RunFailure | None = None

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from typing import cast
 
-from sft_operator.backends import pytorchjob
+from sft_operator.backends import jobset, pytorchjob, trainjob
 from sft_operator.backends.base import Backend
 
-PREFERENCE: tuple[Backend, ...] = cast("tuple[Backend, ...]", (pytorchjob,))
+PREFERENCE: tuple[Backend, ...] = cast("tuple[Backend, ...]", (trainjob, jobset, pytorchjob))
 """auto: the first whose CRD is served."""
 BY_NAME: dict[str, Backend] = {b.name: b for b in PREFERENCE}
 AUTO = "auto"

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from sft_operator.api.sftrun import SFTRunSpec
 from sft_operator.kube.client import Resource
 from sft_operator.render.children import ChildMeta
+from sft_operator.render.pods import WorkloadDefaults
 from sft_operator.status.pods import PodRole, PodState
 
 
@@ -40,6 +41,7 @@ class RunPods:
     template: dict[str, Any]
     """The pod template (metadata + spec) with the main container named :attr:`Backend.container`."""
     nproc_per_node: int
+    defaults: WorkloadDefaults
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,9 @@ class Backend(Protocol):
     """Name of the main container (some controllers look it up by name)."""
     name_limit: int
     """Longest child name whose pod hostnames still fit 63 characters."""
+    group_restarts: bool
+    """A failure restarts all nodes together (then torchrun runs with --max-restarts=0 and
+    spec.maxRestarts counts group restarts)."""
 
     def rendezvous(self, child_name: str) -> Rendezvous: ...
 

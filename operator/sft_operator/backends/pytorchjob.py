@@ -46,6 +46,8 @@ install = "the Kubeflow training-operator v1 (maintenance-only; prefer Kubeflow 
 container = "pytorch"
 """The training-operator's default container name: it defaults the port and injects env into it."""
 name_limit = meta.MAX_CHILD_NAME
+group_restarts = False
+"""Failed replicas are retried one by one (backoffLimit); torchrun may restart in the pod."""
 MASTER = "Master"
 WORKER = "Worker"
 MASTER_PORT = 23456

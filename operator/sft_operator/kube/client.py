@@ -196,6 +196,19 @@ class KubeClient:
     async def delete(self, res: Resource, namespace: str | None, name: str) -> None:
         await self.request("DELETE", res.path(namespace, name), body={"propagationPolicy": "Background"})
 
+    async def serves(self, res: Resource) -> bool:
+        """Whether the API server serves ``res`` (discovery: its group/version lists the plural).
+
+        Discovery is readable by every authenticated user (system:discovery), so no RBAC on CRDs."""
+        base = f"/apis/{res.group}/{res.version}" if res.group else f"/api/{res.version}"
+        try:
+            listing = await self.request("GET", base)
+        except ApiError as exc:
+            if exc.not_found:
+                return False
+            raise
+        return any(r.get("name") == res.plural for r in (listing or {}).get("resources") or [])
+
     async def pod_log(self, namespace: str, pod: str, container: str, tail_lines: int = 20) -> str:
         params = {"container": container, "tailLines": str(tail_lines)}
         return await self.request("GET", PODS.path(namespace, pod, "log"), params=params, text=True)

@@ -98,10 +98,19 @@ class ChildMeta:
             "ownerReferences": [self.owner],
         }
 
-    def pod_template(self, pod_spec: dict[str, Any]) -> dict[str, Any]:
-        """Pods carry the owner annotations too: the operator's pod index finds their CR by them."""
+    def pod_template(
+        self,
+        pod_spec: dict[str, Any],
+        labels: Mapping[str, str] | None = None,
+        annotations: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """Pods carry the owner annotations too: the operator's pod index finds their CR by them.
+        ``labels``/``annotations`` are the user's extra ones (the operator's win)."""
         return {
-            "metadata": {"labels": self.labels, "annotations": meta.owner_annotations(self.info, self.name)},
+            "metadata": {
+                "labels": {**(labels or {}), **self.labels},
+                "annotations": {**(annotations or {}), **meta.owner_annotations(self.info, self.name)},
+            },
             "spec": pod_spec,
         }
 

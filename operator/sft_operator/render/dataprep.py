@@ -10,7 +10,7 @@ from sft_operator.api.dataprep import SFTDataPrepSpec, data_fields
 from sft_operator.api.meta import DATAPREP
 from sft_operator.render import children as common
 from sft_operator.render import meta
-from sft_operator.render.pods import CONFIG_PATH, WorkloadDefaults, container, owner_env, pod_spec
+from sft_operator.render.pods import CONFIG_PATH, WorkloadDefaults, container, owner_env, placement, pod_spec
 
 CONTAINER = "prep"
 APP = "sft-prep"
@@ -70,7 +70,15 @@ def render(cr: Mapping[str, Any], defaults: WorkloadDefaults | None = None) -> c
         run_id_env(cr),
         *owner_env(DATAPREP, child.namespace, child.name),
     ]
-    main = container(spec, name=CONTAINER, image=image, command=command, env=env)
+    where = placement(spec, defaults.placement)
+    main = container(
+        spec,
+        name=CONTAINER,
+        image=image,
+        command=command,
+        env=env,
+        added_capabilities=where.added_capabilities,
+    )
     job_spec: dict[str, Any] = {
         "completionMode": "Indexed",
         "completions": workers,
@@ -90,7 +98,15 @@ def render(cr: Mapping[str, Any], defaults: WorkloadDefaults | None = None) -> c
             ]
         },
         "template": child.pod_template(
-            pod_spec(spec, config_map=cm_name, containers=[main], service_account=defaults.service_account)
+            pod_spec(
+                spec,
+                config_map=cm_name,
+                containers=[main],
+                service_account=defaults.service_account,
+                where=where,
+            ),
+            labels=where.pod_labels,
+            annotations=where.pod_annotations,
         ),
     }
     job = {

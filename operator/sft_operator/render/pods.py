@@ -8,13 +8,21 @@ message when the workload crashed before writing its JSON result.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sft_operator.api.meta import GROUP, VERSION, KindInfo
-from sft_operator.api.podspec import CONFIG_DIR, CONFIG_VOLUME, SCRATCH_DIR, SCRATCH_VOLUME, PodFields
+from sft_operator.api.podspec import (
+    CONFIG_DIR,
+    CONFIG_VOLUME,
+    SCRATCH_DIR,
+    SCRATCH_VOLUME,
+    PodFields,
+    PodPlacement,
+)
 
 RUN_AS = 1000
 
@@ -26,15 +34,45 @@ class WorkloadDefaults:
     prep_image: str | None = None
     trainer_image: str | None = None
     service_account: str | None = None
+    training_runtime: str | None = None
+    """ClusterTrainingRuntime of TrainJobs whose SFTRun names none (the chart's shipped runtime)."""
+    placement: PodPlacement = field(default_factory=PodPlacement)
+    """Chart-wide pod placement (Helm value workloadPods, env SFT_WORKLOAD_POD_DEFAULTS as JSON)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> WorkloadDefaults:
+        """Raises ValueError (the operator does not start) when SFT_WORKLOAD_POD_DEFAULTS is invalid."""
         env = os.environ if env is None else env
+        raw = env.get("SFT_WORKLOAD_POD_DEFAULTS") or "{}"
+        try:
+            placement = PodPlacement.model_validate(json.loads(raw))
+        except ValueError as exc:
+            raise ValueError(
+                f"SFT_WORKLOAD_POD_DEFAULTS (Helm value workloadPods) is invalid: {exc}"
+            ) from None
         return cls(
             prep_image=env.get("SFT_DEFAULT_PREP_IMAGE") or None,
             trainer_image=env.get("SFT_DEFAULT_TRAINER_IMAGE") or None,
             service_account=env.get("SFT_WORKLOAD_SERVICE_ACCOUNT") or None,
+            training_runtime=env.get("SFT_TRAINING_RUNTIME") or None,
+            placement=placement,
         )
+
+
+def placement(spec: PodPlacement, defaults: PodPlacement) -> PodPlacement:
+    """The CR's placement over the chart-wide default: maps merged (the CR's keys win), tolerations
+    and capabilities added, affinity/hostNetwork/schedulerName the CR's when set."""
+    tolerations = list(spec.tolerations) + [t for t in defaults.tolerations if t not in spec.tolerations]
+    return PodPlacement(
+        node_selector={**(defaults.node_selector or {}), **(spec.node_selector or {})} or None,
+        tolerations=tolerations,
+        affinity=spec.affinity if spec.affinity is not None else defaults.affinity,
+        pod_labels={**(defaults.pod_labels or {}), **(spec.pod_labels or {})} or None,
+        pod_annotations={**(defaults.pod_annotations or {}), **(spec.pod_annotations or {})} or None,
+        host_network=spec.host_network if spec.host_network is not None else defaults.host_network,
+        scheduler_name=spec.scheduler_name or defaults.scheduler_name,
+        added_capabilities=sorted({*defaults.added_capabilities, *spec.added_capabilities}),
+    )
 
 
 CONFIG_KEY = "config.yaml"
@@ -52,12 +90,17 @@ def owner_env(info: KindInfo, namespace: str, name: str) -> list[dict[str, Any]]
     ]
 
 
-def container_security_context() -> dict[str, Any]:
+def container_security_context(added: Sequence[str] = ()) -> dict[str, Any]:
+    """Restricted: no escalation, read-only root, non-root, every capability dropped except the ones
+    explicitly ``added`` (e.g. IPC_LOCK for RDMA), RuntimeDefault seccomp."""
+    capabilities: dict[str, Any] = {"drop": ["ALL"]}
+    if added:
+        capabilities["add"] = list(added)
     return {
         "allowPrivilegeEscalation": False,
         "readOnlyRootFilesystem": True,
         "runAsNonRoot": True,
-        "capabilities": {"drop": ["ALL"]},
+        "capabilities": capabilities,
         "seccompProfile": {"type": "RuntimeDefault"},
     }
 
@@ -84,6 +127,7 @@ def container(
     command: list[str],
     env: list[dict[str, Any]],
     extra_mounts: Sequence[Mapping[str, Any]] = (),
+    added_capabilities: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The main container: operator env first, then the user's (users cannot override SFT_OWNER_*)."""
     resources = spec.resources.model_dump(mode="json", by_alias=True, exclude_none=True)
@@ -99,7 +143,7 @@ def container(
             *[dict(m) for m in extra_mounts],
             *_dump_list(spec.volume_mounts),
         ],
-        "securityContext": container_security_context(),
+        "securityContext": container_security_context(added_capabilities),
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
     if spec.env_from:
@@ -116,8 +160,11 @@ def pod_spec(
     containers: list[dict[str, Any]],
     service_account: str | None = None,
     extra_volumes: Sequence[Mapping[str, Any]] = (),
+    where: PodPlacement | None = None,
 ) -> dict[str, Any]:
-    """The pod spec; ``service_account`` is the default used when the CR names none."""
+    """The pod spec; ``service_account`` is the default used when the CR names none, ``where`` the
+    merged placement (see :func:`placement`; default: the spec's own)."""
+    where = where or spec
     out: dict[str, Any] = {
         "restartPolicy": "Never",
         "securityContext": pod_security_context(),
@@ -140,12 +187,17 @@ def pod_spec(
         out["automountServiceAccountToken"] = False
     if spec.image_pull_secrets:
         out["imagePullSecrets"] = _dump_list(spec.image_pull_secrets)
-    if spec.node_selector:
-        out["nodeSelector"] = dict(spec.node_selector)
-    if spec.tolerations:
-        out["tolerations"] = _dump_list(spec.tolerations)
-    if spec.affinity:
-        out["affinity"] = spec.affinity
+    if where.node_selector:
+        out["nodeSelector"] = dict(where.node_selector)
+    if where.tolerations:
+        out["tolerations"] = _dump_list(where.tolerations)
+    if where.affinity:
+        out["affinity"] = where.affinity
+    if where.host_network:
+        out["hostNetwork"] = True
+        out["dnsPolicy"] = "ClusterFirstWithHostNet"  # keep cluster DNS (Service names) with hostNetwork
+    if where.scheduler_name:
+        out["schedulerName"] = where.scheduler_name
     if spec.priority_class_name:
         out["priorityClassName"] = spec.priority_class_name
     return out

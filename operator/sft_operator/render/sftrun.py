@@ -21,11 +21,11 @@ from sft_common.config import to_yaml
 from sft_operator import backends
 from sft_operator.api.meta import RUN
 from sft_operator.api.sftrun import GPU_RESOURCE, SHM_DIR, SHM_VOLUME, SFTRunSpec, training_fields
-from sft_operator.backends.base import Backend, Rendezvous, RunPods
+from sft_operator.backends.base import Backend, RunPods
 from sft_operator.errors import InvalidSpec
 from sft_operator.render import children as common
 from sft_operator.render import meta
-from sft_operator.render.pods import CONFIG_PATH, WorkloadDefaults, container, owner_env, pod_spec
+from sft_operator.render.pods import CONFIG_PATH, WorkloadDefaults, container, owner_env, placement, pod_spec
 
 APP = "sft-train"
 CONTAINER = backends.pytorchjob.container
@@ -60,9 +60,11 @@ def training_spec_hash(spec: SFTRunSpec) -> str:
     return common.spec_hash(spec, training_fields())
 
 
-def torchrun_command(spec: SFTRunSpec, rdzv: Rendezvous | None = None) -> list[str]:
+def torchrun_command(spec: SFTRunSpec, backend: Backend | None = None, child_name: str = "") -> list[str]:
     """The pod command (see the module docstring)."""
-    rdzv = rdzv or backends.pytorchjob.rendezvous("")
+    backend = backend or backends.named(None)
+    rdzv = backend.rendezvous(child_name)
+    restarts = 0 if backend.group_restarts else spec.max_restarts
     return [
         "torchrun",
         f"--nnodes={spec.nodes}",
@@ -70,7 +72,7 @@ def torchrun_command(spec: SFTRunSpec, rdzv: Rendezvous | None = None) -> list[s
         f"--node-rank={rdzv.node_rank}",
         f"--master-addr={rdzv.master_addr}",
         f"--master-port={rdzv.master_port}",
-        f"--max-restarts={spec.max_restarts}",
+        f"--max-restarts={restarts}",
         "--no-python",
         "sft-train",
         "--config",
@@ -122,13 +124,15 @@ def render(
     child = common.ChildMeta.of(RUN, cr, APP, digest)
     name = job_name(child.name, backend)
     cm_name = config_map_name(child.name)
+    where = placement(spec, defaults.placement)
     main = container(
         spec,
         name=backend.container,
         image=image,
-        command=torchrun_command(spec, backend.rendezvous(name)),
+        command=torchrun_command(spec, backend, name),
         env=owner_env(RUN, child.namespace, child.name),
         extra_mounts=[{"name": SHM_VOLUME, "mountPath": SHM_DIR}],
+        added_capabilities=where.added_capabilities,
     )
     res = resources(spec)
     if res:
@@ -141,9 +145,19 @@ def render(
             containers=[main],
             service_account=defaults.service_account,
             extra_volumes=[shm],
-        )
+            where=where,
+        ),
+        labels=where.pod_labels,
+        annotations=where.pod_annotations,
     )
-    run = RunPods(spec=spec, child=child, name=name, template=template, nproc_per_node=nproc_per_node(spec))
+    run = RunPods(
+        spec=spec,
+        child=child,
+        name=name,
+        template=template,
+        nproc_per_node=nproc_per_node(spec),
+        defaults=defaults,
+    )
     job = backend.render(run)
     config_map = common.config_map(child, cm_name, to_yaml(spec.train_config(data.uri, data.pack_size)))
     return common.Children(config_map=config_map, job=job, spec_hash=digest)

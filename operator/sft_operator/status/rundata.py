@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from sft_operator.api.sftrun import SFTRunSpec
 from sft_operator.status.common import child_ref, state_reason
 from sft_operator.status.conditions import get_condition, is_true
 
@@ -91,4 +92,24 @@ def resolve_data(cr: Mapping[str, Any], prep: Mapping[str, Any] | None) -> DataS
         reason="WaitingForDataPrep",
         message=f"waiting for SFTDataPrep {name} (phase {phase or 'unknown'}){detail}",
         prep_ref=ref,
+    )
+
+
+def padding_problem(spec: SFTRunSpec, data: DataState) -> str | None:
+    """Why the packed data cannot feed this run's parallelism, or None. Megatron-Bridge needs every
+    packed sequence padded to a multiple of 2 × CP (CP > 1) and of TP (sequence parallel, TP > 1);
+    sft-prep pads to its padSeqToMult. Unknown (data.uri) is not checked."""
+    need = spec.seq_multiple()
+    if need == 1 or data.prep_ref is None:
+        return None
+    have = data.pad_seq_to_mult or 1
+    if have % need == 0:
+        return None
+    name = (data.prep_ref or {}).get("name")
+    par = spec.parallelism
+    return (
+        f"SFTDataPrep {name} padded sequences to a multiple of {have} (padSeqToMult), but this run's "
+        f"parallelism (tensor {par.tensor_parallel_size or 1}, context {par.context_parallel_size or 1}, "
+        f"sequenceParallel {bool(par.sequence_parallel)}) needs a multiple of {need}: set padSeqToMult to "
+        f"{need} (or a multiple) in SFTDataPrep {name} and prepare the data again, or change the parallelism"
     )

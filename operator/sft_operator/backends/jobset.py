@@ -1,0 +1,218 @@
+"""JobSet ``jobset.x-k8s.io/v1alpha2`` (kubernetes-sigs/jobset): runs on any cluster with the JobSet
+controller, no Kubeflow needed.
+
+One replicated Job ``node`` (replicas 1) of ``nodes`` Indexed pods (completions = parallelism =
+nodes, backoffLimit 0: a failed pod fails its Job, and the JobSet restarts the whole group, up to
+``failurePolicy.maxRestarts`` = spec.maxRestarts; the trainer resumes from its newest checkpoint).
+``network.enableDNSHostnames`` gives each pod the DNS name ``<jobset>-<replicatedJob>-<jobIndex>-
+<podIndex>.<subdomain>`` (subdomain defaults to the JobSet name; facts from jobset's
+pkg/util/placement GenPodName and pkg/controllers GetSubdomain), so torchrun's master address is
+pod 0's name and its node rank the pod's Job completion index (the annotation
+``batch.kubernetes.io/job-completion-index``, read through the downward API). ``successPolicy``:
+operator All. TTL and suspend map to the JobSet's own fields.
+
+Pod labels the JobSet controller sets (api/jobset/v1alpha2 and pkg/constants):
+``jobset.sigs.k8s.io/jobset-name``, ``jobset-uid``, ``replicatedjob-name``, ``job-index`` and
+``jobset.sigs.k8s.io/restart-attempt`` (= status.restarts when the Job was created).
+
+Status: conditions ``Completed``, ``Failed`` (reasons FailedJobs, ReachedMaxRestarts, ...),
+``Suspended``; ``status.restarts``; ``replicatedJobsStatus[].{ready,succeeded,failed,active,suspended}``.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+from sft_operator.backends.base import Observed, Rendezvous, RunPods, pods_pending
+from sft_operator.backends.models import checked, m, quantities_as_strings
+from sft_operator.kube.client import Resource
+from sft_operator.render import children as common
+from sft_operator.render.suspend import suspend_patch as _suspend_patch
+from sft_operator.status.common import suspended_state
+from sft_operator.status.conditions import get_condition, is_true
+from sft_operator.status.pods import JOB_INDEX_ANNOTATION, PodRole, PodState, as_index, pending_problem
+
+name = "jobset"
+kind = "JobSet"
+api_version = "jobset.x-k8s.io/v1alpha2"
+resource = Resource("jobset.x-k8s.io", "v1alpha2", "jobsets")
+crd = "jobsets.jobset.x-k8s.io"
+install = "the JobSet controller (kubernetes-sigs/jobset, e.g. its release manifests.yaml)"
+container = "trainer"
+group_restarts = True
+"""A failed pod restarts the whole group (torchrun itself restarts nothing: --max-restarts=0)."""
+REPLICATED_JOB = "node"
+name_limit = 63 - len(f"-{REPLICATED_JOB}-0-") - 4 - len("-abcde")
+"""JobSet's webhook requires <jobset>-<rjob>-<jobIndex>-<podIndex>-abcde to be a DNS-1035 label
+(≤ 63): up to 1024 nodes (4 digits) leaves 45 characters for the JobSet name."""
+MASTER_PORT = 29500
+JOBSET_NAME_LABEL = "jobset.sigs.k8s.io/jobset-name"
+REPLICATED_JOB_LABEL = "jobset.sigs.k8s.io/replicatedjob-name"
+RESTART_ATTEMPT_LABEL = "jobset.sigs.k8s.io/restart-attempt"
+NODE_RANK_ENV = "SFT_NODE_RANK"
+
+
+def master_host(jobset_name: str, replicated_job: str = REPLICATED_JOB) -> str:
+    """Pod 0 of Job 0 under the JobSet's headless Service (subdomain = the JobSet name)."""
+    return f"{jobset_name}-{replicated_job}-0-0.{jobset_name}"
+
+
+def rendezvous(child_name: str) -> Rendezvous:
+    return Rendezvous(
+        node_rank=f"$({NODE_RANK_ENV})", master_addr=master_host(child_name), master_port=str(MASTER_PORT)
+    )
+
+
+def render(run: RunPods) -> dict[str, Any]:
+    spec = run.spec
+    template = copy.deepcopy(run.template)
+    main = template["spec"]["containers"][0]
+    main["env"] = [
+        {
+            "name": NODE_RANK_ENV,
+            "valueFrom": {"fieldRef": {"fieldPath": f"metadata.annotations['{JOB_INDEX_ANNOTATION}']"}},
+        },
+        *main["env"],
+    ]
+    main["ports"] = [{"name": "rendezvous", "containerPort": MASTER_PORT, "protocol": "TCP"}]
+    if "resources" in main:
+        main["resources"] = quantities_as_strings(main["resources"])
+    for volume in template["spec"]["volumes"]:
+        if "emptyDir" in volume and "sizeLimit" in volume["emptyDir"]:
+            volume["emptyDir"]["sizeLimit"] = str(volume["emptyDir"]["sizeLimit"])
+    job_spec: dict[str, Any] = {
+        "completionMode": "Indexed",
+        "completions": spec.nodes,
+        "parallelism": spec.nodes,
+        "backoffLimit": 0,  # one failed pod fails the Job: the JobSet restarts the whole group
+        "template": template,
+    }
+    js_spec: dict[str, Any] = {
+        "replicatedJobs": [{"name": REPLICATED_JOB, "replicas": 1, "template": {"spec": job_spec}}],
+        "network": {"enableDNSHostnames": True, "publishNotReadyAddresses": True},
+        "successPolicy": {"operator": "All"},
+        "failurePolicy": {"maxRestarts": spec.max_restarts},
+        "suspend": spec.suspend,
+    }
+    if spec.active_deadline_seconds is not None:
+        job_spec["activeDeadlineSeconds"] = spec.active_deadline_seconds
+    if spec.ttl_seconds_after_finished is not None:
+        js_spec["ttlSecondsAfterFinished"] = spec.ttl_seconds_after_finished
+    manifest = {
+        "apiVersion": api_version,
+        "kind": kind,
+        "metadata": common.runner_metadata(run.child, run.name, spec),
+        "spec": js_spec,
+    }
+    return checked(m.JobsetV1alpha2JobSet, manifest, kind)
+
+
+def suspend_patch(child: Mapping[str, Any], desired: bool) -> dict[str, Any] | None:
+    return _suspend_patch(child, desired)
+
+
+def role(pod_meta: Mapping[str, Any]) -> PodRole:
+    """A JobSet pod: node rank = its completion index; the group attempt from restart-attempt."""
+    labels = pod_meta.get("labels") or {}
+    annotations = pod_meta.get("annotations") or {}
+    index = as_index(annotations.get(JOB_INDEX_ANNOTATION) or labels.get(JOB_INDEX_ANNOTATION))
+    return PodRole(
+        replica_type=labels.get(REPLICATED_JOB_LABEL),
+        index=index,
+        attempt=as_index(labels.get(RESTART_ATTEMPT_LABEL)) or 0,
+        group=labels.get(JOBSET_NAME_LABEL),
+        rank0=index == 0,
+    )
+
+
+def pods_of(child: Mapping[str, Any], pods: list[PodState]) -> list[PodState]:
+    """The JobSet's pods (owned by its Jobs, not by it): labelled with its name (a TrainJob's JobSet
+    has the TrainJob's name)."""
+    child_name = (child.get("metadata") or {}).get("name")
+    return [p for p in pods if p.group is None or p.group == child_name]
+
+
+def observe(spec: Mapping[str, Any], js: Mapping[str, Any], pods: list[PodState]) -> Observed:
+    status = js.get("status") or {}
+    js_spec = js.get("spec") or {}
+    return observe_jobset_like(
+        spec,
+        js,
+        pods,
+        restarts=int(status.get("restarts") or 0),
+        max_restarts=(js_spec.get("failurePolicy") or {}).get("maxRestarts"),
+        complete="Completed",
+        suspended=bool(js_spec.get("suspend")) or is_true(status, "Suspended"),
+        expected=_expected(js_spec),
+    )
+
+
+def _expected(js_spec: Mapping[str, Any]) -> int:
+    total = 0
+    for rjob in js_spec.get("replicatedJobs") or []:
+        job = (rjob.get("template") or {}).get("spec") or {}
+        total += int(rjob.get("replicas") or 1) * int(job.get("parallelism") or job.get("completions") or 1)
+    return total or 1
+
+
+def observe_jobset_like(
+    spec: Mapping[str, Any],
+    child: Mapping[str, Any],
+    pods: list[PodState],
+    *,
+    restarts: int,
+    max_restarts: int | None,
+    complete: str,
+    suspended: bool,
+    expected: int,
+) -> Observed:
+    """What JobSet and TrainJob (which runs on a JobSet) share: Complete/Completed, Failed and
+    Suspended conditions; pods of the current restart attempt; group restarts."""
+    status = child.get("status") or {}
+    restarts = max(restarts, *(p.attempt for p in pods), 0) if pods else restarts
+    base: dict[str, Any] = {"restarts": restarts}
+    done = get_condition(status, complete) or {}
+    if done.get("status") == "True":
+        return Observed(
+            "Succeeded",
+            "Succeeded",
+            "training finished",
+            completion_time=done.get("lastTransitionTime"),
+            **base,
+        )
+    if is_true(status, "Failed"):
+        cond = get_condition(status, "Failed") or {}
+        reason = str(cond.get("reason") or f"{child.get('kind')}Failed")
+        message = str(cond.get("message") or "")
+        return Observed(
+            "Failed",
+            reason,
+            message or "failed",
+            failed_reason=reason,
+            failed_message=message,
+            failed_time=cond.get("lastTransitionTime"),
+            child_reason_wins=reason in ("ReachedMaxRestarts", "DeadlineExceeded"),
+            **base,
+        )
+    kind_name = str(child.get("kind") or kind)
+    state = suspended_state(spec, child, suspended, kind_name)
+    if state is not None:
+        return Observed(*state, **base)
+    live = [p for p in pods if not p.deleted and p.attempt >= restarts]
+    running = sum(1 for p in live if p.phase == "Running")
+    problem = pending_problem(live)
+    if restarts and running < expected:
+        limit = f" of {max_restarts}" if max_restarts is not None else ""
+        detail = f"; {problem[1]}" if problem else ""
+        return Observed(
+            "Running",
+            "Restarting",
+            f"restarting the whole group after a failure (restart {restarts}{limit}); {running} of "
+            f"{expected} pods running; the trainer resumes from its newest checkpoint{detail}",
+            **base,
+        )
+    if running == expected:
+        return Observed("Running", "Running", f"{running} of {expected} pods running", **base)
+    return Observed(*pods_pending(live, expected, problem), **base)
