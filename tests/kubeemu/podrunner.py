@@ -32,6 +32,7 @@ import asyncio
 import contextlib
 import copy
 import logging
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,6 +40,8 @@ from typing import TYPE_CHECKING, Any
 from .controllers import JOB_KEY, POD_KEY, PTJ_KEY, set_condition
 from .errors import ApiError
 from .jobcontroller import JobController
+from .jobset import JOBSET_KEY, JobSetController
+from .localnet import LocalNetwork
 from .podexec import ConfigError, ContainerResult, PodExecution, RunnerConfig
 from .pytorchjob import PyTorchJobController
 from .store import Event, Json, Store, now_iso
@@ -86,6 +89,8 @@ class PodRunner:
         self._executions: dict[tuple[str, str], PodExecution] = {}  # (namespace, name) -> latest run
         self.jobs: JobController  # created on attach, on the emulator loop
         self.pytorchjobs: PyTorchJobController
+        self.jobsets: JobSetController
+        self._controllers: dict[tuple[str, str], tuple[str, Any]] = {}
         self._stopped = False
 
     # Convenience views onto the config, so tests can write runner.executables["x"] = ...
@@ -130,11 +135,19 @@ class PodRunner:
     async def _attach(self) -> None:
         self.jobs = JobController(self.store)
         self.pytorchjobs = PyTorchJobController(self.store)
+        self.jobsets = JobSetController(self.store)
+        self.config.network = LocalNetwork(self.store)
+        #: resource key -> (kind of the owned objects' ownerReferences, controller), in reconcile order
+        self._controllers: dict[tuple[str, str], tuple[str, Any]] = {
+            JOBSET_KEY: ("JobSet", self.jobsets),
+            JOB_KEY: ("Job", self.jobs),
+            PTJ_KEY: ("PyTorchJob", self.pytorchjobs),
+        }
         self._wake = asyncio.Event()
         self.store.listeners.append(self._on_event)
         self.store.log_provider = self._logs
         self._main_task = asyncio.get_running_loop().create_task(self._main())
-        for key in (JOB_KEY, PTJ_KEY):
+        for key in self._controllers:
             resource = self.store.resources.get(key)
             if resource is not None:
                 for obj in self.store.list(resource, None):
@@ -160,20 +173,19 @@ class PodRunner:
     # ---------------------------------------------------------------- event plumbing
 
     def _mark(self, key: tuple[str, str], obj: Json) -> None:
-        kind = "job" if key == JOB_KEY else "ptj"
-        self._dirty.add((kind, obj["metadata"].get("namespace", ""), obj["metadata"]["name"]))
+        self._dirty.add((key, obj["metadata"].get("namespace", ""), obj["metadata"]["name"]))
 
     def _on_event(self, event: Event) -> None:
         key = event.resource.key
-        if key in (JOB_KEY, PTJ_KEY):
+        meta = event.obj["metadata"]
+        if key in self._controllers:
             self._mark(key, event.obj)
-        elif key == POD_KEY:
-            meta = event.obj["metadata"]
-            for ref in meta.get("ownerReferences") or []:
-                if ref.get("kind") == "Job":
-                    self._dirty.add(("job", meta["namespace"], ref["name"]))
-                elif ref.get("kind") == "PyTorchJob":
-                    self._dirty.add(("ptj", meta["namespace"], ref["name"]))
+        # A change of an owned object wakes its owner's controller (Job -> JobSet, pod -> Job...).
+        for ref in meta.get("ownerReferences") or []:
+            for owner_key, (kind, _) in self._controllers.items():
+                if ref.get("kind") == kind and owner_key in self.store.resources:
+                    self._dirty.add((owner_key, meta.get("namespace", ""), ref["name"]))
+        if key == POD_KEY:
             if event.type == "ADDED" and self._owned(event.obj) and meta["uid"] not in self._pods:
                 self._start_pod(event.obj)
             elif event.type == "DELETED" or (event.type == "MODIFIED" and meta.get("deletionTimestamp")):
@@ -197,22 +209,35 @@ class PodRunner:
             self._wake.clear()
             dirty, self._dirty = self._dirty, set()
             # Resync everything periodically: deadlines and TTLs are timers, not events.
-            for key, kind in ((JOB_KEY, "job"), (PTJ_KEY, "ptj")):
+            for key in self._controllers:
                 resource = self.store.resources.get(key)
                 if resource is not None:
                     for obj in self.store.list(resource, None):
-                        dirty.add((kind, obj["metadata"]["namespace"], obj["metadata"]["name"]))
-            for kind, namespace, name in sorted(dirty):
+                        dirty.add((key, obj["metadata"].get("namespace", ""), obj["metadata"]["name"]))
+            order = list(self._controllers)
+            for key, namespace, name in sorted(dirty, key=lambda item: (order.index(item[0]), item[1:])):
+                kind = self._controllers[key][0]
                 try:
-                    if kind == "job":
-                        self.jobs.reconcile(namespace, name)
-                    else:
-                        self.pytorchjobs.reconcile(namespace, name)
+                    self._controllers[key][1].reconcile(namespace, name)
                 except ApiError as error:
                     if error.code not in (404, 409):
                         log.warning("kubeemu runner: %s %s/%s: %s", kind, namespace, name, error)
                 except Exception:
                     log.exception("kubeemu runner: reconciling %s %s/%s failed", kind, namespace, name)
+
+    def kill_pod(self, name: str, namespace: str = "default", sig: int = signal.SIGKILL) -> None:
+        """Kill the processes of a running pod, as a crashed node or an OOM kill would (any thread).
+
+        The pod stays in the API: its containers exit with 128 + ``sig`` (137 for SIGKILL) and the pod
+        turns ``Failed`` (or restarts its containers, as its ``restartPolicy`` says), so the owning Job
+        counts a failure and a JobSet applies its failure policy. Deleting the pod instead
+        (``kube.delete("pods", name)``) is what a user or an eviction does: the Job recreates it.
+        """
+        execution = self._executions.get((namespace, name))
+        if execution is None or not execution.processes:
+            raise KeyError(f"pod {namespace}/{name} has no running containers here")
+        for process in list(execution.processes.values()):
+            process.signal(sig)
 
     def _logs(self, namespace: str, name: str, container: str | None, tail: int | None) -> str | None:
         execution = self._executions.get((namespace, name))
