@@ -50,12 +50,11 @@ import copy
 import hashlib
 import re
 import time
-from typing import Any
 
 from .controllers import JOB_KEY, ControllerBase, parse_time
 from .errors import ApiError, Cause
 from .errors import invalid as invalid_error
-from .openapi_schema import k8s_schema
+from .openapi_schema import condition_schema, int_schema, k8s_schema, obj_schema, str_list_schema, str_schema
 from .store import Json, Store, now_iso
 
 GROUP = "jobset.x-k8s.io"
@@ -93,59 +92,23 @@ _DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 # ------------------------------------------------------------------------------------------- CRD
 
 
-def _obj(properties: Json, required: list[str] | None = None, **extra: Any) -> Json:
-    schema: Json = {"type": "object", "properties": properties, **extra}
-    if required:
-        schema["required"] = required
-    return schema
-
-
-def _str(**extra: Any) -> Json:
-    return {"type": "string", **extra}
-
-
-def _int(minimum: int | None = None, fmt: str = "int32") -> Json:
-    schema: Json = {"type": "integer", "format": fmt}
-    if minimum is not None:
-        schema["minimum"] = minimum
-    return schema
-
-
-def _str_list() -> Json:
-    return {"type": "array", "items": {"type": "string"}, "x-kubernetes-list-type": "atomic"}
-
-
 _IMMUTABLE = [{"rule": "self == oldSelf", "message": "Value is immutable"}]
-
-
-def condition_schema() -> Json:
-    """``metav1.Condition`` as controller-gen writes it."""
-    return _obj(
-        {
-            "lastTransitionTime": _str(format="date-time"),
-            "message": _str(maxLength=32768),
-            "observedGeneration": _int(0, "int64"),
-            "reason": _str(maxLength=1024, minLength=1),
-            "status": _str(enum=["True", "False", "Unknown"]),
-            "type": _str(maxLength=316),
-        },
-        ["lastTransitionTime", "message", "reason", "status", "type"],
-    )
 
 
 def jobset_spec_schema() -> Json:
     """``JobSetSpec`` (also embedded in Trainer's runtimes as ``spec.template.spec``)."""
-    replicated_job = _obj(
+    replicated_job = obj_schema(
         {
-            "name": _str(),
-            "groupName": _str(default="default"),
+            "name": str_schema(),
+            "groupName": str_schema(default="default"),
             "template": k8s_schema("batch.v1.JobTemplateSpec"),
-            "replicas": _int(0) | {"default": 1},
+            "replicas": int_schema(0) | {"default": 1},
             "dependsOn": {
                 "type": "array",
                 "maxItems": 5,
-                "items": _obj(
-                    {"name": _str(), "status": _str(enum=["Ready", "Complete"])}, ["name", "status"]
+                "items": obj_schema(
+                    {"name": str_schema(), "status": str_schema(enum=["Ready", "Complete"])},
+                    ["name", "status"],
                 ),
                 "x-kubernetes-list-type": "map",
                 "x-kubernetes-list-map-keys": ["name"],
@@ -154,17 +117,17 @@ def jobset_spec_schema() -> Json:
         },
         ["name", "template"],
     )
-    rule = _obj(
+    rule = obj_schema(
         {
-            "name": _str(),
-            "action": _str(enum=list(ACTIONS)),
-            "onJobFailureReasons": {"type": "array", "items": _str()},
-            "onJobFailureMessagePatterns": {"type": "array", "items": _str()},
-            "targetReplicatedJobs": _str_list(),
+            "name": str_schema(),
+            "action": str_schema(enum=list(ACTIONS)),
+            "onJobFailureReasons": {"type": "array", "items": str_schema()},
+            "onJobFailureMessagePatterns": {"type": "array", "items": str_schema()},
+            "targetReplicatedJobs": str_list_schema(),
         },
         ["action", "name"],
     )
-    return _obj(
+    return obj_schema(
         {
             "replicatedJobs": {
                 "type": "array",
@@ -172,52 +135,56 @@ def jobset_spec_schema() -> Json:
                 "x-kubernetes-list-type": "map",
                 "x-kubernetes-list-map-keys": ["name"],
             },
-            "network": _obj(
+            "network": obj_schema(
                 {
                     "enableDNSHostnames": {"type": "boolean"},
-                    "subdomain": _str(),
+                    "subdomain": str_schema(),
                     "publishNotReadyAddresses": {"type": "boolean"},
                 },
                 **{"x-kubernetes-validations": _IMMUTABLE},
             ),
-            "successPolicy": _obj(
-                {"operator": _str(enum=["All", "Any"]), "targetReplicatedJobs": _str_list()},
+            "successPolicy": obj_schema(
+                {"operator": str_schema(enum=["All", "Any"]), "targetReplicatedJobs": str_list_schema()},
                 ["operator"],
                 **{"x-kubernetes-validations": _IMMUTABLE},
             ),
-            "failurePolicy": _obj(
+            "failurePolicy": obj_schema(
                 {
-                    "maxRestarts": _int(),
-                    "restartStrategy": _str(
+                    "maxRestarts": int_schema(),
+                    "restartStrategy": str_schema(
                         enum=["Recreate", "BlockingRecreate", "InPlaceRestart"], default="Recreate"
                     ),
                     "rules": {"type": "array", "items": rule},
                 },
                 **{"x-kubernetes-validations": _IMMUTABLE},
             ),
-            "startupPolicy": _obj(
-                {"startupPolicyOrder": _str(enum=["AnyOrder", "InOrder"])},
+            "startupPolicy": obj_schema(
+                {"startupPolicyOrder": str_schema(enum=["AnyOrder", "InOrder"])},
                 ["startupPolicyOrder"],
                 **{"x-kubernetes-validations": _IMMUTABLE},
             ),
             "suspend": {"type": "boolean"},
-            "coordinator": _obj(
-                {"replicatedJob": _str(), "jobIndex": {"type": "integer"}, "podIndex": {"type": "integer"}},
+            "coordinator": obj_schema(
+                {
+                    "replicatedJob": str_schema(),
+                    "jobIndex": {"type": "integer"},
+                    "podIndex": {"type": "integer"},
+                },
                 ["replicatedJob"],
             ),
-            "managedBy": _str(),
-            "ttlSecondsAfterFinished": _int(0),
+            "managedBy": str_schema(),
+            "ttlSecondsAfterFinished": int_schema(0),
             "volumeClaimPolicies": {
                 "type": "array",
                 "maxItems": 50,
-                "items": _obj(
+                "items": obj_schema(
                     {
                         "templates": {
                             "type": "array",
                             "maxItems": 50,
                             "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
                         },
-                        "retentionPolicy": _obj({"whenDeleted": _str(enum=["Delete", "Retain"])}),
+                        "retentionPolicy": obj_schema({"whenDeleted": str_schema(enum=["Delete", "Retain"])}),
                     }
                 ),
                 "x-kubernetes-list-type": "atomic",
@@ -237,9 +204,9 @@ def jobset_spec_schema() -> Json:
 
 
 def jobset_status_schema() -> Json:
-    counts = {key: _int() for key in ("ready", "succeeded", "failed", "active", "suspended")}
-    int_list = {"type": "array", "items": _int(), "maxItems": 1024, "x-kubernetes-list-type": "atomic"}
-    return _obj(
+    counts = {key: int_schema() for key in ("ready", "succeeded", "failed", "active", "suspended")}
+    int_list = {"type": "array", "items": int_schema(), "maxItems": 1024, "x-kubernetes-list-type": "atomic"}
+    return obj_schema(
         {
             "conditions": {
                 "type": "array",
@@ -247,14 +214,14 @@ def jobset_status_schema() -> Json:
                 "x-kubernetes-list-type": "map",
                 "x-kubernetes-list-map-keys": ["type"],
             },
-            "restarts": _int(),
-            "restartsCountTowardsMax": _int(),
-            "terminalState": _str(),
+            "restarts": int_schema(),
+            "restartsCountTowardsMax": int_schema(),
+            "terminalState": str_schema(),
             "replicatedJobsStatus": {
                 "type": "array",
-                "items": _obj(
+                "items": obj_schema(
                     {
-                        "name": _str(),
+                        "name": str_schema(),
                         **counts,
                         "jobRestarts": int_list,
                         "jobRestartsCountTowardsMax": int_list,
@@ -264,8 +231,8 @@ def jobset_status_schema() -> Json:
                 "x-kubernetes-list-type": "map",
                 "x-kubernetes-list-map-keys": ["name"],
             },
-            "previousInPlaceRestartAttempt": _int(0),
-            "currentInPlaceRestartAttempt": _int(0),
+            "previousInPlaceRestartAttempt": int_schema(0),
+            "currentInPlaceRestartAttempt": int_schema(0),
         }
     )
 
@@ -287,10 +254,10 @@ def jobset_crd() -> Json:
                     "storage": True,
                     "subresources": {"status": {}},
                     "schema": {
-                        "openAPIV3Schema": _obj(
+                        "openAPIV3Schema": obj_schema(
                             {
-                                "apiVersion": _str(),
-                                "kind": _str(),
+                                "apiVersion": str_schema(),
+                                "kind": str_schema(),
                                 "metadata": {"type": "object"},
                                 "spec": jobset_spec_schema(),
                                 "status": jobset_status_schema(),

@@ -103,3 +103,43 @@ def k8s_schema(definition: str) -> Json:
     if name not in _definitions():
         raise KeyError(f"no Kubernetes OpenAPI definition {definition!r}")
     return copy.deepcopy(_cached(name))
+
+
+# Small builders for the hand-written parts of CRD schemas.
+
+
+def obj_schema(properties: Json, required: list[str] | None = None, **extra: Any) -> Json:
+    schema: Json = {"type": "object", "properties": properties, **extra}
+    if required:
+        schema["required"] = required
+    return schema
+
+
+def str_schema(**extra: Any) -> Json:
+    return {"type": "string", **extra}
+
+
+def int_schema(minimum: int | None = None, fmt: str = "int32") -> Json:
+    schema: Json = {"type": "integer", "format": fmt}
+    if minimum is not None:
+        schema["minimum"] = minimum
+    return schema
+
+
+def str_list_schema() -> Json:
+    return {"type": "array", "items": {"type": "string"}, "x-kubernetes-list-type": "atomic"}
+
+
+def condition_schema() -> Json:
+    """``metav1.Condition`` as controller-gen writes it."""
+    return obj_schema(
+        {
+            "lastTransitionTime": str_schema(format="date-time"),
+            "message": str_schema(maxLength=32768),
+            "observedGeneration": int_schema(0, "int64"),
+            "reason": str_schema(maxLength=1024, minLength=1),
+            "status": str_schema(enum=["True", "False", "Unknown"]),
+            "type": str_schema(maxLength=316),
+        },
+        ["lastTransitionTime", "message", "reason", "status", "type"],
+    )

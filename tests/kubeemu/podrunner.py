@@ -45,6 +45,7 @@ from .localnet import LocalNetwork
 from .podexec import ConfigError, ContainerResult, PodExecution, RunnerConfig
 from .pytorchjob import PyTorchJobController
 from .store import Event, Json, Store, now_iso
+from .trainer import TRAINJOB_KEY, TrainJobController
 
 if TYPE_CHECKING:
     from .emulator import KubeEmulator
@@ -90,6 +91,7 @@ class PodRunner:
         self.jobs: JobController  # created on attach, on the emulator loop
         self.pytorchjobs: PyTorchJobController
         self.jobsets: JobSetController
+        self.trainjobs: TrainJobController
         self._controllers: dict[tuple[str, str], tuple[str, Any]] = {}
         self._stopped = False
 
@@ -136,9 +138,11 @@ class PodRunner:
         self.jobs = JobController(self.store)
         self.pytorchjobs = PyTorchJobController(self.store)
         self.jobsets = JobSetController(self.store)
+        self.trainjobs = TrainJobController(self.store)
         self.config.network = LocalNetwork(self.store)
         #: resource key -> (kind of the owned objects' ownerReferences, controller), in reconcile order
         self._controllers: dict[tuple[str, str], tuple[str, Any]] = {
+            TRAINJOB_KEY: ("TrainJob", self.trainjobs),
             JOBSET_KEY: ("JobSet", self.jobsets),
             JOB_KEY: ("Job", self.jobs),
             PTJ_KEY: ("PyTorchJob", self.pytorchjobs),
