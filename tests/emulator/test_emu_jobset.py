@@ -293,3 +293,53 @@ def test_ttl_after_finished_deletes_the_jobset_and_children(
     jobsets.create(jobset("js", nodes=1, ttlSecondsAfterFinished=0))
     jobsets.wait_for_deletion("jobsets", "js", timeout=60)
     jobsets.wait_for(lambda: not jobsets.list("jobs", "default") and not pods_of(jobsets, "js"), timeout=30)
+
+
+def test_local_network_resolves_pod_dns_names_under_headless_services(kube: KubeEmulator) -> None:
+    from kubeemu.localnet import LocalNetwork
+
+    kube.create(
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "js"}, "spec": {"clusterIP": "None"}}
+    )
+    kube.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "web"},
+            "spec": {"ports": [{"port": 80}]},
+        }
+    )
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}}
+    pod["spec"] = {"hostname": "js-node-0-0", "subdomain": "js", "containers": [{"name": "c", "image": "i"}]}
+    kube.create(pod)
+    network = LocalNetwork(kube.store)
+    resolve = lambda text: kube.call(network.resolve, text, "default")  # noqa: E731
+    for name in ("js-node-0-0.js", "js-node-0-0.js.default", "js-node-0-0.js.default.svc.cluster.local"):
+        assert resolve(name) == "127.0.0.1"
+        assert resolve(f"--master-addr={name}") == "--master-addr=127.0.0.1"
+        assert resolve(f"tcp://{name}:29500") == "tcp://127.0.0.1:29500"
+    # Not a pod under a headless Service: left alone (a ClusterIP Service, another namespace, a path).
+    for text in ("pod-0.web", "js-node-0-0.js.other", "/x/js-node-0-0.js", "x.js", "js-node-0-0.jsx", "a.js"):
+        assert resolve(text) == text
+    pod = {"metadata": {"namespace": "default", "labels": {"jobset.sigs.k8s.io/jobset-uid": "u1"}}}
+    env = {"MASTER_ADDR": "js-node-0-0.js", "MASTER_PORT": "23456", "OTHER_PORT": "1"}
+    first = kube.call(network.localize_env, pod, env)
+    assert (
+        first["MASTER_ADDR"] == "127.0.0.1" and first["MASTER_PORT"] != "23456" and first["OTHER_PORT"] == "1"
+    )
+    again = kube.call(network.localize_env, pod, env)
+    assert again["MASTER_PORT"] == first["MASTER_PORT"]  # every pod of one attempt agrees
+    pod["metadata"]["labels"]["jobset.sigs.k8s.io/restart-attempt"] = "1"
+    assert kube.call(network.localize_env, pod, env)["MASTER_PORT"] != first["MASTER_PORT"]
+
+
+def test_success_policy_any_and_blocking_recreate(jobsets: KubeEmulator, pod_runner: PodRunner) -> None:
+    body = jobset(
+        "js",
+        mode="fail_first",
+        failurePolicy={"maxRestarts": 1, "restartStrategy": "BlockingRecreate"},
+        successPolicy={"operator": "Any", "targetReplicatedJobs": ["node"]},
+    )
+    jobsets.create(body)
+    done = jobsets.wait_for_object("jobsets", "js", lambda o: condition(o, "Completed"), timeout=60)
+    assert done["status"]["restarts"] == 1

@@ -6,7 +6,8 @@ gets the DNS names ``<hostname>.<subdomain>``, ``<hostname>.<subdomain>.<namespa
 for ``<jobset>-<rjob>-<jobIndex>-<podIndex>.<subdomain>``, Trainer for ``PET_MASTER_ADDR``. Here no
 DNS server exists, so such names in a container's env values and command/args are rewritten to
 ``127.0.0.1`` when the container starts (the way the PyTorchJob emulation injects
-``MASTER_ADDR=localhost``).
+``MASTER_ADDR=localhost``). Only names of pods that exist (or that a JobSet will create) under a
+headless Service are rewritten, so a file named ``train.py`` survives a JobSet named ``py``.
 
 Ports: on a cluster each pod has its own IP, so every JobSet can use the same rendezvous port
 (Trainer's ``PET_MASTER_PORT`` is always 29500). Here all pods share one address, so two JobSets (or
@@ -44,27 +45,61 @@ class LocalNetwork:
         self.store = store
         self._ports: dict[tuple[str, str], int] = {}
 
-    def _headless_services(self, namespace: str) -> list[str]:
-        resource = self.store.resources.get(("", "services"))
-        if resource is None:
-            return []
-        return [
-            svc["metadata"]["name"]
-            for svc in self.store.list(resource, namespace)
+    def _hosts(self, namespace: str) -> dict[str, set[str]]:
+        """Headless Service name -> the pod hostnames it gives DNS names to (``spec.subdomain``).
+
+        Pods that exist, plus every pod a JobSet of that subdomain will create
+        (``<jobset>-<rjob>-<jobIndex>-<podIndex>``), so a container that starts before its peers'
+        pods exist still finds them (a real resolver would retry until they do).
+        """
+        services = self.store.resources.get(("", "services"))
+        if services is None:
+            return {}
+        hosts: dict[str, set[str]] = {
+            svc["metadata"]["name"]: set()
+            for svc in self.store.list(services, namespace)
             if (svc.get("spec") or {}).get("clusterIP") == "None"
-        ]
+        }
+        if not hosts:
+            return hosts
+        for pod in self.store.list(self.store.resources[("", "pods")], namespace):
+            spec = pod.get("spec") or {}
+            if spec.get("subdomain") in hosts:
+                hosts[spec["subdomain"]].add(spec.get("hostname") or pod["metadata"]["name"])
+        jobsets = self.store.resources.get(("jobset.x-k8s.io", "jobsets"))
+        for jobset in self.store.list(jobsets, namespace) if jobsets is not None else []:
+            spec = jobset.get("spec") or {}
+            name = jobset["metadata"]["name"]
+            subdomain = (spec.get("network") or {}).get("subdomain") or name
+            if subdomain not in hosts:
+                continue
+            for rjob in spec.get("replicatedJobs") or []:
+                job_spec = (rjob.get("template") or {}).get("spec") or {}
+                pods = int(job_spec.get("completions") or job_spec.get("parallelism") or 1)
+                for job_index in range(int(rjob.get("replicas", 1))):
+                    hosts[subdomain].update(f"{name}-{rjob['name']}-{job_index}-{i}" for i in range(pods))
+        return hosts
 
     def resolve(self, text: str, namespace: str) -> str:
-        """``<label>.<service>[.<namespace>[.svc[.cluster.local]]]`` -> 127.0.0.1 (headless Services)."""
-        services = self._headless_services(namespace)
-        if not services or "." not in text:
-            return text
-        names = "|".join(re.escape(name) for name in sorted(services, key=len, reverse=True))
+        """``<hostname>.<service>[.<namespace>[.svc[.cluster.local]]]`` -> 127.0.0.1 for the pods of
+        headless Services (:meth:`_hosts`); anything else is left as it is."""
+        return self.resolve_all([text], namespace)[0]
+
+    def resolve_all(self, texts: list[str], namespace: str) -> list[str]:
+        if not any("." in text for text in texts):
+            return list(texts)
+        names = [
+            re.escape(f"{host}.{service}")
+            for service, hostnames in self._hosts(namespace).items()
+            for host in hostnames
+        ]
+        if not names:
+            return list(texts)
         pattern = re.compile(
-            r"(?<![\w.-])[a-z0-9]([-a-z0-9]*[a-z0-9])?\.(?:" + names + r")"
+            r"(?:(?<=//)|(?<![\w./-]))(?:" + "|".join(sorted(names, key=len, reverse=True)) + r")"
             r"(?:\." + re.escape(namespace) + r"(?:\.svc(?:\.cluster\.local)?)?)?(?![\w-]|\.[\w-])"
         )
-        return pattern.sub(LOCAL_ADDRESS, text)
+        return [pattern.sub(LOCAL_ADDRESS, text) for text in texts]
 
     def port_for(self, pod: Json) -> int | None:
         labels = pod["metadata"].get("labels") or {}
@@ -78,7 +113,7 @@ class LocalNetwork:
 
     def localize_env(self, pod: Json, env: Mapping[str, str]) -> dict[str, str]:
         namespace = pod["metadata"]["namespace"]
-        result = {name: self.resolve(value, namespace) for name, value in env.items()}
+        result = dict(zip(env, self.resolve_all(list(env.values()), namespace), strict=True))
         port = self.port_for(pod)
         if port is not None:
             for name in PORT_VARIABLES:

@@ -292,7 +292,7 @@ class PodExecution:
             command = list(entrypoint)
         argv = [rewrite_paths(expand(part, env), mapping) for part in command + args]
         if self.config.network is not None:
-            argv = [self.config.network.resolve(part, self.namespace) for part in argv]
+            argv = self.config.network.resolve_all(argv, self.namespace)
         executable = argv[0]
         substitute = self.config.executables.get(
             executable, self.config.executables.get(Path(executable).name)
