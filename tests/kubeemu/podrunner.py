@@ -19,11 +19,16 @@ emulator's event loop, plays:
   ttlSecondsAfterFinished), conditions Created/Running/Restarting/Succeeded/Failed/Suspended and
   ``replicaStatuses`` (zero counts omitted, as the real controller's ``omitempty`` does),
   ``cleanPodPolicy`` (None, the v1 default, keeps pods; Running; All);
+- the **JobSet controller** (``jobset.x-k8s.io/v1alpha2``) and Kubeflow Trainer v2's **TrainJob
+  controller** (``trainer.kubeflow.org/v1alpha1``): see :mod:`kubeemu.jobset` and
+  :mod:`kubeemu.trainer` (JobSet -> child Indexed Jobs -> pods; TrainJob -> JobSet);
 - the **kubelet**: each pod runs as local subprocesses (see :mod:`kubeemu.podexec`), with status
   Pending → Running → Succeeded/Failed, ``containerStatuses[].state.terminated`` (exitCode, reason,
   message), ``restartCount``, and logs for ``GET pods/NAME/log``.
 
-Only pods owned by a Job or PyTorchJob are run. Deleting a pod kills its processes.
+Only pods owned by a Job or PyTorchJob are run. Deleting a pod kills its processes;
+:meth:`PodRunner.kill_pod` kills them and leaves the pod to fail (a crashed node). Pod DNS names
+under headless Services and JobSet rendezvous ports are mapped as :mod:`kubeemu.localnet` says.
 """
 
 from __future__ import annotations
@@ -54,7 +59,7 @@ log = logging.getLogger(__name__)
 
 
 class PodRunner:
-    """Plays the Job/PyTorchJob controllers and the kubelet against a :class:`KubeEmulator`.
+    """Plays the Job/PyTorchJob/JobSet/TrainJob controllers and the kubelet against a :class:`KubeEmulator`.
 
     Configure before pods start (plain dicts, mutable): ``executables`` (command name -> path or
     argv prefix), ``path_map`` (container path prefix -> local dir), ``extra_env``, ``images``
