@@ -221,6 +221,7 @@ def test_killing_one_pod_mid_run_restarts_the_group(jobsets: KubeEmulator, pod_r
         return pods if ok else None
 
     first = jobsets.wait_for(running, timeout=30)
+    assert first is not None
     victim = next(p for p in first if p["spec"]["hostname"] == "js-node-0-1")
     pod_runner.kill_pod(victim["metadata"]["name"])
 
@@ -321,7 +322,8 @@ def test_local_network_resolves_pod_dns_names_under_headless_services(kube: Kube
     # Not a pod under a headless Service: left alone (a ClusterIP Service, another namespace, a path).
     for text in ("pod-0.web", "js-node-0-0.js.other", "/x/js-node-0-0.js", "x.js", "js-node-0-0.jsx", "a.js"):
         assert resolve(text) == text
-    pod = {"metadata": {"namespace": "default", "labels": {"jobset.sigs.k8s.io/jobset-uid": "u1"}}}
+    labels = {"jobset.sigs.k8s.io/jobset-uid": "u1"}
+    pod = {"metadata": {"namespace": "default", "labels": labels}}
     env = {"MASTER_ADDR": "js-node-0-0.js", "MASTER_PORT": "23456", "OTHER_PORT": "1"}
     first = kube.call(network.localize_env, pod, env)
     assert (
@@ -329,7 +331,7 @@ def test_local_network_resolves_pod_dns_names_under_headless_services(kube: Kube
     )
     again = kube.call(network.localize_env, pod, env)
     assert again["MASTER_PORT"] == first["MASTER_PORT"]  # every pod of one attempt agrees
-    pod["metadata"]["labels"]["jobset.sigs.k8s.io/restart-attempt"] = "1"
+    labels["jobset.sigs.k8s.io/restart-attempt"] = "1"
     assert kube.call(network.localize_env, pod, env)["MASTER_PORT"] != first["MASTER_PORT"]
 
 

@@ -177,19 +177,17 @@ def test_crds_defaults_and_removed_fields(trainer: KubeEmulator) -> None:
     assert "podTemplateOverrides" not in spec  # pruned: unknown to the v2.2+ schema
     assert spec["runtimePatches"][0]["time"]  # stamped by the defaulting webhook
 
-    for bad, needle in [
-        ({"metadata": {"name": "dotted.name"}}, "RFC 1035"),
-        ({"spec": {"trainer": {"numProcPerNode": 0}}}, "numProcPerNode must be greater than or equal to 1"),
-        ({"spec": {"managedBy": "example.com/other"}}, "ManagedBy must be"),
-        ({"spec": {"runtimeRef": {"name": ""}}}, "runtimeRef.name"),
+    dotted = trainjob("bad")
+    dotted["metadata"]["name"] = "dotted.name"
+    zero_procs = trainjob("bad", trainer={"numProcPerNode": 0})
+    other_manager = trainjob("bad", managedBy="example.com/other")
+    empty_ref = trainjob("bad", runtime_name="")
+    for wrong, needle in [
+        (dotted, "RFC 1035"),
+        (zero_procs, "numProcPerNode must be greater than or equal to 1"),
+        (other_manager, "ManagedBy must be"),
+        (empty_ref, "runtimeRef.name"),
     ]:
-        wrong = trainjob("bad")
-        for key, value in bad.items():
-            for sub_key, sub_value in value.items():
-                if isinstance(sub_value, dict) and isinstance(wrong[key].get(sub_key), dict):
-                    wrong[key][sub_key].update(sub_value)
-                else:
-                    wrong[key][sub_key] = sub_value
         with pytest.raises(ApiError) as error:
             trainer.create(wrong)
         assert error.value.code == 422 and needle in error.value.message, error.value.message
@@ -355,6 +353,7 @@ def test_killed_node_restarts_the_group_and_trainjob_completes(
         return pods if len(pods) == 2 and all(p["status"].get("phase") == "Running" for p in pods) else None
 
     first = trainer.wait_for(running, timeout=30)
+    assert first is not None
     pod_runner.kill_pod(next(p for p in first if p["spec"]["hostname"] == "tj-node-0-1")["metadata"]["name"])
     done = trainer.wait_for_object("trainjobs", "tj", lambda o: condition(o, "Complete"), timeout=60)
     assert "restarts" not in done["status"]  # Trainer's TrainJob status has no restart count ...

@@ -100,7 +100,7 @@ class ControllerBase:
     def event(self, obj: Json, type_: str, reason: str, message: str, component: str = "kubeemu") -> None:
         """Record a core/v1 Event about ``obj``, as a controller's event recorder does."""
         meta = obj["metadata"]
-        body = {
+        body: Json = {
             "apiVersion": "v1",
             "kind": "Event",
             "metadata": {"generateName": f"{meta['name']}.", "namespace": meta.get("namespace") or "default"},

@@ -141,12 +141,12 @@ def jobset_spec_schema() -> Json:
                     "subdomain": str_schema(),
                     "publishNotReadyAddresses": {"type": "boolean"},
                 },
-                **{"x-kubernetes-validations": _IMMUTABLE},
+                rules=_IMMUTABLE,
             ),
             "successPolicy": obj_schema(
                 {"operator": str_schema(enum=["All", "Any"]), "targetReplicatedJobs": str_list_schema()},
                 ["operator"],
-                **{"x-kubernetes-validations": _IMMUTABLE},
+                rules=_IMMUTABLE,
             ),
             "failurePolicy": obj_schema(
                 {
@@ -156,12 +156,12 @@ def jobset_spec_schema() -> Json:
                     ),
                     "rules": {"type": "array", "items": rule},
                 },
-                **{"x-kubernetes-validations": _IMMUTABLE},
+                rules=_IMMUTABLE,
             ),
             "startupPolicy": obj_schema(
                 {"startupPolicyOrder": str_schema(enum=["AnyOrder", "InOrder"])},
                 ["startupPolicyOrder"],
-                **{"x-kubernetes-validations": _IMMUTABLE},
+                rules=_IMMUTABLE,
             ),
             "suspend": {"type": "boolean"},
             "coordinator": obj_schema(
@@ -191,15 +191,13 @@ def jobset_spec_schema() -> Json:
                 "x-kubernetes-validations": _IMMUTABLE,
             },
         },
-        **{
-            "x-kubernetes-validations": [
-                {
-                    "rule": "!(has(self.startupPolicy) && self.startupPolicy.startupPolicyOrder == 'InOrder' "
-                    "&& self.replicatedJobs.exists(x, has(x.dependsOn)))",
-                    "message": "StartupPolicy and DependsOn APIs are mutually exclusive",
-                }
-            ]
-        },
+        rules=[
+            {
+                "rule": "!(has(self.startupPolicy) && self.startupPolicy.startupPolicyOrder == 'InOrder' "
+                "&& self.replicatedJobs.exists(x, has(x.dependsOn)))",
+                "message": "StartupPolicy and DependsOn APIs are mutually exclusive",
+            }
+        ],
     )
 
 
@@ -795,7 +793,7 @@ class JobSetController(ControllerBase):
         if dns_hostnames(jobset):
             pod_template.setdefault("spec", {})["subdomain"] = subdomain(jobset)
         job_spec["suspend"] = bool((jobset.get("spec") or {}).get("suspend"))
-        job = {
+        job: Json = {
             "apiVersion": "batch/v1",
             "kind": "Job",
             "metadata": {

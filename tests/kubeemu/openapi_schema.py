@@ -108,15 +108,23 @@ def k8s_schema(definition: str) -> Json:
 # Small builders for the hand-written parts of CRD schemas.
 
 
-def obj_schema(properties: Json, required: list[str] | None = None, **extra: Any) -> Json:
+def obj_schema(
+    properties: Json, required: list[str] | None = None, *, rules: list[Json] | None = None, **extra: Any
+) -> Json:
+    """An object schema; ``rules`` become its ``x-kubernetes-validations``."""
     schema: Json = {"type": "object", "properties": properties, **extra}
     if required:
         schema["required"] = required
+    if rules:
+        schema["x-kubernetes-validations"] = rules
     return schema
 
 
-def str_schema(**extra: Any) -> Json:
-    return {"type": "string", **extra}
+def str_schema(*, rules: list[Json] | None = None, **extra: Any) -> Json:
+    schema: Json = {"type": "string", **extra}
+    if rules:
+        schema["x-kubernetes-validations"] = rules
+    return schema
 
 
 def int_schema(minimum: int | None = None, fmt: str = "int32") -> Json:

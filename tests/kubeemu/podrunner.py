@@ -88,7 +88,7 @@ class PodRunner:
             images=dict(images or {}),
         )
         self.resync_interval = resync_interval
-        self._dirty: set[tuple[str, str, str]] = set()
+        self._dirty: set[tuple[tuple[str, str], str, str]] = set()  # (resource key, namespace, name)
         self._wake: asyncio.Event | None = None
         self._main_task: asyncio.Task[None] | None = None
         self._pods: dict[str, tuple[PodExecution, asyncio.Task[None]]] = {}
@@ -145,8 +145,8 @@ class PodRunner:
         self.jobsets = JobSetController(self.store)
         self.trainjobs = TrainJobController(self.store)
         self.config.network = LocalNetwork(self.store)
-        #: resource key -> (kind of the owned objects' ownerReferences, controller), in reconcile order
-        self._controllers: dict[tuple[str, str], tuple[str, Any]] = {
+        # resource key -> (kind of the owned objects' ownerReferences, controller), in reconcile order
+        self._controllers = {
             TRAINJOB_KEY: ("TrainJob", self.trainjobs),
             JOBSET_KEY: ("JobSet", self.jobsets),
             JOB_KEY: ("Job", self.jobs),
@@ -224,10 +224,12 @@ class PodRunner:
                     for obj in self.store.list(resource, None):
                         dirty.add((key, obj["metadata"].get("namespace", ""), obj["metadata"]["name"]))
             order = list(self._controllers)
-            for key, namespace, name in sorted(dirty, key=lambda item: (order.index(item[0]), item[1:])):
-                kind = self._controllers[key][0]
+            for resource_key, namespace, name in sorted(
+                dirty, key=lambda item: (order.index(item[0]), item[1:])
+            ):
+                kind, controller = self._controllers[resource_key]
                 try:
-                    self._controllers[key][1].reconcile(namespace, name)
+                    controller.reconcile(namespace, name)
                 except ApiError as error:
                     if error.code not in (404, 409):
                         log.warning("kubeemu runner: %s %s/%s: %s", kind, namespace, name, error)

@@ -94,15 +94,17 @@ def _env_list(max_items: int = 128) -> Json:
     }
 
 
-def _named_list(items: Json, max_items: int, key: str = "name", **extra: Any) -> Json:
-    return {
+def _named_list(items: Json, max_items: int, key: str = "name", *, rules: list[Json] | None = None) -> Json:
+    schema: Json = {
         "type": "array",
         "items": items,
         "maxItems": max_items,
         "x-kubernetes-list-type": "map",
         "x-kubernetes-list-map-keys": [key],
-        **extra,
     }
+    if rules:
+        schema["x-kubernetes-validations"] = rules
+    return schema
 
 
 def _initializer() -> Json:
@@ -112,7 +114,7 @@ def _initializer() -> Json:
     }
     return obj_schema(
         {
-            "storageUri": str_schema(maxLength=2048, **{"x-kubernetes-validations": [uri_rule]}),
+            "storageUri": str_schema(maxLength=2048, rules=[uri_rule]),
             "env": _env_list(),
             "secretRef": obj_schema({"name": str_schema()}),
         }
@@ -131,15 +133,11 @@ def _pod_spec_patch() -> Json:
     )
     return obj_schema(
         {
-            "serviceAccountName": str_schema(maxLength=253, **{"x-kubernetes-validations": _IMMUTABLE}),
-            "volumes": _named_list(
-                k8s_schema("core.v1.Volume"), 128, **{"x-kubernetes-validations": _IMMUTABLE}
-            ),
-            "initContainers": _named_list(container_patch, 64, **{"x-kubernetes-validations": _IMMUTABLE}),
-            "containers": _named_list(container_patch, 64, **{"x-kubernetes-validations": _IMMUTABLE}),
-            "imagePullSecrets": _named_list(
-                obj_schema({"name": str_schema()}), 64, **{"x-kubernetes-validations": _IMMUTABLE}
-            ),
+            "serviceAccountName": str_schema(maxLength=253, rules=_IMMUTABLE),
+            "volumes": _named_list(k8s_schema("core.v1.Volume"), 128, rules=_IMMUTABLE),
+            "initContainers": _named_list(container_patch, 64, rules=_IMMUTABLE),
+            "containers": _named_list(container_patch, 64, rules=_IMMUTABLE),
+            "imagePullSecrets": _named_list(obj_schema({"name": str_schema()}), 64, rules=_IMMUTABLE),
             "securityContext": k8s_schema("core.v1.PodSecurityContext")
             | {"x-kubernetes-validations": _IMMUTABLE},
             "nodeSelector": {"type": "object", "additionalProperties": {"type": "string"}},
@@ -169,7 +167,7 @@ def _runtime_patch() -> Json:
     )
     return obj_schema(
         {
-            "manager": str_schema(minLength=1, maxLength=253, **{"x-kubernetes-validations": _IMMUTABLE}),
+            "manager": str_schema(minLength=1, maxLength=253, rules=_IMMUTABLE),
             "time": str_schema(format="date-time"),
             "trainingRuntimeSpec": obj_schema({"template": template}),
         },
@@ -203,11 +201,11 @@ def trainjob_spec_schema() -> Json:
                     "kind": str_schema(maxLength=253, default="ClusterTrainingRuntime"),
                 },
                 ["name"],
-                **{"x-kubernetes-validations": _IMMUTABLE},
+                rules=_IMMUTABLE,
             ),
             "initializer": obj_schema(
                 {"dataset": _initializer(), "model": _initializer()},
-                **{"x-kubernetes-validations": _IMMUTABLE},
+                rules=_IMMUTABLE,
             ),
             "trainer": trainer | {"x-kubernetes-validations": _IMMUTABLE},
             "runtimePatches": _named_list(_runtime_patch(), 16, "manager"),
@@ -216,16 +214,14 @@ def trainjob_spec_schema() -> Json:
             "managedBy": str_schema(
                 maxLength=253,
                 default=CONTROLLER_NAME,
-                **{
-                    "x-kubernetes-validations": [
-                        {
-                            "rule": f"self in ['{CONTROLLER_NAME}', 'kueue.x-k8s.io/multikueue']",
-                            "message": "ManagedBy must be trainer.kubeflow.org/trainjob-controller or "
-                            "kueue.x-k8s.io/multikueue if set",
-                        },
-                        {"rule": "self == oldSelf", "message": "field is immutable"},
-                    ]
-                },
+                rules=[
+                    {
+                        "rule": f"self in ['{CONTROLLER_NAME}', 'kueue.x-k8s.io/multikueue']",
+                        "message": "ManagedBy must be trainer.kubeflow.org/trainjob-controller or "
+                        "kueue.x-k8s.io/multikueue if set",
+                    },
+                    {"rule": "self == oldSelf", "message": "field is immutable"},
+                ],
             ),
         },
         ["runtimeRef"],
@@ -269,14 +265,12 @@ def trainjob_status_schema() -> Json:
                     },
                     "lastUpdatedTime": str_schema(format="date-time"),
                 },
-                **{
-                    "x-kubernetes-validations": [
-                        {
-                            "rule": "has(self.lastUpdatedTime)",
-                            "message": "lastUpdatedTime is required when trainerStatus is present",
-                        }
-                    ]
-                },
+                rules=[
+                    {
+                        "rule": "has(self.lastUpdatedTime)",
+                        "message": "lastUpdatedTime is required when trainerStatus is present",
+                    }
+                ],
             ),
         },
         minProperties=1,
@@ -332,11 +326,7 @@ def training_runtime_spec_schema() -> Json:
                     "jax": {"type": "object"},
                     "xgboost": {"type": "object"},
                 },
-                **{
-                    "x-kubernetes-validations": [
-                        {"rule": one_of, "message": "Only one of the policy can be configured"}
-                    ]
-                },
+                rules=[{"rule": one_of, "message": "Only one of the policy can be configured"}],
             ),
             "podGroupPolicy": obj_schema(
                 {
