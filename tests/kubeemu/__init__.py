@@ -52,7 +52,19 @@ kopf's peering CRDs.
 
 ``pod_runner`` is a :class:`~kubeemu.podrunner.PodRunner`: ``.executables`` (command name -> path or
 argv prefix), ``.path_map`` (container path prefix -> local dir), ``.extra_env``, ``.images`` (image ->
-entrypoint for containers without ``command``), ``.config.pvc_root``; see :mod:`kubeemu.podrunner`.
+entrypoint for containers without ``command``), ``.config.pvc_root``, ``.kill_pod(name)`` (SIGKILL a
+running pod's processes: it fails with exit code 137, as on a crashed node); see :mod:`kubeemu.podrunner`.
+
+JobSet and Kubeflow Trainer v2 (see :mod:`kubeemu.jobset`, :mod:`kubeemu.trainer` for the facts and
+their sources)::
+
+    kube.install_jobset_crd()          # jobsets.jobset.x-k8s.io (v1alpha2)
+    kube.install_trainer_crds()        # JobSet + trainjobs/clustertrainingruntimes/trainingruntimes
+    kube.create(cluster_training_runtime)        # the runtime a TrainJob's runtimeRef names
+    kube.create(trainjob)                        # -> JobSet <name> -> Jobs <name>-node-0 -> pods
+    pods = kube.list("pods", "default", label_selector="jobset.sigs.k8s.io/jobset-name=NAME")
+    pod_runner.kill_pod(pods[1]["metadata"]["name"])   # the group restarts if maxRestarts allows
+    kube.wait_for_object("jobsets", "NAME", lambda o: o["status"]["restarts"] == 1)
 
 WHAT IS EMULATED
 ================
@@ -85,6 +97,11 @@ WHAT IS EMULATED
   is immutable unless the Job is suspended and never started.
 - Built-in defaults that matter: Job selector/labels (``batch.kubernetes.io/job-name``...), Job spec
   defaults (backoffLimit 6, parallelism 1...), Pod and Namespace initial status.
+- Add-ons, with the CRDs written from their real Go types (embedded Kubernetes types from the 1.33
+  OpenAPI via :mod:`kubeemu.openapi_schema`) and their admission webhooks' defaults and main checks:
+  JobSet ``jobset.x-k8s.io/v1alpha2`` (:mod:`kubeemu.jobset`) and Kubeflow Trainer v2
+  ``trainer.kubeflow.org/v1alpha1`` TrainJob, ClusterTrainingRuntime, TrainingRuntime
+  (:mod:`kubeemu.trainer`); their controllers run in the pod runner.
 - kopf peering: ``KubeEmulator(kopf_peering=True)`` (or applying the CRDs) plus a ``KopfPeering`` /
   ``ClusterKopfPeering`` object named like ``--peering=NAME``: kopf then runs with peering (without
   the object it stays paused, as on a real cluster).
@@ -100,7 +117,29 @@ one page), protobuf, ``fieldValidation=Strict`` (unknown CR fields are pruned si
 default "Warn" behaviour, without warning headers), semantic validation of built-in kinds beyond
 their OpenAPI schema and the Job rules above, controllers other than the pod runner's (no
 Deployment/ReplicaSet/StatefulSet controllers), graceful pod termination periods, scheduling,
-nodes, services networking, images.
+nodes, services networking (beyond pod DNS names under headless Services -> 127.0.0.1, see
+:mod:`kubeemu.localnet`), images.
+
+Not modelled of JobSet: ``RestartJob``/``RestartJobAndIgnoreMaxRestarts`` (feature-gated per-Job
+restarts; played as a group restart), ``InPlaceRestart`` and its agent, ``startupPolicy: InOrder`` and
+``dependsOn`` (all replicated Jobs start at once), ``coordinator`` beyond its label, exclusive
+placement (``alpha.jobset.sigs.k8s.io/exclusive-topology``, node selectors, taints),
+``volumeClaimPolicies`` (accepted, no PVCs made), ElasticJobSet scaling, the pod webhook, the
+``jobset.sigs.k8s.io/priority`` label, metrics, ``managedBy`` values other than the built-in
+controller (left alone, as the real one does), the webhook's update checks (immutability is only the
+CRD's ``self == oldSelf`` rules), and the Kubernetes defaults inside embedded pod templates (e.g.
+``ports[].protocol: TCP``). Conditions emit Events only for Failed/Completed/Restarting.
+
+Not modelled of Trainer: runtimes other than ``torch`` and plain (no MPI/JAX/XGBoost/Flux plugins,
+no torchtune command rewriting), initializers (``dataset-initializer``/``model-initializer`` jobs
+are built from the runtime unchanged; ``initializer.*`` is not applied), gang scheduling
+(``podGroupPolicy`` coscheduling/Volcano: no PodGroups, no scheduler labels), runtime snapshots (the
+JobSet is built from the runtime as it is at build time and rebuilt only while suspended), the
+``trainer.kubeflow.org/resource-in-use`` finalizer on runtimes, the alpha ``trainerStatus`` (schema
+only; nothing writes it), Kueue/MultiKueue (``managedBy: kueue.x-k8s.io/multikueue`` is left alone),
+the deprecation warning of runtimes labelled ``trainer.kubeflow.org/support: deprecated``, the
+runtime webhooks' checks, and server-side apply of the JobSet (it is created, or replaced while
+suspended). TrainJob status has no restart count (as in Trainer): read the JobSet's ``status.restarts``.
 """
 
 from .emulator import KubeEmulator, WaitTimeout, load_manifests

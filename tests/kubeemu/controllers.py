@@ -14,6 +14,7 @@ from .store import Json, Store, now_iso
 JOB_KEY = ("batch", "jobs")
 PTJ_KEY = ("kubeflow.org", "pytorchjobs")
 POD_KEY = ("", "pods")
+EVENT_KEY = ("", "events")
 
 
 def parse_time(value: str | None) -> float | None:
@@ -95,6 +96,31 @@ class ControllerBase:
             self.store.delete(
                 self.store.resources[POD_KEY], pod["metadata"]["namespace"], pod["metadata"]["name"]
             )
+
+    def event(self, obj: Json, type_: str, reason: str, message: str, component: str = "kubeemu") -> None:
+        """Record a core/v1 Event about ``obj``, as a controller's event recorder does."""
+        meta = obj["metadata"]
+        body: Json = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta.get("namespace") or "default"},
+            "involvedObject": {
+                "apiVersion": obj["apiVersion"],
+                "kind": obj["kind"],
+                "name": meta["name"],
+                "namespace": meta.get("namespace") or "",
+                "uid": meta["uid"],
+            },
+            "type": type_,
+            "reason": reason,
+            "message": message,
+            "source": {"component": component},
+            "firstTimestamp": now_iso(),
+            "lastTimestamp": now_iso(),
+            "count": 1,
+        }
+        with contextlib.suppress(ApiError):
+            self.store.create(self.store.resources[EVENT_KEY], body["metadata"]["namespace"], body)
 
     @staticmethod
     def owner_ref(owner: Json) -> Json:

@@ -21,6 +21,7 @@ from typing import Any, Self, TypeVar
 import kmock
 import yaml
 
+from . import jobset, trainer
 from .errors import ApiError
 from .patching import MERGE_PATCH
 from .resources import ResourceDef, kopf_peering_crds, pytorchjob_crd
@@ -99,6 +100,9 @@ class KubeEmulator:
             raise RuntimeError("kubeemu: the emulator did not start within 30 s")
         if self._startup_error is not None:
             raise RuntimeError("kubeemu: the emulator failed to start") from self._startup_error
+        # The add-ons' admission webhooks (inert until their CRDs are installed), as their installs ship them.
+        self.call(jobset.register_webhooks, self.store)
+        self.call(trainer.register_webhooks, self.store)
         if self._kopf_peering:
             self.apply(kopf_peering_crds())
         if self._initial_crds:
@@ -320,6 +324,15 @@ class KubeEmulator:
     def install_pytorchjob_crd(self) -> list[Json]:
         """Install a minimal ``kubeflow.org/v1`` PyTorchJob CRD (:func:`kubeemu.resources.pytorchjob_crd`)."""
         return self.apply(pytorchjob_crd())
+
+    def install_jobset_crd(self) -> list[Json]:
+        """Install JobSet's ``jobsets.jobset.x-k8s.io`` CRD (:func:`kubeemu.jobset.jobset_crd`)."""
+        return self.apply(jobset.jobset_crd())
+
+    def install_trainer_crds(self) -> list[Json]:
+        """Install Kubeflow Trainer v2's TrainJob, ClusterTrainingRuntime and TrainingRuntime CRDs and
+        JobSet's (Trainer runs on JobSet; :mod:`kubeemu.trainer`)."""
+        return self.apply([jobset.jobset_crd(), *trainer.trainer_crds()])
 
     def uninstall_crd(self, name: str) -> Json:
         return self.delete("customresourcedefinitions", name, None)

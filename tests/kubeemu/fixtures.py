@@ -39,7 +39,8 @@ def kube(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPat
 
 @pytest.fixture
 def pod_runner(kube: KubeEmulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PodRunner]:
-    """A started :class:`~kubeemu.podrunner.PodRunner` playing the Job and PyTorchJob controllers.
+    """A started :class:`~kubeemu.podrunner.PodRunner` playing the Job, PyTorchJob, JobSet and TrainJob
+    controllers.
 
     Configure it before creating Jobs: ``pod_runner.executables["sft-prep"] = ".venv/bin/sft-prep"``,
     ``pod_runner.path_map["/data"] = tmp_path``. Every subprocess is killed on teardown.

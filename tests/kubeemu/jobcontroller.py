@@ -141,6 +141,8 @@ class JobController(ControllerBase):
         pod_spec = template.get("spec") or {}
         prefix = f"{job_name}-{index}-" if index is not None else f"{job_name}-"
         if index is not None:
+            # An Indexed Job's pods are named and hostnamed <job>-<index> (DNS with a subdomain).
+            pod_spec["hostname"] = f"{job_name}-{index}"
             labels[INDEX_KEY] = str(index)
             annotations[INDEX_KEY] = str(index)
             for container in (pod_spec.get("initContainers") or []) + (pod_spec.get("containers") or []):

@@ -20,7 +20,8 @@ What a pod sees, emulated locally:
 - stdout and stderr go to one per-container log file (served by ``pods/NAME/log``).
 
 Not emulated: images (the local venv runs everything), resource limits, probes, sidecar restart
-semantics, ports and networking (everything is on localhost), users and security contexts.
+semantics, users and security contexts. Networking: everything is on 127.0.0.1; pod DNS names under
+a headless Service and JobSet rendezvous ports are mapped as :mod:`kubeemu.localnet` says.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ApiError
+from .localnet import LocalNetwork
 from .store import Json, Store
 
 _VAR_RE = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
@@ -105,6 +107,8 @@ class RunnerConfig:
     images: dict[str, list[str]] = field(default_factory=dict)
     inherit_env: bool = True
     kill_grace: float = 3.0
+    #: Pod DNS names -> 127.0.0.1 and per-JobSet rendezvous ports (:mod:`kubeemu.localnet`).
+    network: LocalNetwork | None = None
 
 
 def _decode_secret(secret: Json) -> dict[str, str]:
@@ -271,6 +275,8 @@ class PodExecution:
                     env[name] = str(value)
             else:
                 env[name] = rewrite_paths(expand(str(var.get("value", "")), env), mapping)
+        if self.config.network is not None:
+            env = self.config.network.localize_env(self.pod, env)
         return env
 
     def argv(self, container: Json, env: Mapping[str, str], mapping: Mapping[str, str]) -> list[str]:
@@ -285,6 +291,8 @@ class PodExecution:
                 )
             command = list(entrypoint)
         argv = [rewrite_paths(expand(part, env), mapping) for part in command + args]
+        if self.config.network is not None:
+            argv = self.config.network.resolve_all(argv, self.namespace)
         executable = argv[0]
         substitute = self.config.executables.get(
             executable, self.config.executables.get(Path(executable).name)
@@ -321,7 +329,8 @@ class PodExecution:
         )
         for variable in ("KUBECONFIG", "KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT"):
             env.pop(variable, None)
-        env.update({"HOSTNAME": self.name, "SFT_TERMINATION_LOG": str(termination)})
+        hostname = (self.pod.get("spec") or {}).get("hostname") or self.name
+        env.update({"HOSTNAME": hostname, "SFT_TERMINATION_LOG": str(termination)})
         env.update(self.config.extra_env)
         env.update(env_spec)
         if env.get("SFT_OWNER_NAME") and not env_spec.get("SFT_OWNER_API"):
@@ -403,6 +412,8 @@ class LocalProcess:
 
     def _reap(self, loop: asyncio.AbstractEventLoop) -> None:
         code = self.popen.wait()
+        if code < 0:  # killed by a signal: a container runtime reports 128 + the signal number
+            code = 128 - code
         with contextlib.suppress(RuntimeError):  # the loop is already closed: nobody is waiting
             loop.call_soon_threadsafe(lambda: self.exited.done() or self.exited.set_result(code))
 
@@ -412,6 +423,11 @@ class LocalProcess:
 
     async def wait(self) -> int:
         return await asyncio.shield(self.exited)
+
+    def signal(self, sig: int) -> None:
+        """Send ``sig`` to the process group (the container's processes)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.popen.pid, sig)
 
     async def kill(self, grace: float) -> None:
         if self.exited.done():

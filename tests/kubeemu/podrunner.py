@@ -19,11 +19,16 @@ emulator's event loop, plays:
   ttlSecondsAfterFinished), conditions Created/Running/Restarting/Succeeded/Failed/Suspended and
   ``replicaStatuses`` (zero counts omitted, as the real controller's ``omitempty`` does),
   ``cleanPodPolicy`` (None, the v1 default, keeps pods; Running; All);
+- the **JobSet controller** (``jobset.x-k8s.io/v1alpha2``) and Kubeflow Trainer v2's **TrainJob
+  controller** (``trainer.kubeflow.org/v1alpha1``): see :mod:`kubeemu.jobset` and
+  :mod:`kubeemu.trainer` (JobSet -> child Indexed Jobs -> pods; TrainJob -> JobSet);
 - the **kubelet**: each pod runs as local subprocesses (see :mod:`kubeemu.podexec`), with status
   Pending → Running → Succeeded/Failed, ``containerStatuses[].state.terminated`` (exitCode, reason,
   message), ``restartCount``, and logs for ``GET pods/NAME/log``.
 
-Only pods owned by a Job or PyTorchJob are run. Deleting a pod kills its processes.
+Only pods owned by a Job or PyTorchJob are run. Deleting a pod kills its processes;
+:meth:`PodRunner.kill_pod` kills them and leaves the pod to fail (a crashed node). Pod DNS names
+under headless Services and JobSet rendezvous ports are mapped as :mod:`kubeemu.localnet` says.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import asyncio
 import contextlib
 import copy
 import logging
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,9 +45,12 @@ from typing import TYPE_CHECKING, Any
 from .controllers import JOB_KEY, POD_KEY, PTJ_KEY, set_condition
 from .errors import ApiError
 from .jobcontroller import JobController
+from .jobset import JOBSET_KEY, JobSetController
+from .localnet import LocalNetwork
 from .podexec import ConfigError, ContainerResult, PodExecution, RunnerConfig
 from .pytorchjob import PyTorchJobController
 from .store import Event, Json, Store, now_iso
+from .trainer import TRAINJOB_KEY, TrainJobController
 
 if TYPE_CHECKING:
     from .emulator import KubeEmulator
@@ -50,7 +59,7 @@ log = logging.getLogger(__name__)
 
 
 class PodRunner:
-    """Plays the Job/PyTorchJob controllers and the kubelet against a :class:`KubeEmulator`.
+    """Plays the Job/PyTorchJob/JobSet/TrainJob controllers and the kubelet against a :class:`KubeEmulator`.
 
     Configure before pods start (plain dicts, mutable): ``executables`` (command name -> path or
     argv prefix), ``path_map`` (container path prefix -> local dir), ``extra_env``, ``images``
@@ -79,13 +88,16 @@ class PodRunner:
             images=dict(images or {}),
         )
         self.resync_interval = resync_interval
-        self._dirty: set[tuple[str, str, str]] = set()
+        self._dirty: set[tuple[tuple[str, str], str, str]] = set()  # (resource key, namespace, name)
         self._wake: asyncio.Event | None = None
         self._main_task: asyncio.Task[None] | None = None
         self._pods: dict[str, tuple[PodExecution, asyncio.Task[None]]] = {}
         self._executions: dict[tuple[str, str], PodExecution] = {}  # (namespace, name) -> latest run
         self.jobs: JobController  # created on attach, on the emulator loop
         self.pytorchjobs: PyTorchJobController
+        self.jobsets: JobSetController
+        self.trainjobs: TrainJobController
+        self._controllers: dict[tuple[str, str], tuple[str, Any]] = {}
         self._stopped = False
 
     # Convenience views onto the config, so tests can write runner.executables["x"] = ...
@@ -130,11 +142,21 @@ class PodRunner:
     async def _attach(self) -> None:
         self.jobs = JobController(self.store)
         self.pytorchjobs = PyTorchJobController(self.store)
+        self.jobsets = JobSetController(self.store)
+        self.trainjobs = TrainJobController(self.store)
+        self.config.network = LocalNetwork(self.store)
+        # resource key -> (kind of the owned objects' ownerReferences, controller), in reconcile order
+        self._controllers = {
+            TRAINJOB_KEY: ("TrainJob", self.trainjobs),
+            JOBSET_KEY: ("JobSet", self.jobsets),
+            JOB_KEY: ("Job", self.jobs),
+            PTJ_KEY: ("PyTorchJob", self.pytorchjobs),
+        }
         self._wake = asyncio.Event()
         self.store.listeners.append(self._on_event)
         self.store.log_provider = self._logs
         self._main_task = asyncio.get_running_loop().create_task(self._main())
-        for key in (JOB_KEY, PTJ_KEY):
+        for key in self._controllers:
             resource = self.store.resources.get(key)
             if resource is not None:
                 for obj in self.store.list(resource, None):
@@ -160,20 +182,19 @@ class PodRunner:
     # ---------------------------------------------------------------- event plumbing
 
     def _mark(self, key: tuple[str, str], obj: Json) -> None:
-        kind = "job" if key == JOB_KEY else "ptj"
-        self._dirty.add((kind, obj["metadata"].get("namespace", ""), obj["metadata"]["name"]))
+        self._dirty.add((key, obj["metadata"].get("namespace", ""), obj["metadata"]["name"]))
 
     def _on_event(self, event: Event) -> None:
         key = event.resource.key
-        if key in (JOB_KEY, PTJ_KEY):
+        meta = event.obj["metadata"]
+        if key in self._controllers:
             self._mark(key, event.obj)
-        elif key == POD_KEY:
-            meta = event.obj["metadata"]
-            for ref in meta.get("ownerReferences") or []:
-                if ref.get("kind") == "Job":
-                    self._dirty.add(("job", meta["namespace"], ref["name"]))
-                elif ref.get("kind") == "PyTorchJob":
-                    self._dirty.add(("ptj", meta["namespace"], ref["name"]))
+        # A change of an owned object wakes its owner's controller (Job -> JobSet, pod -> Job...).
+        for ref in meta.get("ownerReferences") or []:
+            for owner_key, (kind, _) in self._controllers.items():
+                if ref.get("kind") == kind and owner_key in self.store.resources:
+                    self._dirty.add((owner_key, meta.get("namespace", ""), ref["name"]))
+        if key == POD_KEY:
             if event.type == "ADDED" and self._owned(event.obj) and meta["uid"] not in self._pods:
                 self._start_pod(event.obj)
             elif event.type == "DELETED" or (event.type == "MODIFIED" and meta.get("deletionTimestamp")):
@@ -197,22 +218,37 @@ class PodRunner:
             self._wake.clear()
             dirty, self._dirty = self._dirty, set()
             # Resync everything periodically: deadlines and TTLs are timers, not events.
-            for key, kind in ((JOB_KEY, "job"), (PTJ_KEY, "ptj")):
+            for key in self._controllers:
                 resource = self.store.resources.get(key)
                 if resource is not None:
                     for obj in self.store.list(resource, None):
-                        dirty.add((kind, obj["metadata"]["namespace"], obj["metadata"]["name"]))
-            for kind, namespace, name in sorted(dirty):
+                        dirty.add((key, obj["metadata"].get("namespace", ""), obj["metadata"]["name"]))
+            order = list(self._controllers)
+            for resource_key, namespace, name in sorted(
+                dirty, key=lambda item: (order.index(item[0]), item[1:])
+            ):
+                kind, controller = self._controllers[resource_key]
                 try:
-                    if kind == "job":
-                        self.jobs.reconcile(namespace, name)
-                    else:
-                        self.pytorchjobs.reconcile(namespace, name)
+                    controller.reconcile(namespace, name)
                 except ApiError as error:
                     if error.code not in (404, 409):
                         log.warning("kubeemu runner: %s %s/%s: %s", kind, namespace, name, error)
                 except Exception:
                     log.exception("kubeemu runner: reconciling %s %s/%s failed", kind, namespace, name)
+
+    def kill_pod(self, name: str, namespace: str = "default", sig: int = signal.SIGKILL) -> None:
+        """Kill the processes of a running pod, as a crashed node or an OOM kill would (any thread).
+
+        The pod stays in the API: its containers exit with 128 + ``sig`` (137 for SIGKILL) and the pod
+        turns ``Failed`` (or restarts its containers, as its ``restartPolicy`` says), so the owning Job
+        counts a failure and a JobSet applies its failure policy. Deleting the pod instead
+        (``kube.delete("pods", name)``) is what a user or an eviction does: the Job recreates it.
+        """
+        execution = self._executions.get((namespace, name))
+        if execution is None or not execution.processes:
+            raise KeyError(f"pod {namespace}/{name} has no running containers here")
+        for process in list(execution.processes.values()):
+            process.signal(sig)
 
     def _logs(self, namespace: str, name: str, container: str | None, tail: int | None) -> str | None:
         execution = self._executions.get((namespace, name))

@@ -35,6 +35,7 @@ from .store import Event, Json, Store
 
 log = logging.getLogger(__name__)
 
+JSON_CONTENT_TYPE = "application/json"
 SUBRESOURCE_VERBS = {"status": ["get", "patch", "update"], "log": ["get"], "finalize": ["update"]}
 VERSION_INFO = {
     "major": "1",
@@ -176,9 +177,16 @@ class ApiServer(kmock.KubernetesScaffold):
 
     def _route(self, request: rendering.Request) -> rendering.Response:
         try:
-            return self._dispatch(request)
+            response = self._dispatch(request)
         except ApiError as error:
-            return rendering.Response(status=error.code, payload=error.status())
+            response = rendering.Response(status=error.code, payload=error.status())
+        # Every answer names its Content-Type. kmock 0.8 merges the headers of the Response a callable
+        # returns into the one shared reaction that serves all requests (``Response._render`` sets
+        # them on itself), so a header set once (text/plain of a pod log) stuck to every later answer
+        # and kopf's ``response.json()`` failed with ContentTypeError (issue 13). An explicit header on
+        # each answer overwrites whatever the shared reaction carries from before.
+        headers = {"Content-Type": JSON_CONTENT_TYPE, **(response.headers or {})}
+        return attrs.evolve(response, headers=headers)
 
     def _dispatch(self, request: rendering.Request) -> rendering.Response:
         path = request.url.path

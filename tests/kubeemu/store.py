@@ -101,6 +101,16 @@ class Store:
         self.listeners: list[Callable[[Event], None]] = []
         #: Returns a pod's log text: (namespace, name, container, tail_lines) -> text or None.
         self.log_provider: Callable[[str, str, str | None, int | None], str | None] | None = None
+        #: Admission webhooks of installed add-ons per (group, plural), run on writes of the object
+        #: itself (not of its status), in the apiserver's order: mutating hooks ``hook(obj, old)``
+        #: (which may change ``obj``) before the schema, validating hooks (which raise
+        #: :class:`ApiError` to deny) after it; see :mod:`kubeemu.jobset` and :mod:`kubeemu.trainer`.
+        self.mutating_hooks: dict[tuple[str, str], list[Callable[[Json, Json | None], None]]] = (
+            collections.defaultdict(list)
+        )
+        self.validating_hooks: dict[tuple[str, str], list[Callable[[Json, Json | None], None]]] = (
+            collections.defaultdict(list)
+        )
         self.closed = False  # set on shutdown: no new watch streams
         for resource in BUILTINS:
             self.resources[resource.key] = resource
@@ -302,8 +312,16 @@ class Store:
                 f"the apiVersion {api_version!r} does not match {resource.api_version()!r}"
             )
 
-    def _admit(self, resource: ResourceDef, obj: Json, old: Json | None) -> Json:
+    def _admit(self, resource: ResourceDef, obj: Json, old: Json | None, webhooks: bool = True) -> Json:
         """Built-ins: the official strict schema. CRs: prune, default, validate (+ transition rules)."""
+        for hook in self.mutating_hooks.get(resource.key, []) if webhooks else []:
+            hook(obj, old)
+        obj = self._admit_schema(resource, obj, old)
+        for hook in self.validating_hooks.get(resource.key, []) if webhooks else []:
+            hook(obj, old)
+        return obj
+
+    def _admit_schema(self, resource: ResourceDef, obj: Json, old: Json | None) -> Json:
         if resource.crd_name is None:
             causes = validate_builtin(obj) if self.validate_builtins else []
             if resource.key == ("batch", "jobs"):
@@ -411,7 +429,7 @@ class Store:
         causes = meta.validate_metadata(new_meta, resource.key in meta.LABEL_NAMED, old_meta)
         if causes:
             raise errors.invalid(resource.kind, old_meta["name"], causes, resource.group)
-        new = self._admit(resource, new, old)
+        new = self._admit(resource, new, old, webhooks=subresource in (None, ""))
         causes = meta.template_label_causes(new)
         if causes:
             raise errors.invalid(resource.kind, old_meta["name"], causes, resource.group)

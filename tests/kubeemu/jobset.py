@@ -1,0 +1,817 @@
+"""JobSet (``jobset.x-k8s.io/v1alpha2``): CRD, webhooks and controller, as the emulator plays them.
+
+Facts from kubernetes-sigs/jobset (read at v0.12/main, Aug 2026): ``api/jobset/v1alpha2/jobset_types.go``
+(fields, condition types, label keys), ``pkg/constants/constants.go`` (reasons, messages,
+``jobset.sigs.k8s.io/restart-attempt``), ``pkg/controllers/jobset_controller.go`` (child Jobs, labels
+and annotations, headless Service, suspend/resume, replicatedJobsStatus), ``failure_policy.go``
+(rules, RestartJobSet/FailJobSet, ``maxRestarts`` against ``restartsCountTowardsMax``, the
+"(first failed job: NAME)" messages), ``success_policy.go``, ``ttl_after_finished.go`` and
+``pkg/webhooks/jobset_webhook.go`` (defaults and checks on create). The CRD schema is written here
+from those types; embedded Kubernetes types come from :mod:`kubeemu.openapi_schema`.
+
+What the controller does, level-triggered on the emulator loop:
+
+- one ``batch/v1`` Job per ``replicatedJobs[i]`` replica, named ``<jobset>-<rjob>-<jobIndex>``, with
+  the JobSet labels and annotations on the Job and its pod template (``jobset-name``, ``jobset-uid``,
+  ``replicatedjob-name``, ``replicatedjob-replicas``, ``global-replicas``, ``job-index``,
+  ``job-global-index``, ``job-key``, ``group-name``, ``group-replicas``, ``job-group-index``,
+  ``restart-attempt``), ``subdomain`` set when ``network.enableDNSHostnames`` (the webhook defaults
+  it to true) and a headless Service named after the subdomain (default: the JobSet name) selecting
+  ``jobset.sigs.k8s.io/jobset-name``. The Job controller then makes Indexed pods with hostname
+  ``<job>-<index>``, so pod DNS names are ``<jobset>-<rjob>-<jobIndex>-<podIndex>.<subdomain>``;
+- a failed child Job (its pods fail past the Job's ``backoffLimit``) triggers the failure policy: no
+  ``failurePolicy`` -> ``Failed`` (reason ``FailedJobs``); the first matching rule's action, or
+  ``RestartJobSet`` when none matches: ``status.restarts`` and ``restartsCountTowardsMax`` +1,
+  ``RestartingJobSet`` condition, every Job of the previous attempt deleted (Foreground) and
+  recreated with ``restart-attempt`` = the new ``status.restarts``; once ``restartsCountTowardsMax``
+  reached ``maxRestarts`` -> ``Failed`` (``ReachedMaxRestarts``). ``RestartJobSetAndIgnoreMaxRestarts``
+  does not count; ``FailJobSet`` fails at once. ``restartStrategy: BlockingRecreate`` waits for
+  every old Job to be gone before creating new ones;
+- ``successPolicy`` (``All``/``Any`` over ``targetReplicatedJobs``) -> ``Completed``
+  (``AllJobsCompleted``), ``terminalState``; active Jobs of a finished JobSet are deleted;
+- ``suspend``: child Jobs get ``suspend: true`` (the Job controller deletes their pods), condition
+  ``Suspended`` True (``SuspendedJobs``); resume flips them back (``Suspended`` False, ``ResumeJobs``);
+- ``status.replicatedJobsStatus`` (ready/succeeded/failed/active/suspended per replicated Job, the
+  controller's definition of "ready"), ``ttlSecondsAfterFinished``, ``managedBy`` (other values are
+  left alone).
+
+Webhooks (registered with the emulator, as the JobSet install does): on create the defaults
+(``successPolicy: {operator: All}``, ``startupPolicy: AnyOrder``, ``completionMode: Indexed``, pod
+``restartPolicy: OnFailure``, ``network.enableDNSHostnames: true``, ``publishNotReadyAddresses:
+true``, failure rule names ``failurePolicyRule<i>``); checks: names that would give a Job or pod name
+over 63 characters (DNS-1035), unknown replicatedJob names in ``successPolicy``/rules, duplicate
+replicatedJob names.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import re
+import time
+
+from .controllers import JOB_KEY, ControllerBase, parse_time
+from .errors import ApiError, Cause
+from .errors import invalid as invalid_error
+from .openapi_schema import condition_schema, int_schema, k8s_schema, obj_schema, str_list_schema, str_schema
+from .store import Json, Store, now_iso
+
+GROUP = "jobset.x-k8s.io"
+VERSION = "v1alpha2"
+JOBSET_KEY = (GROUP, "jobsets")
+SERVICE_KEY = ("", "services")
+CONTROLLER_NAME = "jobset.sigs.k8s.io/jobset-controller"
+COMPONENT = "jobset"
+
+# Label/annotation keys (api/jobset/v1alpha2/jobset_types.go, pkg/constants/constants.go).
+L = "jobset.sigs.k8s.io/"
+JOBSET_NAME = L + "jobset-name"
+JOBSET_UID = L + "jobset-uid"
+REPLICATED_JOB_NAME = L + "replicatedjob-name"
+REPLICATED_JOB_REPLICAS = L + "replicatedjob-replicas"
+GLOBAL_REPLICAS = L + "global-replicas"
+JOB_INDEX = L + "job-index"
+JOB_GLOBAL_INDEX = L + "job-global-index"
+JOB_KEY_LABEL = L + "job-key"
+GROUP_NAME = L + "group-name"
+GROUP_REPLICAS = L + "group-replicas"
+JOB_GROUP_INDEX = L + "job-group-index"
+RESTART_ATTEMPT = L + "restart-attempt"
+
+ACTIONS = (
+    "FailJobSet",
+    "RestartJobSet",
+    "RestartJobSetAndIgnoreMaxRestarts",
+    "RestartJob",
+    "RestartJobAndIgnoreMaxRestarts",
+)
+_DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+
+
+# ------------------------------------------------------------------------------------------- CRD
+
+
+_IMMUTABLE = [{"rule": "self == oldSelf", "message": "Value is immutable"}]
+
+
+def jobset_spec_schema() -> Json:
+    """``JobSetSpec`` (also embedded in Trainer's runtimes as ``spec.template.spec``)."""
+    replicated_job = obj_schema(
+        {
+            "name": str_schema(),
+            "groupName": str_schema(default="default"),
+            "template": k8s_schema("batch.v1.JobTemplateSpec"),
+            "replicas": int_schema(0) | {"default": 1},
+            "dependsOn": {
+                "type": "array",
+                "maxItems": 5,
+                "items": obj_schema(
+                    {"name": str_schema(), "status": str_schema(enum=["Ready", "Complete"])},
+                    ["name", "status"],
+                ),
+                "x-kubernetes-list-type": "map",
+                "x-kubernetes-list-map-keys": ["name"],
+                "x-kubernetes-validations": _IMMUTABLE,
+            },
+        },
+        ["name", "template"],
+    )
+    rule = obj_schema(
+        {
+            "name": str_schema(),
+            "action": str_schema(enum=list(ACTIONS)),
+            "onJobFailureReasons": {"type": "array", "items": str_schema()},
+            "onJobFailureMessagePatterns": {"type": "array", "items": str_schema()},
+            "targetReplicatedJobs": str_list_schema(),
+        },
+        ["action", "name"],
+    )
+    return obj_schema(
+        {
+            "replicatedJobs": {
+                "type": "array",
+                "items": replicated_job,
+                "x-kubernetes-list-type": "map",
+                "x-kubernetes-list-map-keys": ["name"],
+            },
+            "network": obj_schema(
+                {
+                    "enableDNSHostnames": {"type": "boolean"},
+                    "subdomain": str_schema(),
+                    "publishNotReadyAddresses": {"type": "boolean"},
+                },
+                rules=_IMMUTABLE,
+            ),
+            "successPolicy": obj_schema(
+                {"operator": str_schema(enum=["All", "Any"]), "targetReplicatedJobs": str_list_schema()},
+                ["operator"],
+                rules=_IMMUTABLE,
+            ),
+            "failurePolicy": obj_schema(
+                {
+                    "maxRestarts": int_schema(),
+                    "restartStrategy": str_schema(
+                        enum=["Recreate", "BlockingRecreate", "InPlaceRestart"], default="Recreate"
+                    ),
+                    "rules": {"type": "array", "items": rule},
+                },
+                rules=_IMMUTABLE,
+            ),
+            "startupPolicy": obj_schema(
+                {"startupPolicyOrder": str_schema(enum=["AnyOrder", "InOrder"])},
+                ["startupPolicyOrder"],
+                rules=_IMMUTABLE,
+            ),
+            "suspend": {"type": "boolean"},
+            "coordinator": obj_schema(
+                {
+                    "replicatedJob": str_schema(),
+                    "jobIndex": {"type": "integer"},
+                    "podIndex": {"type": "integer"},
+                },
+                ["replicatedJob"],
+            ),
+            "managedBy": str_schema(),
+            "ttlSecondsAfterFinished": int_schema(0),
+            "volumeClaimPolicies": {
+                "type": "array",
+                "maxItems": 50,
+                "items": obj_schema(
+                    {
+                        "templates": {
+                            "type": "array",
+                            "maxItems": 50,
+                            "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+                        },
+                        "retentionPolicy": obj_schema({"whenDeleted": str_schema(enum=["Delete", "Retain"])}),
+                    }
+                ),
+                "x-kubernetes-list-type": "atomic",
+                "x-kubernetes-validations": _IMMUTABLE,
+            },
+        },
+        rules=[
+            {
+                "rule": "!(has(self.startupPolicy) && self.startupPolicy.startupPolicyOrder == 'InOrder' "
+                "&& self.replicatedJobs.exists(x, has(x.dependsOn)))",
+                "message": "StartupPolicy and DependsOn APIs are mutually exclusive",
+            }
+        ],
+    )
+
+
+def jobset_status_schema() -> Json:
+    counts = {key: int_schema() for key in ("ready", "succeeded", "failed", "active", "suspended")}
+    int_list = {"type": "array", "items": int_schema(), "maxItems": 1024, "x-kubernetes-list-type": "atomic"}
+    return obj_schema(
+        {
+            "conditions": {
+                "type": "array",
+                "items": condition_schema(),
+                "x-kubernetes-list-type": "map",
+                "x-kubernetes-list-map-keys": ["type"],
+            },
+            "restarts": int_schema(),
+            "restartsCountTowardsMax": int_schema(),
+            "terminalState": str_schema(),
+            "replicatedJobsStatus": {
+                "type": "array",
+                "items": obj_schema(
+                    {
+                        "name": str_schema(),
+                        **counts,
+                        "jobRestarts": int_list,
+                        "jobRestartsCountTowardsMax": int_list,
+                    },
+                    ["active", "failed", "name", "ready", "succeeded", "suspended"],
+                ),
+                "x-kubernetes-list-type": "map",
+                "x-kubernetes-list-map-keys": ["name"],
+            },
+            "previousInPlaceRestartAttempt": int_schema(0),
+            "currentInPlaceRestartAttempt": int_schema(0),
+        }
+    )
+
+
+def jobset_crd() -> Json:
+    """The ``jobsets.jobset.x-k8s.io`` CRD (v1alpha2, namespaced, status subresource)."""
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"jobsets.{GROUP}"},
+        "spec": {
+            "group": GROUP,
+            "scope": "Namespaced",
+            "names": {"plural": "jobsets", "singular": "jobset", "kind": "JobSet", "listKind": "JobSetList"},
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "schema": {
+                        "openAPIV3Schema": obj_schema(
+                            {
+                                "apiVersion": str_schema(),
+                                "kind": str_schema(),
+                                "metadata": {"type": "object"},
+                                "spec": jobset_spec_schema(),
+                                "status": jobset_status_schema(),
+                            }
+                        )
+                    },
+                }
+            ],
+        },
+    }
+
+
+# -------------------------------------------------------------------------------------- webhooks
+
+
+def default_jobset(obj: Json, old: Json | None) -> None:
+    """The mutating webhook ``mjobset.kb.io`` (create only); malformed input is left to the schema."""
+    if old is not None:
+        return
+    with contextlib.suppress(AttributeError, TypeError):
+        _default_jobset_spec(obj.setdefault("spec", {}))
+
+
+def _default_jobset_spec(spec: Json) -> None:
+    spec.setdefault("successPolicy", {"operator": "All"})
+    spec.setdefault("startupPolicy", {"startupPolicyOrder": "AnyOrder"})
+    for rjob in spec.get("replicatedJobs") or []:
+        job_spec = rjob.setdefault("template", {}).setdefault("spec", {})
+        job_spec.setdefault("completionMode", "Indexed")
+        pod_spec = job_spec.setdefault("template", {}).setdefault("spec", {})
+        if not pod_spec.get("restartPolicy"):
+            pod_spec["restartPolicy"] = "OnFailure"
+    network = spec.setdefault("network", {})
+    network.setdefault("enableDNSHostnames", True)
+    network.setdefault("publishNotReadyAddresses", True)
+    for index, rule in enumerate((spec.get("failurePolicy") or {}).get("rules") or []):
+        if not rule.get("name"):
+            rule["name"] = f"failurePolicyRule{index}"
+
+
+def validate_jobset(obj: Json, old: Json | None) -> None:
+    """The checks of the validating webhook ``vjobset.kb.io`` that users trip over."""
+    if old is not None:
+        return
+    spec = obj.get("spec") or {}
+    name = obj["metadata"]["name"]
+    causes: list[Cause] = []
+    names: list[str] = []
+    for index, rjob in enumerate(spec.get("replicatedJobs") or []):
+        path = f"spec.replicatedJobs[{index}]"
+        if rjob["name"] in names:
+            causes.append(Cause(f"{path}.name", f'Duplicate value: "{rjob["name"]}"', "FieldValueDuplicate"))
+        names.append(rjob["name"])
+        replicas = int(rjob.get("replicas", 1))
+        longest_job = f"{name}-{rjob['name']}-{max(replicas - 1, 0)}"
+        job_spec = (rjob.get("template") or {}).get("spec") or {}
+        checks = [(longest_job, "Job name")]
+        if job_spec.get("completionMode") == "Indexed" and job_spec.get("completions") is not None:
+            longest_pod = f"{longest_job}-{int(job_spec['completions']) - 1}-abcde"
+            checks.append((longest_pod, "pod name"))
+        for candidate, what in checks:
+            if len(candidate) > 63 or not _DNS1035.match(candidate):
+                causes.append(
+                    Cause(
+                        f"{path}.name",
+                        f'Invalid value: "{longest_job}": {what} "{candidate}" generated from this JobSet '
+                        "must be a DNS-1035 label of at most 63 characters",
+                    )
+                )
+    for target in (spec.get("successPolicy") or {}).get("targetReplicatedJobs") or []:
+        if target not in names:
+            causes.append(
+                Cause(
+                    "spec.successPolicy.targetReplicatedJobs",
+                    f"invalid replicatedJob name '{target}' does not appear in .spec.ReplicatedJobs",
+                )
+            )
+    for index, rule in enumerate((spec.get("failurePolicy") or {}).get("rules") or []):
+        for target in rule.get("targetReplicatedJobs") or []:
+            if target not in names:
+                causes.append(
+                    Cause(
+                        f"spec.failurePolicy.rules[{index}].targetReplicatedJobs",
+                        f"invalid replicatedJob name '{target}' does not appear in .spec.ReplicatedJobs",
+                    )
+                )
+    if causes:
+        raise invalid_error("JobSet", name, causes, GROUP)
+
+
+def register_webhooks(store: Store) -> None:
+    for hooks, hook in (
+        (store.mutating_hooks[JOBSET_KEY], default_jobset),
+        (store.validating_hooks[JOBSET_KEY], validate_jobset),
+    ):
+        if hook not in hooks:
+            hooks.append(hook)
+
+
+# ------------------------------------------------------------------------------------ conditions
+
+
+def update_condition(conditions: list[Json], type_: str, status: str, reason: str, message: str) -> bool:
+    """JobSet's ``updateCondition``: a False condition of a type not present yet is not added;
+    ``lastTransitionTime`` moves only when the status changes."""
+    for index, current in enumerate(conditions):
+        if current["type"] != type_:
+            continue
+        if current["status"] == status and (current.get("reason"), current.get("message")) == (
+            reason,
+            message,
+        ):
+            return False
+        stamp = now_iso() if current["status"] != status else current["lastTransitionTime"]
+        conditions[index] = {
+            "type": type_,
+            "status": status,
+            "reason": reason,
+            "message": message,
+            "lastTransitionTime": stamp,
+        }
+        return True
+    if status != "True":
+        return False
+    conditions.append(
+        {
+            "type": type_,
+            "status": status,
+            "reason": reason,
+            "message": message,
+            "lastTransitionTime": now_iso(),
+        }
+    )
+    return True
+
+
+def condition_is_true(status: Json, type_: str) -> bool:
+    return any(c.get("type") == type_ and c.get("status") == "True" for c in status.get("conditions") or [])
+
+
+# ------------------------------------------------------------------------------------ controller
+
+
+def subdomain(jobset: Json) -> str:
+    return ((jobset.get("spec") or {}).get("network") or {}).get("subdomain") or jobset["metadata"]["name"]
+
+
+def dns_hostnames(jobset: Json) -> bool:
+    return bool(((jobset.get("spec") or {}).get("network") or {}).get("enableDNSHostnames"))
+
+
+def _job_finished(job: Json) -> str | None:
+    for condition in (job.get("status") or {}).get("conditions") or []:
+        if condition.get("type") in ("Complete", "Failed") and condition.get("status") == "True":
+            return str(condition["type"])
+    return None
+
+
+def _failure_condition(job: Json) -> Json:
+    for condition in (job.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == "Failed" and condition.get("status") == "True":
+            return dict(condition)
+    return {}
+
+
+class JobSetController(ControllerBase):
+    """Plays the JobSet controller (see the module docstring)."""
+
+    def __init__(self, store: Store) -> None:
+        super().__init__(store)
+        register_webhooks(store)
+
+    def reconcile(self, namespace: str, name: str) -> None:
+        resource = self.store.resources.get(JOBSET_KEY)
+        if resource is None:
+            return
+        try:
+            jobset = self.store.get(resource, namespace, name)
+        except ApiError:
+            return
+        meta = jobset["metadata"]
+        spec = jobset.get("spec") or {}
+        if meta.get("deletionTimestamp"):
+            return
+        if spec.get("managedBy") not in (None, CONTROLLER_NAME):
+            return
+        status = copy.deepcopy(jobset.get("status") or {})
+        status.setdefault("restarts", 0)
+        conditions: list[Json] = status.setdefault("conditions", [])
+
+        buckets = self._child_jobs(jobset, int(status["restarts"]))
+        status["replicatedJobsStatus"] = self._replicated_jobs_status(spec, buckets)
+
+        if condition_is_true(status, "Completed") or condition_is_true(status, "Failed"):
+            self._delete_jobs(buckets["active"])
+            self._expire(jobset, status)
+            self._write(jobset, status)
+            return
+
+        self._delete_jobs(buckets["previous"])
+        suspended = bool(spec.get("suspend"))
+        if not suspended and self._all_ready(spec, status["replicatedJobsStatus"]):
+            update_condition(conditions, "RestartingJobSet", "False", "JobsReady", "all jobs are ready")
+
+        if buckets["failed"]:
+            self._failure_policy(jobset, spec, status, buckets["failed"])
+            self._write(jobset, status)
+            return
+        if buckets["successful"] and self._succeeded(spec, buckets["successful"]):
+            if update_condition(
+                conditions, "Completed", "True", "AllJobsCompleted", "jobset completed successfully"
+            ):
+                self.event(jobset, "Normal", "AllJobsCompleted", "jobset completed successfully", COMPONENT)
+            update_condition(
+                conditions, "RestartingJobSet", "False", "JobSetCompleted", "jobset completed successfully"
+            )
+            status["terminalState"] = "Completed"
+            self._write(jobset, status)
+            return
+
+        if dns_hostnames(jobset):
+            self._ensure_service(jobset)
+        blocking = (spec.get("failurePolicy") or {}).get("restartStrategy") == "BlockingRecreate"
+        if not (blocking and buckets["previous"]):
+            existing = {job["metadata"]["name"] for bucket in buckets.values() for job in bucket}
+            for rjob in spec.get("replicatedJobs") or []:
+                for index in range(int(rjob.get("replicas", 1))):
+                    if f"{name}-{rjob['name']}-{index}" not in existing:
+                        self._create_job(jobset, rjob, index, int(status["restarts"]))
+
+        if suspended:
+            for job in buckets["active"]:
+                self._set_job_suspend(job, True)
+            update_condition(conditions, "Suspended", "True", "SuspendedJobs", "jobset is suspended")
+            update_condition(
+                conditions, "RestartingJobSet", "False", "JobSetSuspended", "jobset is suspended"
+            )
+        else:
+            for job in buckets["active"]:
+                self._set_job_suspend(job, False)
+            update_condition(conditions, "Suspended", "False", "ResumeJobs", "jobset is resumed")
+        self._write(jobset, status)
+
+    # ----------------------------------------------------------------------------------- helpers
+
+    def _write(self, jobset: Json, status: Json) -> None:
+        if not status.get("conditions"):
+            status.pop("conditions", None)
+        self.write_status(JOBSET_KEY, jobset, status)
+
+    def _child_jobs(self, jobset: Json, restarts: int) -> dict[str, list[Json]]:
+        uid = jobset["metadata"]["uid"]
+        jobs = [
+            job
+            for job in self.store.list(self.store.resources[JOB_KEY], jobset["metadata"]["namespace"])
+            if any(
+                ref.get("uid") == uid and ref.get("controller")
+                for ref in job["metadata"].get("ownerReferences") or []
+            )
+        ]
+        buckets: dict[str, list[Json]] = {"active": [], "successful": [], "failed": [], "previous": []}
+        for job in jobs:
+            labels = job["metadata"].get("labels") or {}
+            try:
+                attempt = int(labels.get(RESTART_ATTEMPT, ""))
+            except ValueError:
+                attempt = -1
+            if attempt < restarts:
+                buckets["previous"].append(job)
+                continue
+            finished = _job_finished(job)
+            bucket = {"Complete": "successful", "Failed": "failed"}.get(finished or "", "active")
+            buckets[bucket].append(job)
+        return buckets
+
+    @staticmethod
+    def _replicated_jobs_status(spec: Json, buckets: dict[str, list[Json]]) -> list[Json]:
+        counts = {
+            rjob["name"]: {"ready": 0, "succeeded": 0, "failed": 0, "active": 0, "suspended": 0}
+            for rjob in spec.get("replicatedJobs") or []
+        }
+
+        def of(job: Json) -> dict[str, int] | None:
+            return counts.get((job["metadata"].get("labels") or {}).get(REPLICATED_JOB_NAME, ""))
+
+        for job in buckets["active"]:
+            entry = of(job)
+            if entry is None:
+                continue
+            job_spec, job_status = job.get("spec") or {}, job.get("status") or {}
+            pods = int(job_spec.get("parallelism", 1))
+            if job_spec.get("completions") is not None:
+                pods = min(pods, int(job_spec["completions"]))
+            if int(job_status.get("succeeded", 0)) + int(job_status.get("ready", 0)) >= pods:
+                entry["ready"] += 1
+            if int(job_status.get("active", 0)) > 0:
+                entry["active"] += 1
+            if job_spec.get("suspend"):
+                entry["suspended"] += 1
+        for bucket, key in (("successful", "succeeded"), ("failed", "failed")):
+            for job in buckets[bucket]:
+                entry = of(job)
+                if entry is not None:
+                    entry[key] += 1
+        return [{"name": rjob_name, **entry} for rjob_name, entry in counts.items()]
+
+    @staticmethod
+    def _all_ready(spec: Json, statuses: list[Json]) -> bool:
+        total = sum(int(rjob.get("replicas", 1)) for rjob in spec.get("replicatedJobs") or [])
+        return total == sum(s["ready"] + s["succeeded"] for s in statuses)
+
+    @staticmethod
+    def _succeeded(spec: Json, successful: list[Json]) -> bool:
+        policy = spec.get("successPolicy") or {"operator": "All"}
+        targets = policy.get("targetReplicatedJobs") or []
+
+        def matches(rjob_name: str) -> bool:
+            return not targets or rjob_name in targets
+
+        done = sum(
+            1
+            for job in successful
+            if matches((job["metadata"].get("labels") or {}).get(REPLICATED_JOB_NAME, ""))
+        )
+        if policy.get("operator") == "Any":
+            return done >= 1
+        expected = sum(
+            int(rjob.get("replicas", 1)) for rjob in spec.get("replicatedJobs") or [] if matches(rjob["name"])
+        )
+        return done >= expected
+
+    def _failure_policy(self, jobset: Json, spec: Json, status: Json, failed: list[Json]) -> None:
+        conditions = status["conditions"]
+        first = min(failed, key=lambda job: _failure_condition(job).get("lastTransitionTime") or "")
+        policy = spec.get("failurePolicy")
+        if policy is None:
+            first_name = first["metadata"]["name"]
+            message = f"jobset failed due to one or more job failures (first failed job: {first_name})"
+            self._fail(jobset, status, "FailedJobs", message)
+            return
+        rule, job = self._matching_rule(policy.get("rules") or [], failed)
+        action = rule["action"] if rule else "RestartJobSet"
+        job = job or first
+        job_name = job["metadata"]["name"]
+        if action == "FailJobSet":
+            self._fail(
+                jobset,
+                status,
+                "FailJobSetFailurePolicyAction",
+                f"applying FailJobSet failure policy action (first failed job: {job_name})",
+            )
+            return
+        counts = not action.endswith("IgnoreMaxRestarts")
+        # RestartJob (per-Job restarts) needs a feature gate; it is played as a group restart here.
+        if counts and int(status.get("restartsCountTowardsMax", 0)) >= int(policy.get("maxRestarts", 0)):
+            self._fail(
+                jobset,
+                status,
+                "ReachedMaxRestarts",
+                f"jobset failed due to reaching max number of restarts (first failed job: {job_name})",
+            )
+            return
+        base = (
+            "applying RestartJobSet failure policy action"
+            if counts
+            else "applying RestartJobSetAndIgnoreMaxRestarts failure policy action"
+        )
+        reason = f"FailurePolicy_{rule['name']}" if rule else "DefaultFailurePolicy"
+        message = f"{base} (first failed job: {job_name})"
+        status["restarts"] = int(status.get("restarts", 0)) + 1
+        if counts:
+            status["restartsCountTowardsMax"] = int(status.get("restartsCountTowardsMax", 0)) + 1
+        if update_condition(conditions, "RestartingJobSet", "True", reason, message):
+            self.event(jobset, "Warning", reason, message, COMPONENT)
+        event_reason = (
+            "RestartJobSetFailurePolicyAction"
+            if counts
+            else "RestartJobSetAndIgnoreMaxRestartsFailurePolicyAction"
+        )
+        self.event(jobset, "Warning", event_reason, message, COMPONENT)
+
+    @staticmethod
+    def _matching_rule(rules: list[Json], failed: list[Json]) -> tuple[Json | None, Json | None]:
+        for rule in rules:
+            matched: Json | None = None
+            for job in failed:
+                condition = _failure_condition(job)
+                reasons = rule.get("onJobFailureReasons") or []
+                patterns = rule.get("onJobFailureMessagePatterns") or []
+                targets = rule.get("targetReplicatedJobs") or []
+                rjob_name = (job["metadata"].get("labels") or {}).get(REPLICATED_JOB_NAME)
+                if reasons and condition.get("reason") not in reasons:
+                    continue
+                if patterns and not any(re.search(p, condition.get("message") or "") for p in patterns):
+                    continue
+                if not rjob_name or (targets and rjob_name not in targets):
+                    continue
+                if matched is None or (condition.get("lastTransitionTime") or "") < (
+                    _failure_condition(matched).get("lastTransitionTime") or ""
+                ):
+                    matched = job
+            if matched is not None:
+                return rule, matched
+        return None, None
+
+    def _fail(self, jobset: Json, status: Json, reason: str, message: str) -> None:
+        if update_condition(status["conditions"], "Failed", "True", reason, message):
+            self.event(jobset, "Warning", reason, message, COMPONENT)
+        update_condition(status["conditions"], "RestartingJobSet", "False", "JobSetFailed", "jobset failed")
+        status["terminalState"] = "Failed"
+
+    def _expire(self, jobset: Json, status: Json) -> None:
+        finished = next(
+            (
+                c.get("lastTransitionTime")
+                for c in status.get("conditions") or []
+                if c.get("type") in ("Completed", "Failed") and c.get("status") == "True"
+            ),
+            None,
+        )
+        ttl = (jobset.get("spec") or {}).get("ttlSecondsAfterFinished")
+        at = parse_time(finished)
+        if ttl is not None and at is not None and time.time() >= at + float(ttl):
+            meta = jobset["metadata"]
+            with contextlib.suppress(ApiError):
+                self.store.delete(
+                    self.store.resources[JOBSET_KEY], meta["namespace"], meta["name"], "Foreground"
+                )
+
+    def _delete_jobs(self, jobs: list[Json]) -> None:
+        for job in jobs:
+            if job["metadata"].get("deletionTimestamp"):
+                continue
+            with contextlib.suppress(ApiError):
+                self.store.delete(
+                    self.store.resources[JOB_KEY],
+                    job["metadata"]["namespace"],
+                    job["metadata"]["name"],
+                    "Foreground",
+                )
+
+    def _set_job_suspend(self, job: Json, suspend: bool) -> None:
+        if bool((job.get("spec") or {}).get("suspend")) == suspend or job["metadata"].get(
+            "deletionTimestamp"
+        ):
+            return
+        body = copy.deepcopy(job)
+        body["spec"]["suspend"] = suspend
+        meta = job["metadata"]
+        if not suspend and (job.get("status") or {}).get("startTime"):
+            # resumeJob clears status.startTime first, as the Job API requires for a started Job.
+            cleared = copy.deepcopy(job)
+            cleared["status"].pop("startTime", None)
+            self.store.replace(
+                self.store.resources[JOB_KEY], meta["namespace"], meta["name"], cleared, "status"
+            )
+            body = copy.deepcopy(
+                self.store.get(self.store.resources[JOB_KEY], meta["namespace"], meta["name"])
+            )
+            body["spec"]["suspend"] = suspend
+        self.store.replace(self.store.resources[JOB_KEY], meta["namespace"], meta["name"], body)
+
+    def _ensure_service(self, jobset: Json) -> None:
+        meta = jobset["metadata"]
+        name = subdomain(jobset)
+        resource = self.store.resources[SERVICE_KEY]
+        try:
+            self.store.get(resource, meta["namespace"], name)
+            return
+        except ApiError:
+            pass
+        network = (jobset.get("spec") or {}).get("network") or {}
+        service = {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {
+                "name": name,
+                "namespace": meta["namespace"],
+                "ownerReferences": [self.owner_ref(jobset)],
+            },
+            "spec": {
+                "clusterIP": "None",
+                "selector": {JOBSET_NAME: meta["name"]},
+                "publishNotReadyAddresses": network.get("publishNotReadyAddresses", True),
+            },
+        }
+        self.store.create(resource, meta["namespace"], service)
+
+    def _labels(self, jobset: Json, rjob: Json, index: int, restarts: int) -> dict[str, str]:
+        spec = jobset.get("spec") or {}
+        rjobs = spec.get("replicatedJobs") or []
+        name, namespace = jobset["metadata"]["name"], jobset["metadata"]["namespace"]
+        group = rjob.get("groupName") or "default"
+        global_index = group_index = 0
+        for other in rjobs:
+            if other["name"] == rjob["name"]:
+                break
+            global_index += int(other.get("replicas", 1))
+            if (other.get("groupName") or "default") == group:
+                group_index += int(other.get("replicas", 1))
+        job_name = f"{name}-{rjob['name']}-{index}"
+        labels = {
+            JOBSET_NAME: name,
+            JOBSET_UID: jobset["metadata"]["uid"],
+            REPLICATED_JOB_NAME: rjob["name"],
+            RESTART_ATTEMPT: str(restarts),
+            REPLICATED_JOB_REPLICAS: str(int(rjob.get("replicas", 1))),
+            GLOBAL_REPLICAS: str(sum(int(r.get("replicas", 1)) for r in rjobs)),
+            JOB_INDEX: str(index),
+            JOB_KEY_LABEL: hashlib.sha1(f"{namespace}/{job_name}".encode()).hexdigest(),
+            JOB_GLOBAL_INDEX: str(global_index + index),
+            GROUP_NAME: group,
+            GROUP_REPLICAS: str(
+                sum(int(r.get("replicas", 1)) for r in rjobs if (r.get("groupName") or "default") == group)
+            ),
+            JOB_GROUP_INDEX: str(group_index + index),
+        }
+        coordinator = spec.get("coordinator")
+        if coordinator:
+            labels[L + "coordinator"] = (
+                f"{name}-{coordinator['replicatedJob']}-{coordinator.get('jobIndex', 0)}-"
+                f"{coordinator.get('podIndex', 0)}.{subdomain(jobset)}"
+            )
+        return labels
+
+    def _create_job(self, jobset: Json, rjob: Json, index: int, restarts: int) -> None:
+        template = copy.deepcopy(rjob.get("template") or {})
+        tmeta = template.get("metadata") or {}
+        job_spec = template.get("spec") or {}
+        stamp = self._labels(jobset, rjob, index, restarts)
+        pod_template = job_spec.setdefault("template", {})
+        pod_meta = pod_template.setdefault("metadata", {})
+        pod_meta["labels"] = {**(pod_meta.get("labels") or {}), **stamp}
+        pod_meta["annotations"] = {**(pod_meta.get("annotations") or {}), **stamp}
+        if dns_hostnames(jobset):
+            pod_template.setdefault("spec", {})["subdomain"] = subdomain(jobset)
+        job_spec["suspend"] = bool((jobset.get("spec") or {}).get("suspend"))
+        job: Json = {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {
+                "name": f"{jobset['metadata']['name']}-{rjob['name']}-{index}",
+                "namespace": jobset["metadata"]["namespace"],
+                "labels": {**(tmeta.get("labels") or {}), **stamp},
+                "annotations": {**(tmeta.get("annotations") or {}), **stamp},
+                "ownerReferences": [self.owner_ref(jobset)],
+            },
+            "spec": job_spec,
+        }
+        try:
+            self.store.create(self.store.resources[JOB_KEY], jobset["metadata"]["namespace"], job)
+        except ApiError as error:
+            if error.code != 409:
+                self.event(
+                    jobset,
+                    "Warning",
+                    "JobCreationFailed",
+                    f'job "{job["metadata"]["name"]}" creation failed with error: {error.message}',
+                )
