@@ -30,7 +30,7 @@ def spec(**overrides: Any) -> dict[str, Any]:
         "data": {"dataPrepRef": {"name": "prep"}},
         "model": {"pretrainedCheckpoint": "s3://bucket/models/super3"},
         "checkpoint": {"save": "s3://bucket/ckpt/run"},
-        "train": {"trainIters": 100},
+        "train": {"trainIters": 100, "globalBatchSize": 32},  # a multiple of the 32 data-parallel ranks
         "nodes": 4,
         "gpusPerNode": 8,
         "parallelism": {"expertParallelSize": 8},

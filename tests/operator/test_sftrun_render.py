@@ -143,12 +143,12 @@ def test_run_policy_kueue_and_scheduling() -> None:
 
 
 def test_config_map_is_the_trainer_config_with_the_data_resolved() -> None:
-    owner = cr(train={"trainIters": 100, "globalBatchSize": 16}, optimizer={"lr": 2e-5})
+    owner = cr(train={"trainIters": 100, "globalBatchSize": 64}, optimizer={"lr": 2e-5})
     cm = render.render(owner, DATA, DEFAULTS).config_map
     config = TrainConfig.model_validate(load_yaml(cm["data"]["config.yaml"]))
     assert config.data.path == "s3://bucket/prep/out"
     assert config.model.seq_length == 4096
-    assert config.train.global_batch_size == 16 and config.optimizer.lr == 2e-5
+    assert config.train.global_batch_size == 64 and config.optimizer.lr == 2e-5
     assert config.checkpoint.save == "s3://bucket/ckpt/run"
     assert config.parallelism.expert_parallel_size == 8
     assert cm["metadata"]["name"] == "run-train-config"
@@ -170,7 +170,12 @@ def test_rendering_is_deterministic_and_hash_covers_only_training_fields() -> No
         cr(suspend=True, queueName="q", tolerations=[{"operator": "Exists"}]), DATA, DEFAULTS
     )
     assert scheduling.spec_hash == a.spec_hash
-    for change in ({"train": {"trainIters": 5}}, {"nodes": 2}, {"image": "other:1"}, {"gpusPerNode": 4}):
+    for change in (
+        {"train": {"trainIters": 5, "globalBatchSize": 32}},
+        {"nodes": 2},
+        {"image": "other:1"},
+        {"gpusPerNode": 4},
+    ):
         assert render.render(cr(**change), DATA, DEFAULTS).spec_hash != a.spec_hash, change
     assert a.job["metadata"]["annotations"][SPEC_HASH_ANNOTATION] == a.spec_hash
 

@@ -1,0 +1,192 @@
+"""End to end on CPU under the Kubeflow Trainer v2 (TrainJob) and JobSet backends: the tiny SFTDataPrep,
+then the tiny SFTRun (hf engine, 2 nodes, gloo) through the real operator, kubeemu's JobSet and
+Trainer controllers (tests/kubeemu/jobset.py, trainer.py: pods per node with the labels and PET_* env
+those controllers give them) and real ``sft-prep`` / ``torchrun … sft-train`` processes.
+
+* Both reach ``Succeeded`` with a real checkpoint, and ``status.backend`` records the backend.
+* A node killed mid-run (its processes SIGKILLed, as a crashed node) fails its Job; the JobSet
+  restarts the whole group (failurePolicy.maxRestarts) and the trainer resumes from its newest
+  checkpoint: the progress never falls back below that checkpoint's iteration, the pods of the
+  second attempt say they resumed, and the run succeeds with restartCount 1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from kubeemu import KubeEmulator
+from kubeemu.fixtures import PROJECT_CRDS
+from kubeemu.podrunner import PodRunner
+from sft_operator.render.pods import WorkloadDefaults
+from sft_operator.testing import run_operator
+from sft_train.demo import build_base_model
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLES = REPO / "manifests" / "samples"
+RUNTIME = REPO / "manifests" / "trainer" / "sft-torch-distributed.yaml"
+IMAGE_SAMPLES = "/opt/sft/lib/python3.11/site-packages/sft_prep/samples"
+TIMEOUT = 240
+DEFAULTS = WorkloadDefaults(
+    prep_image="ghcr.io/sft-operator/sft-prep:test", trainer_image="ghcr.io/sft-operator/sft-train:test"
+)
+
+
+def sample(name: str, kind: str) -> dict[str, Any]:
+    (cr,) = [d for d in yaml.safe_load_all((SAMPLES / name).read_text()) if d and d["kind"] == kind]
+    cr["metadata"]["namespace"] = "default"
+    return cr
+
+
+@pytest.fixture
+def pvc_root() -> Iterator[Path]:
+    """Volumes outside /tmp (see tests/e2e/test_sftrun_e2e.py for why)."""
+    root = Path(tempfile.mkdtemp(prefix="sftrun-be-", dir="/var/tmp" if os.path.isdir("/var/tmp") else None))
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def install(kube: KubeEmulator, backend: str) -> None:
+    kube.apply(PROJECT_CRDS)
+    if backend == "trainjob":
+        kube.install_trainer_crds()  # JobSet + Trainer: Trainer runs on JobSet
+        kube.apply(yaml.safe_load(RUNTIME.read_text()))  # the runtime the chart ships
+    else:
+        kube.install_jobset_crd()
+
+
+def prepare(pod_runner: PodRunner, pvc_root: Path) -> Path:
+    pvc = pvc_root / "sft-data"
+    pod_runner.config.pvc_root = pvc_root
+    pod_runner.path_map[IMAGE_SAMPLES] = REPO / "workloads" / "sft_prep" / "samples"
+    pod_runner.executables["torchrun"] = [sys.executable, "-m", "torch.distributed.run"]
+    pod_runner.extra_env.update(
+        {
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            "SFT_PROGRESS_INTERVAL": "0.05",
+            "OMP_NUM_THREADS": "1",
+        }
+    )
+    build_base_model(pvc, pack_size=512)
+    return pvc
+
+
+def finished(kube: KubeEmulator, seen: list[dict[str, Any]]) -> dict[str, Any] | None:
+    st = kube.get("SFTRun", "tiny").get("status") or {}
+    seen.append(st)
+    return st if st.get("phase") in ("Succeeded", "Failed") else None
+
+
+def explain(kube: KubeEmulator, status: dict[str, Any]) -> str:
+    logs = {p["metadata"]["name"]: kube.pod_log(p["metadata"]["name"])[-1500:] for p in kube.list("pods", "default")}
+    return json.dumps(status, indent=1)[:3000] + json.dumps(logs, indent=1)[-6000:]
+
+
+@pytest.mark.parametrize("backend", ["trainjob", "jobset"])
+def test_tiny_prep_then_two_node_run_succeed_on_the_backend(
+    kube: KubeEmulator, pod_runner: PodRunner, pvc_root: Path, backend: str
+) -> None:
+    install(kube, backend)
+    pvc = prepare(pod_runner, pvc_root)
+    prep = sample("sftdataprep-tiny.yaml", "SFTDataPrep")
+    run = sample("sftrun-tiny.yaml", "SFTRun")
+    run["spec"]["nodes"] = 2  # auto picks the backend: TrainJob when Trainer is there, else JobSet
+    seen: list[dict[str, Any]] = []
+    with run_operator(defaults=DEFAULTS):
+        kube.create(prep)
+        kube.create(run)
+        status = kube.wait_for(lambda: finished(kube, seen), TIMEOUT, interval=0.05, message="SFTRun tiny")
+
+    assert status["phase"] == "Succeeded", explain(kube, status)
+    assert status["backend"] == backend
+    kind = {"trainjob": "TrainJob", "jobset": "JobSet"}[backend]
+    assert status["jobRef"]["kind"] == kind and status["jobRef"]["name"] == "tiny-train"
+    outputs = status["outputs"]
+    assert outputs["lastIteration"] == 20 and outputs["packSize"] == 512
+    checkpoint = Path(outputs["checkpoint"])
+    assert checkpoint.is_relative_to(pvc / "tiny-run" / "checkpoints")
+    assert any(checkpoint.rglob("*.safetensors"))
+    assert status["progress"]["iterations"] == "20/20" and status["restartCount"] == 0
+    # two pods, one per node, both of the JobSet (Trainer's JobSet has the TrainJob's name)
+    pods = [p for p in kube.list("pods", "default") if "tiny-train" in p["metadata"]["name"]]
+    labels = [p["metadata"]["labels"] for p in pods]
+    assert sorted(lb["jobset.sigs.k8s.io/jobset-name"] for lb in labels) == ["tiny-train", "tiny-train"]
+    assert all(lb["app.kubernetes.io/managed-by"] == "sft-operator" for lb in labels)
+    running = [s for s in seen if s.get("phase") == "Running"]
+    assert running, "the run was never seen Running"
+
+
+@pytest.mark.parametrize("backend", ["trainjob", "jobset"])
+def test_killed_node_restarts_the_group_and_the_run_resumes_from_its_checkpoint(
+    kube: KubeEmulator, pod_runner: PodRunner, pvc_root: Path, backend: str
+) -> None:
+    install(kube, backend)
+    pvc = prepare(pod_runner, pvc_root)
+    prep = sample("sftdataprep-tiny.yaml", "SFTDataPrep")
+    run = sample("sftrun-tiny.yaml", "SFTRun")
+    run["spec"].update({"nodes": 2, "backend": backend})
+    run["spec"]["train"]["trainIters"] = 30
+    run["spec"]["checkpoint"]["saveInterval"] = 10
+    run["spec"]["checkpoint"].pop("hfExport")
+    if backend == "jobset":
+        run["spec"]["maxRestarts"] = 2  # the shipped runtime's failurePolicy.maxRestarts is 3
+    ckpts = pvc / "tiny-run" / "checkpoints"
+    seen: list[dict[str, Any]] = []
+    with run_operator(defaults=DEFAULTS):
+        kube.create(prep)
+        kube.create(run)
+
+        def first_checkpoint() -> list[dict[str, Any]] | None:
+            st = kube.get("SFTRun", "tiny").get("status") or {}
+            seen.append(st)
+            if st.get("phase") in ("Succeeded", "Failed"):
+                raise AssertionError(f"finished before a node could be killed: {explain(kube, st)}")
+            pods = [
+                p
+                for p in kube.list("pods", "default")
+                if p["metadata"]["labels"].get("jobset.sigs.k8s.io/restart-attempt") == "0"
+                and p["status"].get("phase") == "Running"
+            ]
+            return pods if (ckpts / "iter_0000010").is_dir() and len(pods) == 2 else None
+
+        first = kube.wait_for(first_checkpoint, TIMEOUT, interval=0.05, message="a checkpoint at iteration 10")
+        node1 = next(
+            p for p in first if p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"] == "1"
+        )
+        pod_runner.kill_pod(node1["metadata"]["name"])
+        status = kube.wait_for(lambda: finished(kube, seen), TIMEOUT, interval=0.05, message="SFTRun tiny")
+
+    assert status["phase"] == "Succeeded", explain(kube, status)
+    assert status["restartCount"] == 1 and status["outputs"]["lastIteration"] == 30
+    assert any(s.get("message", "").startswith("restarting the whole group") for s in seen) or any(
+        (s.get("restartCount") or 0) >= 1 and s.get("phase") == "Running" for s in seen
+    )
+    # the second attempt resumed from the newest checkpoint instead of starting over
+    second = [
+        p
+        for p in kube.list("pods", "default")
+        if p["metadata"]["labels"].get("jobset.sigs.k8s.io/restart-attempt") == "1"
+    ]
+    assert len(second) == 2
+    rank0 = next(
+        p for p in second if p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"] == "0"
+    )
+    log = kube.pod_log(rank0["metadata"]["name"])
+    assert "resuming from" in log and "at iteration" in log, log[-2000:]
+    resumed_at = int(log.split("at iteration", 1)[1].split()[0])
+    assert resumed_at >= 10
+    # the loss curve continues: after the restart, progress never went back below the checkpoint
+    restarted = [s for s in seen if (s.get("restartCount") or 0) >= 1]
+    done = [int((s.get("progress") or {}).get("completed") or resumed_at) for s in restarted]
+    assert done and min(done) >= 10, done
