@@ -7,7 +7,9 @@ A chart can only read files inside its own directory, so three things are copied
   its rules are split into cluster-scoped ones (always a ClusterRole) and namespaced ones (a
   ClusterRole cluster-wide, or a Role per watched namespace) in ``files/operator-rules.yaml``;
 * the Argo CD health check ``manifests/argocd/health.lua`` → ``files/argocd-health.lua``, and the
-  ``argocd-cm`` patch ``manifests/argocd/argocd-cm-patch.yaml`` that embeds it for both kinds.
+  ``argocd-cm`` patch ``manifests/argocd/argocd-cm-patch.yaml`` that embeds it for both kinds;
+* the Kubeflow Trainer runtime ``manifests/trainer/sft-torch-distributed.yaml`` →
+  ``files/training-runtime.yaml`` (templates/training-runtime.yaml applies the trainJob.runtime values).
 
 ``--check`` changes nothing and exits 1 listing every stale file (the deploy tests run it).
 """
@@ -31,6 +33,7 @@ MANIFEST_CRDS = REPO / "manifests" / "crds"
 MANIFEST_RBAC = REPO / "manifests" / "rbac.yaml"
 HEALTH_LUA = REPO / "manifests" / "argocd" / "health.lua"
 ARGOCD_CM_PATCH = REPO / "manifests" / "argocd" / "argocd-cm-patch.yaml"
+TRAINING_RUNTIME = REPO / "manifests" / "trainer" / "sft-torch-distributed.yaml"
 HEALTH_KINDS = ("SFTDataPrep", "SFTRun")
 HEALTH_KEY = "resource.customizations.health.sft.dev_{kind}"
 
@@ -125,6 +128,7 @@ def expected_files() -> dict[Path, bytes]:
     lua = HEALTH_LUA.read_text()
     files[CHART / "files" / "argocd-health.lua"] = lua.encode()
     files[ARGOCD_CM_PATCH] = argocd_cm_patch(lua).encode()
+    files[CHART / "files" / "training-runtime.yaml"] = TRAINING_RUNTIME.read_bytes()
     if MANIFEST_RBAC.exists():
         files[CHART / "files" / "operator-rules.yaml"] = operator_rules(MANIFEST_RBAC.read_text()).encode()
     return files

@@ -89,7 +89,10 @@ def finished(kube: KubeEmulator, seen: list[dict[str, Any]]) -> dict[str, Any] |
 
 
 def explain(kube: KubeEmulator, status: dict[str, Any]) -> str:
-    logs = {p["metadata"]["name"]: kube.pod_log(p["metadata"]["name"])[-1500:] for p in kube.list("pods", "default")}
+    logs = {
+        p["metadata"]["name"]: kube.pod_log(p["metadata"]["name"])[-1500:]
+        for p in kube.list("pods", "default")
+    }
     return json.dumps(status, indent=1)[:3000] + json.dumps(logs, indent=1)[-6000:]
 
 
@@ -160,9 +163,13 @@ def test_killed_node_restarts_the_group_and_the_run_resumes_from_its_checkpoint(
             ]
             return pods if (ckpts / "iter_0000010").is_dir() and len(pods) == 2 else None
 
-        first = kube.wait_for(first_checkpoint, TIMEOUT, interval=0.05, message="a checkpoint at iteration 10")
+        first = kube.wait_for(
+            first_checkpoint, TIMEOUT, interval=0.05, message="a checkpoint at iteration 10"
+        )
         node1 = next(
-            p for p in first if p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"] == "1"
+            p
+            for p in first
+            if p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"] == "1"
         )
         pod_runner.kill_pod(node1["metadata"]["name"])
         status = kube.wait_for(lambda: finished(kube, seen), TIMEOUT, interval=0.05, message="SFTRun tiny")
