@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Any
 
 from sft_operator import backends
@@ -35,7 +34,6 @@ from sft_operator.render import sftrun as render
 from sft_operator.render.meta import is_controlled_by
 from sft_operator.status import sftrun as status
 from sft_operator.status.common import finished
-from sft_operator.status.conditions import get_condition
 from sft_operator.status.pods import PodState, pod_state
 from sft_operator.status.rundata import padding_problem, resolve_data
 
@@ -179,14 +177,4 @@ async def reconcile(ctx: Context, key: OwnerKey) -> float | None:
 
 
 def _recheck_delay(ctx: Context, old_status: Mapping[str, Any] | None) -> float:
-    """Grow with the time the run has been blocked: base, then ~the age of the Stalled condition."""
-    cond = get_condition(old_status, "Stalled")
-    if cond is None or cond.get("reason") not in BLOCKED_REASONS or cond.get("status") != "True":
-        return ctx.recheck_base
-    try:
-        since = datetime.strptime(str(cond.get("lastTransitionTime")), "%Y-%m-%dT%H:%M:%SZ")
-        now = datetime.strptime(ctx.clock(), "%Y-%m-%dT%H:%M:%SZ")
-    except ValueError:
-        return ctx.recheck_base
-    blocked = (now - since).total_seconds()
-    return max(ctx.recheck_base, min(blocked, ctx.recheck_max))
+    return steps.recheck_delay(ctx, old_status, BLOCKED_REASONS)

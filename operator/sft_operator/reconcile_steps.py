@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 from sft_operator.api.meta import GROUP, VERSION, KindInfo
@@ -21,7 +22,7 @@ from sft_operator.errors import InvalidSpec
 from sft_operator.kube.children import ensure_child
 from sft_operator.kube.client import CONFIGMAPS, ApiError, Resource
 from sft_operator.kube.events import record_event
-from sft_operator.status.conditions import ready_reason
+from sft_operator.status.conditions import get_condition, ready_reason
 from sft_operator.status.pods import PodState, describe_failure, latest_failed
 
 log = logging.getLogger(__name__)
@@ -83,9 +84,10 @@ async def reconcile(ctx: Context, key: OwnerKey, kind: Kind) -> float | None:
         await kind.act(ctx, cr, acted)
     except InvalidSpec as exc:
         acted.error = (exc.reason, exc.message)
-        if exc.reason == "ChildConflict":
-            # The object in the way is not ours, so its deletion triggers nothing here: look again later.
-            acted.requeue = acted.requeue or ctx.recheck_base
+        if exc.reason in UNWATCHED_REASONS:
+            # What is in the way (an object not ours, a webhook's missing dependency) triggers nothing
+            # here when it changes: look again later, less often the longer it lasts.
+            acted.requeue = acted.requeue or recheck_delay(ctx, cr.get("status"), UNWATCHED_REASONS)
     pods, container = kind.pods(ctx, key, acted)
     now = ctx.clock()
     log_tails = (
@@ -97,6 +99,24 @@ async def reconcile(ctx: Context, key: OwnerKey, kind: Kind) -> float | None:
     created = acted.child if acted.created else None
     await announce(ctx, cr, new_status, created=created, error=acted.error, now=now)
     return acted.requeue
+
+
+UNWATCHED_REASONS = frozenset({"ChildConflict", "ChildDenied"})
+
+
+def recheck_delay(ctx: Context, old_status: Mapping[str, Any] | None, reasons: frozenset[str]) -> float:
+    """Grow with the time a CR has been blocked on one of ``reasons``: base, then ~the age of the
+    Stalled condition, capped at recheck_max."""
+    cond = get_condition(old_status, "Stalled")
+    if cond is None or cond.get("reason") not in reasons or cond.get("status") != "True":
+        return ctx.recheck_base
+    try:
+        since = datetime.strptime(str(cond.get("lastTransitionTime")), "%Y-%m-%dT%H:%M:%SZ")
+        now = datetime.strptime(ctx.clock(), "%Y-%m-%dT%H:%M:%SZ")
+    except ValueError:
+        return ctx.recheck_base
+    blocked = (now - since).total_seconds()
+    return max(ctx.recheck_base, min(blocked, ctx.recheck_max))
 
 
 def cr_resource(info: KindInfo) -> Resource:

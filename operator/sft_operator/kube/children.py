@@ -28,7 +28,8 @@ async def ensure_child(
     """Create ``desired``; on 409 fetch the existing object and verify the owner controls it.
 
     Raises :class:`InvalidSpec` when the apiserver rejects the object (422: something in the spec,
-    e.g. a volume source, is invalid) or when a same-named object belongs to someone else.
+    e.g. a volume source, is invalid), an admission webhook denies it (ChildDenied: e.g. a missing
+    runtime) or when a same-named object belongs to someone else.
     """
     meta = desired["metadata"]
     namespace, name = meta["namespace"], meta["name"]
@@ -40,6 +41,12 @@ async def ensure_child(
                 f"the API server rejected {desired['kind']} {name}: {exc.message}; "
                 "fix the spec field it names",
                 reason="ChildRejected",
+            ) from None
+        if exc.status == 403 and "admission webhook" in exc.message:
+            # e.g. Kubeflow Trainer's webhook: the referenced runtime does not exist (yet)
+            raise InvalidSpec(
+                f"an admission webhook denied {desired['kind']} {name}: {exc.message}",
+                reason="ChildDenied",
             ) from None
         if not exc.conflict:
             raise
