@@ -96,4 +96,5 @@ def test_data_padded_too_little_stalls_before_anything_exists(cluster: KubeEmula
         st = wait_status(kube, stalled, what="Stalled")
         assert cond(st, "Stalled")["reason"] == "DataPaddingMismatch"
         assert "padSeqToMult" in st["message"] and "multiple of 4" in st["message"]
-    assert not kube.list("jobsets", "default") and not kube.list("configmaps", "default")
+    assert not kube.list("jobsets", "default")
+    assert "run-train-config" not in {c["metadata"]["name"] for c in kube.list("configmaps", "default")}
