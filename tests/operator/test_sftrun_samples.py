@@ -14,7 +14,8 @@ from sft_operator.render import sftrun as render
 from sft_operator.render.pods import WorkloadDefaults
 
 SAMPLES = Path(__file__).resolve().parents[2] / "manifests" / "samples"
-RUN_SAMPLES = sorted(SAMPLES.glob("sftrun-*.yaml"))
+RUN_SAMPLES = sorted(p for p in SAMPLES.glob("sftrun-*.yaml") if "trainjob" not in p.name)
+"""The PyTorchJob samples (the TrainJob ones: test_sftrun_trainjob_samples.py)."""
 DATA = render.ResolvedData("s3://sft-data/super3/stage1_sft/packed", 4096)
 
 
