@@ -80,10 +80,11 @@ class RunData(ConfigModel):
 
 
 class SFTRunSpec(TrainConfig, PodFields, BatchFields):  # type: ignore[misc]
-    """Desired fine-tuning run: Megatron-Bridge (or Hugging Face on CPU) on packed Parquet, run as a
-    Kubeflow PyTorchJob with `nodes` pods of `gpusPerNode` GPUs. The training-defining fields (the
-    trainer config, image, nodes, gpusPerNode) are immutable once the PyTorchJob exists; suspend and
-    the scheduling fields stay mutable."""
+    """Desired fine-tuning run: Megatron-Bridge (or Hugging Face on CPU) on packed Parquet, run with
+    `nodes` pods of `gpusPerNode` GPUs as a Kubeflow Trainer v2 TrainJob, a JobSet or a Kubeflow v1
+    PyTorchJob (backend). The training-defining fields (the trainer config, image, nodes,
+    gpusPerNode) are immutable once that child exists; suspend and the scheduling fields stay
+    mutable."""
 
     data: RunData  # type: ignore[assignment]
     """The packed training data: an SFTDataPrep to wait for, or a URI."""
@@ -96,7 +97,7 @@ class SFTRunSpec(TrainConfig, PodFields, BatchFields):  # type: ignore[misc]
     """backend trainjob: the ClusterTrainingRuntime to run on (a torch-distributed one whose trainer
     container is named node); default: the one the chart ships (sft-torch-distributed)."""
     nodes: int = Field(default=1, ge=1, le=1024)
-    """Pods (nodes) of the PyTorchJob: one Master plus nodes-1 Workers."""
+    """Pods (nodes), one per node rank (PyTorchJob: one Master plus nodes-1 Workers)."""
     gpus_per_node: int = Field(default=8, ge=0, le=16)
     """GPUs per pod (nvidia.com/gpu limit) and torchrun processes per node; 0 runs one CPU process per
     pod (engine hf only)."""
@@ -279,7 +280,7 @@ class RunFailure(Failure):
     """Why the run failed: the replica, its pod, exit code and last lines (or the prep's failure)."""
 
     replica: str | None = None
-    """The PyTorchJob replica that failed, e.g. "Master 0" or "Worker 2"."""
+    """The replica that failed, e.g. "Master 0" / "Worker 2" (PyTorchJob) or "Node 1" (JobSet, TrainJob)."""
 
 
 class TrainerStatusMirror(ConfigModel):
@@ -317,11 +318,12 @@ class SFTRunStatus(ConfigModel):
     data_prep_ref: ChildRef | None = None
     """The SFTDataPrep the data came from (with its uid at the time the run started)."""
     start_time: str | None = None
-    """When the PyTorchJob started."""
+    """When the child started."""
     completion_time: str | None = None
-    """When the PyTorchJob finished (succeeded or failed)."""
+    """When the child finished (succeeded or failed)."""
     restart_count: int | None = None
-    """How often the PyTorchJob restarted replicas (pod failures retried under backoffLimit)."""
+    """How often the run restarted: failed replicas retried (PyTorchJob backoffLimit) or the whole
+    group restarted (JobSet/TrainJob failurePolicy.maxRestarts)."""
     last_restart_time: str | None = None
     """When the latest restart was observed."""
     progress: RunProgress | None = None
