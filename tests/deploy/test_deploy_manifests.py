@@ -109,7 +109,9 @@ def test_kind_pipeline_uses_what_run_sh_builds_and_mounts() -> None:
     assert job["spec"]["template"]["spec"]["containers"][0]["image"] in loaded
     for doc in pipeline:
         assert doc["spec"]["image"] in loaded
-        assert doc["spec"]["imagePullPolicy"] == "Never"
+        # the loaded images are present: Never for the prep; the run's IfNotPresent (a TrainJob takes
+        # the pull policy from its runtime) finds the loaded, non-latest tag too
+        assert doc["spec"]["imagePullPolicy"] == ("Never" if doc["kind"] == "SFTDataPrep" else "IfNotPresent")
         claims = {v["persistentVolumeClaim"]["claimName"] for v in doc["spec"]["volumes"]}
         assert claims == {pvc["metadata"]["name"]}
     (run,) = [d for d in pipeline if d["kind"] == "SFTRun"]

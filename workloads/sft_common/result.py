@@ -87,6 +87,12 @@ class PrepResult(ResultModel):
     committed: bool | None = None
     up_to_date: bool | None = None
 
+    def payload(self) -> dict[str, Any]:
+        out = super().payload()
+        if out.get("totals") is None:
+            out.pop("totals", None)  # only the worker that wrote metadata.json reports totals
+        return out
+
 
 class TrainResult(ResultModel):
     """What sft-train's global rank 0 reports when training ended without an error."""
