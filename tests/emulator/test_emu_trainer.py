@@ -399,3 +399,38 @@ def test_active_deadline(trainer: KubeEmulator, pod_runner: PodRunner) -> None:
     assert cond is not None
     assert (cond["reason"], cond["message"]) == ("DeadlineExceeded", "TrainJob exceeded its active deadline")
     trainer.wait_for_deletion("jobsets", "tj", timeout=20)
+
+
+def test_runtime_patches_changed_while_suspended_reach_the_pods(
+    trainer: KubeEmulator, pod_runner: PodRunner
+) -> None:
+    # What Kueue does: the TrainJob waits suspended, a manager patches placement, then it is resumed.
+    trainer.create(runtime())
+    trainer.create(trainjob("tj", nodes=1, suspend=True))
+    trainer.wait_for_object("jobs", "tj-node-0", timeout=20)  # JobSet made its Job, suspended
+    placement = {
+        "manager": "kueue.x-k8s.io/manager",
+        "trainingRuntimeSpec": {
+            "template": {
+                "spec": {
+                    "replicatedJobs": [
+                        {
+                            "name": "node",
+                            "template": {"spec": {"template": {"spec": {"nodeSelector": {"pool": "a100"}}}}},
+                        }
+                    ]
+                }
+            }
+        },
+    }
+    trainer.patch("trainjobs", "tj", {"spec": {"runtimePatches": [placement]}})
+    trainer.wait_for_object(
+        "jobsets",
+        "tj",
+        lambda o: o["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]["spec"].get("nodeSelector"),
+        timeout=20,
+    )
+    trainer.patch("trainjobs", "tj", {"spec": {"suspend": False}})
+    trainer.wait_for_object("trainjobs", "tj", lambda o: condition(o, "Complete"), timeout=60)
+    (pod,) = pods_of(trainer, "tj")
+    assert pod["spec"]["nodeSelector"] == {"pool": "a100"}

@@ -488,14 +488,14 @@ class JobSetController(ControllerBase):
 
         if suspended:
             for job in buckets["active"]:
-                self._set_job_suspend(job, True)
+                self._suspend_job(job)
             update_condition(conditions, "Suspended", "True", "SuspendedJobs", "jobset is suspended")
             update_condition(
                 conditions, "RestartingJobSet", "False", "JobSetSuspended", "jobset is suspended"
             )
         else:
             for job in buckets["active"]:
-                self._set_job_suspend(job, False)
+                self._resume_job(job, spec)
             update_condition(conditions, "Suspended", "False", "ResumeJobs", "jobset is resumed")
         self._write(jobset, status)
 
@@ -697,26 +697,51 @@ class JobSetController(ControllerBase):
                     "Foreground",
                 )
 
-    def _set_job_suspend(self, job: Json, suspend: bool) -> None:
-        if bool((job.get("spec") or {}).get("suspend")) == suspend or job["metadata"].get(
-            "deletionTimestamp"
-        ):
+    def _suspend_job(self, job: Json) -> None:
+        if (job.get("spec") or {}).get("suspend") or job["metadata"].get("deletionTimestamp"):
             return
         body = copy.deepcopy(job)
-        body["spec"]["suspend"] = suspend
+        body["spec"]["suspend"] = True
         meta = job["metadata"]
-        if not suspend and (job.get("status") or {}).get("startTime"):
-            # resumeJob clears status.startTime first, as the Job API requires for a started Job.
+        self.store.replace(self.store.resources[JOB_KEY], meta["namespace"], meta["name"], body)
+
+    def _resume_job(self, job: Json, spec: Json) -> None:
+        """``resumeJob``: clear ``status.startTime`` (the Job API keeps a started Job's template
+        immutable), merge the replicated Job's pod template labels, annotations, nodeSelector,
+        tolerations and schedulingGates (what Kueue may change while suspended), unsuspend."""
+        if not (job.get("spec") or {}).get("suspend") or job["metadata"].get("deletionTimestamp"):
+            return
+        meta = job["metadata"]
+        jobs = self.store.resources[JOB_KEY]
+        if (job.get("status") or {}).get("startTime"):
             cleared = copy.deepcopy(job)
             cleared["status"].pop("startTime", None)
-            self.store.replace(
-                self.store.resources[JOB_KEY], meta["namespace"], meta["name"], cleared, "status"
-            )
-            body = copy.deepcopy(
-                self.store.get(self.store.resources[JOB_KEY], meta["namespace"], meta["name"])
-            )
-            body["spec"]["suspend"] = suspend
-        self.store.replace(self.store.resources[JOB_KEY], meta["namespace"], meta["name"], body)
+            self.store.replace(jobs, meta["namespace"], meta["name"], cleared, "status")
+            job = self.store.get(jobs, meta["namespace"], meta["name"])
+        body = copy.deepcopy(job)
+        rjob_name = (meta.get("labels") or {}).get(REPLICATED_JOB_NAME)
+        rjob = next((r for r in spec.get("replicatedJobs") or [] if r["name"] == rjob_name), None)
+        if rjob is not None:
+            source = ((rjob.get("template") or {}).get("spec") or {}).get("template") or {}
+            target = body["spec"].setdefault("template", {})
+            for section, key in (
+                ("metadata", "labels"),
+                ("metadata", "annotations"),
+                ("spec", "nodeSelector"),
+            ):
+                merged = {
+                    **(target.get(section) or {}).get(key, {}),
+                    **(source.get(section) or {}).get(key, {}),
+                }
+                if merged:
+                    target.setdefault(section, {})[key] = merged
+            for key in ("tolerations", "schedulingGates"):
+                current = list((target.get("spec") or {}).get(key) or [])
+                extra = [item for item in (source.get("spec") or {}).get(key) or [] if item not in current]
+                if current or extra:
+                    target.setdefault("spec", {})[key] = current + extra
+        body["spec"]["suspend"] = False
+        self.store.replace(jobs, meta["namespace"], meta["name"], body)
 
     def _ensure_service(self, jobset: Json) -> None:
         meta = jobset["metadata"]
