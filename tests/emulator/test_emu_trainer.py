@@ -434,3 +434,28 @@ def test_runtime_patches_changed_while_suspended_reach_the_pods(
     trainer.wait_for_object("trainjobs", "tj", lambda o: condition(o, "Complete"), timeout=60)
     (pod,) = pods_of(trainer, "tj")
     assert pod["spec"]["nodeSelector"] == {"pool": "a100"}
+
+
+@pytest.mark.parametrize(
+    ("trainer_spec", "nproc"),
+    [
+        ({"resourcesPerNode": {"limits": {"nvidia.com/gpu": "8"}}}, "auto"),  # torchrun counts the GPUs
+        ({"resourcesPerNode": {"limits": {"nvidia.com/gpu": "8"}}, "numProcPerNode": 4}, "4"),
+        (
+            {"resourcesPerNode": {"requests": {"cpu": "500m"}, "limits": {"cpu": "3"}}},
+            "1",
+        ),  # request, rounded up
+        ({"resourcesPerNode": {"limits": {"cpu": "3"}}}, "3"),
+        ({}, "1"),
+    ],
+)
+def test_nproc_per_node_as_the_torch_plugin_computes_it(trainer_spec: dict[str, Any], nproc: str) -> None:
+    from kubeemu.trainer import build_jobset
+
+    body = trainjob("tj", trainer={"resourcesPerNode": None, **trainer_spec})
+    body["spec"]["trainer"] = {k: v for k, v in body["spec"]["trainer"].items() if v is not None}
+    body["metadata"].update(namespace="default", uid="u1")
+    body["apiVersion"], body["kind"] = "trainer.kubeflow.org/v1alpha1", "TrainJob"
+    jobset = build_jobset(body, runtime())
+    node = jobset["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]["spec"]["containers"][0]
+    assert {e["name"]: e.get("value") for e in node["env"]}["PET_NPROC_PER_NODE"] == nproc
