@@ -30,7 +30,9 @@ What the controller does, level-triggered on the emulator loop:
 - ``successPolicy`` (``All``/``Any`` over ``targetReplicatedJobs``) -> ``Completed``
   (``AllJobsCompleted``), ``terminalState``; active Jobs of a finished JobSet are deleted;
 - ``suspend``: child Jobs get ``suspend: true`` (the Job controller deletes their pods), condition
-  ``Suspended`` True (``SuspendedJobs``); resume flips them back (``Suspended`` False, ``ResumeJobs``);
+  ``Suspended`` True (``SuspendedJobs``); resume flips them back (``Suspended`` False, ``ResumeJobs``)
+  after merging the replicated Job's pod template labels, annotations, nodeSelector, tolerations and
+  schedulingGates into the Job (what Kueue changes while a JobSet waits);
 - ``status.replicatedJobsStatus`` (ready/succeeded/failed/active/suspended per replicated Job, the
   controller's definition of "ready"), ``ttlSecondsAfterFinished``, ``managedBy`` (other values are
   left alone).
