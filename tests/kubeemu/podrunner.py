@@ -195,6 +195,8 @@ class PodRunner:
                 if ref.get("kind") == kind and owner_key in self.store.resources:
                     self._dirty.add((owner_key, meta.get("namespace", ""), ref["name"]))
         if key == POD_KEY:
+            if event.type == "DELETED":
+                self.jobs.on_pod_deleted(event.obj)
             if event.type == "ADDED" and self._owned(event.obj) and meta["uid"] not in self._pods:
                 self._start_pod(event.obj)
             elif event.type == "DELETED" or (event.type == "MODIFIED" and meta.get("deletionTimestamp")):
