@@ -120,10 +120,6 @@ Deployment/ReplicaSet/StatefulSet controllers), graceful pod termination periods
 nodes, services networking (beyond pod DNS names under headless Services -> 127.0.0.1, see
 :mod:`kubeemu.localnet`), images.
 
-A pod deleted through the API is recreated by the emulated Job controller without counting a
-failure (a real one counts a deleted, unfinished pod as failed); use ``pod_runner.kill_pod`` to crash
-a pod.
-
 Not modelled of JobSet: ``RestartJob``/``RestartJobAndIgnoreMaxRestarts`` (feature-gated per-Job
 restarts; played as a group restart), ``InPlaceRestart`` and its agent, ``startupPolicy: InOrder`` and
 ``dependsOn`` (all replicated Jobs start at once), ``coordinator`` beyond its label, exclusive

@@ -5,7 +5,8 @@ emulator's event loop, plays:
 
 - the **Job controller** (``batch/v1``): NonIndexed and Indexed completion modes (``completions``,
   ``parallelism``, ``JOB_COMPLETION_INDEX`` env + ``batch.kubernetes.io/job-completion-index``
-  annotation and label, ``completedIndexes``), ``suspend`` (active pods deleted, ``Suspended``
+  annotation and label, hostname ``<job>-<index>``, ``completedIndexes``), pods deleted unfinished
+  by others counted as failed, ``suspend`` (active pods deleted, ``Suspended``
   condition, ``startTime`` reset on resume), ``backoffLimit`` (failed pods + container restarts),
   ``activeDeadlineSeconds``, ``ttlSecondsAfterFinished``; status ``active``/``ready``/``succeeded``/
   ``failed``/``startTime``/``completionTime`` and conditions ``SuccessCriteriaMet``+``Complete`` or
@@ -244,7 +245,8 @@ class PodRunner:
         The pod stays in the API: its containers exit with 128 + ``sig`` (137 for SIGKILL) and the pod
         turns ``Failed`` (or restarts its containers, as its ``restartPolicy`` says), so the owning Job
         counts a failure and a JobSet applies its failure policy. Deleting the pod instead
-        (``kube.delete("pods", name)``) is what a user or an eviction does: the Job recreates it.
+        (``kube.delete("pods", name)``) is what a user, an eviction or a drained node does: the Job
+        counts it as failed too (see :class:`~kubeemu.jobcontroller.JobController`).
         """
         execution = self._executions.get((namespace, name))
         if execution is None or not execution.processes:
