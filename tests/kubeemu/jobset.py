@@ -6,8 +6,9 @@ Facts from kubernetes-sigs/jobset (read at v0.12/main, Aug 2026): ``api/jobset/v
 and annotations, headless Service, suspend/resume, replicatedJobsStatus), ``failure_policy.go``
 (rules, RestartJobSet/FailJobSet, ``maxRestarts`` against ``restartsCountTowardsMax``, the
 "(first failed job: NAME)" messages), ``success_policy.go``, ``ttl_after_finished.go`` and
-``pkg/webhooks/jobset_webhook.go`` (defaults and checks on create). The CRD schema is written here
-from those types; embedded Kubernetes types come from :mod:`kubeemu.openapi_schema`.
+``pkg/webhooks/jobset_webhook.go`` (defaults and checks on create). The CRD schema (written from
+those types; embedded Kubernetes types from :mod:`kubeemu.openapi_schema`) and the webhooks are in
+:mod:`kubeemu.jobset_api`; every name is importable from here.
 
 What the controller does, level-triggered on the emulator loop:
 

@@ -10,6 +10,8 @@ annotations propagated), ``pkg/runtime/framework/plugins/torch/torch.go`` (the e
 ``plugins/plainml/plainml.go``, ``plugins/jobset/{jobset,builder}.go`` (the JobSet built, its
 status mirrored), ``pkg/controller/trainjob_controller.go`` (Suspended/Failed conditions, deadline)
 and ``pkg/webhooks/trainjob_webhook.go`` (runtime must exist, reserved env names, patch checks).
+CRD schemas: :mod:`kubeemu.trainer_api`; the JobSet build and the webhooks: :mod:`kubeemu.trainer_build`;
+every name is importable from here.
 
 What the controller does for a TrainJob whose ``runtimeRef`` names a ``ClusterTrainingRuntime``
 (default) or a ``TrainingRuntime`` in its namespace:
