@@ -459,3 +459,28 @@ def test_nproc_per_node_as_the_torch_plugin_computes_it(trainer_spec: dict[str, 
     jobset = build_jobset(body, runtime())
     node = jobset["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]["spec"]["containers"][0]
     assert {e["name"]: e.get("value") for e in node["env"]}["PET_NPROC_PER_NODE"] == nproc
+
+
+def test_env_injection_targets_and_a_trainjob_without_trainer() -> None:
+    from kubeemu.trainer import build_jobset
+
+    rt = runtime()
+    rt["spec"]["mlPolicy"]["torch"] = {
+        "envInjection": {"targets": [{"jobName": "node", "containerNames": ["preflight"]}]}
+    }
+    pod_spec = rt["spec"]["template"]["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]["spec"]
+    pod_spec["initContainers"] = [{"name": "preflight", "image": "busybox"}]
+    body = trainjob("tj", nodes=3)
+    body["metadata"].update(namespace="default", uid="u1")
+    jobset = build_jobset(body, rt)
+    built = jobset["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]["spec"]
+    preflight = {e["name"]: e.get("value") for e in built["initContainers"][0]["env"]}
+    assert preflight["PET_NNODES"] == "3" and preflight["PET_MASTER_ADDR"] == "tj-node-0-0.tj"
+
+    # No spec.trainer: the runtime's node count and container as they are, no PET_* env (torch.go).
+    bare = trainjob("tj")
+    del bare["spec"]["trainer"]
+    bare["metadata"].update(namespace="default", uid="u2")
+    job_spec = build_jobset(bare, runtime())["spec"]["replicatedJobs"][0]["template"]["spec"]
+    assert (job_spec["parallelism"], job_spec["completions"]) == (1, 1)
+    assert job_spec["template"]["spec"]["containers"][0]["env"] == [{"name": "FROM_RUNTIME", "value": "1"}]
