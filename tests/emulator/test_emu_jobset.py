@@ -345,3 +345,20 @@ def test_success_policy_any_and_blocking_recreate(jobsets: KubeEmulator, pod_run
     jobsets.create(body)
     done = jobsets.wait_for_object("jobsets", "js", lambda o: condition(o, "Completed"), timeout=60)
     assert done["status"]["restarts"] == 1
+
+
+def test_deleting_one_pod_mid_run_restarts_the_group(jobsets: KubeEmulator, pod_runner: PodRunner) -> None:
+    jobsets.create(jobset("js", mode="hold", failurePolicy={"maxRestarts": 1}))
+    first = jobsets.wait_for(
+        lambda: (
+            (pods := pods_of(jobsets, "js", attempt=0))
+            and len(pods) == 2
+            and all(p["status"].get("phase") == "Running" for p in pods)
+            and pods
+        ),
+        timeout=30,
+    )
+    assert first is not None
+    jobsets.delete("pods", first[0]["metadata"]["name"])  # an eviction or a drained node
+    done = jobsets.wait_for_object("jobsets", "js", lambda o: condition(o, "Completed"), timeout=60)
+    assert done["status"]["restarts"] == 1

@@ -79,7 +79,7 @@ def test_failing_pod_fails_the_job_with_log_fallback(kube: KubeEmulator, pod_run
     container["terminationMessagePolicy"] = "FallbackToLogsOnError"
     kube.create(job("bad", container, backoffLimit=1))
     failed = kube.wait_for_object("jobs", "bad", lambda o: condition(o, "Failed"), timeout=20)
-    assert condition(failed, "Failed")["reason"] == "BackoffLimitExceeded"
+    assert (condition(failed, "Failed") or {}).get("reason") == "BackoffLimitExceeded"
     assert failed["status"]["failed"] == 2  # backoffLimit 1: the second failure fails the Job
     terminated = kube.list("pods", "default")[0]["status"]["containerStatuses"][0]["state"]["terminated"]
     assert (terminated["exitCode"], terminated["reason"]) == (3, "Error")
@@ -263,7 +263,7 @@ def test_pytorchjob_backoff_limit_and_suspend(
     kube.install_pytorchjob_crd()
     kube.create(pytorchjob("strict", tmp_path, backoffLimit=0))
     failed = kube.wait_for_object("pytorchjobs", "strict", lambda o: condition(o, "Failed"), timeout=30)
-    assert condition(failed, "Failed")["reason"] == "BackoffLimitExceeded"
+    assert (condition(failed, "Failed") or {}).get("reason") == "BackoffLimitExceeded"
 
     kube.create(pytorchjob("paused", tmp_path, suspend=True))
     paused = kube.wait_for_object("pytorchjobs", "paused", lambda o: condition(o, "Suspended"))
@@ -315,3 +315,37 @@ def test_missing_executable_is_a_start_error(kube: KubeEmulator, pod_runner: Pod
     terminated = kube.list("pods", "default")[0]["status"]["containerStatuses"][0]["state"]["terminated"]
     assert (terminated["exitCode"], terminated["reason"]) == (128, "StartError")
     assert "no-such-tool-kubeemu" in terminated["message"]
+
+
+def test_a_deleted_running_pod_counts_as_failed(kube: KubeEmulator, pod_runner: PodRunner) -> None:
+    # Upstream isPodFailed: "Count deleted Pods as failures to account for orphan Pods that never have
+    # a chance to reach the Failed phase" (no podFailurePolicy). The replacement pod then succeeds.
+    code = "import os, time; time.sleep(30 if not os.path.exists('marker') else 0); open('marker', 'w')"
+    kube.create(job("evicted", python(code), backoffLimit=1, pod={"restartPolicy": "Never"}))
+    running = kube.wait_for(
+        lambda: [
+            p for p in kube.list("pods", "default") if (p.get("status") or {}).get("phase") == "Running"
+        ],
+        timeout=20,
+    )
+    assert running is not None
+    kube.delete("pods", running[0]["metadata"]["name"])
+    counted = kube.wait_for_object("jobs", "evicted", lambda o: o["status"].get("failed") == 1, timeout=20)
+    assert not condition(counted, "Failed")  # 1 failure, backoffLimit 1: replaced, not failed
+
+    kube.create(job("strict", python("import time; time.sleep(30)"), backoffLimit=0))
+    pod = kube.wait_for(
+        lambda: next(
+            (
+                p
+                for p in kube.list("pods", "default", label_selector="batch.kubernetes.io/job-name=strict")
+                if (p.get("status") or {}).get("phase") == "Running"
+            ),
+            None,
+        ),
+        timeout=20,
+    )
+    assert pod is not None
+    kube.delete("pods", pod["metadata"]["name"])
+    failed = kube.wait_for_object("jobs", "strict", lambda o: condition(o, "Failed"), timeout=20)
+    assert (condition(failed, "Failed") or {}).get("reason") == "BackoffLimitExceeded"

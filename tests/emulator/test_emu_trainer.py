@@ -399,3 +399,88 @@ def test_active_deadline(trainer: KubeEmulator, pod_runner: PodRunner) -> None:
     assert cond is not None
     assert (cond["reason"], cond["message"]) == ("DeadlineExceeded", "TrainJob exceeded its active deadline")
     trainer.wait_for_deletion("jobsets", "tj", timeout=20)
+
+
+def test_runtime_patches_changed_while_suspended_reach_the_pods(
+    trainer: KubeEmulator, pod_runner: PodRunner
+) -> None:
+    # What Kueue does: the TrainJob waits suspended, a manager patches placement, then it is resumed.
+    trainer.create(runtime())
+    trainer.create(trainjob("tj", nodes=1, suspend=True))
+    trainer.wait_for_object("jobs", "tj-node-0", timeout=20)  # JobSet made its Job, suspended
+    placement = {
+        "manager": "kueue.x-k8s.io/manager",
+        "trainingRuntimeSpec": {
+            "template": {
+                "spec": {
+                    "replicatedJobs": [
+                        {
+                            "name": "node",
+                            "template": {"spec": {"template": {"spec": {"nodeSelector": {"pool": "a100"}}}}},
+                        }
+                    ]
+                }
+            }
+        },
+    }
+    trainer.patch("trainjobs", "tj", {"spec": {"runtimePatches": [placement]}})
+    trainer.wait_for_object(
+        "jobsets",
+        "tj",
+        lambda o: o["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]["spec"].get("nodeSelector"),
+        timeout=20,
+    )
+    trainer.patch("trainjobs", "tj", {"spec": {"suspend": False}})
+    trainer.wait_for_object("trainjobs", "tj", lambda o: condition(o, "Complete"), timeout=60)
+    (pod,) = pods_of(trainer, "tj")
+    assert pod["spec"]["nodeSelector"] == {"pool": "a100"}
+
+
+@pytest.mark.parametrize(
+    ("trainer_spec", "nproc"),
+    [
+        ({"resourcesPerNode": {"limits": {"nvidia.com/gpu": "8"}}}, "auto"),  # torchrun counts the GPUs
+        ({"resourcesPerNode": {"limits": {"nvidia.com/gpu": "8"}}, "numProcPerNode": 4}, "4"),
+        (
+            {"resourcesPerNode": {"requests": {"cpu": "500m"}, "limits": {"cpu": "3"}}},
+            "1",
+        ),  # request, rounded up
+        ({"resourcesPerNode": {"limits": {"cpu": "3"}}}, "3"),
+        ({}, "1"),
+    ],
+)
+def test_nproc_per_node_as_the_torch_plugin_computes_it(trainer_spec: dict[str, Any], nproc: str) -> None:
+    from kubeemu.trainer import build_jobset
+
+    body = trainjob("tj", trainer={"resourcesPerNode": None, **trainer_spec})
+    body["spec"]["trainer"] = {k: v for k, v in body["spec"]["trainer"].items() if v is not None}
+    body["metadata"].update(namespace="default", uid="u1")
+    body["apiVersion"], body["kind"] = "trainer.kubeflow.org/v1alpha1", "TrainJob"
+    jobset = build_jobset(body, runtime())
+    node = jobset["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]["spec"]["containers"][0]
+    assert {e["name"]: e.get("value") for e in node["env"]}["PET_NPROC_PER_NODE"] == nproc
+
+
+def test_env_injection_targets_and_a_trainjob_without_trainer() -> None:
+    from kubeemu.trainer import build_jobset
+
+    rt = runtime()
+    rt["spec"]["mlPolicy"]["torch"] = {
+        "envInjection": {"targets": [{"jobName": "node", "containerNames": ["preflight"]}]}
+    }
+    pod_spec = rt["spec"]["template"]["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]["spec"]
+    pod_spec["initContainers"] = [{"name": "preflight", "image": "busybox"}]
+    body = trainjob("tj", nodes=3)
+    body["metadata"].update(namespace="default", uid="u1")
+    jobset = build_jobset(body, rt)
+    built = jobset["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]["spec"]
+    preflight = {e["name"]: e.get("value") for e in built["initContainers"][0]["env"]}
+    assert preflight["PET_NNODES"] == "3" and preflight["PET_MASTER_ADDR"] == "tj-node-0-0.tj"
+
+    # No spec.trainer: the runtime's node count and container as they are, no PET_* env (torch.go).
+    bare = trainjob("tj")
+    del bare["spec"]["trainer"]
+    bare["metadata"].update(namespace="default", uid="u2")
+    job_spec = build_jobset(bare, runtime())["spec"]["replicatedJobs"][0]["template"]["spec"]
+    assert (job_spec["parallelism"], job_spec["completions"]) == (1, 1)
+    assert job_spec["template"]["spec"]["containers"][0]["env"] == [{"name": "FROM_RUNTIME", "value": "1"}]

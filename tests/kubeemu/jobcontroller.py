@@ -7,7 +7,7 @@ import time
 
 from .controllers import JOB_KEY, POD_KEY, ControllerBase, condition_true, parse_time, set_condition
 from .errors import ApiError
-from .store import Json, now_iso
+from .store import Json, Store, now_iso
 
 INDEX_KEY = "batch.kubernetes.io/job-completion-index"
 JOB_STAMP = "lastProbeTime"  # Job conditions carry lastProbeTime (not lastUpdateTime)
@@ -25,7 +25,45 @@ def compress_indexes(indexes: set[int]) -> str:
 
 
 class JobController(ControllerBase):
-    """Creates a Job's pods and derives its status from theirs, level-triggered."""
+    """Creates a Job's pods and derives its status from theirs, level-triggered.
+
+    A pod deleted by someone else before it finished (a user, an eviction, a drained node) counts as
+    a failed pod of its Job, as upstream ``isPodFailed`` counts "deleted Pods as failures to account
+    for orphan Pods that never have a chance to reach the Failed phase" (without a
+    ``podFailurePolicy``); pods this controller deletes itself (suspend, deadline, completion) do not.
+    """
+
+    def __init__(self, store: Store) -> None:
+        super().__init__(store)
+        self._own_deletions: set[str] = set()  # pod uids this controller deleted
+        self._deleted_unfinished: dict[str, set[str]] = {}  # job uid -> uids of pods deleted unfinished
+
+    def on_pod_deleted(self, pod: Json) -> None:
+        """Called for every DELETED pod event (the runner forwards them)."""
+        uid = pod["metadata"]["uid"]
+        if uid in self._own_deletions:
+            self._own_deletions.discard(uid)
+            return
+        if self.phase(pod) in ("Succeeded", "Failed"):
+            return
+        for ref in pod["metadata"].get("ownerReferences") or []:
+            if ref.get("kind") == "Job" and ref.get("controller"):
+                spec = self._job_spec(pod["metadata"]["namespace"], ref["name"], ref.get("uid"))
+                if spec is not None and not spec.get("podFailurePolicy"):
+                    self._deleted_unfinished.setdefault(ref["uid"], set()).add(uid)
+
+    def _job_spec(self, namespace: str, name: str, uid: str | None) -> Json | None:
+        try:
+            job = self.store.get(self.store.resources[JOB_KEY], namespace, name)
+        except ApiError:
+            return None
+        if job["metadata"]["uid"] != uid or job["metadata"].get("deletionTimestamp"):
+            return None
+        return dict(job.get("spec") or {})
+
+    def delete_pod(self, pod: Json) -> None:
+        self._own_deletions.add(pod["metadata"]["uid"])
+        super().delete_pod(pod)
 
     def reconcile(self, namespace: str, name: str) -> None:
         resource = self.store.resources[JOB_KEY]
@@ -46,6 +84,7 @@ class JobController(ControllerBase):
         ]
         succeeded = [p for p in pods if self.phase(p) == "Succeeded"]
         failed = [p for p in pods if self.phase(p) == "Failed"]
+        deleted_unfinished = len(self._deleted_unfinished.get(job["metadata"]["uid"], ()))
         indexed = spec.get("completionMode") == "Indexed"
 
         if condition_true(status, "Complete") or condition_true(status, "Failed"):
@@ -58,7 +97,7 @@ class JobController(ControllerBase):
             return
 
         status["succeeded"] = len(succeeded)
-        status["failed"] = len(failed)
+        status["failed"] = len(failed) + deleted_unfinished
         status["terminating"] = 0
         status.setdefault("uncountedTerminatedPods", {})
         if indexed:
@@ -78,7 +117,7 @@ class JobController(ControllerBase):
 
         started = parse_time(status["startTime"]) or time.time()
         deadline = spec.get("activeDeadlineSeconds")
-        failures = len(failed) + sum(self.restarts(p) for p in pods)
+        failures = len(failed) + deleted_unfinished + sum(self.restarts(p) for p in pods)
         failure: tuple[str, str] | None = None
         if deadline is not None and time.time() - started >= float(deadline):
             failure = ("DeadlineExceeded", "Job was active longer than specified deadline")

@@ -6,8 +6,9 @@ Facts from kubernetes-sigs/jobset (read at v0.12/main, Aug 2026): ``api/jobset/v
 and annotations, headless Service, suspend/resume, replicatedJobsStatus), ``failure_policy.go``
 (rules, RestartJobSet/FailJobSet, ``maxRestarts`` against ``restartsCountTowardsMax``, the
 "(first failed job: NAME)" messages), ``success_policy.go``, ``ttl_after_finished.go`` and
-``pkg/webhooks/jobset_webhook.go`` (defaults and checks on create). The CRD schema is written here
-from those types; embedded Kubernetes types come from :mod:`kubeemu.openapi_schema`.
+``pkg/webhooks/jobset_webhook.go`` (defaults and checks on create). The CRD schema (written from
+those types; embedded Kubernetes types from :mod:`kubeemu.openapi_schema`) and the webhooks are in
+:mod:`kubeemu.jobset_api`; every name is importable from here.
 
 What the controller does, level-triggered on the emulator loop:
 
@@ -30,7 +31,9 @@ What the controller does, level-triggered on the emulator loop:
 - ``successPolicy`` (``All``/``Any`` over ``targetReplicatedJobs``) -> ``Completed``
   (``AllJobsCompleted``), ``terminalState``; active Jobs of a finished JobSet are deleted;
 - ``suspend``: child Jobs get ``suspend: true`` (the Job controller deletes their pods), condition
-  ``Suspended`` True (``SuspendedJobs``); resume flips them back (``Suspended`` False, ``ResumeJobs``);
+  ``Suspended`` True (``SuspendedJobs``); resume flips them back (``Suspended`` False, ``ResumeJobs``)
+  after merging the replicated Job's pod template labels, annotations, nodeSelector, tolerations and
+  schedulingGates into the Job (what Kueue changes while a JobSet waits);
 - ``status.replicatedJobsStatus`` (ready/succeeded/failed/active/suspended per replicated Job, the
   controller's definition of "ready"), ``ttlSecondsAfterFinished``, ``managedBy`` (other values are
   left alone).
@@ -52,309 +55,70 @@ import re
 import time
 
 from .controllers import JOB_KEY, ControllerBase, parse_time
-from .errors import ApiError, Cause
-from .errors import invalid as invalid_error
-from .openapi_schema import condition_schema, int_schema, k8s_schema, obj_schema, str_list_schema, str_schema
+from .errors import ApiError
+from .jobset_api import (  # re-exported: kubeemu.jobset is the one place to import JobSet names from
+    ACTIONS,
+    COMPONENT,
+    CONTROLLER_NAME,
+    COORDINATOR,
+    GLOBAL_REPLICAS,
+    GROUP,
+    GROUP_NAME,
+    GROUP_REPLICAS,
+    JOB_GLOBAL_INDEX,
+    JOB_GROUP_INDEX,
+    JOB_INDEX,
+    JOB_KEY_LABEL,
+    JOBSET_KEY,
+    JOBSET_NAME,
+    JOBSET_UID,
+    REPLICATED_JOB_NAME,
+    REPLICATED_JOB_REPLICAS,
+    RESTART_ATTEMPT,
+    SERVICE_KEY,
+    VERSION,
+    default_jobset,
+    jobset_crd,
+    jobset_spec_schema,
+    jobset_status_schema,
+    register_webhooks,
+    validate_jobset,
+)
 from .store import Json, Store, now_iso
 
-GROUP = "jobset.x-k8s.io"
-VERSION = "v1alpha2"
-JOBSET_KEY = (GROUP, "jobsets")
-SERVICE_KEY = ("", "services")
-CONTROLLER_NAME = "jobset.sigs.k8s.io/jobset-controller"
-COMPONENT = "jobset"
-
-# Label/annotation keys (api/jobset/v1alpha2/jobset_types.go, pkg/constants/constants.go).
-L = "jobset.sigs.k8s.io/"
-JOBSET_NAME = L + "jobset-name"
-JOBSET_UID = L + "jobset-uid"
-REPLICATED_JOB_NAME = L + "replicatedjob-name"
-REPLICATED_JOB_REPLICAS = L + "replicatedjob-replicas"
-GLOBAL_REPLICAS = L + "global-replicas"
-JOB_INDEX = L + "job-index"
-JOB_GLOBAL_INDEX = L + "job-global-index"
-JOB_KEY_LABEL = L + "job-key"
-GROUP_NAME = L + "group-name"
-GROUP_REPLICAS = L + "group-replicas"
-JOB_GROUP_INDEX = L + "job-group-index"
-RESTART_ATTEMPT = L + "restart-attempt"
-
-ACTIONS = (
-    "FailJobSet",
-    "RestartJobSet",
-    "RestartJobSetAndIgnoreMaxRestarts",
-    "RestartJob",
-    "RestartJobAndIgnoreMaxRestarts",
-)
-_DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
-
-
-# ------------------------------------------------------------------------------------------- CRD
-
-
-_IMMUTABLE = [{"rule": "self == oldSelf", "message": "Value is immutable"}]
-
-
-def jobset_spec_schema() -> Json:
-    """``JobSetSpec`` (also embedded in Trainer's runtimes as ``spec.template.spec``)."""
-    replicated_job = obj_schema(
-        {
-            "name": str_schema(),
-            "groupName": str_schema(default="default"),
-            "template": k8s_schema("batch.v1.JobTemplateSpec"),
-            "replicas": int_schema(0) | {"default": 1},
-            "dependsOn": {
-                "type": "array",
-                "maxItems": 5,
-                "items": obj_schema(
-                    {"name": str_schema(), "status": str_schema(enum=["Ready", "Complete"])},
-                    ["name", "status"],
-                ),
-                "x-kubernetes-list-type": "map",
-                "x-kubernetes-list-map-keys": ["name"],
-                "x-kubernetes-validations": _IMMUTABLE,
-            },
-        },
-        ["name", "template"],
-    )
-    rule = obj_schema(
-        {
-            "name": str_schema(),
-            "action": str_schema(enum=list(ACTIONS)),
-            "onJobFailureReasons": {"type": "array", "items": str_schema()},
-            "onJobFailureMessagePatterns": {"type": "array", "items": str_schema()},
-            "targetReplicatedJobs": str_list_schema(),
-        },
-        ["action", "name"],
-    )
-    return obj_schema(
-        {
-            "replicatedJobs": {
-                "type": "array",
-                "items": replicated_job,
-                "x-kubernetes-list-type": "map",
-                "x-kubernetes-list-map-keys": ["name"],
-            },
-            "network": obj_schema(
-                {
-                    "enableDNSHostnames": {"type": "boolean"},
-                    "subdomain": str_schema(),
-                    "publishNotReadyAddresses": {"type": "boolean"},
-                },
-                rules=_IMMUTABLE,
-            ),
-            "successPolicy": obj_schema(
-                {"operator": str_schema(enum=["All", "Any"]), "targetReplicatedJobs": str_list_schema()},
-                ["operator"],
-                rules=_IMMUTABLE,
-            ),
-            "failurePolicy": obj_schema(
-                {
-                    "maxRestarts": int_schema(),
-                    "restartStrategy": str_schema(
-                        enum=["Recreate", "BlockingRecreate", "InPlaceRestart"], default="Recreate"
-                    ),
-                    "rules": {"type": "array", "items": rule},
-                },
-                rules=_IMMUTABLE,
-            ),
-            "startupPolicy": obj_schema(
-                {"startupPolicyOrder": str_schema(enum=["AnyOrder", "InOrder"])},
-                ["startupPolicyOrder"],
-                rules=_IMMUTABLE,
-            ),
-            "suspend": {"type": "boolean"},
-            "coordinator": obj_schema(
-                {
-                    "replicatedJob": str_schema(),
-                    "jobIndex": {"type": "integer"},
-                    "podIndex": {"type": "integer"},
-                },
-                ["replicatedJob"],
-            ),
-            "managedBy": str_schema(),
-            "ttlSecondsAfterFinished": int_schema(0),
-            "volumeClaimPolicies": {
-                "type": "array",
-                "maxItems": 50,
-                "items": obj_schema(
-                    {
-                        "templates": {
-                            "type": "array",
-                            "maxItems": 50,
-                            "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
-                        },
-                        "retentionPolicy": obj_schema({"whenDeleted": str_schema(enum=["Delete", "Retain"])}),
-                    }
-                ),
-                "x-kubernetes-list-type": "atomic",
-                "x-kubernetes-validations": _IMMUTABLE,
-            },
-        },
-        rules=[
-            {
-                "rule": "!(has(self.startupPolicy) && self.startupPolicy.startupPolicyOrder == 'InOrder' "
-                "&& self.replicatedJobs.exists(x, has(x.dependsOn)))",
-                "message": "StartupPolicy and DependsOn APIs are mutually exclusive",
-            }
-        ],
-    )
-
-
-def jobset_status_schema() -> Json:
-    counts = {key: int_schema() for key in ("ready", "succeeded", "failed", "active", "suspended")}
-    int_list = {"type": "array", "items": int_schema(), "maxItems": 1024, "x-kubernetes-list-type": "atomic"}
-    return obj_schema(
-        {
-            "conditions": {
-                "type": "array",
-                "items": condition_schema(),
-                "x-kubernetes-list-type": "map",
-                "x-kubernetes-list-map-keys": ["type"],
-            },
-            "restarts": int_schema(),
-            "restartsCountTowardsMax": int_schema(),
-            "terminalState": str_schema(),
-            "replicatedJobsStatus": {
-                "type": "array",
-                "items": obj_schema(
-                    {
-                        "name": str_schema(),
-                        **counts,
-                        "jobRestarts": int_list,
-                        "jobRestartsCountTowardsMax": int_list,
-                    },
-                    ["active", "failed", "name", "ready", "succeeded", "suspended"],
-                ),
-                "x-kubernetes-list-type": "map",
-                "x-kubernetes-list-map-keys": ["name"],
-            },
-            "previousInPlaceRestartAttempt": int_schema(0),
-            "currentInPlaceRestartAttempt": int_schema(0),
-        }
-    )
-
-
-def jobset_crd() -> Json:
-    """The ``jobsets.jobset.x-k8s.io`` CRD (v1alpha2, namespaced, status subresource)."""
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"jobsets.{GROUP}"},
-        "spec": {
-            "group": GROUP,
-            "scope": "Namespaced",
-            "names": {"plural": "jobsets", "singular": "jobset", "kind": "JobSet", "listKind": "JobSetList"},
-            "versions": [
-                {
-                    "name": VERSION,
-                    "served": True,
-                    "storage": True,
-                    "subresources": {"status": {}},
-                    "schema": {
-                        "openAPIV3Schema": obj_schema(
-                            {
-                                "apiVersion": str_schema(),
-                                "kind": str_schema(),
-                                "metadata": {"type": "object"},
-                                "spec": jobset_spec_schema(),
-                                "status": jobset_status_schema(),
-                            }
-                        )
-                    },
-                }
-            ],
-        },
-    }
-
-
-# -------------------------------------------------------------------------------------- webhooks
-
-
-def default_jobset(obj: Json, old: Json | None) -> None:
-    """The mutating webhook ``mjobset.kb.io`` (create only); malformed input is left to the schema."""
-    if old is not None:
-        return
-    with contextlib.suppress(AttributeError, TypeError):
-        _default_jobset_spec(obj.setdefault("spec", {}))
-
-
-def _default_jobset_spec(spec: Json) -> None:
-    spec.setdefault("successPolicy", {"operator": "All"})
-    spec.setdefault("startupPolicy", {"startupPolicyOrder": "AnyOrder"})
-    for rjob in spec.get("replicatedJobs") or []:
-        job_spec = rjob.setdefault("template", {}).setdefault("spec", {})
-        job_spec.setdefault("completionMode", "Indexed")
-        pod_spec = job_spec.setdefault("template", {}).setdefault("spec", {})
-        if not pod_spec.get("restartPolicy"):
-            pod_spec["restartPolicy"] = "OnFailure"
-    network = spec.setdefault("network", {})
-    network.setdefault("enableDNSHostnames", True)
-    network.setdefault("publishNotReadyAddresses", True)
-    for index, rule in enumerate((spec.get("failurePolicy") or {}).get("rules") or []):
-        if not rule.get("name"):
-            rule["name"] = f"failurePolicyRule{index}"
-
-
-def validate_jobset(obj: Json, old: Json | None) -> None:
-    """The checks of the validating webhook ``vjobset.kb.io`` that users trip over."""
-    if old is not None:
-        return
-    spec = obj.get("spec") or {}
-    name = obj["metadata"]["name"]
-    causes: list[Cause] = []
-    names: list[str] = []
-    for index, rjob in enumerate(spec.get("replicatedJobs") or []):
-        path = f"spec.replicatedJobs[{index}]"
-        if rjob["name"] in names:
-            causes.append(Cause(f"{path}.name", f'Duplicate value: "{rjob["name"]}"', "FieldValueDuplicate"))
-        names.append(rjob["name"])
-        replicas = int(rjob.get("replicas", 1))
-        longest_job = f"{name}-{rjob['name']}-{max(replicas - 1, 0)}"
-        job_spec = (rjob.get("template") or {}).get("spec") or {}
-        checks = [(longest_job, "Job name")]
-        if job_spec.get("completionMode") == "Indexed" and job_spec.get("completions") is not None:
-            longest_pod = f"{longest_job}-{int(job_spec['completions']) - 1}-abcde"
-            checks.append((longest_pod, "pod name"))
-        for candidate, what in checks:
-            if len(candidate) > 63 or not _DNS1035.match(candidate):
-                causes.append(
-                    Cause(
-                        f"{path}.name",
-                        f'Invalid value: "{longest_job}": {what} "{candidate}" generated from this JobSet '
-                        "must be a DNS-1035 label of at most 63 characters",
-                    )
-                )
-    for target in (spec.get("successPolicy") or {}).get("targetReplicatedJobs") or []:
-        if target not in names:
-            causes.append(
-                Cause(
-                    "spec.successPolicy.targetReplicatedJobs",
-                    f"invalid replicatedJob name '{target}' does not appear in .spec.ReplicatedJobs",
-                )
-            )
-    for index, rule in enumerate((spec.get("failurePolicy") or {}).get("rules") or []):
-        for target in rule.get("targetReplicatedJobs") or []:
-            if target not in names:
-                causes.append(
-                    Cause(
-                        f"spec.failurePolicy.rules[{index}].targetReplicatedJobs",
-                        f"invalid replicatedJob name '{target}' does not appear in .spec.ReplicatedJobs",
-                    )
-                )
-    if causes:
-        raise invalid_error("JobSet", name, causes, GROUP)
-
-
-def register_webhooks(store: Store) -> None:
-    for hooks, hook in (
-        (store.mutating_hooks[JOBSET_KEY], default_jobset),
-        (store.validating_hooks[JOBSET_KEY], validate_jobset),
-    ):
-        if hook not in hooks:
-            hooks.append(hook)
-
-
+__all__ = [
+    "ACTIONS",
+    "COMPONENT",
+    "CONTROLLER_NAME",
+    "COORDINATOR",
+    "GLOBAL_REPLICAS",
+    "GROUP",
+    "GROUP_NAME",
+    "GROUP_REPLICAS",
+    "JOBSET_KEY",
+    "JOBSET_NAME",
+    "JOBSET_UID",
+    "JOB_GLOBAL_INDEX",
+    "JOB_GROUP_INDEX",
+    "JOB_INDEX",
+    "JOB_KEY_LABEL",
+    "REPLICATED_JOB_NAME",
+    "REPLICATED_JOB_REPLICAS",
+    "RESTART_ATTEMPT",
+    "SERVICE_KEY",
+    "VERSION",
+    "JobSetController",
+    "condition_is_true",
+    "default_jobset",
+    "dns_hostnames",
+    "jobset_crd",
+    "jobset_spec_schema",
+    "jobset_status_schema",
+    "register_webhooks",
+    "subdomain",
+    "update_condition",
+    "validate_jobset",
+]
 # ------------------------------------------------------------------------------------ conditions
 
 
@@ -488,14 +252,14 @@ class JobSetController(ControllerBase):
 
         if suspended:
             for job in buckets["active"]:
-                self._set_job_suspend(job, True)
+                self._suspend_job(job)
             update_condition(conditions, "Suspended", "True", "SuspendedJobs", "jobset is suspended")
             update_condition(
                 conditions, "RestartingJobSet", "False", "JobSetSuspended", "jobset is suspended"
             )
         else:
             for job in buckets["active"]:
-                self._set_job_suspend(job, False)
+                self._resume_job(job, spec)
             update_condition(conditions, "Suspended", "False", "ResumeJobs", "jobset is resumed")
         self._write(jobset, status)
 
@@ -697,26 +461,51 @@ class JobSetController(ControllerBase):
                     "Foreground",
                 )
 
-    def _set_job_suspend(self, job: Json, suspend: bool) -> None:
-        if bool((job.get("spec") or {}).get("suspend")) == suspend or job["metadata"].get(
-            "deletionTimestamp"
-        ):
+    def _suspend_job(self, job: Json) -> None:
+        if (job.get("spec") or {}).get("suspend") or job["metadata"].get("deletionTimestamp"):
             return
         body = copy.deepcopy(job)
-        body["spec"]["suspend"] = suspend
+        body["spec"]["suspend"] = True
         meta = job["metadata"]
-        if not suspend and (job.get("status") or {}).get("startTime"):
-            # resumeJob clears status.startTime first, as the Job API requires for a started Job.
+        self.store.replace(self.store.resources[JOB_KEY], meta["namespace"], meta["name"], body)
+
+    def _resume_job(self, job: Json, spec: Json) -> None:
+        """``resumeJob``: clear ``status.startTime`` (the Job API keeps a started Job's template
+        immutable), merge the replicated Job's pod template labels, annotations, nodeSelector,
+        tolerations and schedulingGates (what Kueue may change while suspended), unsuspend."""
+        if not (job.get("spec") or {}).get("suspend") or job["metadata"].get("deletionTimestamp"):
+            return
+        meta = job["metadata"]
+        jobs = self.store.resources[JOB_KEY]
+        if (job.get("status") or {}).get("startTime"):
             cleared = copy.deepcopy(job)
             cleared["status"].pop("startTime", None)
-            self.store.replace(
-                self.store.resources[JOB_KEY], meta["namespace"], meta["name"], cleared, "status"
-            )
-            body = copy.deepcopy(
-                self.store.get(self.store.resources[JOB_KEY], meta["namespace"], meta["name"])
-            )
-            body["spec"]["suspend"] = suspend
-        self.store.replace(self.store.resources[JOB_KEY], meta["namespace"], meta["name"], body)
+            self.store.replace(jobs, meta["namespace"], meta["name"], cleared, "status")
+            job = self.store.get(jobs, meta["namespace"], meta["name"])
+        body = copy.deepcopy(job)
+        rjob_name = (meta.get("labels") or {}).get(REPLICATED_JOB_NAME)
+        rjob = next((r for r in spec.get("replicatedJobs") or [] if r["name"] == rjob_name), None)
+        if rjob is not None:
+            source = ((rjob.get("template") or {}).get("spec") or {}).get("template") or {}
+            target = body["spec"].setdefault("template", {})
+            for section, key in (
+                ("metadata", "labels"),
+                ("metadata", "annotations"),
+                ("spec", "nodeSelector"),
+            ):
+                merged = {
+                    **(target.get(section) or {}).get(key, {}),
+                    **(source.get(section) or {}).get(key, {}),
+                }
+                if merged:
+                    target.setdefault(section, {})[key] = merged
+            for key in ("tolerations", "schedulingGates"):
+                current = list((target.get("spec") or {}).get(key) or [])
+                extra = [item for item in (source.get("spec") or {}).get(key) or [] if item not in current]
+                if current or extra:
+                    target.setdefault("spec", {})[key] = current + extra
+        body["spec"]["suspend"] = False
+        self.store.replace(jobs, meta["namespace"], meta["name"], body)
 
     def _ensure_service(self, jobset: Json) -> None:
         meta = jobset["metadata"]
@@ -775,7 +564,7 @@ class JobSetController(ControllerBase):
         }
         coordinator = spec.get("coordinator")
         if coordinator:
-            labels[L + "coordinator"] = (
+            labels[COORDINATOR] = (
                 f"{name}-{coordinator['replicatedJob']}-{coordinator.get('jobIndex', 0)}-"
                 f"{coordinator.get('podIndex', 0)}.{subdomain(jobset)}"
             )

@@ -5,7 +5,8 @@ emulator's event loop, plays:
 
 - the **Job controller** (``batch/v1``): NonIndexed and Indexed completion modes (``completions``,
   ``parallelism``, ``JOB_COMPLETION_INDEX`` env + ``batch.kubernetes.io/job-completion-index``
-  annotation and label, ``completedIndexes``), ``suspend`` (active pods deleted, ``Suspended``
+  annotation and label, hostname ``<job>-<index>``, ``completedIndexes``), pods deleted unfinished
+  by others counted as failed, ``suspend`` (active pods deleted, ``Suspended``
   condition, ``startTime`` reset on resume), ``backoffLimit`` (failed pods + container restarts),
   ``activeDeadlineSeconds``, ``ttlSecondsAfterFinished``; status ``active``/``ready``/``succeeded``/
   ``failed``/``startTime``/``completionTime`` and conditions ``SuccessCriteriaMet``+``Complete`` or
@@ -195,6 +196,8 @@ class PodRunner:
                 if ref.get("kind") == kind and owner_key in self.store.resources:
                     self._dirty.add((owner_key, meta.get("namespace", ""), ref["name"]))
         if key == POD_KEY:
+            if event.type == "DELETED":
+                self.jobs.on_pod_deleted(event.obj)
             if event.type == "ADDED" and self._owned(event.obj) and meta["uid"] not in self._pods:
                 self._start_pod(event.obj)
             elif event.type == "DELETED" or (event.type == "MODIFIED" and meta.get("deletionTimestamp")):
@@ -242,7 +245,8 @@ class PodRunner:
         The pod stays in the API: its containers exit with 128 + ``sig`` (137 for SIGKILL) and the pod
         turns ``Failed`` (or restarts its containers, as its ``restartPolicy`` says), so the owning Job
         counts a failure and a JobSet applies its failure policy. Deleting the pod instead
-        (``kube.delete("pods", name)``) is what a user or an eviction does: the Job recreates it.
+        (``kube.delete("pods", name)``) is what a user, an eviction or a drained node does: the Job
+        counts it as failed too (see :class:`~kubeemu.jobcontroller.JobController`).
         """
         execution = self._executions.get((namespace, name))
         if execution is None or not execution.processes:
