@@ -49,9 +49,12 @@ def test_operator_deployment_is_hardened_and_runs_our_cli() -> None:
     assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
     assert sc["capabilities"]["drop"] == ["ALL"]
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
-    assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "ready"}
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     args = parse_args(container["args"])  # the flags exist and parse
     assert args.all_namespaces and args.liveness == "http://0.0.0.0:8080/healthz" and not args.standalone
+    assert args.readiness == f"http://0.0.0.0:{ports['ready']}/readyz"
+    assert args.metrics == f"http://0.0.0.0:{ports['metrics']}/metrics"
 
 
 def test_cli_scopes() -> None:

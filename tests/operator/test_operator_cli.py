@@ -33,6 +33,9 @@ def operator_process(kubeconfig: Path, *args: str, log: Path) -> Iterator[subpro
         "KUBECONFIG": str(kubeconfig),
         "SFT_DEFAULT_PREP_IMAGE": "ghcr.io/sft-operator/sft-prep:t",
     }
+    for flag in ("--readiness", "--metrics"):  # default ports would collide between tests
+        if flag not in args:
+            args = (*args, flag, "none")
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "sft_operator", *args], env=env, stdout=out, stderr=subprocess.STDOUT
