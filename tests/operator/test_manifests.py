@@ -37,7 +37,7 @@ def test_builtin_objects_pass_kubernetes_validate(version: str) -> None:
             if doc["apiVersion"] in BUILTIN_GROUPS:
                 kubernetes_validate.validate(doc, version, strict=True)
                 checked += 1
-    assert checked >= 8
+    assert checked >= 6  # operator.yaml (3), rbac.yaml (2), the samples' PVC
 
 
 def test_operator_deployment_is_hardened_and_runs_our_cli() -> None:

@@ -24,9 +24,7 @@ from sft_operator.testing import run_operator
 
 TIMEOUT = harness.WAIT
 TRAINER_IMAGE = "ghcr.io/sft-operator/sft-train:test"
-DEFAULTS = WorkloadDefaults(
-    prep_image=TEST_IMAGE, trainer_image=TRAINER_IMAGE, service_account="sft-workload"
-)
+DEFAULTS = WorkloadDefaults(prep_image=TEST_IMAGE, trainer_image=TRAINER_IMAGE)
 T0 = "2026-11-25T10:00:00Z"
 T1 = "2026-11-25T10:30:00Z"
 
