@@ -7,6 +7,7 @@ transition's Event is posted (a crash in between loses an Event, never duplicate
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -60,9 +61,11 @@ async def ensure_workload_identity(
     :mod:`sft_operator.render.identity`); called while its Job does not exist yet, before the Job."""
     identity = render_identity(info, cr, ctx.defaults)
     uid = cr["metadata"]["uid"]
+    # The Role before its binding (RBAC checks a binding against the rules of the Role it names).
+    first = [ensure_child(ctx.client, ROLES, identity.role, uid, owner_desc)]
     if identity.service_account is not None:
-        await ensure_child(ctx.client, SERVICEACCOUNTS, identity.service_account, uid, owner_desc)
-    await ensure_child(ctx.client, ROLES, identity.role, uid, owner_desc)
+        first.append(ensure_child(ctx.client, SERVICEACCOUNTS, identity.service_account, uid, owner_desc))
+    await asyncio.gather(*first)
     desired = identity.role_binding
     binding = await ensure_child(ctx.client, ROLEBINDINGS, desired, uid, owner_desc)
     if binding.obj.get("subjects") != desired["subjects"]:  # spec.serviceAccountName changed
