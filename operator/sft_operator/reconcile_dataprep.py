@@ -39,6 +39,7 @@ async def reconcile(ctx: Context, key: OwnerKey) -> float | None:
         children = render.render(cr, ctx.defaults)
         if job is None and not status.finished(cr):
             # (A finished CR whose Job was cleaned up by its TTL keeps its result: never run it again.)
+            await steps.ensure_workload_identity(ctx, DATAPREP, cr, desc)
             config_map = await steps.ensure_config_map(ctx, children.config_map, uid, desc)
             ensured_job = await ensure_child(ctx.client, JOBS, children.job, uid, desc)
             job, created = ensured_job.obj, ensured_job.created

@@ -71,6 +71,7 @@ async def reconcile(ctx: Context, key: OwnerKey) -> float | None:
             data = status.resolve_data(cr, prep)
             if data.ready and data.uri:
                 children = render.render(cr, render.ResolvedData(data.uri, data.pack_size), ctx.defaults)
+                await steps.ensure_workload_identity(ctx, RUN, cr, desc)
                 config_map = await steps.ensure_config_map(ctx, children.config_map, uid, desc)
                 try:
                     ensured = await ensure_child(ctx.client, PYTORCHJOBS, children.job, uid, desc)

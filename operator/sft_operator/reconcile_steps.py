@@ -7,6 +7,7 @@ transition's Event is posted (a crash in between loses an Event, never duplicate
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -14,8 +15,9 @@ from typing import Any
 from sft_operator.api.meta import GROUP, VERSION, KindInfo
 from sft_operator.context import Context, OwnerKey
 from sft_operator.kube.children import ensure_child
-from sft_operator.kube.client import CONFIGMAPS, ApiError, Resource
+from sft_operator.kube.client import CONFIGMAPS, ROLEBINDINGS, ROLES, SERVICEACCOUNTS, ApiError, Resource
 from sft_operator.kube.events import record_event
+from sft_operator.render.identity import render_identity
 from sft_operator.status.conditions import ready_reason
 from sft_operator.status.pods import PodState, describe_failure, latest_failed
 
@@ -50,6 +52,27 @@ async def ensure_config_map(
     cm_meta = desired["metadata"]
     body = {"data": desired["data"], "metadata": {"annotations": cm_meta["annotations"]}}
     return await ctx.client.patch(CONFIGMAPS, cm_meta["namespace"], cm_meta["name"], body)
+
+
+async def ensure_workload_identity(
+    ctx: Context, info: KindInfo, cr: Mapping[str, Any], owner_desc: str
+) -> None:
+    """The CR's ServiceAccount (unless its pods use another), Role and RoleBinding (see
+    :mod:`sft_operator.render.identity`); called while its Job does not exist yet, before the Job."""
+    identity = render_identity(info, cr, ctx.defaults)
+    uid = cr["metadata"]["uid"]
+    # The Role before its binding (RBAC checks a binding against the rules of the Role it names).
+    first = [ensure_child(ctx.client, ROLES, identity.role, uid, owner_desc)]
+    if identity.service_account is not None:
+        first.append(ensure_child(ctx.client, SERVICEACCOUNTS, identity.service_account, uid, owner_desc))
+    await asyncio.gather(*first)
+    desired = identity.role_binding
+    binding = await ensure_child(ctx.client, ROLEBINDINGS, desired, uid, owner_desc)
+    if binding.obj.get("subjects") != desired["subjects"]:  # spec.serviceAccountName changed
+        meta = desired["metadata"]
+        await ctx.client.patch(
+            ROLEBINDINGS, meta["namespace"], meta["name"], {"subjects": desired["subjects"]}
+        )
 
 
 async def write_status(ctx: Context, key: OwnerKey, info: KindInfo, patch_body: Mapping[str, Any]) -> bool:

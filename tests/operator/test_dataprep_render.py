@@ -86,7 +86,8 @@ def test_pods_are_hardened() -> None:
     assert sc["capabilities"] == {"drop": ["ALL"]}
     assert sc["readOnlyRootFilesystem"] is True and sc["runAsNonRoot"] is True
     assert container(job)["terminationMessagePolicy"] == "FallbackToLogsOnError"
-    assert pod["automountServiceAccountToken"] is False  # no SA chosen → no token to leak
+    # no ServiceAccount named: the CR's own (render.identity), whose token may patch only its status
+    assert pod["serviceAccountName"] == "demo-prep-workload"
     with_sa = render.render(cr(serviceAccountName="sft-workload")).job["spec"]["template"]["spec"]
     assert with_sa["serviceAccountName"] == "sft-workload" and "automountServiceAccountToken" not in with_sa
 

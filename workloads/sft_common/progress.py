@@ -42,6 +42,33 @@ def format_duration(seconds: float | None) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
 
 
+def human_duration(seconds: float | None) -> str:
+    """A duration the way kubectl prints ages (``3m20s``, ``2h5m``, ``3d4h``): the thresholds of
+    Kubernetes' ``HumanDuration`` (k8s.io/apimachinery/pkg/util/duration), ~2-3 significant figures.
+    Empty when unknown."""
+    if seconds is None or not math.isfinite(seconds):
+        return ""
+    total = max(0, int(seconds))
+    if total < 120:
+        return f"{total}s"
+    minutes, hours, days = total // 60, total // 3600, total // 86400
+    if minutes < 10:
+        return f"{minutes}m{total % 60}s" if total % 60 else f"{minutes}m"
+    if minutes < 180:
+        return f"{minutes}m"
+    if hours < 8:
+        return f"{hours}h{minutes % 60}m" if minutes % 60 else f"{hours}h"
+    if hours < 48:
+        return f"{hours}h"
+    if hours < 24 * 8:
+        return f"{days}d{hours % 24}h" if hours % 24 else f"{days}d"
+    if days < 365 * 2:
+        return f"{days}d"
+    if days < 365 * 8:
+        return f"{days // 365}y{days % 365}d" if days % 365 else f"{days // 365}y"
+    return f"{days // 365}y"
+
+
 def format_number(value: float) -> str:
     """Human-scale number: 1234567 -> 1.23M."""
     for threshold, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):

@@ -267,8 +267,9 @@ class PodFields(ConfigModel):
     priority_class_name: str | None = Field(default=None, max_length=253)
     """PriorityClass of the pods."""
     service_account_name: str | None = Field(default=None, max_length=253, pattern=DNS_LABEL_RE)
-    """ServiceAccount of the pods; default: the operator's workload ServiceAccount (sft-workload), which
-    may patch only the status of these resources, so the workload can report progress."""
+    """ServiceAccount of the pods (it must exist); default: one the operator creates for this resource.
+    Either way the operator binds it to a Role that may patch only this resource's status, so the
+    workload can report progress."""
     env: list[EnvVar] = Field(default_factory=list, max_length=256)
     """Extra environment variables; credentials only via valueFrom.secretKeyRef."""
     env_from: list[EnvFromSource] = Field(default_factory=list, max_length=32)

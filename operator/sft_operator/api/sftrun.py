@@ -234,6 +234,11 @@ class RunProgress(ConfigModel):
     """When the trainer last reported."""
     iterations: str | None = None
     """"done/total", for the printer column (written by the operator)."""
+    tokens_text: str | None = None
+    """tokens with a unit (e.g. 1.18G), for the printer column (written by the operator)."""
+    eta_text: str | None = None
+    """etaSeconds as kubectl prints durations (e.g. 2h5m) while Running, for the printer column
+    (written by the operator)."""
 
 
 class RunFailure(Failure):

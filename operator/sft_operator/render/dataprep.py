@@ -10,6 +10,7 @@ from sft_operator.api.dataprep import SFTDataPrepSpec, data_fields
 from sft_operator.api.meta import DATAPREP
 from sft_operator.render import children as common
 from sft_operator.render import meta
+from sft_operator.render.identity import pod_service_account
 from sft_operator.render.pods import CONFIG_PATH, WorkloadDefaults, container, owner_env, pod_spec
 
 CONTAINER = "prep"
@@ -90,7 +91,12 @@ def render(cr: Mapping[str, Any], defaults: WorkloadDefaults | None = None) -> c
             ]
         },
         "template": child.pod_template(
-            pod_spec(spec, config_map=cm_name, containers=[main], service_account=defaults.service_account)
+            pod_spec(
+                spec,
+                config_map=cm_name,
+                containers=[main],
+                service_account=pod_service_account(DATAPREP, cr, defaults),
+            )
         ),
     }
     job = {

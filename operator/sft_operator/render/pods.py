@@ -114,10 +114,11 @@ def pod_spec(
     *,
     config_map: str,
     containers: list[dict[str, Any]],
-    service_account: str | None = None,
+    service_account: str,
     extra_volumes: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
-    """The pod spec; ``service_account`` is the default used when the CR names none."""
+    """The pod spec; ``service_account`` from :func:`sft_operator.render.identity.pod_service_account`
+    (its token lets the workload patch its CR's status, the only right it has)."""
     out: dict[str, Any] = {
         "restartPolicy": "Never",
         "securityContext": pod_security_context(),
@@ -132,12 +133,7 @@ def pod_spec(
             *_dump_list(spec.volumes),
         ],
     }
-    account = spec.service_account_name or service_account
-    if account:
-        out["serviceAccountName"] = account
-    else:
-        # No ServiceAccount chosen: the default one has no rights on our CRs, so do not mount a token.
-        out["automountServiceAccountToken"] = False
+    out["serviceAccountName"] = service_account
     if spec.image_pull_secrets:
         out["imagePullSecrets"] = _dump_list(spec.image_pull_secrets)
     if spec.node_selector:

@@ -34,6 +34,7 @@ from sft_operator.api.sftrun import GPU_RESOURCE, SHM_DIR, SHM_VOLUME, SFTRunSpe
 from sft_operator.errors import InvalidSpec
 from sft_operator.render import children as common
 from sft_operator.render import meta
+from sft_operator.render.identity import pod_service_account
 from sft_operator.render.pods import CONFIG_PATH, WorkloadDefaults, container, owner_env, pod_spec
 
 CONTAINER = "pytorch"
@@ -150,7 +151,7 @@ def render(
             spec,
             config_map=cm_name,
             containers=[main],
-            service_account=defaults.service_account,
+            service_account=pod_service_account(RUN, cr, defaults),
             extra_volumes=[shm],
         )
     )

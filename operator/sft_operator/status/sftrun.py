@@ -32,6 +32,7 @@ from sft_operator.status.common import (
     child_ref,
     finished,
     pods_of_job,
+    progress_text,
     recorded_state,
     state_reason,
     suspended_state,
@@ -42,7 +43,7 @@ from sft_operator.status.conditions import get_condition, is_true, kstatus_condi
 from sft_operator.status.patch import merge_patch
 from sft_operator.status.pods import PodState, describe_failure, latest_failed, pending_problem
 
-OPERATOR_PROGRESS_KEYS = ("iterations",)
+OPERATOR_PROGRESS_KEYS = ("iterations", "tokensText", "etaText")
 """The only keys of ``status.progress`` the operator writes; the rest is the trainer's."""
 KEPT = (
     "jobRef",
@@ -145,8 +146,10 @@ def derive(
     iterations = _iterations(
         spec, old.get("progress"), out.get("outputs"), phase, job is not None or bool(out.get("jobRef"))
     )
-    if iterations is not None:
-        out["progress"] = {"iterations": iterations}
+    progress = {"iterations": iterations} if iterations is not None else {}
+    progress.update(progress_text(old.get("progress"), phase))
+    if progress:
+        out["progress"] = progress
     stalled = phase == "Failed" or error is not None
     out["phase"] = phase
     out["message"] = message
