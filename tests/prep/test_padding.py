@@ -188,7 +188,7 @@ def test_padded_run_on_the_bundled_samples(tmp_path: Path, pack_size: int, mult:
     assert sorted(padded_runs) == sorted(plain_runs)
     assert Counter(real_lengths) == Counter(plain_lengths)
     assert all(tok.decode(run).endswith("<|im_end|>\n") for run in padded_runs)
-    assert termination()["status"] == "succeeded"
+    assert termination()["status"] == "succeeded" and termination()["padSeqToMult"] == mult
 
 
 def test_pad_seq_to_mult_1_is_the_unpadded_output(tmp_path: Path) -> None:

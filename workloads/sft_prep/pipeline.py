@@ -457,6 +457,7 @@ class Worker:
             metadata_uri=self.layout.metadata if meta is not None else None,
             meta=meta,
             pack_size=self.cfg.pack_size,
+            pad_seq_to_mult=self.cfg.pad_seq_to_mult,
             shards_done=done,
             shards_total=len(self.shards),
             worker=self.worker_index,
