@@ -285,7 +285,15 @@ def write_text(uri: str, text: str) -> None:
 
 
 def upload_file(path: Path, uri: str) -> None:
-    """Atomically place a finished local file at ``uri``."""
+    """Atomically place a finished local file at ``uri`` (an object upload is atomic by itself, so a
+    remote target is uploaded straight from ``path``, without a temporary copy)."""
+    if is_remote(uri):
+        bucket, key = split_s3(uri)
+        try:
+            _s3_client().upload_file(str(path), bucket, key)
+        except Exception as exc:
+            raise _s3_error(uri, exc) from exc
+        return
     with atomic_write_path(uri) as tmp:
         shutil.copyfile(path, tmp)
 
