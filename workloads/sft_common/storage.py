@@ -155,6 +155,24 @@ def listdir(uri: str) -> list[str]:
     return sorted(str(p) for p in root.rglob("*") if p.is_file())
 
 
+def list_sizes(uri: str) -> dict[str, int]:
+    """Path below ``uri`` (``a/b.bin``) → size in bytes of every file there, from one listing."""
+    if is_remote(uri):
+        bucket, key = split_s3(uri)
+        prefix = key.rstrip("/") + "/" if key else ""
+        out: dict[str, int] = {}
+        try:
+            for page in _s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+                out.update((obj["Key"][len(prefix) :], int(obj["Size"])) for obj in page.get("Contents", []))
+        except Exception as exc:
+            raise _s3_error(uri, exc) from exc
+        return dict(sorted(out.items()))
+    root = _local(uri)
+    if not root.is_dir():
+        return {}
+    return {p.relative_to(root).as_posix(): p.stat().st_size for p in sorted(root.rglob("*")) if p.is_file()}
+
+
 def glob(pattern: str) -> list[str]:
     """Expand ``*``, ``?`` and ``[...]`` in a path or ``s3://`` URI; a plain URI maps to itself if present."""
     if not any(ch in pattern for ch in "*?["):
@@ -182,6 +200,26 @@ def local_path(uri: str) -> Iterator[Path]:
         except Exception as exc:
             raise _s3_error(uri, exc) from exc
         yield dest
+
+
+def download_file(uri: str, dest: Path) -> None:
+    """Copy one file or object to ``dest`` atomically (a temp name in its directory, then a rename)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    os.close(fd)
+    try:
+        if is_remote(uri):
+            bucket, key = split_s3(uri)
+            try:
+                _s3_client().download_file(bucket, key, tmp_name)
+            except Exception as exc:
+                raise _s3_error(uri, exc) from exc
+        else:
+            shutil.copyfile(_local(uri), tmp_name)
+        os.replace(tmp_name, dest)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
 
 
 def download_tree(uri: str, dest: Path) -> Path:
@@ -247,7 +285,15 @@ def write_text(uri: str, text: str) -> None:
 
 
 def upload_file(path: Path, uri: str) -> None:
-    """Atomically place a finished local file at ``uri``."""
+    """Atomically place a finished local file at ``uri`` (an object upload is atomic by itself, so a
+    remote target is uploaded straight from ``path``, without a temporary copy)."""
+    if is_remote(uri):
+        bucket, key = split_s3(uri)
+        try:
+            _s3_client().upload_file(str(path), bucket, key)
+        except Exception as exc:
+            raise _s3_error(uri, exc) from exc
+        return
     with atomic_write_path(uri) as tmp:
         shutil.copyfile(path, tmp)
 

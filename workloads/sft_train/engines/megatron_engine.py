@@ -19,6 +19,7 @@ from typing import Any
 
 from sft_common import storage
 from sft_common.progress import Progress
+from sft_train import checkpoint_staging
 from sft_train.config import TrainConfig
 from sft_train.engines.megatron_plan import MegatronPlan, build_plan, resume_location
 from sft_train.engines.outcome import TrainResult
@@ -169,6 +170,8 @@ def train(config: TrainConfig, info: DataInfo) -> TrainResult:
             "checkpoint.save is required: it is where checkpoints go and where a restart resumes"
         )
     check_base_checkpoint(config, resume_location(config))
+    staged = checkpoint_staging.stage(config)  # s3:// checkpoints → node-local paths, saves uploaded
+    config = staged.config
     info = localize_data(info)
     plan = build_plan(config, info)
     cfg = build_container(config, plan)
@@ -190,14 +193,17 @@ def train(config: TrainConfig, info: DataInfo) -> TrainResult:
     finetune(
         config=cfg,
         forward_step_func=forward_step,
-        callbacks=[progress_callback(config, info.pack_size, progress, last)],
+        callbacks=[
+            progress_callback(config, info.pack_size, progress, last),
+            staged.callback(_import("megatron.bridge.training.callbacks").Callback, _barrier(torch)),
+        ],
     )
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
     progress.close()
     step = int(last.get("step", 0))
     save = str(cfg.checkpoint.save)
-    checkpoint = storage.join(save, f"iter_{step:07d}") if step else save
+    checkpoint = storage.join(save, f"iter_{step:07d}") if step else save  # local for the export
     hf_export = None
     if config.checkpoint.hf_export:
         if not config.model.hf_model_id:
@@ -206,7 +212,21 @@ def train(config: TrainConfig, info: DataInfo) -> TrainResult:
             )
         else:
             bridge = _import("megatron.bridge").AutoBridge.from_hf_pretrained(config.model.hf_model_id)
-            bridge.export_ckpt(megatron_path=checkpoint, hf_path=config.checkpoint.hf_export)
             hf_export = config.checkpoint.hf_export
+            if storage.is_remote(hf_export):
+                local = checkpoint_staging.local_dir(hf_export, "hf-export")
+                bridge.export_ckpt(megatron_path=checkpoint, hf_path=str(local))
+                if rank == 0:
+                    checkpoint_staging.upload_files(local, hf_export)
+            else:
+                bridge.export_ckpt(megatron_path=checkpoint, hf_path=hf_export)
     finished = step >= config.train.train_iters
-    return TrainResult(checkpoint, step, last.get("loss"), [], hf_export, finished)
+    return TrainResult(staged.checkpoint_uri(step), step, last.get("loss"), [], hf_export, finished)
+
+
+def _barrier(torch: Any) -> Any:
+    def barrier() -> None:
+        if torch.distributed.is_initialized():
+            torch.distributed.barrier()
+
+    return barrier
