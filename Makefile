@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(TORCH)
-	$(PIP) install -q -e '.[prep,train,operator,dev]'
+	$(PIP) install -q -e '.[prep,train,operator,ctl,dev]'
 	@rm -f $(VENV)/.stamp-* && touch $@
 
 venv: $(STAMP)
