@@ -67,7 +67,7 @@ e2e-kind:
 	tests/kind/run.sh
 
 demo: $(STAMP)
-	$(PY) -m sft_train.demo
+	$(PY) -m sft_operator.ctl.demo
 
 bench: bench-prep bench-operator
 
