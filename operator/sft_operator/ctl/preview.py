@@ -18,9 +18,9 @@ import argparse
 import io
 import json
 import sys
-from itertools import pairwise
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any, TextIO
 
 from sft_common import storage
