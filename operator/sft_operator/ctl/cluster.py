@@ -150,7 +150,15 @@ class Cluster:
         object and whether it was created."""
         name = body["metadata"]["name"]
         obj = {**body, "metadata": {**body["metadata"], "namespace": self.namespace}}
-        existed = self.get(info, name) is not None
+        if self.get(info, name) is None:
+            try:
+                created = self.custom.create_namespaced_custom_object(
+                    GROUP, VERSION, self.namespace, info.plural, obj, field_manager=FIELD_MANAGER
+                )
+                return created, True
+            except Exception as exc:
+                if getattr(exc, "status", None) != 409:  # created meanwhile: apply over it
+                    raise self._fail(f"create {info.kind}/{name}", exc) from None
         try:
             out = self.custom.patch_namespaced_custom_object(
                 GROUP,
@@ -165,7 +173,7 @@ class Cluster:
             )
         except Exception as exc:
             raise self._fail(f"apply {info.kind}/{name}", exc) from None
-        return out, not existed
+        return out, False
 
     # -- pods ----------------------------------------------------------------------------------
     def pods_of(self, info: KindInfo, name: str) -> list[dict[str, Any]]:

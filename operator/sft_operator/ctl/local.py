@@ -292,7 +292,8 @@ class Reporter:
         if not (force or phase_changed) and time.monotonic() - self.last_time < PRINT_INTERVAL:
             return
         self.last, self.last_time = current, time.monotonic()
-        name, phase, progress, loss, rate, eta, message = current
+        name, phase, progress, loss, rate, eta, _ = current
+        message = str((cr.get("status") or {}).get("message") or "")  # in full, unlike the table
         parts = [f"{name}: {phase}", progress if progress != "-" else ""]
         if loss != "-":
             parts.append(f"loss {loss}")
@@ -481,6 +482,7 @@ class LocalRunner:
             cr["status"] = status_sftrun.derive(cr, None, [], now=utcnow_iso(), data=data)
             self._save(resource, cr)
             reporter.show(cr, True)
+            self._finish(resource, cr, [])
             return cr
         assert data.uri is not None
         train = spec.train_config(data.uri, data.pack_size)

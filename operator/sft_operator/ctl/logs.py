@@ -74,10 +74,11 @@ def run(
     worker: int | None,
     follow: bool,
     tail: int | None,
-    out: TextIO = sys.stdout,
+    out: TextIO | None = None,
 ) -> int:
     from sft_operator.ctl.cluster import find
 
+    out = out or sys.stdout
     want = RUN if node is not None else (DATAPREP if worker is not None else None)
     crs = find(cluster, text, want=want)
     if len(crs) > 1:

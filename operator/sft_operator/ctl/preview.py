@@ -144,8 +144,9 @@ def _data_dir_of(args: argparse.Namespace, connect: Callable[[argparse.Namespace
 
 
 def run(
-    args: argparse.Namespace, connect: Callable[[argparse.Namespace], Any], out: TextIO = sys.stdout
+    args: argparse.Namespace, connect: Callable[[argparse.Namespace], Any], out: TextIO | None = None
 ) -> int:
+    out = out or sys.stdout
     import pyarrow.parquet as pq
 
     from sft_operator.ctl.cluster import ClusterError
