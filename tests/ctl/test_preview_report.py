@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from itertools import pairwise
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -60,7 +61,7 @@ def test_preview_marks_exactly_the_trained_labels_and_every_sub_sequence(
     ids, mask = row["input_ids"], row["loss_mask"]
     bounds = [*starts, len(ids)]
     expected = []
-    for begin, end in zip(bounds, bounds[1:], strict=False):
+    for begin, end in pairwise(bounds):
         labels = [ids[j + 1] for j in range(begin, end - 1) if mask[j]]
         expected.append(labels)
     body = out.split("── sub-sequence ")[1:]
