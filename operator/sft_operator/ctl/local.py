@@ -200,7 +200,12 @@ class Worker:
         self._log: IO[str] = open(self.log_path, "w")  # noqa: SIM115 (closed in wait)
         self.proc = subprocess.Popen(
             argv,
-            env={**env, "SFT_TERMINATION_LOG": str(self.termination), "SFT_PROGRESS": "json"},
+            env={
+                "SFT_PROGRESS_LOG_INTERVAL": "1",  # what a worker would patch into status, each second
+                **env,
+                "SFT_TERMINATION_LOG": str(self.termination),
+                "SFT_PROGRESS": "json",
+            },
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
