@@ -78,4 +78,4 @@ bench-operator: $(STAMP)
 	$(PY) benchmarks/bench_operator.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache demo-output
+	rm -rf $(VENV) .pytest_cache .ruff_cache demo-output sft-local
