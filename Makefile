@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.stamp-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 .PHONY: help venv test test-fast lint format crds chart-sync demo bench bench-prep bench-operator images e2e-kind clean
 
 help:
-	@echo "make demo      run the pipeline (sft-prep, then a tiny CPU fine-tune) on bundled sample chats"
+	@echo "make demo      sftctl run --local on manifests/samples/pipeline-local.yaml (prep + a tiny CPU fine-tune)"
 	@echo "make test      lint + the whole test suite (GPU/kind tests skip without them)"
 	@echo "make lint      ruff"
 	@echo "make crds      regenerate manifests/crds from the pydantic models (and sync the Helm chart)"
