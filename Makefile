@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.stamp-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 .PHONY: help venv test test-fast lint format crds chart-sync demo bench bench-prep bench-operator images e2e-kind clean
 
 help:
-	@echo "make demo      run the pipeline (sft-prep, then a tiny CPU fine-tune) on bundled sample chats"
+	@echo "make demo      sftctl run --local on manifests/samples/pipeline-local.yaml (prep + a tiny CPU fine-tune)"
 	@echo "make test      lint + the whole test suite (GPU/kind tests skip without them)"
 	@echo "make lint      ruff"
 	@echo "make crds      regenerate manifests/crds from the pydantic models (and sync the Helm chart)"
@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(TORCH)
-	$(PIP) install -q -e '.[prep,train,operator,dev]'
+	$(PIP) install -q -e '.[prep,train,operator,ctl,dev]'
 	@rm -f $(VENV)/.stamp-* && touch $@
 
 venv: $(STAMP)
@@ -67,7 +67,7 @@ e2e-kind:
 	tests/kind/run.sh
 
 demo: $(STAMP)
-	$(PY) -m sft_train.demo
+	$(PY) -m sft_operator.ctl.demo
 
 bench: bench-prep bench-operator
 
@@ -78,4 +78,4 @@ bench-operator: $(STAMP)
 	$(PY) benchmarks/bench_operator.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache demo-output
+	rm -rf $(VENV) .pytest_cache .ruff_cache demo-output sft-local

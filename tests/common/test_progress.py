@@ -18,6 +18,17 @@ def test_formatting() -> None:
     assert format_number(12) == "12"
     assert format_duration(3725) == "1:02:05"
     assert format_duration(None) == "--:--"
+    # a loss reads as the trainer's log line prints it (4 decimals); a learning rate as 1.234e-03
+    assert format_number(4.73712) == "4.7371" and format_number(0.0012345) == "1.234e-03"
+    assert format_number(349.61) == "349.6"
+
+
+def test_the_bar_shows_a_loss_as_the_log_line_does() -> None:
+    out = io.StringIO()
+    progress = Progress("train", total=10, unit="iterations", stream=out, mode="bar", interval=0, owner=False)
+    progress.update(completed=5, loss=4.7371, learning_rate=0.0029876)
+    progress.close()
+    assert "loss 4.7371" in out.getvalue() and "learning_rate 2.988e-03" in out.getvalue()
 
 
 def test_json_lines_when_not_a_tty() -> None:

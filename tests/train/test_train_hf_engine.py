@@ -39,7 +39,24 @@ def test_loss_falls(make_data: Callable[..., Path], tiny_model: Path, tmp_path: 
     assert len(curve) == 8 and result.finished
     assert curve[-1] < curve[0] - 0.1
     assert result.checkpoint == str(tmp_path / "ck" / "iter_0000008")
-    assert result.final_loss == curve[-1]
+    # the reported loss: the mean over the last logging.log_interval (1 here) iterations, 4 decimals
+    assert result.final_loss == round(curve[-1], 4)
+
+
+def test_reported_loss_is_the_mean_over_the_log_interval(
+    make_data: Callable[..., Path], tiny_model: Path, tmp_path: Path
+) -> None:
+    """Issue 11 point 10: one loss. With log_interval 4 the result's loss is the mean of the last 4
+    per-iteration losses, rounded, the number the log line printed; a rerun restores it from the
+    checkpoint instead of reporting None."""
+    config = hf_config(
+        make_data(), tiny_model, tmp_path / "ck", **{"train.train_iters": 8, "logging.log_interval": 4}
+    )
+    result = train(config)
+    curve = losses(result)
+    assert result.final_loss == round(sum(curve[4:]) / 4, 4)
+    again = train(config)
+    assert again.losses == [] and again.start_iteration == 8 and again.final_loss == result.final_loss
 
 
 @pytest.mark.parametrize("per_token", [True, False])

@@ -75,7 +75,11 @@ def format_number(value: float) -> str:
         if abs(value) >= threshold:
             return f"{value / threshold:.2f}{suffix}"
     if isinstance(value, float) and not value.is_integer():
-        return f"{value:.4g}"
+        # 4 decimals, as the workloads' log lines print a loss (one number reads the same everywhere);
+        # small values (a learning rate) in scientific notation, as the log lines print them.
+        if abs(value) < 0.01:
+            return f"{value:.3e}"
+        return f"{value:.4f}" if abs(value) < 100 else f"{value:.1f}"
     return str(int(value))
 
 

@@ -125,6 +125,8 @@ def build_metadata(
         "dropped": dict(sorted(rows.dropped.items())),
         "dropped_sequences": dict(sorted(rows.dropped_sequences.items())),
         "truncated": {"sequences": rows.truncated},
+        # messages whose field the chat template rendered nowhere (custom templates; sftctl preview warns)
+        "template_dropped_fields": dict(sorted(rows.template_dropped.items())),
         "examples": {k: list(v) for k, v in sorted(rows.examples.items())},
         "datasets": datasets,
         "splits": splits,

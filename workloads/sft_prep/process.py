@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from sft_prep.chat import RowError, parse_conversation, shorten
+from sft_prep.chat import Conversation, RowError, parse_conversation, shorten
 from sft_prep.chunking import Chunk, split_generic
 from sft_prep.nano3_fast import split_nano3
 from sft_prep.ranges import gather_index
@@ -92,6 +92,9 @@ class Counts:
     """Sequences tokenized whole (``joint``) or chunk by chunk (``fallback_<reason>``), before any drop;
     empty when joint encoding is disabled. Carried in the counts (not only in the processor) so that
     receipts, worker processes and pods add up to the run's numbers in metadata.json."""
+    template_dropped: Counter[str] = field(default_factory=Counter)
+    """Messages whose field (``reasoning_content``, ``tool_calls``) was set but appears in none of the
+    row's rendered sequences: a custom chat template that ignores it (:func:`template_dropped_fields`)."""
     reused: Counter[str] = field(default_factory=Counter)
     """``sequences`` that took ids already encoded for another sequence (a reasoning row's history, a
     system block repeated in the batch) instead of encoding the text again, and the ``tokens`` so
@@ -113,6 +116,7 @@ class Counts:
         self.dropped_sequences.update(other.dropped_sequences)
         self.encoding.update(other.encoding)
         self.reused.update(other.reused)
+        self.template_dropped.update(other.template_dropped)
         for reason, items in other.examples.items():
             for item in items:
                 self.add_example(reason, item["dataset"], item["row"], item["detail"])
@@ -130,6 +134,7 @@ class Counts:
             "examples": {k: list(v) for k, v in sorted(self.examples.items())},
             "encoding": dict(sorted(self.encoding.items())),
             "reused": dict(sorted(self.reused.items())),
+            "template_dropped": dict(sorted(self.template_dropped.items())),
         }
 
     @classmethod
@@ -146,7 +151,23 @@ class Counts:
             examples={k: list(v) for k, v in data.get("examples", {}).items()},
             encoding=Counter(data.get("encoding", {})),
             reused=Counter(data.get("reused", {})),
+            template_dropped=Counter(data.get("template_dropped", {})),
         )
+
+
+def template_dropped_fields(conv: Conversation, sequences: list[list[Chunk]]) -> Counter[str]:
+    """Messages whose ``reasoning_content`` or tool call is in the data but in none of the rendered
+    sequences. Reasoning a template strips from the history still shows up, because a row with
+    reasoning becomes one sequence per user turn; a template that never renders the field does not."""
+    text = "".join(chunk.text for seq in sequences for chunk in seq)
+    dropped: Counter[str] = Counter()
+    for message in conv.messages:
+        reasoning = (message.reasoning_content or "").strip()
+        if reasoning and reasoning not in text:
+            dropped["reasoning_content"] += 1
+        if any(call.name not in text for call in message.tool_calls):
+            dropped["tool_calls"] += 1
+    return dropped
 
 
 @dataclass
@@ -235,11 +256,21 @@ class RowProcessor:
         }
 
     def split(
-        self, row: Mapping[str, Any], messages_field: str = "messages", tools_field: str = "tools"
+        self,
+        row: Mapping[str, Any],
+        messages_field: str = "messages",
+        tools_field: str = "tools",
+        counts: Counts | None = None,
     ) -> list[list[Chunk]]:
-        """Chunks of each sequence of one row; raises RowError."""
+        """Chunks of each sequence of one row; raises RowError. With ``counts``, the fields a custom
+        template dropped are counted there (the built-in nano3 path renders every field)."""
         conv = parse_conversation(row, messages_field, tools_field)
-        return split_nano3(conv) if self.fast else split_generic(conv, self.template)
+        if self.fast:
+            return split_nano3(conv)
+        sequences = split_generic(conv, self.template)
+        if counts is not None:
+            counts.template_dropped.update(template_dropped_fields(conv, sequences))
+        return sequences
 
     def process(
         self, rows: Iterable[Row], *, messages_field: str = "messages", tools_field: str = "tools"
@@ -252,7 +283,7 @@ class RowProcessor:
             try:
                 if isinstance(row, RowError):
                     raise row
-                sequences = self.split(row, messages_field, tools_field)
+                sequences = self.split(row, messages_field, tools_field, counts)
             except RowError as err:
                 counts.dropped[err.reason] += 1
                 counts.add_example(err.reason, dataset, index, err.detail)

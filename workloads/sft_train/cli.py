@@ -122,7 +122,13 @@ def _main(argv: Sequence[str]) -> int:
         return 2
     if int(os.environ.get("RANK", "0")) == 0:
         done = "finished" if result.finished else "stopped early (train.exit_interval)"
-        print(f"training {done}: iteration {result.last_iteration}, final loss {result.final_loss}")
+        if result.start_iteration is not None and result.start_iteration >= result.last_iteration:
+            done = "already finished (nothing left to train)"
+        loss = "n/a" if result.final_loss is None else f"{result.final_loss:.4f}"
+        print(
+            f"training {done}: iteration {result.last_iteration}, final loss {loss} "
+            f"(mean over the last logging.log_interval iterations)"
+        )
         print(f"checkpoint: {result.checkpoint}")
         if result.hf_export:
             print(f"hugging face export: {result.hf_export}")

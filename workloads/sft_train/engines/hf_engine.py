@@ -135,6 +135,9 @@ class HFTrainer:
         self.base_dir: Path | None = None
         self.resume_dir: Path | None = None
         self.resume_uri = ckpt.resolve_resume(config.checkpoint.load, config.checkpoint.save)
+        self.reported_loss: float | None = None
+        """The training loss as reported everywhere (log line, progress/status, result): see
+        :func:`window_loss`; restored from the checkpoint, so a rerun of a finished run reports it."""
         self.model, self.optimizer, self.start_iteration = self._build()
         self.train_split = PackedSplit(info.shards["train"], info.pack_size)
         self.pad_id = int(getattr(self._unwrapped.config, "pad_token_id", None) or 0)
@@ -185,6 +188,7 @@ class HFTrainer:
             state = torch.load(resume_dir / ckpt.STATE_FILE, map_location=self.ctx.device, weights_only=False)
             optimizer.load_state_dict(state["optimizer"])
             start = int(state["iteration"])
+            self.reported_loss = state.get("loss")
         if self.ctx.active:
             model = torch.nn.parallel.DistributedDataParallel(
                 model, device_ids=[self.ctx.device.index] if self.ctx.device.type == "cuda" else None
@@ -255,6 +259,7 @@ class HFTrainer:
             "consumed_samples": iteration * self.config.train.global_batch_size,
             "optimizer": self.optimizer.state_dict(),
             "world_size": self.ctx.world,
+            "loss": self.reported_loss,
         }
         torch.save(state, directory / ckpt.STATE_FILE)
         (directory / "config.yaml").write_text(to_yaml(self.config))
@@ -341,24 +346,37 @@ class HFTrainer:
                 iteration += 1
                 tokens += step_tokens
                 losses.append((iteration, loss))
+                window.append(loss)
+                logged = iteration % cfg.logging.log_interval == 0 or iteration == total
+                if logged:
+                    self.reported_loss = window_loss(window)
+                    window.clear()
                 if self.is_main:
-                    progress.update(completed=iteration, loss=loss, learning_rate=lr, tokens=tokens)
-                    record = {"iteration": iteration, "loss": loss, "lr": lr, "tokens": step_tokens}
+                    elapsed = time.monotonic() - start_time
+                    rate = tokens / max(elapsed, 1e-9)
+                    # progress (bar, JSON lines, CR status) carries the reported loss only: one number
+                    reported = {"loss": self.reported_loss} if self.reported_loss is not None else {}
+                    progress.update(completed=iteration, learning_rate=lr, tokens=tokens, **reported)
+                    record = {
+                        "iteration": iteration,
+                        "loss": loss,
+                        "lr": lr,
+                        "tokens": step_tokens,
+                        "tokens_per_second": round(rate, 1),
+                        "elapsed_seconds": round(elapsed, 3),
+                    }
                     if metrics:
                         metrics.write(json.dumps(record) + "\n")
                         metrics.flush()
                     if wandb_run is not None:
                         wandb_run.log({"loss": loss, "learning_rate": lr}, step=iteration)
-                    window.append(loss)
-                    if iteration % cfg.logging.log_interval == 0 or iteration == total:
+                    if logged:
                         # Like Megatron's log line: the mean loss since the previous line.
-                        elapsed = time.monotonic() - start_time
                         print(
-                            f"iteration {iteration:>6}/{total} | loss {sum(window) / len(window):.4f} | "
-                            f"lr {lr:.3e} | tokens/s {tokens / max(elapsed, 1e-9):.0f}",
+                            f"iteration {iteration:>6}/{total} | loss {self.reported_loss:.4f} | "
+                            f"lr {lr:.3e} | tokens/s {rate:.0f}",
                             flush=True,
                         )
-                        window.clear()
                 interval = cfg.checkpoint.save_interval
                 exiting = bool(cfg.train.exit_interval and iteration % cfg.train.exit_interval == 0)
                 if iteration == total or exiting or (interval and iteration % interval == 0):
@@ -386,9 +404,22 @@ class HFTrainer:
                 metrics.close()
             if wandb_run is not None:
                 wandb_run.finish()
-        final = losses[-1][1] if losses else None
+        final = self.reported_loss
         progress.close(loss=final) if final is not None else progress.close()
-        return TrainResult(last_ckpt, iteration, final, losses, hf_export, finished, valid_loss)
+        return TrainResult(
+            last_ckpt, iteration, final, losses, hf_export, finished, valid_loss, self.start_iteration
+        )
+
+
+LOSS_DIGITS = 4
+"""Decimals of the reported loss: more is noise at the batch sizes a loss is averaged over."""
+
+
+def window_loss(window: list[float]) -> float:
+    """The reported training loss: the mean of the per-iteration losses (each the per-token mean over
+    its global batch) since the previous log line, i.e. over the last ``logging.log_interval``
+    iterations, as Megatron logs it; rounded to :data:`LOSS_DIGITS` decimals."""
+    return round(sum(window) / len(window), LOSS_DIGITS)
 
 
 def publish_dir(local: Path, uri: str) -> None:

@@ -15,6 +15,8 @@ class TrainResult:
     hf_export: str | None = None
     finished: bool = True
     validation_loss: float | None = None
+    start_iteration: int | None = None
+    """Where this process started (resumed from a checkpoint), when the engine knows it."""
 
     def summary(self) -> dict[str, Any]:
         """The trainer's termination-message fields (camelCase, the operator copies them)."""
