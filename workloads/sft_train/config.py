@@ -148,8 +148,9 @@ class CheckpointSpec(ConfigModel):
     """Save every this many iterations (and always at the end)."""
     load: str | None = None
     """Resume from this checkpoint location instead of save; it must hold a complete checkpoint."""
-    hf_export: str | None = None
-    """Also write the final model in Hugging Face format here (engine megatron needs model.hf_model_id)."""
+    hf_export: str | bool | None = None
+    """Also write the final model in Hugging Face format: a location, true for {save}/hf, false for none.
+    Unset: on for engine megatron ({save}/hf, as the recipe's convert_to_hf), off for engine hf."""
 
 
 class LoggingSpec(ConfigModel):
@@ -215,6 +216,20 @@ class TrainConfig(ConfigModel):
         if self.optimizer.lr is not None:
             return self.optimizer.lr
         return LORA_LR if self.peft is not None else FULL_SFT_LR
+
+    @property
+    def hf_export_location(self) -> str | None:
+        """Where the Hugging Face export goes, or None when there is none."""
+        value = self.checkpoint.hf_export
+        if value is None:
+            value = self.engine == "megatron"
+        if value is False or (value is True and not self.checkpoint.save):
+            return None
+        if value is True:
+            from sft_common import storage
+
+            return storage.join(str(self.checkpoint.save), "hf")
+        return str(value)
 
     @property
     def decay_iters(self) -> int:

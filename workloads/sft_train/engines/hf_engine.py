@@ -381,9 +381,9 @@ class HFTrainer:
                 if metrics:
                     metrics.write(json.dumps({"iteration": iteration, "validation_loss": valid_loss}) + "\n")
             hf_export = None
-            if finished and cfg.checkpoint.hf_export:
+            if finished and cfg.hf_export_location:
                 if self.is_main:
-                    hf_export = self.export_hf(cfg.checkpoint.hf_export)
+                    hf_export = self.export_hf(cfg.hf_export_location)
                 self.ctx.barrier()
         finally:
             if metrics:

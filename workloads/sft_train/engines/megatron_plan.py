@@ -299,6 +299,7 @@ def dataset_spec(config: TrainConfig, info: DataInfo, scratch: str | None = None
     from ``{dataset_root}/test.jsonl``, not from our packed shards.
     """
     has_valid = config.data.use_validation and bool(info.shards.get("valid"))
+    metadata_path = os.path.join(scratch or scratch_dir(), f"{info.pack_size}_metadata.jsonl")
     return {
         "dataset_root": info.root,
         "seq_length": info.pack_size,
@@ -307,7 +308,7 @@ def dataset_spec(config: TrainConfig, info: DataInfo, scratch: str | None = None
             "packed_sequence_size": info.pack_size,
             "packed_train_data_path": info.split_dir("train"),
             "packed_val_data_path": info.split_dir("valid") if has_valid else None,
-            "packed_metadata_path": os.path.join(scratch or scratch_dir(), f"{info.pack_size}_metadata.jsonl"),
+            "packed_metadata_path": metadata_path,
             "pad_seq_to_mult": pad_multiple_of(info.metadata),
         },
         "dataloader_type": "batch",
