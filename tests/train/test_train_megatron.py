@@ -345,14 +345,15 @@ def test_finetune_only_when_starting_from_base_weights(
 @pytest.mark.parametrize(
     ("engine", "value", "where"),
     [
-        ("megatron", None, "ck/hf"),  # on by default, as the recipe's convert_to_hf
-        ("megatron", False, None),
-        ("megatron", "/exports/m", "/exports/m"),
-        ("hf", None, None),
-        ("hf", True, "ck/hf"),
+        ("megatron", {}, "ck/hf"),  # on by default, as the recipe's convert_to_hf
+        ("megatron", {"hf_export_enabled": False}, None),
+        ("megatron", {"hf_export": "/exports/m"}, "/exports/m"),
+        ("hf", {}, None),
+        ("hf", {"hf_export_enabled": True}, "ck/hf"),
+        ("hf", {"hf_export": "/exports/m"}, "/exports/m"),
     ],
 )
-def test_hf_export_location(tmp_path: Path, engine: str, value: Any, where: str | None) -> None:
+def test_hf_export_location(tmp_path: Path, engine: str, value: dict[str, Any], where: str | None) -> None:
     raw: dict[str, Any] = {
         "engine": engine,
         "data": {"path": "/d"},
@@ -360,8 +361,7 @@ def test_hf_export_location(tmp_path: Path, engine: str, value: Any, where: str 
     }
     if engine == "hf":
         raw["precision"] = "fp32"
-    if value is not None:
-        raw["checkpoint"]["hf_export"] = value
+    raw["checkpoint"].update(value)
     location = validate(TrainConfig, raw).hf_export_location
     expected = where if where is None or where.startswith("/") else str(tmp_path / where)
     assert location == expected

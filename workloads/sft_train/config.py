@@ -148,9 +148,11 @@ class CheckpointSpec(ConfigModel):
     """Save every this many iterations (and always at the end)."""
     load: str | None = None
     """Resume from this checkpoint location instead of save; it must hold a complete checkpoint."""
-    hf_export: str | bool | None = None
-    """Also write the final model in Hugging Face format: a location, true for {save}/hf, false for none.
-    Unset: on for engine megatron ({save}/hf, as the recipe's convert_to_hf), off for engine hf."""
+    hf_export: str | None = None
+    """Where to also write the final model in Hugging Face format; default {save}/hf."""
+    hf_export_enabled: bool | None = None
+    """Write that export; default on for engine megatron (the recipe's convert_to_hf.enabled), and on
+    engine hf only when hf_export is set."""
 
 
 class LoggingSpec(ConfigModel):
@@ -220,16 +222,19 @@ class TrainConfig(ConfigModel):
     @property
     def hf_export_location(self) -> str | None:
         """Where the Hugging Face export goes, or None when there is none."""
-        value = self.checkpoint.hf_export
-        if value is None:
-            value = self.engine == "megatron"
-        if value is False or (value is True and not self.checkpoint.save):
+        ck = self.checkpoint
+        enabled = ck.hf_export_enabled
+        if enabled is None:
+            enabled = self.engine == "megatron" or ck.hf_export is not None
+        if not enabled:
             return None
-        if value is True:
-            from sft_common import storage
+        if ck.hf_export:
+            return ck.hf_export
+        if not ck.save:
+            return None
+        from sft_common import storage
 
-            return storage.join(str(self.checkpoint.save), "hf")
-        return str(value)
+        return storage.join(ck.save, "hf")
 
     @property
     def decay_iters(self) -> int:
