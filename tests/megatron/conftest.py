@@ -1,0 +1,141 @@
+"""Fixtures of the Megatron-Bridge conformance tier (``make test-megatron``): sft-prep output on the
+bundled sample chats, and Megatron-Bridge 0.6.2's own modules imported on the CPU (``mb_shim``)."""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+
+import mb_shim
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+SAMPLES = Path(__file__).resolve().parents[2] / "workloads" / "sft_prep" / "samples"
+PACK = 512
+
+
+@pytest.fixture(scope="session")
+def mb() -> SimpleNamespace:
+    return mb_shim.load()
+
+
+@pytest.fixture(scope="session")
+def mb_tokenizer(mb: SimpleNamespace) -> object:
+    """Megatron-Bridge's own tokenizer over the tokenizer sft-prep used (eos ``<|im_end|>``)."""
+    config = mb.tokenizer_config.TokenizerConfig(
+        tokenizer_type="HuggingFaceTokenizer", tokenizer_model=str(SAMPLES / "tokenizer")
+    )
+    return mb.tokenizer.build_tokenizer(config)
+
+
+@pytest.fixture(scope="session")
+def prep_output(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """What our sft-prep writes for the bundled chats: train, valid and test splits, pack size 512."""
+    from sft_prep import cli
+
+    root = tmp_path_factory.mktemp("prep")
+    config = {
+        "datasets": [{"name": "chats", "path": str(SAMPLES / "chats.jsonl")}],
+        "tokenizer": {"model": str(SAMPLES / "tokenizer")},
+        "chat_template": "nano3",
+        "pack_size": PACK,
+        "num_shards": 6,
+        "valid_ratio": 0.2,
+        "test_ratio": 0.2,
+        "output_dir": str(root / "out"),
+    }
+    (root / "prep.yaml").write_text(yaml.safe_dump(config))
+    os.environ.setdefault("SFT_TERMINATION_LOG", str(root / "termination-log"))
+    assert cli.main(["--config", str(root / "prep.yaml")]) == 0
+    out = root / "out"
+    for split in ("train", "valid", "test"):
+        assert list((out / "splits" / split).glob("*.parquet")), f"sft-prep wrote no {split} shards"
+    return out
+
+
+def pad_output(source: Path, target: Path, multiple: int, eos_id: int) -> Path:
+    """The same data with every sub-sequence padded for ``pad_seq_to_mult`` = ``multiple``.
+
+    Models what sft-prep's ``pad_seq_to_mult`` writes, with Megatron-Bridge 0.6.2's own padding rule
+    (``data/packing/offline.py``): a sub-sequence's *runtime* length (stored length − 1, since labels
+    are the tokens shifted by one) is rounded up to the multiple, with eos tokens and loss mask 0;
+    the multiple is recorded in metadata.json. Rows whose padded sub-sequences no longer fit the pack
+    are split so every row stays within the pack size.
+    """
+    meta = json.loads((source / "metadata.json").read_text())
+    pack = meta["pack_size"]
+    for shard in sorted((source / "splits").glob("*/*.parquet")):
+        table = pq.read_table(shard).to_pylist()
+        rows: list[dict[str, list[int]]] = []
+        for row in table:
+            ids, mask, starts = row["input_ids"], row["loss_mask"], row["seq_start_id"]
+            edges = [*starts, len(ids)]
+            current: dict[str, list[int]] = {"input_ids": [], "loss_mask": [], "seq_start_id": []}
+            for s, e in zip(edges, edges[1:], strict=False):
+                runtime = e - s - 1
+                padded = -(-runtime // multiple) * multiple
+                seg_ids = ids[s:e] + [eos_id] * (padded - runtime)
+                seg_mask = mask[s:e] + [0] * (padded - runtime)
+                if len(current["input_ids"]) + len(seg_ids) > pack and current["input_ids"]:
+                    rows.append(current)
+                    current = {"input_ids": [], "loss_mask": [], "seq_start_id": []}
+                assert len(seg_ids) <= pack, "a padded sub-sequence longer than the pack"
+                current["seq_start_id"].append(len(current["input_ids"]))
+                current["input_ids"] += seg_ids
+                current["loss_mask"] += seg_mask
+            rows.append(current)
+        out = target / shard.relative_to(source)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.Table.from_pylist(rows, schema=pq.read_schema(shard)), out)
+    (target / "metadata.json").write_text(json.dumps({**meta, "pad_seq_to_mult": multiple}))
+    return target
+
+
+@pytest.fixture(scope="session")
+def padded_output(prep_output: Path, mb_tokenizer: object, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return pad_output(prep_output, tmp_path_factory.mktemp("padded4"), 4, int(mb_tokenizer.eos_id))
+
+
+@contextlib.contextmanager
+def read_only(path: Path) -> Iterator[None]:
+    """``path`` read-only for this process: a read-only bind mount when running as root (root ignores
+    file modes), else the write bits taken away. Skips when neither makes it read-only."""
+    mounted = False
+    if os.geteuid() == 0:
+        try:
+            subprocess.run(["mount", "--bind", str(path), str(path)], check=True, capture_output=True)
+            mounted = True
+            subprocess.run(["mount", "-o", "remount,bind,ro", str(path)], check=True, capture_output=True)
+        except (OSError, subprocess.CalledProcessError) as exc:
+            if mounted:
+                subprocess.run(["umount", str(path)], check=False)
+            pytest.skip(f"cannot make {path} read-only here (bind mount failed: {exc})")
+    else:
+        for p in [path, *path.rglob("*")]:
+            p.chmod(p.stat().st_mode & ~0o222)
+    try:
+        probe = path / ".write-probe"
+        try:
+            probe.write_text("x")
+        except OSError:
+            pass
+        else:
+            probe.unlink()
+            pytest.skip(f"{path} is still writable")
+        yield
+    finally:
+        if mounted:
+            gc.collect()  # Megatron-Bridge's datasets close their Parquet handles when collected
+            if subprocess.run(["umount", str(path)], check=False, capture_output=True).returncode:
+                subprocess.run(["umount", "--lazy", str(path)], check=True)
+        else:
+            for p in [path, *path.rglob("*")]:
+                p.chmod(p.stat().st_mode | 0o200)
