@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import itertools
 import json
 import os
 import subprocess
@@ -79,7 +80,7 @@ def pad_output(source: Path, target: Path, multiple: int, eos_id: int) -> Path:
             ids, mask, starts = row["input_ids"], row["loss_mask"], row["seq_start_id"]
             edges = [*starts, len(ids)]
             current: dict[str, list[int]] = {"input_ids": [], "loss_mask": [], "seq_start_id": []}
-            for s, e in zip(edges, edges[1:], strict=False):
+            for s, e in itertools.pairwise(edges):
                 runtime = e - s - 1
                 padded = -(-runtime // multiple) * multiple
                 seg_ids = ids[s:e] + [eos_id] * (padded - runtime)

@@ -281,7 +281,7 @@ def test_lora_settings_cannot_be_hydra_overrides_in_this_version(
     """Why the plan sets LoRA on the PEFT object: 0.6.2 leaves the (callable) LoRA out of the tree."""
     monkeypatch.setenv("SFT_SCRATCH", str(tmp_path / "scratch"))
     config, plan = _full_plan(prep_output, tmp_path, lora=True)
-    with pytest.raises(InvalidOverride, match="peft.dim"):
+    with pytest.raises(InvalidOverride, match=r"peft\.dim"):
         megatron_engine.build_container(
             config, dataclasses.replace(plan, overrides=[*plan.overrides, "peft.dim=8"])
         )
