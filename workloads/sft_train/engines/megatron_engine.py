@@ -248,6 +248,12 @@ def train(config: TrainConfig, info: DataInfo) -> TrainResult:
     info = localize_data(info)
     plan = build_plan(config, info)
     cfg = build_container(config, plan)
+    if installed_version() != MEGATRON_BRIDGE_VERSION and int(os.environ.get("RANK", "0")) == 0:
+        print(
+            f"warning: Megatron-Bridge {installed_version()} is installed; this trainer is written and "
+            f"tested for {MEGATRON_BRIDGE_VERSION} (trained labels, padding and override keys can differ)",
+            file=sys.stderr,
+        )
     check_parallelism_padding(cfg, info)
     finetune = _import("megatron.bridge.training.finetune").finetune
     forward_step = _import("megatron.bridge.training.gpt_step").forward_step
