@@ -107,9 +107,11 @@ def test_dry_run_full_sft(
     assert report["torchrun"] == f"torchrun --nnodes=2 --nproc-per-node=8 -m sft_train --config {path}"
     assert report["data"] == {
         "path": str(data),
+        "found": True,
         "pack_size": 64,
         "shards": {"train": 2, "valid": 1, "test": 0},
     }
+    assert "warnings" not in report
     assert report["config"]["engine"] == "megatron"
 
 
@@ -193,10 +195,57 @@ def _fails(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, st
 
 def test_missing_data_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = megatron_config(tmp_path / "no-such-prep", tmp_path)
-    code, err, message = _fails(["--config", str(path), "--dry-run"], capsys)
+    code, err, message = _fails(["--config", str(path)], capsys)
     assert code == 2
     assert "no-such-prep does not exist" in err
     assert message["reason"] == "DataNotFound" and message["status"] == "failed"
+
+
+def test_dry_run_of_the_shipped_default_without_data(capsys: pytest.CaptureFixture[str]) -> None:
+    """The shipped config names /data/sft-prep, which this machine does not have: the plan still prints."""
+    from importlib import resources
+
+    default = Path(str(resources.files("sft_train") / "config" / "default.yaml"))
+    assert not Path("/data/sft-prep").exists()
+    assert main(["--dry-run", "--config", str(default)]) == 0
+    captured = capsys.readouterr()
+    report = yaml.safe_load(captured.out)
+    assert "warning: data: data.path /data/sft-prep does not exist" in captured.err
+    assert "the plan assumes 4096" in captured.err
+    assert report["warnings"] and all(w.startswith("data: ") for w in report["warnings"])
+    assert report["data"] == {
+        "path": "/data/sft-prep",
+        "found": False,
+        "pack_size": 4096,
+        "shards": {"train": 0, "valid": 0, "test": 0},
+    }
+    mb = report["megatron_bridge"]
+    assert "model.seq_length=4096" in mb["overrides"] and "optimizer.lr=5e-06" in mb["overrides"]
+    assert mb["dataset"]["do_validation"] is False
+    assert report["torchrun"].startswith("torchrun --nnodes=1 --nproc-per-node=8 -m sft_train")
+    # ... and LoRA on the same config previews the LoRA rate, with the given sequence length
+    assert main(["--dry-run", "--config", str(default), "peft=lora", "model.seq_length=8192"]) == 0
+    captured = capsys.readouterr()
+    mb = yaml.safe_load(captured.out)["megatron_bridge"]
+    assert "optimizer.lr=0.0001" in mb["overrides"] and "model.seq_length=8192" in mb["overrides"]
+    assert "the plan assumes" not in captured.err
+
+
+@pytest.mark.parametrize(
+    ("setup", "words"),
+    [
+        (lambda d: d.mkdir(), "has no metadata.json"),
+        (lambda d: (d.mkdir(), (d / "metadata.json").write_text("{not json")), "is not valid JSON"),
+        (lambda d: (d.mkdir(), (d / "metadata.json").write_text('{"pack_size": 64}')), "no training shards"),
+    ],
+)
+def test_dry_run_reports_data_problems_as_warnings(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], setup: Callable[[Path], Any], words: str
+) -> None:
+    setup(tmp_path / "prep")
+    report = dry_run(capsys, "--config", str(megatron_config(tmp_path / "prep", tmp_path)))
+    assert words in report["warnings"][0] and report["data"]["found"] is False
+    assert report["megatron_bridge"]["overrides"]
 
 
 def test_empty_data_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from sft_common.config import ConfigError
+from sft_prep import padding
 from sft_prep.config import PrepConfig
 from sft_prep.parquet_shard import SequenceStore
 from sft_prep.process import Counts as RowCounts
@@ -51,6 +52,8 @@ class Engine:
     encoding_info: dict[str, Any]
     """How sequences are tokenized (``strategy``, ``why``) for metadata.json; not part of the run
     identity, which the tokenizer and template already decide."""
+    pad_id: int | None = None
+    """Token that pads sequences to ``pad_seq_to_mult`` (the eos id); None when nothing is padded."""
 
     def processor(self) -> RowProcessor:
         return self.processor_
@@ -73,7 +76,8 @@ def load(cfg: PrepConfig) -> Engine:
         "sha256": hashlib.sha256(template.text.encode()).hexdigest(),
         "chunker": info["chunker"],
     }
-    return Engine(processor, tokenizer_info, template_info, info["encoding"])
+    pad_id = padding.pad_token_id(tokenizer) if cfg.pad_seq_to_mult > 1 else None
+    return Engine(processor, tokenizer_info, template_info, info["encoding"], pad_id)
 
 
 class BatchRunner:

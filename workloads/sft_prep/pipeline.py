@@ -36,6 +36,7 @@ from sft_prep.config import DatasetSpec, PrepConfig
 from sft_prep.identity import Identity, make_identity
 from sft_prep.metadata import build_blend, build_metadata
 from sft_prep.packing import pack
+from sft_prep.padding import pad_sequences
 from sft_prep.parquet_shard import PackedBins, SequenceStore, packed_parts, write_shard
 from sft_prep.process import ProcessResult
 from sft_prep.readers import RawRow, ReadMeter, SourceFile, iter_rows, resolve_files
@@ -349,6 +350,11 @@ class Worker:
         cfg = self.cfg
         counts, ids, mask, lengths = collected.counts, collected.ids, collected.mask, collected.lengths
         started = collected.started
+        if cfg.pad_seq_to_mult > 1:
+            assert self.engine.pad_id is not None
+            real_tokens = len(ids)
+            ids, mask, lengths = pad_sequences(ids, mask, lengths, cfg.pad_seq_to_mult, self.engine.pad_id)
+            counts.pad_tokens = len(ids) - real_tokens
         packing = pack(lengths, cfg.pack_size, cfg.algorithm, seed=shard_seed(cfg.seed, shard.index))
         bin_order = None
         if cfg.algorithm != "first_fit_shuffle" and packing.num_bins > 1:
@@ -406,6 +412,7 @@ class Worker:
             receipts=done,
             sources=sources,
             encoding=self.engine.encoding_info,
+            pad_token_id=self.engine.pad_id,
         )
         write_json(self.layout.blend, build_blend(self.cfg.output_dir, self.shards, done))
         write_json(self.layout.metadata, meta)
@@ -450,6 +457,7 @@ class Worker:
             metadata_uri=self.layout.metadata if meta is not None else None,
             meta=meta,
             pack_size=self.cfg.pack_size,
+            pad_seq_to_mult=self.cfg.pad_seq_to_mult,
             shards_done=done,
             shards_total=len(self.shards),
             worker=self.worker_index,

@@ -109,6 +109,7 @@ def result_payload(
     shards_total: int,
     worker: int,
     extra: Mapping[str, Any] | None = None,
+    pad_seq_to_mult: int = 1,
 ) -> dict[str, Any]:
     """The prep success contract (camelCase), ``status`` added by ``report_success``."""
     out: dict[str, Any] = {
@@ -116,6 +117,7 @@ def result_payload(
         "blend": blend,
         "metadata": metadata_uri,
         "packSize": pack_size,
+        "padSeqToMult": pad_seq_to_mult,
         "shardsDone": shards_done,
         "shardsTotal": shards_total,
         "worker": worker,

@@ -10,9 +10,9 @@ warm-up iterations, weight decay 0.1, bf16, per-token loss, MTP loss scaling 0.3
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from sft_common.config import ConfigModel
 
@@ -181,7 +181,8 @@ class TrainConfig(ConfigModel):
     model: ModelSpec = Field(default_factory=ModelSpec)
     """The base model."""
     peft: LoraSpec | None = None
-    """null for full SFT, or LoRA settings."""
+    """null for full SFT, or LoRA settings ('lora' alone: the recipe's LoRA settings). The learning
+    rate follows the mode unless optimizer.lr is set."""
     train: TrainSpec = Field(default_factory=TrainSpec)
     """Iterations and batch sizes."""
     optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
@@ -200,6 +201,20 @@ class TrainConfig(ConfigModel):
     """Logging and W&B."""
     overrides: list[str] = Field(default_factory=list)
     """Megatron-Bridge 'key=value' overrides, applied last and passed through untouched (engine megatron)."""
+
+    @field_validator("peft", mode="before")
+    @classmethod
+    def _peft_shorthand(cls, value: Any) -> Any:
+        """``peft: lora`` (``peft=lora`` on the command line) means LoRA with the recipe's settings;
+        ``peft: none``/``null`` means full SFT."""
+        if isinstance(value, str):
+            scheme = value.strip().lower()
+            if scheme in ("", "none", "null", "full"):
+                return None
+            if scheme == "lora":
+                return {"type": "lora"}
+            raise ValueError(f"{value!r} is not a PEFT scheme; use 'lora' (or null for full SFT)")
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
