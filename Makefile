@@ -54,7 +54,8 @@ MCORE       ?= 0.19.2
 MB_TORCH    ?= torch==2.14.1
 MB_DEPS     ?= 'transformers>=5.8,<=5.12.1' 'omegaconf>=2.3' 'hydra-core>=1.3.4,<1.4' 'datasets>=2.20' \
                'megatron-energon~=7.0' 'tensorboard>=2.19' einops rich tqdm regex six
-PYTHON312   ?= $(shell command -v python3.12 2>/dev/null || ls -d $(HOME)/.pyenv/versions/3.12*/bin/python 2>/dev/null | sort -V | tail -1)
+PYTHON312   ?= $(shell for p in python3.12 $(HOME)/.pyenv/versions/3.12*/bin/python; do \
+                 $$p -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))' 2>/dev/null && { echo $$p; break; }; done)
 MB_STAMP    := $(MB_VENV)/.stamp-$(shell cat pyproject.toml Makefile | cksum | cut -d' ' -f1)
 
 $(MB_STAMP): pyproject.toml Makefile

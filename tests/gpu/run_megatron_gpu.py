@@ -5,7 +5,7 @@ Run on a machine with CUDA GPUs and the trainer image's Megatron-Bridge (0.6.2):
     python tests/gpu/run_megatron_gpu.py [--out DIR]
 
 Under 10 minutes on one H100/H200. Steps: sft-prep packs the bundled chats (once unpadded, once with
-every sub-sequence padded for CP 2); a tiny random Llama with the bundled tokenizer is converted to a
+``pad_seq_to_mult: 4`` for CP 2); a tiny random Llama with the bundled tokenizer is converted to a
 Megatron checkpoint with ``AutoBridge.import_ckpt``; then for CP 1 and CP 2 (CP 2 needs two GPUs),
 full SFT and LoRA, ``sft-train`` (engine megatron, under torchrun) runs 10 of 20 iterations and
 stops (``train.exit_interval``), and a rerun resumes from the saved checkpoint to iteration 20. Each
@@ -30,7 +30,7 @@ from typing import Any
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(ROOT / "tests" / "train"), str(ROOT / "tests" / "megatron")]
+sys.path[:0] = [str(ROOT / "tests" / "train")]
 ITERS, STOP, PACK = 20, 10, 512
 
 
@@ -50,8 +50,7 @@ def skip_reason() -> str | None:
 
 
 def prep(out: Path, multiple: int) -> Path:
-    """sft-prep on the bundled chats; padded for CP with sft-prep's pad_seq_to_mult when it has it,
-    else padded afterwards as it would be (tests/megatron/packed_padding.py)."""
+    """sft-prep on the bundled chats, every sequence padded to ``multiple`` (``pad_seq_to_mult``)."""
     from sft_train.demo import samples_dir
 
     config = {
@@ -70,15 +69,9 @@ def prep(out: Path, multiple: int) -> Path:
     done = subprocess.run(
         [sys.executable, "-m", "sft_prep", "--config", str(path)], capture_output=True, text=True
     )
-    if done.returncode == 0:
-        return out / f"prep-{multiple}"
-    if multiple == 1 or "pad_seq_to_mult" not in done.stdout + done.stderr:
+    if done.returncode:
         raise SystemExit(f"sft-prep failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-    from packed_padding import pad_output
-    from tokenizers import Tokenizer
-
-    eos = Tokenizer.from_file(str(samples_dir() / "tokenizer" / "tokenizer.json")).token_to_id("<|im_end|>")
-    return pad_output(prep(out, 1), out / f"prep-{multiple}", multiple, eos)
+    return out / f"prep-{multiple}"
 
 
 def losses(stderr: str) -> dict[int, float]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import json
 import os
 import subprocess
 from collections.abc import Iterator
@@ -14,7 +15,6 @@ from types import SimpleNamespace
 import mb_shim
 import pytest
 import yaml
-from packed_padding import pad_output
 
 SAMPLES = Path(__file__).resolve().parents[2] / "workloads" / "sft_prep" / "samples"
 PACK = 512
@@ -34,12 +34,10 @@ def mb_tokenizer(mb: SimpleNamespace) -> object:
     return mb.tokenizer.build_tokenizer(config)
 
 
-@pytest.fixture(scope="session")
-def prep_output(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """What our sft-prep writes for the bundled chats: train, valid and test splits, pack size 512."""
+def run_prep(root: Path, **extra: object) -> Path:
+    """Our sft-prep on the bundled chats: train, valid and test splits, pack size 512."""
     from sft_prep import cli
 
-    root = tmp_path_factory.mktemp("prep")
     config = {
         "datasets": [{"name": "chats", "path": str(SAMPLES / "chats.jsonl")}],
         "tokenizer": {"model": str(SAMPLES / "tokenizer")},
@@ -49,6 +47,7 @@ def prep_output(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "valid_ratio": 0.2,
         "test_ratio": 0.2,
         "output_dir": str(root / "out"),
+        **extra,
     }
     (root / "prep.yaml").write_text(yaml.safe_dump(config))
     os.environ.setdefault("SFT_TERMINATION_LOG", str(root / "termination-log"))
@@ -60,8 +59,16 @@ def prep_output(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def padded_output(prep_output: Path, mb_tokenizer: object, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return pad_output(prep_output, tmp_path_factory.mktemp("padded4"), 4, int(mb_tokenizer.eos_id))
+def prep_output(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return run_prep(tmp_path_factory.mktemp("prep"))
+
+
+@pytest.fixture(scope="session")
+def padded_output(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same chats padded for CP 2 (TP 1): sft-prep's ``pad_seq_to_mult: 4``."""
+    out = run_prep(tmp_path_factory.mktemp("prep4"), pad_seq_to_mult=4)
+    assert json.loads((out / "metadata.json").read_text())["pad_seq_to_mult"] == 4
+    return out
 
 
 @contextlib.contextmanager

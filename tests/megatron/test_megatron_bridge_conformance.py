@@ -13,8 +13,7 @@ builder (``GPTSFTDatasetBuilder``), the collate, ``PackedSequenceSpecs``, the to
 ``ConfigContainer`` and the OmegaConf/Hydra override helpers are Megatron-Bridge's, unmodified.
 
 The data is what our sft-prep writes for the bundled chats (train/valid/test); the CP 2 data is the
-same with every sub-sequence padded as sft-prep's ``pad_seq_to_mult: 4`` pads it (see
-``conftest.pad_output``).
+same run with ``pad_seq_to_mult: 4``.
 """
 
 from __future__ import annotations
