@@ -16,7 +16,6 @@ Facts the checks rely on:
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ import yaml
 
 from sft_operator.api.dataprep import SFTDataPrepSpec
 from sft_operator.api.sftrun import SFTRunSpec
+from sft_train.engines.megatron_plan import pad_multiple
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = sorted((REPO / "manifests" / "samples").glob("*.yaml"))
@@ -104,7 +104,7 @@ def test_run_sample_is_runnable_as_written(name: str, doc: dict[str, Any]) -> No
     if par.sequence_parallel:
         assert tp > 1, f"{name}: sequence parallelism needs TP > 1"
     if cp > 1:
-        need = math.lcm(2 * cp, cp * tp if par.sequence_parallel and tp > 1 else 1)
+        need = pad_multiple(tp, cp, bool(par.sequence_parallel))  # the trainer's own rule
         assert ref is not None and PREPS[ref.name].pad_seq_to_mult % need == 0, (
             f"{name}: CP {cp} needs data padded to a multiple of {need}"
         )

@@ -39,14 +39,21 @@ def dry_run(capsys: pytest.CaptureFixture[str], *argv: str) -> dict[str, Any]:
 
 
 def test_dry_run_full_sft(
-    make_data: Callable[..., Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    make_data: Callable[..., Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     data = make_data(valid=4)
     path = megatron_config(data, tmp_path)
+    scratch = tmp_path / "scratch"
+    monkeypatch.setenv("SFT_SCRATCH", str(scratch))
     report = dry_run(capsys, "--config", str(path), "--nproc-per-node", "8", "--nnodes", "2")
     mb = report["megatron_bridge"]
-    assert mb["recipe"] == "megatron.bridge.recipes.nemotronh.nemotron_3_super.nemotron_3_super_sft_config"
-    assert mb["recipe_kwargs"] == {}
+    assert mb["recipe"] == (
+        "megatron.bridge.recipes.nemotronh.h100.nemotron_3_super.nemotron_3_super_sft_16gpu_h100_bf16_config"
+    )
+    assert mb["recipe_kwargs"] == {} and mb["peft"] is None
     assert mb["overrides"] == [
         "model.seq_length=64",
         "model.calculate_per_token_loss=true",
@@ -70,22 +77,27 @@ def test_dry_run_full_sft(
         "scheduler.start_weight_decay=0.1",
         "scheduler.end_weight_decay=0.1",
         "rng.seed=1234",
+        "mixed_precision=bf16_mixed",  # the precision really used, shown in the dry run
         "checkpoint.pretrained_checkpoint=/models/base-megatron",
+        "checkpoint.finetune=true",  # base weights only, from iteration 0 (nothing to resume yet)
         f"checkpoint.save={tmp_path / 'ckpt'}",
         "checkpoint.save_interval=50",
         "checkpoint.load=null",
         "logger.log_interval=10",
         "logger.wandb_project=sft",
         "logger.wandb_entity=team",
+        "logger.wandb_exp_name=nemotron_3_super-sft",
     ]
     assert mb["user_overrides"] == []
     assert mb["dataset"] == {
         "dataset_root": str(data),
         "seq_length": 64,
+        "seed": 1234,
         "packed_sequence_specs": {
             "packed_sequence_size": 64,
             "packed_train_data_path": f"{data}/splits/train",
             "packed_val_data_path": f"{data}/splits/valid",
+            "packed_metadata_path": str(scratch / "64_metadata.jsonl"),  # not under the data dir
             "pad_seq_to_mult": 1,
         },
         "dataloader_type": "batch",
@@ -109,17 +121,21 @@ def test_dry_run_lora(
     path = megatron_config(make_data(), tmp_path, peft={"type": "lora"})
     report = dry_run(capsys, "--config", str(path), "parallelism.context_parallel_size=2")
     mb = report["megatron_bridge"]
-    assert mb["recipe"].endswith("nemotron_3_super.nemotron_3_super_peft_config")
+    assert mb["recipe"].endswith("h100.nemotron_3_super.nemotron_3_super_peft_1gpu_h100_bf16_config")
     assert mb["recipe_kwargs"] == {"peft_scheme": "lora"}
     assert "optimizer.lr=0.0001" in mb["overrides"]
     assert "model.context_parallel_size=2" in mb["overrides"]
-    assert mb["overrides"][-4:] == [
-        "peft.dim=32",
-        "peft.alpha=32",
-        "peft.dropout=0.0",
-        "peft.target_modules=[linear_qkv,linear_proj,linear_fc1,linear_fc2,in_proj,out_proj]",
-    ]
-    assert mb["dataset"]["packed_sequence_specs"]["pad_seq_to_mult"] == 4
+    assert "logger.wandb_exp_name=nemotron_3_super-lora" in mb["overrides"]
+    # Megatron-Bridge 0.6.2 keeps its (callable) LoRA object out of the override tree: set on it instead.
+    assert not any(o.startswith("peft.") for o in mb["overrides"])
+    assert mb["peft"] == {
+        "dim": 32,
+        "alpha": 32,
+        "dropout": 0.0,
+        "target_modules": ["linear_qkv", "linear_proj", "linear_fc1", "linear_fc2", "in_proj", "out_proj"],
+    }
+    # the multiple the data was padded with (this data: none); the trainer refuses it for CP 2
+    assert mb["dataset"]["packed_sequence_specs"]["pad_seq_to_mult"] == 1
     assert mb["dataset"]["do_validation"] is False
     # CLI overrides of our config travel in the torchrun command too, so every rank resolves the same config.
     assert shlex.split(report["torchrun"])[-1] == "parallelism.context_parallel_size=2"

@@ -70,7 +70,8 @@ def test_reported_loss_is_the_global_batch_mean(
     )
     reported = losses(train(config))[0]
     info = inspect_data(str(data))
-    split = PackedSplit(info.shards["train"], info.pack_size)
+    # The label after each eos (id 2 for the tiny model) is untrained, as in Megatron-Bridge 0.6.2.
+    split = PackedSplit(info.shards["train"], info.pack_size, eos_id=2)
     model = load_base_model(tiny_model, "m")
     sums, counts = [], []
     with torch.no_grad():
@@ -89,7 +90,7 @@ def test_validation_loss_over_the_valid_split(make_data: Callable[..., Path], ti
     data = make_data(valid=12)
     result = train(hf_config(data, tiny_model, None, **{"train.train_iters": 1}))
     info = inspect_data(str(data))
-    split = PackedSplit(info.shards["valid"], info.pack_size)
+    split = PackedSplit(info.shards["valid"], info.pack_size, eos_id=2)  # the tiny model's eos
     model = load_base_model(tiny_model, "m")
     with torch.no_grad():
         pairs = [forward_loss(model, collate(split.subsequences(r))) for r in range(len(split))]

@@ -4,7 +4,8 @@ Meant for CPUs and single GPUs (tests, demos, small models); it runs under ``tor
 (gloo on CPU, nccl on GPU). Its numerics follow the megatron engine:
 
 * one packed row per micro-batch, split into sub-sequences as Megatron-Bridge collates it
-  (:func:`sft_train.packed_data.split_row`), with no attention across sub-sequences;
+  (:func:`sft_train.packed_data.split_row`), with no attention across sub-sequences, and the same
+  trained labels: the label after each eos token is untrained, as in Megatron-Bridge 0.6.2;
 * the loss is the mean over every trained token of the global batch — all micro-batches of all
   ranks — not a mean of per-rank means, so a run on N processes follows the same loss curve as one
   process with the same global batch;
@@ -41,6 +42,7 @@ from sft_train.engines.hf_batch import collate, forward_loss
 from sft_train.engines.hf_model import (
     apply_lora,
     check_context_length,
+    eos_token_id,
     load_adapter,
     load_base_model,
     localize_checkpoint,
@@ -139,7 +141,9 @@ class HFTrainer:
         """The training loss as reported everywhere (log line, progress/status, result): see
         :func:`window_loss`; restored from the checkpoint, so a rerun of a finished run reports it."""
         self.model, self.optimizer, self.start_iteration = self._build()
-        self.train_split = PackedSplit(info.shards["train"], info.pack_size)
+        model_dir = self.base_dir or (self.resume_dir / "model" if self.resume_dir else None)
+        self.eos_id = eos_token_id(model_dir, self._unwrapped)
+        self.train_split = PackedSplit(info.shards["train"], info.pack_size, self.eos_id)
         self.pad_id = int(getattr(self._unwrapped.config, "pad_token_id", None) or 0)
 
     # -- construction -------------------------------------------------------------------------
@@ -286,7 +290,7 @@ class HFTrainer:
         shards = self.info.shards.get("valid") or []
         if not self.config.data.use_validation or not shards:
             return None
-        split = PackedSplit(shards, self.info.pack_size)
+        split = PackedSplit(shards, self.info.pack_size, self.eos_id)
         total, count = 0.0, 0
         self.model.eval()
         autocast = torch.autocast(
@@ -395,9 +399,9 @@ class HFTrainer:
                 if metrics:
                     metrics.write(json.dumps({"iteration": iteration, "validation_loss": valid_loss}) + "\n")
             hf_export = None
-            if finished and cfg.checkpoint.hf_export:
+            if finished and cfg.hf_export_location:
                 if self.is_main:
-                    hf_export = self.export_hf(cfg.checkpoint.hf_export)
+                    hf_export = self.export_hf(cfg.hf_export_location)
                 self.ctx.barrier()
         finally:
             if metrics:
