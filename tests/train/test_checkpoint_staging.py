@@ -263,7 +263,10 @@ def test_the_megatron_engine_trains_on_staged_paths_and_reports_the_remote_check
     def build_container(config: TrainConfig, plan: Any) -> Any:
         seen["overrides"] = plan.overrides
         values = dict(o.split("=", 1) for o in plan.overrides)
-        return types.SimpleNamespace(checkpoint=types.SimpleNamespace(save=values["checkpoint.save"]))
+        model = types.SimpleNamespace(tensor_model_parallel_size=1, context_parallel_size=1)
+        return types.SimpleNamespace(
+            model=model, checkpoint=types.SimpleNamespace(save=values["checkpoint.save"])
+        )
 
     def finetune(config: Any, forward_step_func: Any, callbacks: list[Any]) -> None:
         local = Path(config.checkpoint.save)
@@ -295,7 +298,7 @@ def test_the_megatron_engine_trains_on_staged_paths_and_reports_the_remote_check
             "data": {"path": str(make_data())},
             "model": {"pretrained_checkpoint": base},
             "train": {"train_iters": 4},
-            "checkpoint": {"save": save, "save_interval": 2, "hf_export": None},
+            "checkpoint": {"save": save, "save_interval": 2, "hf_export_enabled": False},
         },
     )
     result = megatron_engine.train(cfg, inspect_data(cfg.data.path))
