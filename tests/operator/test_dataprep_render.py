@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import importlib.metadata
+from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
@@ -16,6 +18,8 @@ from sft_operator.render.meta import MAX_CHILD_NAME, child_name, label_value
 from sft_operator.render.pods import WorkloadDefaults
 from sft_operator.render.suspend import suspend_patch
 from sft_prep.config import PrepConfig
+
+REPO = Path(__file__).resolve().parents[2]
 
 K8S_VERSIONS = k8s_versions()
 """The newest schema set the installed kubernetes-validate ships, and the oldest Kubernetes we support."""
@@ -283,3 +287,21 @@ def test_operator_defaults_fill_image_and_service_account() -> None:
         "SFT_DEFAULT_TRAINER_IMAGE": "",
     }
     assert WorkloadDefaults.from_env(env) == WorkloadDefaults(prep_image="a:1", service_account="sa")
+
+
+def test_a_bare_operator_defaults_to_the_release_images() -> None:
+    """`python -m sft_operator` without the chart (no SFT_DEFAULT_*): the images of this release, named
+    as the chart names them, so the samples run instead of stalling on "no default image"."""
+    version = importlib.metadata.version("sft-operator")
+    bare = WorkloadDefaults.from_env({})
+    assert bare.prep_image == f"ghcr.io/sft-operator/sft-prep:{version}"
+    assert bare.trainer_image == f"ghcr.io/sft-operator/sft-trainer:{version}"
+    owner = cr()
+    del owner["spec"]["image"]
+    assert container(render.render(owner, bare).job)["image"] == bare.prep_image
+
+    chart = REPO / "charts" / "sft-operator"
+    values = yaml.safe_load((chart / "values.yaml").read_text())["workloads"]
+    assert bare.prep_image == f"{values['prepImage']['repository']}:{version}"
+    assert bare.trainer_image == f"{values['trainerImage']['repository']}:{version}"
+    assert yaml.safe_load((chart / "Chart.yaml").read_text())["appVersion"] == version

@@ -13,10 +13,25 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sft_operator import __version__
 from sft_operator.api.meta import GROUP, VERSION, KindInfo
 from sft_operator.api.podspec import CONFIG_DIR, CONFIG_VOLUME, SCRATCH_DIR, SCRATCH_VOLUME, PodFields
 
 RUN_AS = 1000
+IMAGE_REGISTRY = "ghcr.io/sft-operator"
+"""Where the project's images are published (the Makefile's IMAGE_REGISTRY, the chart's repositories)."""
+BUILTIN_PREP_IMAGE = f"{IMAGE_REGISTRY}/sft-prep:{__version__}"
+BUILTIN_TRAINER_IMAGE = f"{IMAGE_REGISTRY}/sft-trainer:{__version__}"
+"""The workload images of this release: the chart's image names at the package version, so an
+operator started without the chart (``python -m sft_operator``) runs the images it was released with."""
+
+
+def _env_image(env: Mapping[str, str], name: str, builtin: str) -> str | None:
+    """Unset: the release's image; set empty: no default (every CR must name spec.image)."""
+    value = env.get(name)
+    if value is None:
+        return builtin
+    return value.strip() or None
 
 
 @dataclass(frozen=True)
@@ -31,8 +46,8 @@ class WorkloadDefaults:
     def from_env(cls, env: Mapping[str, str] | None = None) -> WorkloadDefaults:
         env = os.environ if env is None else env
         return cls(
-            prep_image=env.get("SFT_DEFAULT_PREP_IMAGE") or None,
-            trainer_image=env.get("SFT_DEFAULT_TRAINER_IMAGE") or None,
+            prep_image=_env_image(env, "SFT_DEFAULT_PREP_IMAGE", BUILTIN_PREP_IMAGE),
+            trainer_image=_env_image(env, "SFT_DEFAULT_TRAINER_IMAGE", BUILTIN_TRAINER_IMAGE),
             service_account=env.get("SFT_WORKLOAD_SERVICE_ACCOUNT") or None,
         )
 
