@@ -16,6 +16,7 @@ from typing import Any
 
 import kopf
 
+from sft_common.redact import install_log_redaction
 from sft_operator import handlers_sftrun, reconcile_dataprep, reconcile_sftrun
 from sft_operator.api.meta import DATAPREP, GROUP, MANAGED_BY, RUN, VERSION
 from sft_operator.context import Caches, Context, OwnerKey, owner_key_of_child, snapshot
@@ -88,6 +89,7 @@ def build_registry(config: OperatorConfig | None = None) -> kopf.OperatorRegistr
 
     @kopf.on.startup(registry=registry)
     async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+        install_log_redaction()  # every log record, and kopf's log-to-Event posting with it
         settings.posting.level = config.posting_level
         settings.watching.server_timeout = config.watch_server_timeout
         settings.watching.client_timeout = config.watch_client_timeout
