@@ -54,6 +54,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--concurrency", type=int, default=32, help="reconciles at once (default %(default)s)"
     )
+    parser.add_argument(
+        "--log-tail-lines",
+        type=int,
+        default=20,
+        help="log lines of a failed pod copied into status.failure when its termination message has "
+        "none (default %(default)s); 0 reads no logs, so the operator needs no pods/log permission",
+    )
     return parser.parse_args(argv)
 
 
@@ -63,7 +70,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("kopf").setLevel(max(level, logging.INFO))
     logging.getLogger("aiohttp").setLevel(logging.WARNING)
-    registry = build_registry(OperatorConfig(concurrency=args.concurrency))
+    registry = build_registry(
+        OperatorConfig(concurrency=args.concurrency, log_tail_lines=max(0, args.log_tail_lines))
+    )
     priority = args.priority if args.priority is not None else int(time.time()) % (2**31)
     asyncio.run(
         kopf.operator(

@@ -59,7 +59,7 @@ class OperatorConfig:
     concurrency: int = 32
     """Reconciles running at once."""
     log_tail_lines: int = 20
-    """Log lines of a failed pod copied into status.failure.logTail."""
+    """Log lines of a failed pod copied into status.failure.logTail; 0 reads no pods/log."""
     watch_server_timeout: float | None = 300
     """Seconds before the apiserver ends a watch (kopf reconnects); short in tests."""
     watch_client_timeout: float | None = None

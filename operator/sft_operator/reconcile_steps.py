@@ -103,7 +103,7 @@ async def failed_pod_log_tail(
     holds its last lines: pods/log is read only when nothing else says why the pod died.
     """
     blamed = latest_failed(pods)
-    if blamed is None:
+    if blamed is None or ctx.log_tail_lines <= 0:  # 0: pods/log is not ours to read (chart rbac.podLogs)
         return {}
     recorded = (cr.get("status") or {}).get("failure") or {}
     if recorded.get("pod") == blamed.name and recorded.get("logTail"):

@@ -46,6 +46,7 @@ def render(cr: Mapping[str, Any], defaults: WorkloadDefaults | None = None) -> c
     defaults = defaults or WorkloadDefaults()
     spec = common.parse_spec(SFTDataPrepSpec, cr)
     image = common.image_or_default(spec.image, defaults.prep_image, "SFT_DEFAULT_PREP_IMAGE", "sft-prep")
+    defaults.policy.check(spec, defaults.service_account)
     digest = common.spec_hash(spec, data_fields())
     child = common.ChildMeta.of(DATAPREP, cr, APP, digest)
     cm_name = config_map_name(child.name)
