@@ -16,8 +16,9 @@ from sft_operator.context import Context, OwnerKey
 from sft_operator.kube.children import ensure_child
 from sft_operator.kube.client import CONFIGMAPS, ApiError, Resource
 from sft_operator.kube.events import record_event
-from sft_operator.status.conditions import ready_reason
+from sft_operator.status.conditions import get_condition, ready_reason
 from sft_operator.status.pods import PodState, describe_failure, latest_failed
+from sft_operator.status.pruned import FIELDS_PRUNED
 
 log = logging.getLogger(__name__)
 WARNING_PHASES = frozenset({"Failed"})
@@ -79,12 +80,18 @@ async def announce(
     error: tuple[str, str] | None,
     now: str,
 ) -> None:
-    """Events for what this reconcile changed: the child it created, then a phase change (or a new
-    Stalled reason, so each distinct spec problem is announced once)."""
+    """Events for what this reconcile changed: the child it created, spec fields the API server
+    dropped (once per distinct list), then a phase change (or a new Stalled reason, so each distinct
+    spec problem is announced once)."""
     if created is not None:
         text = f"created {created.get('kind')} {created['metadata']['name']}"
         await record_event(ctx.client, cr, "Normal", "JobCreated", text, now)
     old = cr.get("status") or {}
+    pruned = get_condition(new_status, FIELDS_PRUNED)
+    if pruned is not None and pruned.get("message") != (get_condition(old, FIELDS_PRUNED) or {}).get(
+        "message"
+    ):
+        await record_event(ctx.client, cr, "Warning", pruned["reason"], pruned["message"], now)
     new_reason = ready_reason(new_status)
     if new_status.get("phase") == old.get("phase") and (error is None or new_reason == ready_reason(old)):
         return

@@ -30,6 +30,7 @@ from sft_operator.status.pods import (
     parse_indexes,
     pending_problem,
 )
+from sft_operator.status.pruned import pruned_conditions
 
 WORKLOAD_OWNED = (("progress", "workers"),)
 """Status keys the workers patch themselves; the operator never writes or deletes them."""
@@ -122,6 +123,7 @@ def derive(
             generation,
         ),
     ]
+    conditions.extend(pruned_conditions(cr, generation))
     out["conditions"] = with_transition_times(conditions, old.get("conditions"), now)
     return out
 

@@ -41,6 +41,7 @@ from sft_operator.status.conditions import condition as make_condition
 from sft_operator.status.conditions import get_condition, is_true, kstatus_conditions, with_transition_times
 from sft_operator.status.patch import merge_patch
 from sft_operator.status.pods import PodState, describe_failure, latest_failed, pending_problem
+from sft_operator.status.pruned import pruned_conditions
 
 OPERATOR_PROGRESS_KEYS = ("iterations",)
 """The only keys of ``status.progress`` the operator writes; the rest is the trainer's."""
@@ -176,6 +177,7 @@ def derive(
             generation,
         ),
     ]
+    conditions.extend(pruned_conditions(cr, generation))
     out["conditions"] = with_transition_times(conditions, old.get("conditions"), now)
     return out
 
