@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.stamp-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: help venv test test-fast lint format crds chart-sync demo bench bench-prep bench-operator images e2e-kind clean
+.PHONY: help venv test test-fast lint format crds chart-sync demo bench bench-prep bench-operator bench-faults images e2e-kind clean
 
 help:
 	@echo "make demo      run the pipeline (sft-prep, then a tiny CPU fine-tune) on bundled sample chats"
@@ -15,7 +15,7 @@ help:
 	@echo "make crds      regenerate manifests/crds from the pydantic models (and sync the Helm chart)"
 	@echo "make images    build the container images (needs a Docker engine)"
 	@echo "make e2e-kind  kind cluster + images + chart + sample pipeline (needs docker and kind)"
-	@echo "make bench     all benchmarks (bench-prep, bench-operator)"
+	@echo "make bench     all benchmarks (bench-prep, bench-operator, bench-faults)"
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -69,13 +69,17 @@ e2e-kind:
 demo: $(STAMP)
 	$(PY) -m sft_train.demo
 
-bench: bench-prep bench-operator
+bench: bench-prep bench-operator bench-faults
 
 bench-prep: $(STAMP)
 	$(PY) benchmarks/bench_prep.py
 
 bench-operator: $(STAMP)
 	$(PY) benchmarks/bench_operator.py
+
+# Kills of sft-prep and of the operator, malformed rows, invalid CRs: figures from one run (a few minutes).
+bench-faults: $(STAMP)
+	$(PY) benchmarks/bench_faults.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache demo-output

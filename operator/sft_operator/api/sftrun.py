@@ -116,6 +116,12 @@ class SFTRunSpec(TrainConfig, PodFields, BatchFields):  # type: ignore[misc]
                 "s3:// URI or a path on a mounted volume"
             )
         self.check_location("checkpoint.save", self.checkpoint.save)
+        if not self.model.pretrained_checkpoint and not self.checkpoint.load:
+            raise ValueError(
+                "model.pretrainedCheckpoint is not set and checkpoint.load names no checkpoint to continue "
+                "from: the trainer would have no weights to start with; set model.pretrainedCheckpoint to "
+                "the base model (an s3:// URI or a path on a mounted volume)"
+            )
         for key, value in (
             ("checkpoint.load", self.checkpoint.load),
             ("checkpoint.hfExport", self.checkpoint.hf_export),
