@@ -6,11 +6,11 @@ PIP    := $(PY) -m pip
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.stamp-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: help venv test test-fast lint format crds chart-sync demo bench bench-prep bench-operator bench-faults images e2e-kind clean
+.PHONY: help venv test test-fast lint mypy format crds chart-sync demo bench bench-prep bench-operator bench-faults images e2e-kind clean
 
 help:
 	@echo "make demo      run the pipeline (sft-prep, then a tiny CPU fine-tune) on bundled sample chats"
-	@echo "make test      lint + the whole test suite (GPU/kind tests skip without them)"
+	@echo "make test      lint + mypy + the whole test suite (GPU/kind tests skip without them)"
 	@echo "make lint      ruff"
 	@echo "make crds      regenerate manifests/crds from the pydantic models (and sync the Helm chart)"
 	@echo "make images    build the container images (needs a Docker engine)"
@@ -34,7 +34,10 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-test: lint
+mypy: $(STAMP)
+	$(VENV)/bin/mypy
+
+test: lint mypy
 	$(PY) -m pytest -n 2 tests
 
 test-fast: $(STAMP)

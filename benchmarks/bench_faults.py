@@ -22,7 +22,7 @@ Four sections, each printed as figures from this run (loopback only, bounded in 
    running in-process (``sft_operator.testing.run_operator``). Each must be rejected by the API
    (schema/CEL) or reach ``Stalled=True``; crashes are tracebacks in the operator's output.
 
-    python benchmarks/bench_faults.py [--prep-random 8] [--prep-events 10] [--operator-random 3]
+    python benchmarks/bench_faults.py [--prep-random 6] [--prep-events 8] [--operator-random 2]
                                       [--seed 13] [--json out.json]
 """
 
@@ -705,10 +705,10 @@ def bench_invalid_crs(tmp: Path) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--prep-random", type=int, default=8, help="sft-prep kills at random moments")
-    parser.add_argument("--prep-events", type=int, default=10, help="sft-prep kills at file events")
+    parser.add_argument("--prep-random", type=int, default=6, help="sft-prep kills at random moments")
+    parser.add_argument("--prep-events", type=int, default=8, help="sft-prep kills at file events")
     parser.add_argument(
-        "--operator-random", type=int, default=3, help="operator kills at random moments, per kind"
+        "--operator-random", type=int, default=2, help="operator kills at random moments, per kind"
     )
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--json", type=Path, default=None, help="also write every trial here")

@@ -137,11 +137,13 @@ def build_registry(config: OperatorConfig | None = None) -> kopf.OperatorRegistr
             )
 
             async def run(key: Hashable) -> float | None:
-                owner = key  # (namespace, kind, name)
-                reconciler = config.reconcilers.get(owner[1])  # type: ignore[index]
+                if not (isinstance(key, tuple) and len(key) == 3):  # the queue holds OwnerKeys only
+                    raise TypeError(f"not a (namespace, kind, name) key: {key!r}")
+                owner: OwnerKey = (str(key[0]), str(key[1]), str(key[2]))
+                reconciler = config.reconcilers.get(owner[1])
                 if reconciler is None:
                     return None
-                return await reconciler(memo.context, owner)  # type: ignore[arg-type]
+                return await reconciler(memo.context, owner)
 
             memo.queue = WorkQueue(
                 run,
@@ -156,14 +158,21 @@ def build_registry(config: OperatorConfig | None = None) -> kopf.OperatorRegistr
 
         @kopf.index(GROUP, VERSION, info.plural, registry=registry, id=f"sft_crs_{info.plural}")
         async def index_cr(
-            namespace: str, name: str, body: kopf.Body, _kind: str = kind, **_: Any
-        ) -> dict[OwnerKey, Any]:
-            return {(namespace, _kind, name): snapshot(body)}
+            namespace: str | None, name: str, body: kopf.Body, _kind: str = kind, **_: Any
+        ) -> dict[OwnerKey, Any] | None:
+            return {(namespace, _kind, name): snapshot(body)} if namespace else None
 
         @kopf.on.event(GROUP, VERSION, info.plural, registry=registry, id=f"sft_event_{info.plural}")
         async def on_cr_event(
-            namespace: str, name: str, type: str | None, memo: kopf.Memo, _kind: str = kind, **kwargs: Any
+            namespace: str | None,
+            name: str,
+            type: str | None,
+            memo: kopf.Memo,
+            _kind: str = kind,
+            **kwargs: Any,
         ) -> None:
+            if namespace is None:  # our kinds are namespaced
+                return
             queue = queue_of(memo, kwargs)
             key = (namespace, _kind, name)
             if type == "DELETED":

@@ -78,7 +78,7 @@ class RunData(ConfigModel):
         return self
 
 
-class SFTRunSpec(TrainConfig, PodFields, BatchFields):  # type: ignore[misc]
+class SFTRunSpec(TrainConfig, PodFields, BatchFields):
     """Desired fine-tuning run: Megatron-Bridge (or Hugging Face on CPU) on packed Parquet, run as a
     Kubeflow PyTorchJob with `nodes` pods of `gpusPerNode` GPUs. The training-defining fields (the
     trainer config, image, nodes, gpusPerNode) are immutable once the PyTorchJob exists; suspend and

@@ -60,7 +60,7 @@ def render(cr: Mapping[str, Any], defaults: WorkloadDefaults | None = None) -> c
         "--num-workers",
         str(workers),
     ]
-    env = [
+    env: list[dict[str, Any]] = [
         # The Job controller injects this too; declaring it makes $(JOB_COMPLETION_INDEX) explicit.
         {
             "name": "JOB_COMPLETION_INDEX",

@@ -167,9 +167,8 @@ def _outputs(
 ) -> dict[str, Any] | None:
     """Outputs from the worker that wrote metadata.json (its termination message carries the totals)."""
     results = [
-        p.result for p in pods if p.phase == "Succeeded" and (p.result or {}).get("status") == "succeeded"
+        r for r in (p.result for p in pods if p.phase == "Succeeded") if r and r.get("status") == "succeeded"
     ]
-    results = [r for r in results if r]
     best = next((r for r in results if r.get("metadata")), None) or (results[0] if results else None)
     if best is None:
         return (

@@ -62,7 +62,7 @@ def pruned_fields(cr: Mapping[str, Any]) -> list[str]:
         key = path.rsplit(".", 1)[-1]
         close = difflib.get_close_matches(key, siblings, n=1, cutoff=0.6)
         lowered = [s for s in siblings if s.lower() == key.lower()]
-        guess = (lowered or close or [None])[0]
+        guess = lowered[0] if lowered else (close[0] if close else None)
         out.append(f"{path} (did you mean {guess}?)" if guess else path)
     return out
 

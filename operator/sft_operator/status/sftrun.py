@@ -308,8 +308,8 @@ def _iterations(
     done = progress.get("iteration")
     if done is None:
         done = progress.get("completed")
-    if phase == "Succeeded" and (outputs or {}).get("lastIteration") is not None:
-        done = outputs["lastIteration"]  # type: ignore[index]
+    if phase == "Succeeded" and outputs and outputs.get("lastIteration") is not None:
+        done = outputs["lastIteration"]
     if done is None and not job_known:
         return None
     if total is None:

@@ -79,7 +79,9 @@ def format_value(value: Any) -> str:
 
 def complete_checkpoint(save: str | None) -> bool:
     """Megatron-Bridge marks a finished save with a tracker file, written after the checkpoint itself."""
-    return bool(save) and any(storage.exists(storage.join(save, name)) for name in TRACKER_FILES)
+    if not save:
+        return False
+    return any(storage.exists(storage.join(save, name)) for name in TRACKER_FILES)
 
 
 def resume_location(config: TrainConfig) -> str | None:
@@ -149,13 +151,13 @@ def mb_overrides(config: TrainConfig, pack_size: int, resume: str | None) -> lis
     items.append(("checkpoint.load", resume))
     log = config.logging
     items.append(("logger.log_interval", log.log_interval))
-    for key, value in (
+    for key, text in (
         ("logger.wandb_project", log.wandb_project),
         ("logger.wandb_entity", log.wandb_entity),
         ("logger.wandb_exp_name", log.wandb_exp_name),
     ):
-        if value:
-            items.append((key, value))
+        if text:
+            items.append((key, text))
     if config.peft is not None:
         items += [
             ("peft.dim", config.peft.dim),
