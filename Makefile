@@ -6,17 +6,17 @@ PIP    := $(PY) -m pip
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.stamp-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: help venv test test-fast test-megatron lint format crds chart-sync demo bench bench-prep bench-operator images e2e-kind clean
+.PHONY: help venv test test-fast test-megatron lint mypy format crds chart-sync demo bench bench-prep bench-operator bench-faults images e2e-kind clean
 
 help:
 	@echo "make demo      sftctl run --local on manifests/samples/pipeline-local.yaml (prep + a tiny CPU fine-tune)"
-	@echo "make test      lint + the whole test suite (GPU/kind tests skip without them)"
+	@echo "make test      lint + mypy + the whole test suite (GPU/kind tests skip without them)"
 	@echo "make test-megatron  the Megatron-Bridge conformance tier (.venv-mb, Python 3.12, ~6 GB download)"
 	@echo "make lint      ruff"
 	@echo "make crds      regenerate manifests/crds from the pydantic models (and sync the Helm chart)"
 	@echo "make images    build the container images (needs a Docker engine)"
 	@echo "make e2e-kind  kind cluster + images + chart + sample pipeline (needs docker and kind)"
-	@echo "make bench     all benchmarks (bench-prep, bench-operator)"
+	@echo "make bench     all benchmarks (bench-prep, bench-operator, bench-faults)"
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,7 +35,10 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-test: lint
+mypy: $(STAMP)
+	$(VENV)/bin/mypy
+
+test: lint mypy
 	$(PY) -m pytest -n 2 tests
 
 test-fast: $(STAMP)
@@ -99,13 +102,17 @@ e2e-kind:
 demo: $(STAMP)
 	$(PY) -m sft_operator.ctl.demo
 
-bench: bench-prep bench-operator
+bench: bench-prep bench-operator bench-faults
 
 bench-prep: $(STAMP)
 	$(PY) benchmarks/bench_prep.py
 
 bench-operator: $(STAMP)
 	$(PY) benchmarks/bench_operator.py
+
+# Kills of sft-prep and of the operator, malformed rows, invalid CRs: figures from one run (a few minutes).
+bench-faults: $(STAMP)
+	$(PY) benchmarks/bench_faults.py
 
 clean:
 	rm -rf $(VENV) $(MB_VENV) .pytest_cache .ruff_cache demo-output sft-local

@@ -74,6 +74,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--concurrency", type=int, default=32, help="reconciles at once (default %(default)s)"
     )
+    parser.add_argument(
+        "--log-tail-lines",
+        type=int,
+        default=20,
+        help="log lines of a failed pod copied into status.failure when its termination message has "
+        "none (default %(default)s); 0 reads no logs, so the operator needs no pods/log permission",
+    )
     return parser.parse_args(argv)
 
 
@@ -88,6 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise SystemExit(f"sft-operator: {exc}") from None
     config = OperatorConfig(
         concurrency=args.concurrency,
+        log_tail_lines=max(0, args.log_tail_lines),
         readiness_endpoint=None if args.readiness == "none" else args.readiness,
         metrics_endpoint=None if args.metrics == "none" else args.metrics,
     )

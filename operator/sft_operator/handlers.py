@@ -16,6 +16,7 @@ from typing import Any
 
 import kopf
 
+from sft_common.redact import install_log_redaction
 from sft_operator import handlers_sftrun, reconcile_dataprep, reconcile_sftrun
 from sft_operator.api.meta import DATAPREP, GROUP, MANAGED_BY, RUN, VERSION
 from sft_operator.context import Caches, Context, OwnerKey, owner_key_of_child, snapshot
@@ -60,7 +61,7 @@ class OperatorConfig:
     concurrency: int = 32
     """Reconciles running at once."""
     log_tail_lines: int = 20
-    """Log lines of a failed pod copied into status.failure.logTail."""
+    """Log lines of a failed pod copied into status.failure.logTail; 0 reads no pods/log."""
     watch_server_timeout: float | None = 300
     """Seconds before the apiserver ends a watch (kopf reconnects); short in tests."""
     watch_client_timeout: float | None = None
@@ -117,6 +118,7 @@ def build_registry(config: OperatorConfig | None = None) -> kopf.OperatorRegistr
 
     @kopf.on.startup(registry=registry)
     async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+        install_log_redaction()  # every log record, and kopf's log-to-Event posting with it
         settings.posting.level = config.posting_level
         settings.watching.server_timeout = config.watch_server_timeout
         settings.watching.client_timeout = config.watch_client_timeout
@@ -184,12 +186,14 @@ def build_registry(config: OperatorConfig | None = None) -> kopf.OperatorRegistr
             )
 
             async def run(key: Hashable) -> float | None:
-                owner = key  # (namespace, kind, name)
-                reconciler = config.reconcilers.get(owner[1])  # type: ignore[index]
+                if not (isinstance(key, tuple) and len(key) == 3):  # the queue holds OwnerKeys only
+                    raise TypeError(f"not a (namespace, kind, name) key: {key!r}")
+                owner: OwnerKey = (str(key[0]), str(key[1]), str(key[2]))
+                reconciler = config.reconcilers.get(owner[1])
                 if reconciler is None:
                     return None
-                with config.metrics.reconcile(owner[1]) as outcome:  # type: ignore[index]
-                    requeue = await reconciler(context, owner)  # type: ignore[arg-type]
+                with config.metrics.reconcile(owner[1]) as outcome:
+                    requeue = await reconciler(context, owner)
                     outcome.requeue = requeue is not None
                 return requeue
 
@@ -206,14 +210,21 @@ def build_registry(config: OperatorConfig | None = None) -> kopf.OperatorRegistr
 
         @kopf.index(GROUP, VERSION, info.plural, registry=registry, id=f"sft_crs_{info.plural}")
         async def index_cr(
-            namespace: str, name: str, body: kopf.Body, _kind: str = kind, **_: Any
-        ) -> dict[OwnerKey, Any]:
-            return {(namespace, _kind, name): snapshot(body)}
+            namespace: str | None, name: str, body: kopf.Body, _kind: str = kind, **_: Any
+        ) -> dict[OwnerKey, Any] | None:
+            return {(namespace, _kind, name): snapshot(body)} if namespace else None
 
         @kopf.on.event(GROUP, VERSION, info.plural, registry=registry, id=f"sft_event_{info.plural}")
         async def on_cr_event(
-            namespace: str, name: str, type: str | None, memo: kopf.Memo, _kind: str = kind, **kwargs: Any
+            namespace: str | None,
+            name: str,
+            type: str | None,
+            memo: kopf.Memo,
+            _kind: str = kind,
+            **kwargs: Any,
         ) -> None:
+            if namespace is None:  # our kinds are namespaced
+                return
             queue = queue_of(memo, kwargs)
             key = (namespace, _kind, name)
             if type == "DELETED":

@@ -18,8 +18,9 @@ from sft_operator.kube.children import ensure_child
 from sft_operator.kube.client import CONFIGMAPS, ROLEBINDINGS, ROLES, SERVICEACCOUNTS, ApiError, Resource
 from sft_operator.kube.events import record_event
 from sft_operator.render.identity import render_identity
-from sft_operator.status.conditions import ready_reason
+from sft_operator.status.conditions import get_condition, ready_reason
 from sft_operator.status.pods import PodState, describe_failure, latest_failed
+from sft_operator.status.pruned import FIELDS_PRUNED
 
 log = logging.getLogger(__name__)
 WARNING_PHASES = frozenset({"Failed"})
@@ -102,12 +103,18 @@ async def announce(
     error: tuple[str, str] | None,
     now: str,
 ) -> None:
-    """Events for what this reconcile changed: the child it created, then a phase change (or a new
-    Stalled reason, so each distinct spec problem is announced once)."""
+    """Events for what this reconcile changed: the child it created, spec fields the API server
+    dropped (once per distinct list), then a phase change (or a new Stalled reason, so each distinct
+    spec problem is announced once)."""
     if created is not None:
         text = f"created {created.get('kind')} {created['metadata']['name']}"
         await record_event(ctx.client, cr, "Normal", "JobCreated", text, now)
     old = cr.get("status") or {}
+    pruned = get_condition(new_status, FIELDS_PRUNED)
+    if pruned is not None and pruned.get("message") != (get_condition(old, FIELDS_PRUNED) or {}).get(
+        "message"
+    ):
+        await record_event(ctx.client, cr, "Warning", pruned["reason"], pruned["message"], now)
     new_reason = ready_reason(new_status)
     if new_status.get("phase") == old.get("phase") and (error is None or new_reason == ready_reason(old)):
         return
@@ -126,7 +133,7 @@ async def failed_pod_log_tail(
     holds its last lines: pods/log is read only when nothing else says why the pod died.
     """
     blamed = latest_failed(pods)
-    if blamed is None:
+    if blamed is None or ctx.log_tail_lines <= 0:  # 0: pods/log is not ours to read (chart rbac.podLogs)
         return {}
     recorded = (cr.get("status") or {}).get("failure") or {}
     if recorded.get("pod") == blamed.name and recorded.get("logTail"):

@@ -145,6 +145,7 @@ def test_defaults_are_cluster_wide_hardened_and_wired(
         "--peering=sft-sft-operator",
         "--concurrency=32",
     ]
+    assert env["SFT_ALLOWED_EXTRA_VOLUME_TYPES"] == "" and env["SFT_ALLOWED_SERVICE_ACCOUNTS"] == ""
     assert by_kind(docs, "Deployment")[0]["spec"]["strategy"]["rollingUpdate"] == {
         "maxSurge": 1,
         "maxUnavailable": 0,
@@ -293,6 +294,32 @@ def test_existing_identities_render_no_rbac(
             {"metrics": {"service": {"enabled": False}, "serviceMonitor": {"enabled": True}}},
             "needs metrics.service",
         ),
+        # the operator's own pod: the restricted Pod Security Standard, nothing that escalates
+        ({"securityContext": {"privileged": True}}, "/securityContext/privileged"),
+        (
+            {"securityContext": {"allowPrivilegeEscalation": True}},
+            "/securityContext/allowPrivilegeEscalation",
+        ),
+        (
+            {"securityContext": {"capabilities": {"add": ["SYS_ADMIN"]}}},
+            "/securityContext/capabilities/add/0",
+        ),
+        ({"securityContext": {"runAsUser": 0}}, "/securityContext/runAsUser"),
+        ({"securityContext": {"runAsNonRoot": False}}, "/securityContext/runAsNonRoot"),
+        (
+            {"securityContext": {"seccompProfile": {"type": "Unconfined"}}},
+            "/securityContext/seccompProfile/type",
+        ),
+        ({"securityContext": {"procMount": "Unmasked"}}, "/securityContext/procMount"),
+        ({"podSecurityContext": {"runAsUser": 0}}, "/podSecurityContext/runAsUser"),
+        ({"podSecurityContext": {"sysctls": [{"name": "kernel.x", "value": "1"}]}}, "'sysctls' not allowed"),
+        ({"podSecurityContext": {"windowsOptions": {"hostProcess": True}}}, "'windowsOptions' not allowed"),
+        (
+            {"workloads": {"policy": {"extraVolumeTypes": ["host path"]}}},
+            "/workloads/policy/extraVolumeTypes/0",
+        ),
+        ({"workloads": {"policy": {"serviceAccounts": ["Admin"]}}}, "/workloads/policy/serviceAccounts/0"),
+        ({"rbac": {"podLogs": "no"}}, "/rbac/podLogs"),
     ],
 )
 def test_schema_rejects_bad_values(
@@ -419,3 +446,33 @@ def test_chart_rules_equal_manifests_rbac(
     assert len(roles) == 2
     for role in roles:
         assert normalize_rules(cluster_role["rules"]) | normalize_rules(role["rules"]) == expected
+
+
+def test_workload_policy_reaches_the_operator_and_parses_there(
+    kube_tools: KubeTools, helm_env: dict[str, str], values_file: Any
+) -> None:
+    """workloads.policy becomes the env the operator reads into its WorkloadPolicy (no drift)."""
+    pods = pytest.importorskip("sft_operator.render.pods")
+    values = {
+        "workloads": {"policy": {"extraVolumeTypes": ["nfs", "hostPath"], "serviceAccounts": ["a", "b"]}}
+    }
+    env = env_of(operator_container(render_chart(kube_tools, helm_env, values_file(values))))
+    policy = pods.WorkloadDefaults.from_env({k: v for k, v in env.items() if isinstance(v, str)}).policy
+    assert policy == pods.WorkloadPolicy(frozenset({"nfs", "hostPath"}), frozenset({"a", "b"}))
+
+
+@pytest.mark.parametrize("cluster_wide", [True, False])
+def test_pod_logs_off_grants_no_pods_log_and_reads_none(
+    kube_tools: KubeTools, helm_env: dict[str, str], values_file: Any, cluster_wide: bool
+) -> None:
+    """rbac.podLogs=false: no pods/log rule anywhere, and the operator is told to read no logs."""
+    watch = {"clusterWide": cluster_wide, "namespaces": [] if cluster_wide else ["ml-team"]}
+    docs = render_chart(kube_tools, helm_env, values_file({"watch": watch, "rbac": {"podLogs": False}}))
+    granted = set().union(
+        *(normalize_rules(r["rules"]) for r in by_kind(docs, "ClusterRole") + by_kind(docs, "Role"))
+    )
+    assert not [g for g in granted if g[1] == "pods/log"]
+    assert ("", "pods", "watch") in granted
+    assert "--log-tail-lines=0" in operator_container(docs)["args"]
+    with_logs = render_chart(kube_tools, helm_env, values_file({"watch": watch}))
+    assert "--log-tail-lines=0" not in operator_container(with_logs)["args"]

@@ -87,3 +87,20 @@ def test_operator_holds_every_permission_it_grants_workloads() -> None:
                 assert allowed((verb, rule["apiGroups"][0], resource), rules), (info.kind, resource)
     granted = {verb for rule in rules for verb in rule["verbs"]}
     assert not granted & {"escalate", "bind", "impersonate", "*"}
+
+
+def test_without_log_tail_lines_the_operator_reads_no_pod_logs(
+    cluster: KubeEmulator, operator: OperatorFactory
+) -> None:
+    """The chart's rbac.podLogs=false grants no pods/log and passes --log-tail-lines=0: the operator must
+    then never ask for a log, and still report the failure from the termination message."""
+    kube = cluster
+    with operator(log_tail_lines=0):
+        kube.create(prep())
+        job = kube.wait_for_object("Job", "demo-prep", timeout=15)
+        message = json.dumps({"status": "failed", "reason": "Boom", "message": "x"})
+        make_pod(kube, job, 0, "Failed", {"exitCode": 1, "reason": "Error", "message": message})
+        backoff_limit_exceeded(kube, at="2026-11-25T10:00:00Z")
+        st = wait_status(kube, lambda s: s.get("phase") == "Failed")
+    assert st["failure"]["reason"] == "Boom"
+    assert not [r for r in kube.requests if r.url.path.endswith("/log")]

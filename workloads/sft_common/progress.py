@@ -26,6 +26,8 @@ from typing import IO, Any
 
 from pydantic.alias_generators import to_camel
 
+from sft_common.redact import redact, redact_value
+
 SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 
@@ -171,7 +173,7 @@ class OwnerStatusPatcher:
                 return
 
     def _send(self, progress: dict[str, Any]) -> None:
-        body: dict[str, Any] = progress
+        body: dict[str, Any] = redact_value(progress)
         for key in reversed(self.path):
             body = {key: body}
         data = json.dumps({"status": body}).encode()
@@ -191,7 +193,10 @@ class OwnerStatusPatcher:
         except Exception as exc:  # never fatal: see module docstring
             self.errors += 1
             if self.errors in (1, 10, 100):
-                print(f"warning: could not patch owner status ({self.errors}x): {exc}", file=sys.stderr)
+                print(
+                    f"warning: could not patch owner status ({self.errors}x): {redact(str(exc))}",
+                    file=sys.stderr,
+                )
 
 
 def _in_cluster_api(env: Mapping[str, str]) -> str:

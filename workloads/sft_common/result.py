@@ -1,5 +1,8 @@
 """The workload's final word: a JSON summary on stdout and in the container termination message.
 
+Everything written here passes through :func:`sft_common.redact.redact` first: the termination message
+becomes ``status.failure`` and an Event, so a credential in an error message must not get that far.
+
 Kubernetes keeps at most 4096 bytes of ``/dev/termination-log``; the operator reads it into the CR
 status (outputs on success, a concrete reason on failure). ``SFT_TERMINATION_LOG`` overrides the
 path (tests, local runs); without it the default path is used only when it is writable.
@@ -15,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from sft_common.config import ConfigError
+from sft_common.redact import redact, redact_value
 
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
 LIMIT = 4096
@@ -63,13 +67,13 @@ def write_termination_message(payload: Mapping[str, Any]) -> None:
 
 
 def report_success(summary: Mapping[str, Any]) -> None:
-    payload = {"status": "succeeded", **summary}
+    payload = redact_value({"status": "succeeded", **summary})
     print(json.dumps({"event": "result", **payload}, default=str), flush=True)
     write_termination_message(payload)
 
 
 def report_failure(reason: str, message: str, **extra: Any) -> None:
-    payload = {"status": "failed", "reason": reason, "message": message, **extra}
+    payload = redact_value({"status": "failed", "reason": reason, "message": message, **extra})
     print(json.dumps({"event": "result", **payload}, default=str), file=sys.stderr, flush=True)
     write_termination_message(payload)
 
@@ -80,13 +84,14 @@ def run_main(main: Callable[[Sequence[str]], int | None], argv: Sequence[str] | 
     try:
         return int(main(args) or 0)
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact(str(exc))}", file=sys.stderr)
         report_failure("InvalidConfig", str(exc))
         return 2
     except KeyboardInterrupt:
         report_failure("Interrupted", "interrupted")
         return 130
     except Exception as exc:
-        traceback.print_exc()
+        # the traceback is the pod log, which FallbackToLogsOnError may turn into the termination message
+        print(redact(traceback.format_exc()), file=sys.stderr, end="")
         report_failure(getattr(exc, "reason", type(exc).__name__), str(exc) or type(exc).__name__)
         return 1

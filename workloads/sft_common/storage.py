@@ -141,7 +141,7 @@ def listdir(uri: str) -> list[str]:
     if is_remote(uri):
         bucket, key = split_s3(uri)
         prefix = key.rstrip("/") + "/" if key else ""
-        out = []
+        out: list[str] = []
         paginator = _s3_client().get_paginator("list_objects_v2")
         try:
             for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
@@ -250,8 +250,8 @@ def makedirs(uri: str) -> None:
 def atomic_write_path(uri: str) -> Iterator[Path]:
     """Yield a temp path to write; on success it becomes ``uri`` atomically, on error it vanishes."""
     if is_remote(uri):
-        with tempfile.TemporaryDirectory(prefix="sft-up-") as tmp:
-            path = Path(tmp) / (name(uri) or "object")
+        with tempfile.TemporaryDirectory(prefix="sft-up-") as scratch:
+            path = Path(scratch) / (name(uri) or "object")
             yield path
             bucket, key = split_s3(uri)
             try:

@@ -105,7 +105,7 @@ class BatchRunner:
 
     def _run(self, rows: Sequence[RawRow]) -> ProcessResult:
         return self.processor.process(
-            ((self.dataset, raw.location, raw.decoded()) for raw in rows),  # type: ignore[misc]
+            ((self.dataset, raw.location, raw.decoded()) for raw in rows),
             messages_field=self.messages_field,
             tools_field=self.tools_field,
         )
@@ -164,7 +164,7 @@ def _child_process(dataset: str, messages_field: str, tools_field: str, rows: li
     """Decode, render, chunk, tokenize one batch; return its sequences concatenated (cheap to pickle)."""
     assert _CHILD is not None, "worker process not initialised"
     result = _CHILD.process(
-        ((dataset, raw.location, raw.decoded()) for raw in rows),  # type: ignore[misc]
+        ((dataset, raw.location, raw.decoded()) for raw in rows),
         messages_field=messages_field,
         tools_field=tools_field,
     )

@@ -251,7 +251,8 @@ class PodFields(ConfigModel):
 
     image: str | None = Field(default=None, min_length=1, max_length=1024)
     """Container image that holds the workload (e.g. ghcr.io/sft-operator/sft-prep:0.1.0); default: the
-    image the operator was installed with (SFT_DEFAULT_PREP_IMAGE / SFT_DEFAULT_TRAINER_IMAGE)."""
+    image the operator was installed with (SFT_DEFAULT_PREP_IMAGE / SFT_DEFAULT_TRAINER_IMAGE), else
+    the release's own (ghcr.io/sft-operator/sft-prep or sft-trainer at the operator's version)."""
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     """When the kubelet pulls the image."""
     image_pull_secrets: list[PullSecret] = Field(default_factory=list, max_length=16)

@@ -78,7 +78,7 @@ class RunData(ConfigModel):
         return self
 
 
-class SFTRunSpec(TrainConfig, PodFields, BatchFields):  # type: ignore[misc]
+class SFTRunSpec(TrainConfig, PodFields, BatchFields):
     """Desired fine-tuning run: Megatron-Bridge (or Hugging Face on CPU) on packed Parquet, run as a
     Kubeflow PyTorchJob with `nodes` pods of `gpusPerNode` GPUs. The training-defining fields (the
     trainer config, image, nodes, gpusPerNode) are immutable once the PyTorchJob exists; suspend and
@@ -116,6 +116,12 @@ class SFTRunSpec(TrainConfig, PodFields, BatchFields):  # type: ignore[misc]
                 "s3:// URI or a path on a mounted volume"
             )
         self.check_location("checkpoint.save", self.checkpoint.save)
+        if not self.model.pretrained_checkpoint and not self.checkpoint.load:
+            raise ValueError(
+                "model.pretrainedCheckpoint is not set and checkpoint.load names no checkpoint to continue "
+                "from: the trainer would have no weights to start with; set model.pretrainedCheckpoint to "
+                "the base model (an s3:// URI or a path on a mounted volume)"
+            )
         for key, value in (
             ("checkpoint.load", self.checkpoint.load),
             ("checkpoint.hfExport", self.checkpoint.hf_export),

@@ -47,6 +47,7 @@ def render(cr: Mapping[str, Any], defaults: WorkloadDefaults | None = None) -> c
     defaults = defaults or WorkloadDefaults()
     spec = common.parse_spec(SFTDataPrepSpec, cr)
     image = common.image_or_default(spec.image, defaults.prep_image, "SFT_DEFAULT_PREP_IMAGE", "sft-prep")
+    defaults.policy.check(spec, defaults.service_account)
     digest = common.spec_hash(spec, data_fields())
     child = common.ChildMeta.of(DATAPREP, cr, APP, digest)
     cm_name = config_map_name(child.name)
@@ -60,7 +61,7 @@ def render(cr: Mapping[str, Any], defaults: WorkloadDefaults | None = None) -> c
         "--num-workers",
         str(workers),
     ]
-    env = [
+    env: list[dict[str, Any]] = [
         # The Job controller injects this too; declaring it makes $(JOB_COMPLETION_INDEX) explicit.
         {
             "name": "JOB_COMPLETION_INDEX",

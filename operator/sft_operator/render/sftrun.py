@@ -119,6 +119,7 @@ def render(
     image = common.image_or_default(
         spec.image, defaults.trainer_image, "SFT_DEFAULT_TRAINER_IMAGE", "sft-train"
     )
+    defaults.policy.check(spec, defaults.service_account)
     if (
         spec.model.seq_length is not None
         and data.pack_size is not None

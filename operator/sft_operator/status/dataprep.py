@@ -31,6 +31,7 @@ from sft_operator.status.pods import (
     parse_indexes,
     pending_problem,
 )
+from sft_operator.status.pruned import pruned_conditions
 
 WORKLOAD_OWNED = (("progress", "workers"),)
 """Status keys the workers patch themselves; the operator never writes or deletes them."""
@@ -123,6 +124,7 @@ def derive(
             generation,
         ),
     ]
+    conditions.extend(pruned_conditions(cr, generation))
     out["conditions"] = with_transition_times(conditions, old.get("conditions"), now)
     return out
 
@@ -166,9 +168,8 @@ def _outputs(
 ) -> dict[str, Any] | None:
     """Outputs from the worker that wrote metadata.json (its termination message carries the totals)."""
     results = [
-        p.result for p in pods if p.phase == "Succeeded" and (p.result or {}).get("status") == "succeeded"
+        r for r in (p.result for p in pods if p.phase == "Succeeded") if r and r.get("status") == "succeeded"
     ]
-    results = [r for r in results if r]
     best = next((r for r in results if r.get("metadata")), None) or (results[0] if results else None)
     if best is None:
         return (

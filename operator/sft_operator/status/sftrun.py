@@ -42,6 +42,7 @@ from sft_operator.status.conditions import condition as make_condition
 from sft_operator.status.conditions import get_condition, is_true, kstatus_conditions, with_transition_times
 from sft_operator.status.patch import merge_patch
 from sft_operator.status.pods import PodState, describe_failure, latest_failed, pending_problem
+from sft_operator.status.pruned import pruned_conditions
 
 OPERATOR_PROGRESS_KEYS = ("iterations", "tokensText", "etaText")
 """The only keys of ``status.progress`` the operator writes; the rest is the trainer's."""
@@ -179,6 +180,7 @@ def derive(
             generation,
         ),
     ]
+    conditions.extend(pruned_conditions(cr, generation))
     out["conditions"] = with_transition_times(conditions, old.get("conditions"), now)
     return out
 
@@ -309,8 +311,8 @@ def _iterations(
     done = progress.get("iteration")
     if done is None:
         done = progress.get("completed")
-    if phase == "Succeeded" and (outputs or {}).get("lastIteration") is not None:
-        done = outputs["lastIteration"]  # type: ignore[index]
+    if phase == "Succeeded" and outputs and outputs.get("lastIteration") is not None:
+        done = outputs["lastIteration"]
     if done is None and not job_known:
         return None
     if total is None:

@@ -28,7 +28,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
@@ -52,6 +52,10 @@ from sft_train.engines.outcome import TrainResult
 from sft_train.engines.schedule import learning_rate
 from sft_train.errors import CheckpointNotFound, TrainInputError
 from sft_train.packed_data import DataInfo, PackedSplit, check_seq_length, sample_order
+
+if TYPE_CHECKING:
+    from peft import PeftModel
+    from transformers import PreTrainedModel
 
 TOKENIZER_FILES = (
     "tokenizer.json",
@@ -148,9 +152,16 @@ class HFTrainer:
 
     # -- construction -------------------------------------------------------------------------
     @property
-    def _unwrapped(self) -> torch.nn.Module:
+    def _unwrapped(self) -> PreTrainedModel | PeftModel:
+        """The Hugging Face model inside the DDP wrapper (a PeftModel with LoRA)."""
+        from peft import PeftModel
+        from transformers import PreTrainedModel
+
         model = self.model
-        return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+        inner = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+        if not isinstance(inner, PreTrainedModel | PeftModel):
+            raise TypeError(f"expected a Hugging Face model, got {type(inner).__name__}")
+        return inner
 
     def _build(self) -> tuple[torch.nn.Module, torch.optim.Optimizer, int]:
         cfg = self.config
@@ -230,7 +241,12 @@ class HFTrainer:
         reported = 0.0
         for j, batch in enumerate(batches):
             sync = j == len(batches) - 1 or not self.ctx.active
-            no_sync = contextlib.nullcontext() if sync else self.model.no_sync()
+            model = self.model
+            no_sync = (
+                model.no_sync()
+                if not sync and isinstance(model, torch.nn.parallel.DistributedDataParallel)
+                else contextlib.nullcontext()
+            )
             with no_sync:
                 with autocast:
                     loss_sum, trained = forward_loss(self.model, batch.to(self.ctx.device))
@@ -304,14 +320,14 @@ class HFTrainer:
                 total += float(loss_sum)
                 count += trained
         self.model.train()
-        total, count = self.ctx.all_sum(total, count)
-        return total / count if count else None
+        loss_total, tokens = self.ctx.all_sum(total, count)
+        return loss_total / tokens if tokens else None
 
     def export_hf(self, uri: str) -> str:
         """The final model in Hugging Face format (LoRA merged into the weights)."""
         model = self._unwrapped
         if self.config.peft is not None:
-            model = model.merge_and_unload()
+            model = merge_lora(model)
         with tempfile.TemporaryDirectory(prefix="sft-hf-export-", dir=self.scratch) as tmp:
             out = Path(tmp) / "model"
             model.save_pretrained(str(out))
@@ -424,6 +440,24 @@ def window_loss(window: list[float]) -> float:
     its global batch) since the previous log line, i.e. over the last ``logging.log_interval``
     iterations, as Megatron logs it; rounded to :data:`LOSS_DIGITS` decimals."""
     return round(sum(window) / len(window), LOSS_DIGITS)
+
+
+def merge_lora(model: PreTrainedModel | PeftModel) -> PreTrainedModel:
+    """The base model with the LoRA weights merged in (what ``PeftModel.merge_and_unload`` forwards to
+    its tuner)."""
+    from peft import PeftModel
+    from peft.tuners.tuners_utils import BaseTuner
+    from transformers import PreTrainedModel
+
+    if isinstance(model, PreTrainedModel):
+        return model
+    tuner = model.base_model if isinstance(model, PeftModel) else None
+    if not isinstance(tuner, BaseTuner):
+        raise TypeError(f"expected a LoRA PeftModel, got {type(model).__name__}")
+    merged = tuner.merge_and_unload()
+    if not isinstance(merged, PreTrainedModel):
+        raise TypeError(f"merging LoRA gave a {type(merged).__name__}, not a Hugging Face model")
+    return merged
 
 
 def publish_dir(local: Path, uri: str) -> None:

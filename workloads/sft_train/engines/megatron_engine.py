@@ -211,7 +211,7 @@ def progress_callback(config: TrainConfig, pack_size: int, progress: Progress, l
     torch = _import("torch")
     gbs = config.train.global_batch_size
 
-    class _Progress(callbacks.Callback):  # type: ignore[misc,name-defined]
+    class _Progress(callbacks.Callback):  # type: ignore[name-defined]
         def on_train_step_end(self, context: Any) -> None:
             if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
                 return

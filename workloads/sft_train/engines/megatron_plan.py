@@ -187,7 +187,9 @@ def format_value(value: Any) -> str:
 
 def complete_checkpoint(save: str | None) -> bool:
     """Megatron-Bridge marks a finished save with a tracker file, written after the checkpoint itself."""
-    return bool(save) and any(storage.exists(storage.join(save, name)) for name in TRACKER_FILES)
+    if not save:
+        return False
+    return any(storage.exists(storage.join(save, name)) for name in TRACKER_FILES)
 
 
 def resume_location(config: TrainConfig) -> str | None:
