@@ -27,7 +27,7 @@ from sft_operator import reconcile_steps as steps
 from sft_operator.api.meta import DATAPREP
 from sft_operator.context import Context
 from sft_operator.kube.client import KubeClient
-from sft_operator.render.pods import WorkloadDefaults
+from sft_operator.render.pods import WorkloadDefaults, WorkloadPolicy
 from sft_operator.testing import TEST_IMAGE
 
 REPO = Path(__file__).resolve().parents[2]
@@ -99,7 +99,11 @@ def test_a_named_service_account_is_bound_not_created(cluster: KubeEmulator) -> 
             "metadata": {"name": "s3-reader", "namespace": "default"},
         }
     )
-    with run_operator():
+    # a CR may name a ServiceAccount only where the chart's workloads.policy.serviceAccounts allows it
+    allowed = WorkloadDefaults(
+        prep_image=TEST_IMAGE, policy=WorkloadPolicy(service_accounts=frozenset({"s3-reader"}))
+    )
+    with run_operator(defaults=allowed):
         kube.create(prep("mine", serviceAccountName="s3-reader"))
         job = kube.wait_for_object("Job", "mine-prep", timeout=WAIT)
     assert job["spec"]["template"]["spec"]["serviceAccountName"] == "s3-reader"
