@@ -81,7 +81,7 @@ def run_main(main: Callable[[Sequence[str]], int | None], argv: Sequence[str] | 
         return int(main(args) or 0)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        report_failure("InvalidConfig", str(exc))
+        report_failure(getattr(exc, "reason", "InvalidConfig"), str(exc))
         return 2
     except KeyboardInterrupt:
         report_failure("Interrupted", "interrupted")

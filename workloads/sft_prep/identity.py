@@ -85,6 +85,7 @@ def data_fingerprint(
         "parquet_row_group_size": cfg.parquet_row_group_size,
         "parquet_compression": cfg.parquet_compression,
         "sample": cfg.sample,
+        "max_row_bytes": cfg.max_row_bytes,
     }
 
 

@@ -297,6 +297,7 @@ class Worker:
                     limit=source.limit,
                     meter=meter,
                     decode=self.pool is None,
+                    max_row_bytes=self.cfg.max_row_bytes,
                 )
 
         def account(n: int, sequences: int, tokens: int) -> None:
