@@ -39,8 +39,12 @@ def _run(tmp_path: Path, name: str, *args: str, **fields: Any) -> tuple[int, dic
 
 
 SURROGATE_ROWS = {
-    "user content": '{"messages": [{"role": "user", "content": "a\\ud800b"}, {"role": "assistant", "content": "x"}]}',
-    "assistant content": '{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "\\udfff"}]}',
+    "user content": (
+        '{"messages": [{"role": "user", "content": "a\\ud800b"}, {"role": "assistant", "content": "x"}]}'
+    ),
+    "assistant content": (
+        '{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "\\udfff"}]}'
+    ),
     "tool-call name": (
         '{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": null, '
         '"tool_calls": [{"type": "function", "function": {"name": "f\\ud834", "arguments": "{}"}}]}, '
@@ -49,7 +53,8 @@ SURROGATE_ROWS = {
     ),
     "string-valued tool arguments": (
         '{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": null, '
-        '"tool_calls": [{"type": "function", "function": {"name": "f", "arguments": "{\\"a\\": \\"\\\\ud800\\"}"}}]}, '
+        '"tool_calls": [{"type": "function", "function": {"name": "f", '
+        '"arguments": "{\\"a\\": \\"\\\\ud800\\"}"}}]}, '
         '{"role": "tool", "content": "r"}, {"role": "assistant", "content": "done"}], '
         '"tools": [{"type": "function", "function": {"name": "f"}}]}'
     ),

@@ -34,7 +34,7 @@ ROLES = ("system", "user", "assistant", "tool")
 #: Every reason a row can be dropped for, with what it means (documentation and a closed set for tests).
 REASONS: dict[str, str] = {
     "bad_json": "the line is not valid JSON (or not a JSON object, or nested too deeply)",
-    "bad_text": "a string holds a lone UTF-16 surrogate (e.g. \\ud800), which is not text and cannot be encoded",
+    "bad_text": "a string holds a lone UTF-16 surrogate (e.g. \\ud800): not text, cannot be encoded",
     "row_too_large": "the line is longer than max_row_bytes (refused before parsing)",
     "bad_row_type": "the row is not an object",
     "missing_messages": "the row has no messages field",

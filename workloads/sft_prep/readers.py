@@ -228,9 +228,9 @@ def sniff_jsonl(head: bytes) -> tuple[str, int, bytes]:
 
     JSON text starts with ASCII (``{``, whitespace), so a UTF-16/32 file without a BOM shows NUL bytes
     around it; UTF-8 text never holds NUL bytes."""
-    for bom, encoding in _BOMS:
-        if head.startswith(bom):
-            break
+    found = [(bom, encoding) for bom, encoding in _BOMS if head.startswith(bom)]
+    if found:
+        bom, encoding = found[0]
     else:
         bom, encoding = b"", "utf-8"
         if b"\0" in head[:4]:
@@ -281,7 +281,8 @@ def _jsonl(uri: str, meter: ReadMeter | None, max_row_bytes: int | None) -> Iter
             if encoding == "utf-8":
                 first = head[bom:]
             else:  # transcode to UTF-8 chunk by chunk (an incremental decoder keeps split characters)
-                decoder = codecs.getincrementaldecoder(encoding)()
+                # surrogatepass: a lone surrogate stays one bad row (bad_json), not a failed file
+                decoder = codecs.getincrementaldecoder(encoding)("surrogatepass")
                 plain = read
 
                 def read(n: int) -> bytes:  # type: ignore[misc]
@@ -291,13 +292,10 @@ def _jsonl(uri: str, meter: ReadMeter | None, max_row_bytes: int | None) -> Iter
                 first = decoder.decode(head[bom:]).encode("utf-8", "surrogatepass")
             for lineno, line, size in split_lines(first, read, separator, limit):
                 if line is None:
-                    yield (
-                        lineno,
-                        RowError(
-                            "row_too_large",
-                            f"line of {size:,} bytes > max_row_bytes {limit:,}; raise max_row_bytes to keep it",
-                        ),
+                    detail = (
+                        f"line of {size:,} bytes > max_row_bytes {limit:,}; raise max_row_bytes to keep it"
                     )
+                    yield lineno, RowError("row_too_large", detail)
                 elif line and not line.isspace():  # blank lines (often a trailing newline) are not rows
                     yield lineno, line
         finally:
