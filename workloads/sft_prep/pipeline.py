@@ -19,6 +19,7 @@ are consumed in order either way, so the shards are byte-identical whatever the 
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -34,6 +35,7 @@ from sft_common.progress import Progress, utcnow_iso
 from sft_prep import engine
 from sft_prep.config import DatasetSpec, PrepConfig
 from sft_prep.identity import Identity, make_identity
+from sft_prep.lease import OutputLease, lease_ttl, prepare_output_dir
 from sft_prep.metadata import build_blend, build_metadata
 from sft_prep.packing import pack
 from sft_prep.parquet_shard import PackedBins, SequenceStore, packed_parts, write_shard
@@ -44,6 +46,8 @@ from sft_prep.sharding import Shard, plan_shards
 from sft_prep.stats import ShardCounts
 from sft_prep.summary import render_summary, result_payload
 
+TEMP_FILE_AGE = 60.0
+"""Seconds after which a temp file in the output root is a leftover of a killed write."""
 BATCH_ROWS = 256
 """Rows handed to the processor at once: large enough for batched tokenization, small for memory."""
 
@@ -138,6 +142,7 @@ class Worker:
         self.processes = processes
         """Text-stage processes (0: automatic, see engine.default_processes)."""
         self.pool: engine.ProcessRunner | None = None
+        self.lease: OutputLease | None = None
         self._completed = 0.0
 
     # ----------------------------------------------------------------------------- setup
@@ -166,7 +171,30 @@ class Worker:
 
     # ----------------------------------------------------------------------------- run
     def run(self) -> dict[str, Any]:
+        """Prepare, take the output's lease, build this worker's shards, maybe commit."""
         self.prepare()
+        prepare_output_dir(self.cfg.output_dir)
+        lease = OutputLease(self.cfg.output_dir, self.identity.run_id, self.worker_index, lease_ttl())
+        lease.acquire()
+        self.lease = lease
+        self._sweep_temp_files()
+        try:
+            result = self._run()
+        except BaseException:
+            # Alone, nobody else renews it: free the output for a corrected config at once. With
+            # several workers the others may still be writing; it expires unless they renew it.
+            if self.num_workers == 1:
+                lease.release()
+            else:
+                lease.stop()
+            raise
+        if result.get("metadata"):  # committed or up to date: nobody writes here any more
+            lease.release()
+        else:
+            lease.stop()
+        return result
+
+    def _run(self) -> dict[str, Any]:
         meta = read_json(self.layout.metadata)
         if self._same_run(meta):
             assert meta is not None
@@ -397,6 +425,8 @@ class Worker:
         receipts = read_all(self.layout, [s.index for s in self.shards])
         if not all(matches(r, ident.config_hash, ident.run_id, ident.forced) for r in receipts.values()):
             return None
+        if self.lease is not None:
+            self.lease.check()
         done = {i: r for i, r in receipts.items() if r is not None}
         self._delete_stale(done)
         sources = {spec.name: [f.uri for f in files] for spec, files in self.inputs}
@@ -414,6 +444,20 @@ class Worker:
 
         log_artifact(self.cfg, meta, self.layout)
         return meta
+
+    def _sweep_temp_files(self) -> None:
+        """Temp files of atomic writes a kill interrupted (``.metadata.json.XXXX.tmp``) in the output
+        root. Only old ones: a worker of this run may be committing right now (a write takes
+        milliseconds). splits/ and receipts/ are cleaned at commit."""
+        if storage.is_remote(self.cfg.output_dir):
+            return  # S3 writes are single PUTs: nothing is left behind
+        root = storage._local(self.cfg.output_dir)
+        cutoff = time.time() - TEMP_FILE_AGE
+        for path in root.glob(".*.tmp"):
+            with contextlib.suppress(OSError):
+                if path.is_file() and path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    print(f"sft-prep: removed {path.name}, left by an interrupted write", file=self.stdout)
 
     def _delete_stale(self, receipts: dict[int, dict[str, Any]]) -> None:
         """Files of earlier configs (other shard counts/splits) and stray temp files must not be read."""
