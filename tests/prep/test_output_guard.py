@@ -146,8 +146,11 @@ def test_sigkill_of_the_main_process_takes_the_pool_workers_with_it(tmp_path: Pa
         children = proc.children(recursive=True)
         main.send_signal(signal.SIGKILL)
         main.wait(timeout=10)
-        gone, alive = psutil.wait_procs(children, timeout=20)
-        assert not alive, [(p.pid, p.cmdline()) for p in alive]
+        _, alive = psutil.wait_procs(children, timeout=20)
+        leftover = [(p.pid, p.cmdline()) for p in alive]
+        for p in alive:  # do not leak them into the rest of the test session
+            p.kill()
+        assert not leftover, leftover
     finally:
         if main.poll() is None:
             main.kill()
