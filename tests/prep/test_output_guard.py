@@ -258,3 +258,17 @@ def test_the_lease_is_exclusive_on_s3(s3_bucket: Any) -> None:
     for lease in (first, second):
         lease.release()
     assert not storage.exists("s3://data/out/" + LEASE_NAME)
+
+
+# ------------------------------------------------------------------------------- pack_size
+
+
+def test_a_pack_size_too_small_for_any_sequence_says_so_and_suggests_one(tmp_path: Path) -> None:
+    message = _fails_2(write_config(tmp_path, pack_size=16, num_shards=1))
+    assert termination()["reason"] == "PackSizeTooSmall"
+    assert message.startswith("pack_size 16 is too small to hold any sequence")
+    suggested = int(message.rsplit("try pack_size=", 1)[1])
+    assert suggested >= 64 and suggested & (suggested - 1) == 0
+    code, _ = run_cli("--config", str(write_config(tmp_path, pack_size=suggested, num_shards=1)))
+    meta = json.loads((tmp_path / "out" / "metadata.json").read_text())
+    assert code == 0 and meta["truncated"]["sequences"] == 0, "the suggestion holds every sequence whole"

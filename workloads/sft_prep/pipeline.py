@@ -65,6 +65,32 @@ class NoTrainingData(RuntimeError):
         )
 
 
+class PackSizeTooSmall(ConfigError):
+    """No sequence keeps a trained token within the length limit: a config problem (exit 2)."""
+
+    reason = "PackSizeTooSmall"
+
+
+def no_data_error(cfg: PrepConfig, meta: dict[str, Any], counts: ShardCounts) -> Exception:
+    """Why a run kept nothing: a too-small pack_size / max_doc_tokens (with a size that would work),
+    or else NoTrainingData."""
+    cut = counts.rows.cut_off
+    if not cut.get("sequences"):
+        return NoTrainingData(meta)
+    key = (
+        "max_doc_tokens"
+        if cfg.max_doc_tokens is not None and cfg.max_doc_tokens < cfg.pack_size
+        else "pack_size"
+    )
+    suggest = 1 << max(6, (max(cut["max_length"], cut["min_to_train"]) - 1).bit_length())
+    return PackSizeTooSmall(
+        f"{key} {cfg.doc_limit} is too small to hold any sequence: truncated to {cfg.doc_limit} tokens, "
+        f"{cut['sequences']} sequence(s) kept no trained token (the first trained token comes after at "
+        f"least {cut['min_to_train']} tokens; the longest sequence is {cut['max_length']} tokens); "
+        f"try {key}={min(suggest, 1_048_576)}"
+    )
+
+
 class BlendFile(ConfigModel):
     """The JSON file named by ``blend_path``."""
 
@@ -200,7 +226,7 @@ class Worker:
             assert meta is not None
             missing = self._missing_files(meta)
             if not missing and meta["totals"]["bins"] == 0:
-                raise NoTrainingData(meta)
+                raise self._no_data(meta)
             if not missing:
                 print(
                     f"sft-prep: {self.cfg.output_dir} is up to date "
@@ -270,12 +296,17 @@ class Worker:
                 self.pool = None
         meta = self.commit()
         if meta is not None and meta["totals"]["bins"] == 0:
-            raise NoTrainingData(meta)
+            raise self._no_data(meta)
         if meta is None:
             meta = read_json(self.layout.metadata)
             meta = meta if self._same_run(meta) else None
             return self._finish(meta, committed=False)
         return self._finish(meta, committed=True)
+
+    def _no_data(self, meta: dict[str, Any]) -> Exception:
+        receipts = read_all(self.layout, [s.index for s in self.shards]).values()
+        counts = ShardCounts.total(ShardCounts.from_dict(r["stats"]) for r in receipts if r)
+        return no_data_error(self.cfg, meta, counts)
 
     def _missing_files(self, meta: dict[str, Any]) -> list[str]:
         present = {_normalize(u) for u in storage.listdir(self.layout.splits_dir)}
