@@ -42,7 +42,14 @@ from sft_prep.parquet_shard import PackedBins, SequenceStore, packed_parts, writ
 from sft_prep.process import ProcessResult
 from sft_prep.readers import RawRow, ReadMeter, SourceFile, iter_rows, resolve_files
 from sft_prep.receipts import RECEIPT_VERSION, Layout, is_done, matches, read_all, read_json, write_json
-from sft_prep.sharding import Shard, plan_shards
+from sft_prep.sharding import (
+    MIN_SHARD_BYTES_PER_PACK_TOKEN,
+    Shard,
+    effective_num_shards,
+    plan_shards,
+    plan_split_warnings,
+    realized_split_warnings,
+)
 from sft_prep.stats import ShardCounts
 from sft_prep.summary import render_summary, result_payload
 
@@ -183,9 +190,25 @@ class Worker:
         self.identity: Identity = make_identity(
             cfg, self.inputs, self.engine.tokenizer_info, self.engine.template_info, self.num_workers
         )
-        self.shards: list[Shard] = plan_shards(
-            self.inputs, cfg.num_shards, cfg.valid_ratio, cfg.test_ratio, cfg.seed, cfg.sample
+        total_bytes = sum(f.size for _, files in self.inputs for f in files)
+        unsized = any(f.size <= 0 for _, files in self.inputs for f in files)
+        num_shards = effective_num_shards(
+            0 if unsized else total_bytes, cfg.num_shards, len(self.inputs), cfg.pack_size, cfg.sample
         )
+        self.warnings: list[str] = []
+        """Said on stdout now and kept in metadata.json and the summary."""
+        if num_shards < cfg.num_shards:
+            self.warnings.append(
+                f"num_shards {cfg.num_shards} lowered to {num_shards}: {total_bytes:,} bytes of input give "
+                f"each shard at least {MIN_SHARD_BYTES_PER_PACK_TOKEN} x pack_size bytes, or bins would "
+                "be packed from a few rows each"
+            )
+        self.shards: list[Shard] = plan_shards(
+            self.inputs, num_shards, cfg.valid_ratio, cfg.test_ratio, cfg.seed, cfg.sample
+        )
+        self.warnings += plan_split_warnings(cfg.valid_ratio, cfg.test_ratio, self.shards)
+        for warning in self.warnings:
+            print(f"sft-prep: WARNING: {warning}", file=self.stdout)
         self.mine = [s for s in self.shards if s.index % self.num_workers == self.worker_index]
 
     def _same_run(self, record: dict[str, Any] | None) -> bool:
@@ -468,6 +491,10 @@ class Worker:
             receipts=done,
             sources=sources,
             encoding=self.engine.encoding_info,
+        )
+        meta["num_shards_requested"] = self.cfg.num_shards
+        meta["warnings"] = self.warnings + realized_split_warnings(
+            self.cfg.valid_ratio, self.cfg.test_ratio, meta["splits"]
         )
         write_json(self.layout.blend, build_blend(self.cfg.output_dir, self.shards, done))
         write_json(self.layout.metadata, meta)
