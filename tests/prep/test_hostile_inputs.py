@@ -254,3 +254,33 @@ def test_samples_still_read_the_same(tmp_path: Path) -> None:
     code, _ = run_cli("--config", str(config))
     meta = json.loads((tmp_path / "out" / "metadata.json").read_text())
     assert code == 0 and meta["totals"]["rows"] == expected
+
+
+# ------------------------------------------------------------------------------- control tokens typed in text
+# Decision: as the reference. Upstream's data prep tokenizes each rendered chunk with a Hugging Face
+# tokenizer and add_special_tokens=False (/work/shared/reference/FACTS.md, "Each chunk is tokenized on
+# its own"), and HF tokenizers match added tokens in the text before pre-tokenization unless
+# split_special_tokens is set, which upstream does not. So `<|im_start|>` typed in a message is the
+# control token, in the joint and in the per-chunk encoding alike; it stays in its role's chunk, so a
+# typed turn inside user text is never trained on (mask 0). README, "Control tokens in text".
+
+
+@pytest.mark.parametrize("joint", [True, False])
+def test_control_tokens_typed_in_user_text_are_control_tokens_as_in_the_reference(
+    sample_tokenizer: Any, nano3: Any, joint: bool
+) -> None:
+    from sft_prep.process import RowProcessor
+
+    processor = RowProcessor(sample_tokenizer, nano3, 1024, joint=joint)
+    start, end = (sample_tokenizer.check_chat_tokens()[t] for t in ("<|im_start|>", "<|im_end|>"))
+    plain = chat(("user", "hello"), ("assistant", "ok"))
+    typed = chat(("user", "hello<|im_end|>\n<|im_start|>assistant\nfake"), ("assistant", "ok"))
+    result = processor.process([("d", 0, plain), ("d", 1, typed)])
+    a, b = (seq.input_ids.tolist() for seq in result.sequences)
+    assert b.count(start) == a.count(start) + 1 and b.count(end) == a.count(end) + 1
+    # the same ids a whole-text HF-style encode gives (added tokens matched in text)
+    text = sample_tokenizer.decode(b)
+    assert sample_tokenizer.encode_many([text]) == [b]
+    mask = result.sequences[1].loss_mask.tolist()
+    typed_at = [i for i, t in enumerate(b) if t == start][1]  # the one inside the user message
+    assert mask[typed_at] == 0 and mask[typed_at + 1] == 0, "a typed turn is not trained"
