@@ -21,10 +21,10 @@ from sft_common import storage
 from sft_prep.lease import LEASE_NAME, OutputInUse, OutputLease
 
 
-def _fails_2(config: Path, *args: str) -> str:
+def _fails_2(config: Path, *args: str, exit_code: int = 2) -> str:
     code, _ = run_cli("--config", str(config), *args)
     msg = termination()
-    assert code == 2, msg
+    assert code == exit_code, msg
     assert "\n" not in msg["message"] and "Traceback" not in msg["message"]
     return str(msg["message"])
 
@@ -56,8 +56,9 @@ def test_output_dir_not_writable(tmp_path: Path) -> None:
     assert "output_dir /sys/sft-prep-out is not writable" in message and "fsGroup" in message
 
 
-def test_s3_output_without_credentials_names_the_uri(
-    tmp_path: Path, s3_bucket: Any, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("where", ["output", "input"])
+def test_s3_without_credentials_names_the_uri(
+    tmp_path: Path, s3_bucket: Any, monkeypatch: pytest.MonkeyPatch, where: str
 ) -> None:
     for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
         monkeypatch.delenv(var, raising=False)
@@ -68,8 +69,13 @@ def test_s3_output_without_credentials_names_the_uri(
 
     monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)  # it caches the credentials it resolved
     storage.reset_clients()
-    message = _fails_2(write_config(tmp_path, output_dir="s3://data/runs/one"))
-    assert "s3://data/runs/one" in message and "no S3 credentials" in message
+    if where == "output":
+        uri, config = "s3://data/runs/one", write_config(tmp_path, output_dir="s3://data/runs/one")
+    else:
+        uri = "s3://data/in/chats.jsonl"
+        config = write_config(tmp_path, datasets=[{"name": "d", "path": uri}])
+    message = _fails_2(config)
+    assert uri in message and "no S3 credentials" in message
     assert "AWS_ACCESS_KEY_ID" in message
 
 
@@ -160,12 +166,13 @@ def test_sigkill_of_the_main_process_takes_the_pool_workers_with_it(tmp_path: Pa
 
 
 def test_a_second_prep_with_another_config_fails_naming_the_first(tmp_path: Path) -> None:
+    """Exit 1 (retriable: the Job's backoff may find the output free), one line, no traceback."""
     out = tmp_path / "out"
     out.mkdir()
     first = OutputLease(str(out), "run-aaaa", worker=0, ttl=60)
     first.acquire()
     try:
-        message = _fails_2(write_config(tmp_path))
+        message = _fails_2(write_config(tmp_path), exit_code=1)
         assert "is in use by another sft-prep run" in message and "run-aaaa" in message
         assert "worker 0 on" in message and f"pid {os.getpid()}" in message
         assert termination()["reason"] == "OutputInUse"
@@ -196,12 +203,33 @@ def test_two_preps_started_together_one_wins(tmp_path: Path) -> None:
         for i, c in enumerate(configs)
     ]
     codes = [p.wait(timeout=300) for p in procs]
-    assert sorted(codes) == [0, 2], [p.stderr.read() for p in procs if p.stderr]
-    loser = codes.index(2)
+    assert sorted(codes) == [0, 1], [p.stderr.read() for p in procs if p.stderr]
+    loser = codes.index(1)
     message = json.loads((tmp_path / f"term{loser}").read_text())["message"]
     assert "is in use by another sft-prep run" in message
     meta = json.loads((tmp_path / "out" / "metadata.json").read_text())
     assert meta["pack_size"] == (1024, 2048)[1 - loser]
+
+
+def test_sigterm_frees_the_lease_of_a_single_worker(tmp_path: Path) -> None:
+    """A deleted pod gets SIGTERM: the next prep (another config) need not wait for the expiry."""
+    config = write_config(tmp_path, datasets=[{"name": "big", "path": str(_big_input(tmp_path))}])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sft_prep", "--config", str(config)],
+        env={**os.environ, "SFT_PROGRESS": "off"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    lease = tmp_path / "out" / LEASE_NAME
+    deadline = time.monotonic() + 120
+    while not lease.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    assert lease.exists(), "the prep took its lease"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 130
+    assert not lease.exists()
+    code, _ = run_cli("--config", str(write_config(tmp_path, pack_size=2048)))
+    assert code == 0
 
 
 def test_an_expired_lease_is_taken_over(tmp_path: Path) -> None:

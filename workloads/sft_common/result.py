@@ -87,6 +87,9 @@ def run_main(main: Callable[[Sequence[str]], int | None], argv: Sequence[str] | 
         report_failure("Interrupted", "interrupted")
         return 130
     except Exception as exc:
-        traceback.print_exc()
+        if getattr(exc, "quiet", False):  # expected, and its message says it all
+            print(f"error: {exc}", file=sys.stderr)
+        else:
+            traceback.print_exc()
         report_failure(getattr(exc, "reason", type(exc).__name__), str(exc) or type(exc).__name__)
         return 1

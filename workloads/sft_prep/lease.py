@@ -7,7 +7,7 @@ is a conditional write (:func:`sft_common.storage.put_if`: ``If-None-Match: *``/
 run share the lease (same owner) and each renews it every ``ttl/3`` seconds; a different run is
 refused with a message naming the holder until the lease expires (a crashed run blocks the output for
 at most ``ttl``). The worker that commits ``metadata.json`` releases it, as does a single-worker run
-that fails.
+that fails or gets SIGTERM (a deleted pod).
 
 Clock skew between pods shifts expiry by the skew; keep node clocks in sync (NTP), as Kubernetes
 itself needs.
@@ -29,14 +29,17 @@ from sft_common import storage
 from sft_common.config import ConfigError
 
 LEASE_NAME = ".sft-prep-lease.json"
-DEFAULT_TTL = 300.0
+DEFAULT_TTL = 120.0
 """Seconds a lease lives without renewal (``SFT_PREP_LEASE_TTL`` overrides)."""
 
 
-class OutputInUse(ConfigError):
-    """Another run holds the output directory's lease."""
+class OutputInUse(RuntimeError):
+    """Another run holds the output directory's lease. Exit 1, not 2: it is a conflict that ends when
+    the other run does or its lease expires, so a Job's retries (backoffLimit) may well succeed."""
 
     reason = "OutputInUse"
+    quiet = True
+    """Reported in one line, without a traceback (``sft_common.result.run_main``)."""
 
 
 def _iso(t: float) -> str:

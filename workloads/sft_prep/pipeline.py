@@ -232,10 +232,11 @@ class Worker:
         except BaseException:
             # Alone, nobody else renews it: free the output for a corrected config at once. With
             # several workers the others may still be writing; it expires unless they renew it.
-            if self.num_workers == 1:
-                lease.release()
-            else:
-                lease.stop()
+            with contextlib.suppress(Exception):  # never hide why the run failed
+                if self.num_workers == 1:
+                    lease.release()
+                else:
+                    lease.stop()
             raise
         if result.get("metadata"):  # committed or up to date: nobody writes here any more
             lease.release()
