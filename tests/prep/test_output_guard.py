@@ -225,6 +225,8 @@ def test_sigterm_frees_the_lease_of_a_single_worker(tmp_path: Path) -> None:
     while not lease.exists() and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.1)
     assert lease.exists(), "the prep took its lease"
+    time.sleep(1.0)  # now building shards
+    assert proc.poll() is None, "the prep ended before it could be stopped"
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 130
     assert not lease.exists()

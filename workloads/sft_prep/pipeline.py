@@ -224,10 +224,10 @@ class Worker:
         self.prepare()
         prepare_output_dir(self.cfg.output_dir)
         lease = OutputLease(self.cfg.output_dir, self.identity.run_id, self.worker_index, lease_ttl())
-        lease.acquire()
         self.lease = lease
-        self._sweep_temp_files()
         try:
+            lease.acquire()  # inside: an interrupt just after the lease is written still frees it
+            self._sweep_temp_files()
             result = self._run()
         except BaseException:
             # Alone, nobody else renews it: free the output for a corrected config at once. With
