@@ -85,13 +85,16 @@ def run_main(main: Callable[[Sequence[str]], int | None], argv: Sequence[str] | 
         return int(main(args) or 0)
     except ConfigError as exc:
         print(f"error: {redact(str(exc))}", file=sys.stderr)
-        report_failure("InvalidConfig", str(exc))
+        report_failure(getattr(exc, "reason", "InvalidConfig"), str(exc))
         return 2
     except KeyboardInterrupt:
         report_failure("Interrupted", "interrupted")
         return 130
     except Exception as exc:
-        # the traceback is the pod log, which FallbackToLogsOnError may turn into the termination message
-        print(redact(traceback.format_exc()), file=sys.stderr, end="")
+        if getattr(exc, "quiet", False):  # expected, and its message says it all
+            print(f"error: {redact(str(exc))}", file=sys.stderr)
+        else:
+            # the traceback is the pod log, which FallbackToLogsOnError may turn into the termination message
+            print(redact(traceback.format_exc()), file=sys.stderr, end="")
         report_failure(getattr(exc, "reason", type(exc).__name__), str(exc) or type(exc).__name__)
         return 1

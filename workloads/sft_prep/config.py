@@ -97,6 +97,9 @@ class PrepConfig(ConfigModel):
     """Local path, PVC mount path or s3:// URI for splits/, blend.json and metadata.json."""
     sample: int | None = Field(default=None, ge=1)
     """Read at most this many rows per dataset (for quick tests)."""
+    max_row_bytes: int = Field(default=8 * 2**20, ge=1024)
+    """JSONL lines longer than this are counted as ``row_too_large`` and never parsed (default 8 MiB):
+    a tokenizer needs about 100 bytes of memory per byte of text it encodes."""
     force: bool = False
     """Ignore receipts of an earlier run and redo every shard."""
     wandb: WandbSpec = Field(default_factory=WandbSpec)

@@ -147,10 +147,33 @@ def consume(result: ProcessResult, counts: ShardCounts, store: SequenceStore) ->
 _CHILD: RowProcessor | None = None
 
 
-def _init_child(config_json: str) -> None:
+def die_with_parent(parent_pid: int) -> None:
+    """Have the kernel SIGKILL this process when its parent dies (Linux ``PR_SET_PDEATHSIG``): a
+    SIGKILLed sft-prep (OOM kill, ``kubectl delete --grace-period=0``) runs no cleanup, and pool
+    workers would otherwise live on, holding memory and CPU. If the parent died before the call, exit
+    now. A no-op where prctl does not exist."""
+    import ctypes
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # pragma: no cover - no libc prctl
+        return
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+
+def _init_child(config_json: str, parent_pid: int | None = None) -> None:
     """Build this process's own processor. One tokenizer thread per process: the processes are the
     parallelism, and Rust thread pools in every process would only fight over the same cores."""
     global _CHILD
+    if parent_pid is not None:
+        die_with_parent(parent_pid)
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
     cfg = PrepConfig.model_validate_json(config_json)
     tokenizer = load_tokenizer(cfg.tokenizer.model, cfg.tokenizer.revision)
@@ -197,7 +220,7 @@ class ProcessRunner:
             max_workers=processes,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_init_child,
-            initargs=(cfg.model_dump_json(),),
+            initargs=(cfg.model_dump_json(), os.getpid()),
         )
         self._pending: deque[tuple[int, Future[tuple[np.ndarray, np.ndarray, np.ndarray, RowCounts]]]] = (
             deque()

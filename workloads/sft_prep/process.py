@@ -95,6 +95,10 @@ class Counts:
     template_dropped: Counter[str] = field(default_factory=Counter)
     """Messages whose field (``reasoning_content``, ``tool_calls``) was set but appears in none of the
     row's rendered sequences: a custom chat template that ignores it (:func:`template_dropped_fields`)."""
+    cut_off: dict[str, int] = field(default_factory=dict)
+    """Sequences whose every trained token lay beyond ``doc_limit`` (truncation left none):
+    ``sequences``, ``min_to_train`` (the fewest tokens any of them needs to reach its first trained
+    token) and ``max_length`` (the longest of them whole); what a too-small pack_size error suggests."""
     reused: Counter[str] = field(default_factory=Counter)
     """``sequences`` that took ids already encoded for another sequence (a reasoning row's history, a
     system block repeated in the batch) instead of encoding the text again, and the ``tokens`` so
@@ -104,6 +108,14 @@ class Counts:
         bucket = self.examples.setdefault(reason, [])
         if len(bucket) < MAX_EXAMPLES:
             bucket.append({"dataset": dataset, "row": row, "detail": shorten(detail)})
+
+    def add_cut_off(self, sequences: int, min_to_train: int, max_length: int) -> None:
+        mine = self.cut_off
+        self.cut_off = {
+            "sequences": mine.get("sequences", 0) + sequences,
+            "min_to_train": min(mine.get("min_to_train", min_to_train), min_to_train),
+            "max_length": max(mine.get("max_length", 0), max_length),
+        }
 
     def merge(self, other: Counts) -> None:
         self.rows += other.rows
@@ -117,6 +129,8 @@ class Counts:
         self.encoding.update(other.encoding)
         self.reused.update(other.reused)
         self.template_dropped.update(other.template_dropped)
+        if other.cut_off:
+            self.add_cut_off(**other.cut_off)
         for reason, items in other.examples.items():
             for item in items:
                 self.add_example(reason, item["dataset"], item["row"], item["detail"])
@@ -135,6 +149,7 @@ class Counts:
             "encoding": dict(sorted(self.encoding.items())),
             "reused": dict(sorted(self.reused.items())),
             "template_dropped": dict(sorted(self.template_dropped.items())),
+            **({"cut_off": dict(self.cut_off)} if self.cut_off else {}),
         }
 
     @classmethod
@@ -152,6 +167,7 @@ class Counts:
             encoding=Counter(data.get("encoding", {})),
             reused=Counter(data.get("reused", {})),
             template_dropped=Counter(data.get("template_dropped", {})),
+            cut_off={k: int(v) for k, v in (data.get("cut_off") or {}).items()},
         )
 
 
@@ -321,6 +337,10 @@ class RowProcessor:
                 begin, stop, trainable = begins[seq], stops[seq], trainable_all[seq]
                 if trainable == 0:
                     counts.dropped_sequences["no_trainable_tokens"] += 1
+                    if stop < ends[seq]:  # rare: truncation may have cut every trained token away
+                        trained_at = np.flatnonzero(mask_all[begin : ends[seq]])
+                        if trained_at.size:
+                            counts.add_cut_off(1, int(trained_at[0]) + 1, ends[seq] - begin)
                     continue
                 truncated = stop < ends[seq]
                 counts.truncated += truncated
