@@ -6,22 +6,23 @@ PIP    := $(PY) -m pip
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.stamp-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: help venv test test-fast lint format crds chart-sync demo bench bench-prep bench-operator images e2e-kind clean
+.PHONY: help venv test test-fast test-megatron lint mypy format crds chart-sync demo bench bench-prep bench-operator bench-faults images e2e-kind clean
 
 help:
-	@echo "make demo      run the pipeline (sft-prep, then a tiny CPU fine-tune) on bundled sample chats"
-	@echo "make test      lint + the whole test suite (GPU/kind tests skip without them)"
+	@echo "make demo      sftctl run --local on manifests/samples/pipeline-local.yaml (prep + a tiny CPU fine-tune)"
+	@echo "make test      lint + mypy + the whole test suite (GPU/kind tests skip without them)"
+	@echo "make test-megatron  the Megatron-Bridge conformance tier (.venv-mb, Python 3.12, ~6 GB download)"
 	@echo "make lint      ruff"
 	@echo "make crds      regenerate manifests/crds from the pydantic models (and sync the Helm chart)"
 	@echo "make images    build the container images (needs a Docker engine)"
 	@echo "make e2e-kind  kind cluster + images + chart + sample pipeline (needs docker and kind)"
-	@echo "make bench     all benchmarks (bench-prep, bench-operator)"
+	@echo "make bench     all benchmarks (bench-prep, bench-operator, bench-faults)"
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(TORCH)
-	$(PIP) install -q -e '.[prep,train,operator,dev]'
+	$(PIP) install -q -e '.[prep,train,operator,ctl,dev]'
 	@rm -f $(VENV)/.stamp-* && touch $@
 
 venv: $(STAMP)
@@ -34,11 +35,43 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-test: lint
+mypy: $(STAMP)
+	$(VENV)/bin/mypy
+
+test: lint mypy
 	$(PY) -m pytest -n 2 tests
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -x -q tests -m "not slow"
+
+# The Megatron-Bridge conformance tier (tests marked `megatron`): Megatron-Bridge's own dataset, builder,
+# collate and config code run on this CPU against our shards. A separate Python 3.12 venv, .venv-mb:
+# megatron-bridge needs Python 3.12 and torch for 3.12 is the ~5 GB CUDA build (it runs on the CPU).
+# megatron-bridge and megatron-core go in without their dependency lists, which pull CUDA-only builds
+# (transformer-engine, flashinfer, fast-hadamard-transform, nvidia-resiliency-ext); MB_DEPS are the ones
+# the modules under test import. The versions are the trainer image's (sft_train.engines.megatron_plan).
+MB_VENV     ?= .venv-mb
+MB_PY       := $(MB_VENV)/bin/python
+MB_VERSION  ?= 0.6.2
+MCORE       ?= 0.19.2
+MB_TORCH    ?= torch==2.14.1
+MB_DEPS     ?= 'transformers>=5.8,<=5.12.1' 'omegaconf>=2.3' 'hydra-core>=1.3.4,<1.4' 'datasets>=2.20' \
+               'megatron-energon~=7.0' 'tensorboard>=2.19' einops rich tqdm regex six
+PYTHON312   ?= $(shell for p in python3.12 $(HOME)/.pyenv/versions/3.12*/bin/python; do \
+                 $$p -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))' 2>/dev/null && { echo $$p; break; }; done)
+MB_STAMP    := $(MB_VENV)/.stamp-$(shell cat pyproject.toml Makefile | cksum | cut -d' ' -f1)
+
+$(MB_STAMP): pyproject.toml Makefile
+	@test -n "$(PYTHON312)" || { echo "make test-megatron: no Python 3.12 interpreter found (python3.12 on PATH or ~/.pyenv/versions/3.12.*); Megatron-Bridge needs Python 3.12: install one (pyenv install 3.12) or set PYTHON312=/path/to/python3.12" >&2; exit 1; }
+	@test -x $(MB_PY) || $(PYTHON312) -m venv $(MB_VENV)
+	$(MB_PY) -m pip install -q --upgrade pip
+	$(MB_PY) -m pip install -q $(MB_TORCH)
+	$(MB_PY) -m pip install -q --no-deps megatron-bridge==$(MB_VERSION) megatron-core==$(MCORE)
+	$(MB_PY) -m pip install -q $(MB_DEPS) -e '.[prep,train]' 'pytest>=8' pytest-timeout pytest-asyncio
+	@rm -f $(MB_VENV)/.stamp-* && touch $@
+
+test-megatron: $(MB_STAMP)
+	$(MB_PY) -m pytest -q -m megatron tests/megatron
 
 crds: $(STAMP)
 	$(PY) -m sft_operator.crdgen manifests/crds
@@ -67,9 +100,9 @@ e2e-kind:
 	tests/kind/run.sh
 
 demo: $(STAMP)
-	$(PY) -m sft_train.demo
+	$(PY) -m sft_operator.ctl.demo
 
-bench: bench-prep bench-operator
+bench: bench-prep bench-operator bench-faults
 
 bench-prep: $(STAMP)
 	$(PY) benchmarks/bench_prep.py
@@ -77,5 +110,9 @@ bench-prep: $(STAMP)
 bench-operator: $(STAMP)
 	$(PY) benchmarks/bench_operator.py
 
+# Kills of sft-prep and of the operator, malformed rows, invalid CRs: figures from one run (a few minutes).
+bench-faults: $(STAMP)
+	$(PY) benchmarks/bench_faults.py
+
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache demo-output
+	rm -rf $(VENV) $(MB_VENV) .pytest_cache .ruff_cache demo-output sft-local

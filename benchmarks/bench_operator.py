@@ -119,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         env.pop("KUBERNETES_SERVICE_HOST", None)
         cmd = [
             sys.executable, "-m", "sft_operator", "--namespace", NAMESPACE, "--standalone",
-            "--liveness", "none", "--log-level", "WARNING", "--concurrency", str(args.concurrency),
+            "--liveness", "none", "--readiness", "none", "--metrics", "none",
+            "--log-level", "WARNING", "--concurrency", str(args.concurrency),
         ]  # fmt: skip
         log_path = Path(tmp) / "operator.log"
         with log_path.open("w") as log:

@@ -96,7 +96,8 @@ class Context:
         mine = self.written.get(key)
         if mine is None:
             return cached
-        if _rv(cached) is not None and _rv(mine) is not None and _rv(cached) < _rv(mine):  # type: ignore[operator]
+        cached_rv, mine_rv = _rv(cached), _rv(mine)
+        if cached_rv is not None and mine_rv is not None and cached_rv < mine_rv:
             return {**cached, "status": mine.get("status")}
         self.written.pop(key, None)
         return cached

@@ -12,16 +12,19 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Awaitable, Callable, Hashable, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
 
+from sft_common.redact import install_log_redaction
 from sft_operator import backends, handlers_sftrun, reconcile_dataprep, reconcile_sftrun
 from sft_operator.api.meta import DATAPREP, GROUP, MANAGED_BY, RUN, VERSION
 from sft_operator.context import Caches, Context, OwnerKey, owner_key_of_child, snapshot
 from sft_operator.kube.client import KubeClient
+from sft_operator.metrics import OperatorMetrics, QueueStats
+from sft_operator.probes import Endpoints, Readiness
 from sft_operator.render.meta import MANAGED_BY_LABEL
 from sft_operator.render.pods import WorkloadDefaults
 from sft_operator.workqueue import WorkQueue
@@ -66,7 +69,7 @@ class OperatorConfig:
     concurrency: int = 32
     """Reconciles running at once."""
     log_tail_lines: int = 20
-    """Log lines of a failed pod copied into status.failure.logTail."""
+    """Log lines of a failed pod copied into status.failure.logTail; 0 reads no pods/log."""
     watch_server_timeout: float | None = 300
     """Seconds before the apiserver ends a watch (kopf reconnects); short in tests."""
     watch_client_timeout: float | None = None
@@ -82,12 +85,39 @@ class OperatorConfig:
     """First re-check of a run blocked on something no watch reports (a backend's CRD)."""
     recheck_max: float = 300.0
     """Longest re-check interval (and the fallback re-check of a run waiting for its data)."""
+    metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
+    """This instance's Prometheus metrics (its own registry)."""
+    metrics_endpoint: str | None = None
+    """Serve ``/metrics`` here, e.g. ``http://0.0.0.0:9090/metrics`` (None: not served)."""
+    readiness_endpoint: str | None = None
+    """Serve the readiness probe here, e.g. ``http://0.0.0.0:8081/readyz`` (None: not served)."""
+    login_backoff: float | None = None
+    """Seconds between login attempts after a failure (None: kopf's default)."""
     reconcilers: dict[str, Reconciler] = field(
         default_factory=lambda: {
             DATAPREP.kind: reconcile_dataprep.reconcile,
             RUN.kind: reconcile_sftrun.reconcile,
         }
     )
+
+
+@dataclass
+class Runtime:
+    """Operator-wide state, made by the startup handler and shared by every handler.
+
+    kopf hands each watched object a shallow copy of the memo, so a value assigned to the memo
+    after startup would stay with that one object (one work queue per object, breaking "one
+    reconcile per key at a time"); the handlers therefore keep everything on this one object.
+    """
+
+    caches: Caches = field(default_factory=Caches)
+    queue: WorkQueue | None = None
+    context: Context | None = None
+    connection: kopf.ConnectionInfo | None = None
+    """The latest successful login."""
+    login_error: str | None = None
+    """Why the latest login attempt failed (None once one succeeds)."""
+    endpoints: Endpoints | None = None
 
 
 def build_registry(config: OperatorConfig | None = None) -> kopf.OperatorRegistry:
@@ -98,44 +128,65 @@ def build_registry(config: OperatorConfig | None = None) -> kopf.OperatorRegistr
 
     @kopf.on.startup(registry=registry)
     async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+        install_log_redaction()  # every log record, and kopf's log-to-Event posting with it
         settings.posting.level = config.posting_level
         settings.watching.server_timeout = config.watch_server_timeout
         settings.watching.client_timeout = config.watch_client_timeout
         settings.persistence.finalizer = f"{GROUP}/finalizer"  # unused: no handler needs one
-        memo.caches = Caches()
-        memo.queue = None
+        memo.runtime = runtime = Runtime()
+        config.metrics.attach(
+            queue=lambda: runtime.queue.stats() if runtime.queue is not None else QueueStats(),
+            resources=lambda: _cached_crs(runtime.caches),
+        )
+        runtime.endpoints = Endpoints(
+            config.metrics,
+            Readiness(connection=lambda: runtime.connection, login_error=lambda: runtime.login_error),
+            metrics_url=config.metrics_endpoint,
+            readiness_url=config.readiness_endpoint,
+        )
+        await runtime.endpoints.start()
 
-    @kopf.on.login(registry=registry)
+    @kopf.on.login(registry=registry, backoff=config.login_backoff)
     def login(memo: kopf.Memo, **kwargs: Any) -> kopf.ConnectionInfo:
-        info = _login(**kwargs)
-        if info is None:
-            raise kopf.LoginError(
-                "no in-cluster service account and no kubeconfig (KUBECONFIG or ~/.kube/config)"
-            )
-        memo.connection = info
+        runtime: Runtime = memo.runtime
+        try:
+            info = _login(**kwargs)
+            if info is None:
+                raise kopf.LoginError(
+                    "no in-cluster service account and no kubeconfig (KUBECONFIG or ~/.kube/config)"
+                )
+        except Exception as exc:
+            runtime.login_error = str(exc) or type(exc).__name__
+            raise
+        runtime.connection, runtime.login_error = info, None
         return info
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(memo: kopf.Memo, **_: Any) -> None:
-        queue: WorkQueue | None = getattr(memo, "queue", None)
-        if queue is not None:
-            await queue.close()
-        context: Context | None = getattr(memo, "context", None)
-        if context is not None:
-            await context.client.close()
+        runtime: Runtime | None = getattr(memo, "runtime", None)
+        if runtime is None:
+            return
+        if runtime.endpoints is not None:
+            await runtime.endpoints.stop()
+        if runtime.queue is not None:
+            await runtime.queue.close()
+        if runtime.context is not None:
+            await runtime.context.client.close()
 
     def queue_of(memo: kopf.Memo, indexes: Mapping[str, Any]) -> WorkQueue:
         """The work queue, created on first use inside the operator's loop (after login)."""
-        caches: Caches = memo.caches
+        runtime: Runtime = memo.runtime
+        caches = runtime.caches
         for kind_info in KINDS:
             caches.crs[kind_info.kind] = indexes[f"sft_crs_{kind_info.plural}"]
         caches.jobs = indexes[JOB_WATCH.index]
         caches.pods = indexes[POD_WATCH.index]
         caches.runs = {name: indexes[watch.index] for name, watch in RUN_WATCHES.items()}
-        if memo.queue is None:
-            client = KubeClient.from_connection_info(memo.connection)
+        if runtime.queue is None:
+            client = KubeClient.from_connection_info(runtime.connection)
             client.relogin = lambda: _login(settings=kopf.OperatorSettings())
-            memo.context = Context(
+            client.observer = config.metrics
+            context = runtime.context = Context(
                 client=client,
                 caches=caches,
                 log_tail_lines=config.log_tail_lines,
@@ -146,38 +197,50 @@ def build_registry(config: OperatorConfig | None = None) -> kopf.OperatorRegistr
             )
 
             async def run(key: Hashable) -> float | None:
-                owner = key  # (namespace, kind, name)
-                reconciler = config.reconcilers.get(owner[1])  # type: ignore[index]
+                if not (isinstance(key, tuple) and len(key) == 3):  # the queue holds OwnerKeys only
+                    raise TypeError(f"not a (namespace, kind, name) key: {key!r}")
+                owner: OwnerKey = (str(key[0]), str(key[1]), str(key[2]))
+                reconciler = config.reconcilers.get(owner[1])
                 if reconciler is None:
                     return None
-                return await reconciler(memo.context, owner)  # type: ignore[arg-type]
+                with config.metrics.reconcile(owner[1]) as outcome:
+                    requeue = await reconciler(context, owner)
+                    outcome.requeue = requeue is not None
+                return requeue
 
-            memo.queue = WorkQueue(
+            runtime.queue = WorkQueue(
                 run,
                 concurrency=config.concurrency,
                 backoff_base=config.backoff_base,
                 backoff_max=config.backoff_max,
             )
-        return memo.queue
+        return runtime.queue
 
     for info in KINDS:
         kind = info.kind
 
         @kopf.index(GROUP, VERSION, info.plural, registry=registry, id=f"sft_crs_{info.plural}")
         async def index_cr(
-            namespace: str, name: str, body: kopf.Body, _kind: str = kind, **_: Any
-        ) -> dict[OwnerKey, Any]:
-            return {(namespace, _kind, name): snapshot(body)}
+            namespace: str | None, name: str, body: kopf.Body, _kind: str = kind, **_: Any
+        ) -> dict[OwnerKey, Any] | None:
+            return {(namespace, _kind, name): snapshot(body)} if namespace else None
 
         @kopf.on.event(GROUP, VERSION, info.plural, registry=registry, id=f"sft_event_{info.plural}")
         async def on_cr_event(
-            namespace: str, name: str, type: str | None, memo: kopf.Memo, _kind: str = kind, **kwargs: Any
+            namespace: str | None,
+            name: str,
+            type: str | None,
+            memo: kopf.Memo,
+            _kind: str = kind,
+            **kwargs: Any,
         ) -> None:
+            if namespace is None:  # our kinds are namespaced
+                return
             queue = queue_of(memo, kwargs)
             key = (namespace, _kind, name)
             if type == "DELETED":
                 queue.forget(key)
-                memo.context.forget(key)
+                memo.runtime.context.forget(key)
                 return
             queue.trigger(key)
 
@@ -196,6 +259,15 @@ def build_registry(config: OperatorConfig | None = None) -> kopf.OperatorRegistr
 
     handlers_sftrun.register(registry, queue_of)
     return registry
+
+
+def _cached_crs(caches: Caches) -> Iterator[tuple[str, Mapping[str, Any]]]:
+    """(kind, CR) for every CR in the watch caches (for the metrics of CRs by phase)."""
+    for kind, index in caches.crs.items():
+        for values in index.values():
+            objs = list(values or ())
+            if objs:
+                yield kind, objs[-1]
 
 
 def _login(**kwargs: Any) -> kopf.ConnectionInfo | None:

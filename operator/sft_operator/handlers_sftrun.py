@@ -24,15 +24,15 @@ def register(registry: kopf.OperatorRegistry, queue_of: QueueOf) -> None:
 
     @kopf.index(GROUP, VERSION, RUN.plural, registry=registry, id=RUNS_BY_PREP_INDEX)
     async def index_runs_by_prep(
-        namespace: str, name: str, spec: kopf.Spec, **_: Any
+        namespace: str | None, name: str, spec: kopf.Spec, **_: Any
     ) -> dict[tuple[str, str], str] | None:
         prep = ((spec.get("data") or {}).get("dataPrepRef") or {}).get("name")
-        return {(namespace, prep): name} if prep else None
+        return {(namespace, prep): name} if prep and namespace else None
 
     @kopf.on.event(GROUP, VERSION, DATAPREP.plural, registry=registry, id="sft_prep_to_runs")
-    async def on_prep_event(namespace: str, name: str, memo: kopf.Memo, **kwargs: Any) -> None:
+    async def on_prep_event(namespace: str | None, name: str, memo: kopf.Memo, **kwargs: Any) -> None:
         runs = kwargs[RUNS_BY_PREP_INDEX].get((namespace, name), ())
-        if not runs:
+        if not runs or namespace is None:  # (our kinds are namespaced: kopf passes None only for others)
             return
         queue = queue_of(memo, kwargs)
         for run in set(runs):

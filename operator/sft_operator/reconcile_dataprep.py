@@ -32,6 +32,7 @@ class DataPrepKind:
         children = render.render(cr, ctx.defaults)
         if acted.child is None and not status.finished(cr):
             # (A finished CR whose Job was cleaned up by its TTL keeps its result: never run it again.)
+            await steps.ensure_workload_identity(ctx, DATAPREP, cr, desc)
             acted.config_map = await steps.ensure_config_map(ctx, children.config_map, uid, desc)
             ensured = await ensure_child(ctx.client, JOBS, children.job, uid, desc)
             acted.child, acted.created = ensured.obj, ensured.created

@@ -92,6 +92,7 @@ class RunKind:
                 acted.derive_args["backend"] = backend
                 resolved = render.ResolvedData(data.uri, data.pack_size)
                 children = render.render(cr, resolved, ctx.defaults, backend)
+                await steps.ensure_workload_identity(ctx, RUN, cr, desc)
                 acted.config_map = await steps.ensure_config_map(ctx, children.config_map, uid, desc)
                 try:
                     ensured = await ensure_child(ctx.client, backend.resource, children.job, uid, desc)

@@ -10,6 +10,7 @@ transition's Event is posted (a crash in between loses an Event, never duplicate
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,10 +21,12 @@ from sft_operator.api.meta import GROUP, VERSION, KindInfo
 from sft_operator.context import Context, OwnerKey
 from sft_operator.errors import InvalidSpec
 from sft_operator.kube.children import ensure_child
-from sft_operator.kube.client import CONFIGMAPS, ApiError, Resource
+from sft_operator.kube.client import CONFIGMAPS, ROLEBINDINGS, ROLES, SERVICEACCOUNTS, ApiError, Resource
 from sft_operator.kube.events import record_event
+from sft_operator.render.identity import render_identity
 from sft_operator.status.conditions import get_condition, ready_reason
 from sft_operator.status.pods import PodState, describe_failure, latest_failed
+from sft_operator.status.pruned import FIELDS_PRUNED
 
 log = logging.getLogger(__name__)
 WARNING_PHASES = frozenset({"Failed"})
@@ -145,6 +148,27 @@ async def ensure_config_map(
     return await ctx.client.patch(CONFIGMAPS, cm_meta["namespace"], cm_meta["name"], body)
 
 
+async def ensure_workload_identity(
+    ctx: Context, info: KindInfo, cr: Mapping[str, Any], owner_desc: str
+) -> None:
+    """The CR's ServiceAccount (unless its pods use another), Role and RoleBinding (see
+    :mod:`sft_operator.render.identity`); called while its Job does not exist yet, before the Job."""
+    identity = render_identity(info, cr, ctx.defaults)
+    uid = cr["metadata"]["uid"]
+    # The Role before its binding (RBAC checks a binding against the rules of the Role it names).
+    first = [ensure_child(ctx.client, ROLES, identity.role, uid, owner_desc)]
+    if identity.service_account is not None:
+        first.append(ensure_child(ctx.client, SERVICEACCOUNTS, identity.service_account, uid, owner_desc))
+    await asyncio.gather(*first)
+    desired = identity.role_binding
+    binding = await ensure_child(ctx.client, ROLEBINDINGS, desired, uid, owner_desc)
+    if binding.obj.get("subjects") != desired["subjects"]:  # spec.serviceAccountName changed
+        meta = desired["metadata"]
+        await ctx.client.patch(
+            ROLEBINDINGS, meta["namespace"], meta["name"], {"subjects": desired["subjects"]}
+        )
+
+
 async def write_status(ctx: Context, key: OwnerKey, info: KindInfo, patch_body: Mapping[str, Any]) -> bool:
     """Merge-patch the status subresource (nothing when ``patch_body`` is empty); False when the CR
     vanished meanwhile, so the caller stops."""
@@ -172,12 +196,18 @@ async def announce(
     error: tuple[str, str] | None,
     now: str,
 ) -> None:
-    """Events for what this reconcile changed: the child it created, then a phase change (or a new
-    Stalled reason, so each distinct spec problem is announced once)."""
+    """Events for what this reconcile changed: the child it created, spec fields the API server
+    dropped (once per distinct list), then a phase change (or a new Stalled reason, so each distinct
+    spec problem is announced once)."""
     if created is not None:
         text = f"created {created.get('kind')} {created['metadata']['name']}"
         await record_event(ctx.client, cr, "Normal", "JobCreated", text, now)
     old = cr.get("status") or {}
+    pruned = get_condition(new_status, FIELDS_PRUNED)
+    if pruned is not None and pruned.get("message") != (get_condition(old, FIELDS_PRUNED) or {}).get(
+        "message"
+    ):
+        await record_event(ctx.client, cr, "Warning", pruned["reason"], pruned["message"], now)
     new_reason = ready_reason(new_status)
     if new_status.get("phase") == old.get("phase") and (error is None or new_reason == ready_reason(old)):
         return
@@ -196,7 +226,7 @@ async def failed_pod_log_tail(
     holds its last lines: pods/log is read only when nothing else says why the pod died.
     """
     blamed = latest_failed(pods)
-    if blamed is None:
+    if blamed is None or ctx.log_tail_lines <= 0:  # 0: pods/log is not ours to read (chart rbac.podLogs)
         return {}
     recorded = (cr.get("status") or {}).get("failure") or {}
     if recorded.get("pod") == blamed.name and recorded.get("logTail"):

@@ -27,7 +27,7 @@ def test_config(**overrides: Any) -> OperatorConfig:
         "backoff_base": 0.1,
         "backoff_max": 1.0,
         "posting_level": logging.ERROR,
-        "defaults": WorkloadDefaults(prep_image=TEST_IMAGE, service_account="sft-workload"),
+        "defaults": WorkloadDefaults(prep_image=TEST_IMAGE),
     }
     values.update(overrides)
     return OperatorConfig(**values)

@@ -14,6 +14,8 @@ import logging
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 
+from sft_operator.metrics import QueueStats
+
 log = logging.getLogger(__name__)
 
 Reconcile = Callable[[Hashable], Awaitable[float | None]]
@@ -39,6 +41,10 @@ class WorkQueue:
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _semaphore: asyncio.Semaphore | None = None
     _closed: bool = False
+    _waiting: int = 0
+    """Runs waiting for a concurrency slot."""
+    _adds: int = 0
+    _retries: int = 0
 
     def trigger(self, key: Hashable, delay: float = 0.0) -> None:
         """Reconcile ``key`` now (or after ``delay`` s); cheap and safe to call from any handler."""
@@ -59,6 +65,7 @@ class WorkQueue:
             state.dirty = True
             return
         state.running = True
+        self._adds += 1
         task = loop.create_task(self._run(key, state), name=f"reconcile {key}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -77,13 +84,21 @@ class WorkQueue:
                 state.dirty = False
                 requeue: float | None = None
                 try:
-                    async with self._semaphore:
+                    self._waiting += 1
+                    try:
+                        await self._semaphore.acquire()
+                    finally:
+                        self._waiting -= 1
+                    try:
                         requeue = await self.reconcile(key)
+                    finally:
+                        self._semaphore.release()
                     state.failures = 0
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
                     state.failures += 1
+                    self._retries += 1
                     requeue = min(self.backoff_base * 2 ** (state.failures - 1), self.backoff_max)
                     log.warning(
                         "reconcile %s failed (attempt %d), retrying in %.1fs: %s",
@@ -102,6 +117,18 @@ class WorkQueue:
             state.running = False
             if state.timer is None and not state.dirty and state.failures == 0:
                 self._states.pop(key, None)
+
+    def stats(self) -> QueueStats:
+        """Depth (due, not started), in flight, timers pending, and the adds/retries counters."""
+        running = sum(1 for state in self._states.values() if state.running)
+        dirty = sum(1 for state in self._states.values() if state.dirty)
+        return QueueStats(
+            depth=self._waiting + dirty,
+            in_flight=running - self._waiting,
+            scheduled=sum(1 for state in self._states.values() if state.timer is not None),
+            adds=self._adds,
+            retries=self._retries,
+        )
 
     def forget(self, key: Hashable) -> None:
         """Drop timers of a deleted object."""

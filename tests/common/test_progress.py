@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from sft_common.progress import OwnerStatusPatcher, Progress, format_duration, format_number
+from sft_common.progress import OwnerStatusPatcher, Progress, format_duration, format_number, human_duration
 
 
 def test_formatting() -> None:
@@ -18,6 +18,17 @@ def test_formatting() -> None:
     assert format_number(12) == "12"
     assert format_duration(3725) == "1:02:05"
     assert format_duration(None) == "--:--"
+    # a loss reads as the trainer's log line prints it (4 decimals); a learning rate as 1.234e-03
+    assert format_number(4.73712) == "4.7371" and format_number(0.0012345) == "1.234e-03"
+    assert format_number(349.61) == "349.6"
+
+
+def test_the_bar_shows_a_loss_as_the_log_line_does() -> None:
+    out = io.StringIO()
+    progress = Progress("train", total=10, unit="iterations", stream=out, mode="bar", interval=0, owner=False)
+    progress.update(completed=5, loss=4.7371, learning_rate=0.0029876)
+    progress.close()
+    assert "loss 4.7371" in out.getvalue() and "learning_rate 2.988e-03" in out.getvalue()
 
 
 def test_json_lines_when_not_a_tty() -> None:
@@ -138,3 +149,32 @@ def test_eta_of_a_resumed_run_counts_only_this_processes_work(monkeypatch: pytes
     progress = Progress("train", total=100, initial=50, stream=io.StringIO(), owner=False)
     progress.completed = 60  # 10 iterations in 10 s here; 40 left -> 40 s, not 40 * 10/60
     assert progress.eta() == pytest.approx(40.0)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        # the thresholds of Kubernetes' HumanDuration (k8s.io/apimachinery/pkg/util/duration), as kubectl
+        # prints ages: seconds below 2m, m+s below 10m, m below 3h, h+m below 8h, h below 2d, ...
+        (0, "0s"),
+        (119, "119s"),
+        (120, "2m"),
+        (200, "3m20s"),
+        (600, "10m"),
+        (7500, "125m"),
+        (3 * 3600 + 300, "3h5m"),
+        (8 * 3600 + 59, "8h"),
+        (2 * 86400 + 3 * 3600, "2d3h"),
+        (30 * 86400, "30d"),
+        (3 * 365 * 86400 + 86400, "3y1d"),
+        (None, ""),
+        (float("inf"), ""),
+        (-5, "0s"),
+    ],
+)
+def test_human_duration_reads_like_kubectl(seconds: float | None, text: str) -> None:
+    assert human_duration(seconds) == text
+
+
+def test_format_number_gives_tokens_a_unit() -> None:
+    assert format_number(1_180_000_000) == "1.18G" and format_number(512) == "512"

@@ -1,10 +1,23 @@
 """The Argo CD health check Lua, executed the way Argo CD executes it.
 
-Argo CD (gopher-lua, Lua 5.1) runs a health script as a chunk with the live object in the global
-`obj`, only the safe standard libraries loaded, and reads `status`/`message` from the returned
-table. We run the shipped script under lupa's Lua 5.1 *and* 5.4 runtimes with `io`, `os`,
-`require` and friends removed, so a script that leans on a library Argo CD does not load, or on a
-newer Lua feature, fails here instead of in a cluster.
+Argo CD runs a custom health script from ``argocd-cm`` in gopher-lua (Lua 5.1) as a chunk with the
+live object in the global ``obj`` and reads ``status``/``message`` from the returned table. Facts from
+argo-cd ``util/lua/lua.go`` (``VM.runLua``) and ``util/lua/oslib_safe.go``:
+
+* the state is created with ``SkipOpenLibs: !UseOpenLibs``, and ``GetHealthScript`` returns
+  ``UseOpenLibs`` from the argocd-cm override (false unless ``useOpenLibs: true`` is set; only the
+  built-in scripts get ``true``);
+* it then opens exactly ``package``, ``base`` and ``table``, and ``OpenSafeOs``, which registers
+  ``time`` and ``date`` into the module named ``lua.TabLibName``: there is no global ``os``, the two
+  functions appear as ``table.time``/``table.date``, and ``require("os")`` (a preloaded
+  ``SafeOsLoader``) returns a table of just ``time`` and ``date``;
+* so ``string``, ``math``, ``io``, ``debug``, ``coroutine`` and the real ``os`` are absent, and
+  without the string library gopher-lua sets no string metatable (``("x"):upper()`` fails too);
+* gopher-lua's base library (``baselib.go``) is the Lua 5.1 set plus ``require``/``module``.
+
+We build that state in lupa's Lua 5.1 *and* 5.4 runtimes (5.4 catches a reliance on 5.1-only
+behaviour the other way round), so a script that leans on a library Argo CD does not load fails here
+instead of in a cluster. (The real ``os.time``/``os.date`` stand in for Argo CD's re-implementations.)
 """
 
 from __future__ import annotations
@@ -38,21 +51,126 @@ def _to_lua(runtime: Any, value: Any) -> Any:
     return value
 
 
-def run_health(obj: dict[str, Any], lua_module: Any) -> dict[str, str]:
+GOPHER_BASE = [
+    "assert",
+    "collectgarbage",
+    "dofile",
+    "error",
+    "getfenv",
+    "getmetatable",
+    "load",
+    "loadfile",
+    "loadstring",
+    "next",
+    "pcall",
+    "print",
+    "rawequal",
+    "rawget",
+    "rawset",
+    "select",
+    "setfenv",
+    "setmetatable",
+    "tonumber",
+    "tostring",
+    "type",
+    "unpack",
+    "xpcall",
+    "module",
+    "require",
+    "ipairs",
+    "pairs",
+    "_G",
+    "_VERSION",
+]
+"""gopher-lua baselib.go: baseOpen's globals (Lua 5.1 base plus require/module from its loadlib)."""
+ARGO_LIBS = ("package", "table")
+"""The libraries argo-cd util/lua/lua.go opens besides base (the safe os lands in `table`)."""
+
+# Runs with every library still open, then leaves only what Argo CD's VM.runLua provides.
+ARGO_SANDBOX = """
+local keep = ...
+local set_metatable, os_time, os_date = debug.setmetatable, os.time, os.date
+table.time, table.date = os_time, os_date
+-- require() reads the registry's copies of these tables: change them in place
+for name in pairs(package.loaded) do
+  if name ~= "_G" and name ~= "package" and name ~= "table" then package.loaded[name] = nil end
+end
+for name in pairs(package.preload) do package.preload[name] = nil end
+package.preload.os = function() return {time = os_time, date = os_date} end
+if package.searchers then
+  package.searchers = {package.searchers[1], package.searchers[2]}
+else
+  package.loaders = {package.loaders[1], package.loaders[2]}
+end
+package.loadlib, package.cpath = nil, ""
+set_metatable("", nil)
+local names = {}
+for name in pairs(_G) do names[#names + 1] = name end
+for _, name in ipairs(names) do
+  if not keep[name] then _G[name] = nil end
+end
+"""
+
+
+def argo_runtime(lua_module: Any) -> Any:
+    """A Lua state with exactly the globals Argo CD gives a custom health check."""
     runtime = lua_module.LuaRuntime(register_eval=False, unpack_returned_tuples=True)
-    sandbox = runtime.globals()
-    for unsafe in ("io", "os", "require", "dofile", "loadfile", "package", "debug", "load", "loadstring"):
-        sandbox[unsafe] = None
-    sandbox.obj = _to_lua(runtime, obj)
+    keep = runtime.table_from({name: True for name in (*GOPHER_BASE, *ARGO_LIBS)})
+    runtime.execute(ARGO_SANDBOX, keep)
+    return runtime
+
+
+def run_health(obj: dict[str, Any], lua_module: Any) -> dict[str, str]:
+    runtime = argo_runtime(lua_module)
+    runtime.globals().obj = _to_lua(runtime, obj)
     result = runtime.execute(HEALTH_LUA.read_text())
     assert result is not None, "the health script must return a table"
     return {"status": result["status"], "message": result["message"]}
 
 
 @pytest.fixture(params=_runtimes(), ids=lambda m: m.__name__.rsplit(".", 1)[-1])
-def health(request: pytest.FixtureRequest) -> Callable[[dict[str, Any]], dict[str, str]]:
-    module = request.param
-    return lambda obj: run_health(obj, module)
+def lua_module(request: pytest.FixtureRequest) -> Any:
+    return request.param
+
+
+@pytest.mark.parametrize(
+    ("chunk", "expected"),
+    [
+        ("return string", None),
+        ("return math", None),
+        ("return os", None),
+        ("return io", None),
+        ("return debug", None),
+        ("return coroutine", None),
+        ("return type(table.insert), type(table.concat)", ("function", "function")),
+        ("return type(table.time), type(table.date)", ("function", "function")),
+        ("local os = require('os'); return type(os.time), os.exit", ("function", None)),
+        ("return pcall(require, 'string')", False),
+        ("return pcall(require, 'io')", False),
+        ("return pcall(function() return ('x'):upper() end)", False),
+        ("return tostring(12) .. '!'", "12!"),
+    ],
+)
+def test_the_sandbox_is_argo_cds(lua_module: Any, chunk: str, expected: Any) -> None:
+    """The harness itself: what argo-cd's VM.runLua gives a custom health script, and nothing more."""
+    result = argo_runtime(lua_module).execute(chunk)
+    if isinstance(result, tuple) and isinstance(expected, bool):
+        result = result[0]
+    assert result == expected
+
+
+def test_the_script_needs_no_library_argo_cd_withholds() -> None:
+    """Custom checks get no `string`/`math` unless useOpenLibs is set; this script must not need it."""
+    import re
+
+    code = "\n".join(line.split("--", 1)[0] for line in HEALTH_LUA.read_text().splitlines())
+    assert not re.search(r"\b(string|math|io|os|debug|coroutine)\s*[.:\[]", code)
+    assert not re.search(r"[\")\]]\s*:\s*\w+\s*\(", code), "string methods need the string metatable"
+
+
+@pytest.fixture
+def health(lua_module: Any) -> Callable[[dict[str, Any]], dict[str, str]]:
+    return lambda obj: run_health(obj, lua_module)
 
 
 def cr(
@@ -350,3 +468,14 @@ def test_operator_waiting_run_is_progressing_with_the_prep_named(
     obj = _derived("SFTRun", None, data=data)
     assert obj["status"]["phase"] == "Waiting"
     assert health(obj) == {"status": "Progressing", "message": "waiting for SFTDataPrep tiny (phase Running)"}
+
+
+@pytest.mark.parametrize(
+    ("generation", "text"), [(10.0, "10"), (1234567.0, "1234567"), (2**40, "1099511627776")]
+)
+def test_generation_digits_are_built_without_the_string_library(
+    health: Callable[..., dict[str, str]], generation: float, text: str
+) -> None:
+    obj = cr("SFTRun", "Running", generation=1, observed=None)
+    obj["metadata"]["generation"] = generation
+    assert health(obj)["message"] == f"Waiting for the sft-operator to observe generation {text}"

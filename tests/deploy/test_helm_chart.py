@@ -42,8 +42,9 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
             "prepImage": {"repository": "registry.example.com/ml/sft-prep", "tag": "0.1.0-rc1"},
             "trainerImage": {"repository": "registry.example.com/ml/sft-trainer", "digest": DIGEST},
             "serviceAccount": {"name": "trainer-sa"},
-            "namespaces": ["ml-a", "ml-b"],
         },
+        "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}}},
+        "logFormat": "json",
         "resources": {"requests": {"cpu": "250m", "memory": "300Mi"}, "limits": {"cpu": 1, "memory": "1Gi"}},
         "nodeSelector": {"node-role.kubernetes.io/control-plane": ""},
         "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "ops", "effect": "NoSchedule"}],
@@ -69,8 +70,10 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "fullnameOverride": "sft",
         "serviceAccount": {"create": False, "name": "platform-operator"},
         "rbac": {"create": False},
-        "workloads": {"serviceAccount": {"create": False, "name": "shared-workload"}},
+        "workloads": {"serviceAccount": {"name": "shared-workload"}},
         "livenessPort": 9090,
+        "readinessPort": 9091,
+        "metrics": {"port": 9100},
     },
 }
 
@@ -119,6 +122,8 @@ def test_every_rendered_object_is_valid_kubernetes(
     assert crds, "CRDs must be rendered with --include-crds"
     schemas = crd_schemas(crds)
     for doc in docs:
+        if doc["apiVersion"] == "monitoring.coreos.com/v1":
+            continue  # no CRD schema here: test_metrics_service_and_service_monitor checks it
         validate_manifest(doc, version, schemas)
 
 
@@ -133,10 +138,14 @@ def test_defaults_are_cluster_wide_hardened_and_wired(
     assert container["args"] == [
         "--all-namespaces",
         "--liveness=http://0.0.0.0:8080/healthz",
+        "--readiness=http://0.0.0.0:8081/readyz",
+        "--metrics=http://0.0.0.0:9090/metrics",
         "--log-level=INFO",
+        "--log-format=text",
         "--peering=sft-sft-operator",
         "--concurrency=32",
     ]
+    assert env["SFT_ALLOWED_EXTRA_VOLUME_TYPES"] == "" and env["SFT_ALLOWED_SERVICE_ACCOUNTS"] == ""
     assert by_kind(docs, "Deployment")[0]["spec"]["strategy"]["rollingUpdate"] == {
         "maxSurge": 1,
         "maxUnavailable": 0,
@@ -145,22 +154,25 @@ def test_defaults_are_cluster_wide_hardened_and_wired(
     assert peering["metadata"]["name"] == "sft-sft-operator"
     assert env["SFT_DEFAULT_PREP_IMAGE"] == f"ghcr.io/sft-operator/sft-prep:{chart['appVersion']}"
     assert env["SFT_DEFAULT_TRAINER_IMAGE"] == f"ghcr.io/sft-operator/sft-trainer:{chart['appVersion']}"
-    assert env["SFT_WORKLOAD_SERVICE_ACCOUNT"] == "sft-workload"
+    assert "SFT_WORKLOAD_SERVICE_ACCOUNT" not in env  # each CR gets its own identity from the operator
     security = container["securityContext"]
     assert security["readOnlyRootFilesystem"] is True
     assert security["allowPrivilegeEscalation"] is False
     assert security["capabilities"] == {"drop": ["ALL"]}
     pod = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True
-    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "ready"}
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"health": 8080, "ready": 8081, "metrics": 9090}
+    assert not by_kind(docs, "ServiceMonitor")  # off by default
     # Cluster-wide: namespaced rules through a ClusterRole, no Roles for the operator.
     roles = {r["metadata"]["name"]: r for r in by_kind(docs, "ClusterRole")}
     assert set(roles) == {"sft-sft-operator", "sft-sft-operator-cluster"}
-    assert [r["metadata"]["name"] for r in by_kind(docs, "Role")] == ["sft-workload"]
+    assert by_kind(docs, "Role") == [] and by_kind(docs, "RoleBinding") == []
     assert {b["roleRef"]["name"] for b in by_kind(docs, "ClusterRoleBinding")} == set(roles)
-    # The workload identity lives in the release namespace by default.
-    (workload_sa,) = [s for s in by_kind(docs, "ServiceAccount") if s["metadata"]["name"] == "sft-workload"]
-    assert workload_sa["metadata"]["namespace"] == "sft-system"
+    # Workload identities are the operator's, per CR (sft_operator.render.identity): none in the chart.
+    assert [s["metadata"]["name"] for s in by_kind(docs, "ServiceAccount")] == ["sft-sft-operator"]
 
 
 def test_namespaced_mode_grants_nothing_namespaced_cluster_wide(
@@ -183,29 +195,39 @@ def test_namespaced_mode_grants_nothing_namespaced_cluster_wide(
         assert binding["subjects"] == [
             {"kind": "ServiceAccount", "name": "sft-sft-operator", "namespace": "sft-system"}
         ]
-    # Workload identities follow the watched namespaces.
-    workload_sas = [
-        s["metadata"]["namespace"]
-        for s in by_kind(docs, "ServiceAccount")
-        if s["metadata"]["name"] == "sft-workload"
-    ]
-    assert sorted(workload_sas) == ["ml-team", "research"]
 
 
-def test_workload_role_only_patches_cr_status(
+def test_metrics_service_and_service_monitor(
     kube_tools: KubeTools, helm_env: dict[str, str], values_file: Any
 ) -> None:
+    """The Service exposes the container's named metrics port and the ServiceMonitor selects that
+    Service and port. Fields as in prometheus-operator's ServiceMonitor API (monitoring.coreos.com/v1:
+    spec.selector and spec.endpoints[].port, the name of a Service port, are what it matches on;
+    namespaceSelector.matchNames limits the namespaces; path, interval, scrapeTimeout per endpoint)."""
     docs = render_chart(kube_tools, helm_env, values_file(VALUE_SETS["pinned-and-scheduled"]))
-    roles = [r for r in by_kind(docs, "Role") if r["metadata"]["name"] == "trainer-sa"]
-    assert sorted(r["metadata"]["namespace"] for r in roles) == ["ml-a", "ml-b"]
-    for role in roles:
-        assert normalize_rules(role["rules"]) == {
-            ("sft.dev", "sftdatapreps/status", "patch"),
-            ("sft.dev", "sftruns/status", "patch"),
-        }
-    bindings = [b for b in by_kind(docs, "RoleBinding") if b["metadata"]["name"] == "trainer-sa"]
-    for binding in bindings:
-        assert binding["subjects"][0]["namespace"] == binding["metadata"]["namespace"]
+    container = operator_container(docs)
+    assert "--metrics=http://0.0.0.0:9090/metrics" in container["args"]
+    assert "--log-format=json" in container["args"]
+    (service,) = by_kind(docs, "Service")
+    (port,) = service["spec"]["ports"]
+    assert port["name"] == "metrics" and port["targetPort"] == "metrics"
+    assert {"name": "metrics", "containerPort": 9090, "protocol": "TCP"} in container["ports"]
+    (deployment,) = by_kind(docs, "Deployment")
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    (monitor,) = by_kind(docs, "ServiceMonitor")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": [service["metadata"]["namespace"]]}
+    assert monitor["spec"]["endpoints"] == [
+        {"port": "metrics", "path": "/metrics", "interval": "30s", "scrapeTimeout": "10s"}
+    ]
+    # metrics off: no flag value, port, Service or ServiceMonitor
+    off = render_chart(kube_tools, helm_env, values_file({"metrics": {"enabled": False}}))
+    assert "--metrics=none" in operator_container(off)["args"]
+    assert not by_kind(off, "Service") and not by_kind(off, "ServiceMonitor")
+    assert "metrics" not in {p["name"] for p in operator_container(off)["ports"]}
 
 
 def test_images_resources_and_scheduling_are_configurable(
@@ -237,7 +259,7 @@ def test_existing_identities_render_no_rbac(
     kube_tools: KubeTools, helm_env: dict[str, str], values_file: Any
 ) -> None:
     docs = render_chart(kube_tools, helm_env, values_file(VALUE_SETS["bring-your-own-identity"]))
-    assert {d["kind"] for d in docs} == {"Deployment", "ClusterKopfPeering"}
+    assert {d["kind"] for d in docs} == {"Deployment", "ClusterKopfPeering", "Service"}
     (deployment,) = by_kind(docs, "Deployment")
     assert deployment["metadata"]["name"] == "sft"
     pod = deployment["spec"]["template"]["spec"]
@@ -263,6 +285,41 @@ def test_existing_identities_render_no_rbac(
         ({"extraEnv": [{"name": "SFT_LOG_LEVEL", "value": "debug"}]}, "/extraEnv/0/name"),
         ({"livenessPort": 80}, "/livenessPort"),
         ({"peering": {"enabled": False}, "replicaCount": 2}, "/replicaCount"),
+        ({"logFormat": "xml"}, "/logFormat"),
+        ({"readinessPort": 80}, "/readinessPort"),
+        ({"metrics": {"serviceMonitor": {"interval": "often"}}}, "/metrics/serviceMonitor/interval"),
+        ({"workloads": {"namespaces": ["ml"]}}, "'namespaces' not allowed"),
+        ({"readinessPort": 8080}, "metrics.port must differ"),
+        (
+            {"metrics": {"service": {"enabled": False}, "serviceMonitor": {"enabled": True}}},
+            "needs metrics.service",
+        ),
+        # the operator's own pod: the restricted Pod Security Standard, nothing that escalates
+        ({"securityContext": {"privileged": True}}, "/securityContext/privileged"),
+        (
+            {"securityContext": {"allowPrivilegeEscalation": True}},
+            "/securityContext/allowPrivilegeEscalation",
+        ),
+        (
+            {"securityContext": {"capabilities": {"add": ["SYS_ADMIN"]}}},
+            "/securityContext/capabilities/add/0",
+        ),
+        ({"securityContext": {"runAsUser": 0}}, "/securityContext/runAsUser"),
+        ({"securityContext": {"runAsNonRoot": False}}, "/securityContext/runAsNonRoot"),
+        (
+            {"securityContext": {"seccompProfile": {"type": "Unconfined"}}},
+            "/securityContext/seccompProfile/type",
+        ),
+        ({"securityContext": {"procMount": "Unmasked"}}, "/securityContext/procMount"),
+        ({"podSecurityContext": {"runAsUser": 0}}, "/podSecurityContext/runAsUser"),
+        ({"podSecurityContext": {"sysctls": [{"name": "kernel.x", "value": "1"}]}}, "'sysctls' not allowed"),
+        ({"podSecurityContext": {"windowsOptions": {"hostProcess": True}}}, "'windowsOptions' not allowed"),
+        (
+            {"workloads": {"policy": {"extraVolumeTypes": ["host path"]}}},
+            "/workloads/policy/extraVolumeTypes/0",
+        ),
+        ({"workloads": {"policy": {"serviceAccounts": ["Admin"]}}}, "/workloads/policy/serviceAccounts/0"),
+        ({"rbac": {"podLogs": "no"}}, "/rbac/podLogs"),
     ],
 )
 def test_schema_rejects_bad_values(
@@ -287,6 +344,9 @@ def test_rendered_args_are_accepted_by_the_operator_cli(
     assert (parsed.namespaces or []) == ([] if watch["clusterWide"] else watch["namespaces"])
     assert parsed.log_level == values.get("logLevel", "info").upper()
     assert parsed.liveness == f"http://0.0.0.0:{values.get('livenessPort', 8080)}/healthz"
+    assert parsed.readiness == f"http://0.0.0.0:{values.get('readinessPort', 8081)}/readyz"
+    assert parsed.metrics == f"http://0.0.0.0:{values.get('metrics', {}).get('port', 9090)}/metrics"
+    assert parsed.log_format == values.get("logFormat", "text")
     assert parsed.standalone is False
 
 
@@ -322,7 +382,7 @@ def test_notes_name_the_watched_and_workload_namespaces(
     )
     notes = proc.stdout.split("NOTES:", 1)[1]
     assert "only in: ml-team, research" in notes
-    assert 'ServiceAccount "sft-workload" in: ml-team, research' in notes
+    assert "Each SFTDataPrep/SFTRun gets its own workload ServiceAccount" in notes
     assert "kubectl -n gitops patch configmap argocd-cm" in notes
     assert "rollout status deployment/sft-sft-operator" in notes
 
@@ -388,12 +448,31 @@ def test_chart_rules_equal_manifests_rbac(
         assert normalize_rules(cluster_role["rules"]) | normalize_rules(role["rules"]) == expected
 
 
-def test_chart_workload_role_equals_manifests_workload_role(
-    kube_tools: KubeTools, helm_env: dict[str, str]
+def test_workload_policy_reaches_the_operator_and_parses_there(
+    kube_tools: KubeTools, helm_env: dict[str, str], values_file: Any
 ) -> None:
-    """manifests/rbac.yaml's sft-workload ClusterRole and the chart's per-namespace Role grant the same."""
-    manifests = [d for d in yaml.safe_load_all((REPO / "manifests" / "rbac.yaml").read_text()) if d]
-    (workload,) = [d for d in manifests if d["kind"] == "ClusterRole" and "workload" in d["metadata"]["name"]]
-    docs = render_chart(kube_tools, helm_env)
-    (role,) = [r for r in by_kind(docs, "Role") if r["metadata"]["name"] == "sft-workload"]
-    assert normalize_rules(role["rules"]) == normalize_rules(workload["rules"])
+    """workloads.policy becomes the env the operator reads into its WorkloadPolicy (no drift)."""
+    pods = pytest.importorskip("sft_operator.render.pods")
+    values = {
+        "workloads": {"policy": {"extraVolumeTypes": ["nfs", "hostPath"], "serviceAccounts": ["a", "b"]}}
+    }
+    env = env_of(operator_container(render_chart(kube_tools, helm_env, values_file(values))))
+    policy = pods.WorkloadDefaults.from_env({k: v for k, v in env.items() if isinstance(v, str)}).policy
+    assert policy == pods.WorkloadPolicy(frozenset({"nfs", "hostPath"}), frozenset({"a", "b"}))
+
+
+@pytest.mark.parametrize("cluster_wide", [True, False])
+def test_pod_logs_off_grants_no_pods_log_and_reads_none(
+    kube_tools: KubeTools, helm_env: dict[str, str], values_file: Any, cluster_wide: bool
+) -> None:
+    """rbac.podLogs=false: no pods/log rule anywhere, and the operator is told to read no logs."""
+    watch = {"clusterWide": cluster_wide, "namespaces": [] if cluster_wide else ["ml-team"]}
+    docs = render_chart(kube_tools, helm_env, values_file({"watch": watch, "rbac": {"podLogs": False}}))
+    granted = set().union(
+        *(normalize_rules(r["rules"]) for r in by_kind(docs, "ClusterRole") + by_kind(docs, "Role"))
+    )
+    assert not [g for g in granted if g[1] == "pods/log"]
+    assert ("", "pods", "watch") in granted
+    assert "--log-tail-lines=0" in operator_container(docs)["args"]
+    with_logs = render_chart(kube_tools, helm_env, values_file({"watch": watch}))
+    assert "--log-tail-lines=0" not in operator_container(with_logs)["args"]

@@ -121,9 +121,9 @@ fi
 
 log "applying the tiny pipeline"
 "${KUBECTL[@]}" -n "$NS" create configmap tiny-model-script --from-file="$HERE/make_tiny_model.py"
-"${KUBECTL[@]}" -n "$NS" apply -f "$HERE/manifests/base-model.yaml"
+"${KUBECTL[@]}" -n "$NS" apply --validate=strict -f "$HERE/manifests/base-model.yaml"
 "${KUBECTL[@]}" -n "$NS" wait --for=condition=Complete job/tiny-base-model --timeout=600s
-"${KUBECTL[@]}" -n "$NS" apply -f "$HERE/manifests/pipeline.yaml"
+"${KUBECTL[@]}" -n "$NS" apply --validate=strict -f "$HERE/manifests/pipeline.yaml"
 
 # Poll until phase Succeeded; fail fast on Failed or Stalled=True instead of waiting out the timeout.
 wait_succeeded() {

@@ -88,6 +88,9 @@ WHAT IS EMULATED
 - CRD schema: pruning, defaults, type/enum/bounds/lengths/pattern/items/properties/required/
   nullable/additionalProperties/int-or-string/allOf/anyOf/oneOf/not, and ``x-kubernetes-validations``
   in the CEL subset documented in :mod:`kubeemu.cel` (transition rules with ``oldSelf`` included).
+- ServiceAccount admission: a pod naming a ServiceAccount missing from its namespace is refused (403,
+  the apiserver's message; ``default`` is taken to exist); the Job/PyTorchJob controllers then create
+  no pod for it, as the real ones record FailedCreate.
 - Garbage collection by ownerReferences (Background, Foreground, Orphan; Jobs default to Orphan as
   on a real apiserver).
 - Built-in kinds are validated against the official strict OpenAPI schemas of Kubernetes 1.33 (from

@@ -6,6 +6,7 @@ Use from a folder's conftest.py: ``from kubeemu.fixtures import kube, pod_runner
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,6 +31,12 @@ def kube(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPat
     try:
         path = emulator.write_kubeconfig(tmp_path_factory.mktemp("kubeemu") / "kubeconfig")
         monkeypatch.setenv("KUBECONFIG", str(path))
+        kube_config = sys.modules.get("kubernetes.config.kube_config")
+        if kube_config is not None:
+            # The official client (sftctl's, and kopf's default login when it is installed) reads
+            # $KUBECONFIG once, at import: an earlier test's import in this process would point it at
+            # that test's (gone) emulator.
+            monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(path))
         monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
         monkeypatch.delenv("KUBERNETES_SERVICE_PORT", raising=False)
         yield emulator

@@ -142,7 +142,10 @@ class JobController(ControllerBase):
             done = len(done_indexes) >= total
             missing = [i for i in range(total) if i not in done_indexes and i not in busy]
             for index in missing[: max(0, parallelism - len(active))]:
-                active.append(self._create_pod(job, index))
+                try:
+                    active.append(self._create_pod(job, index))
+                except ApiError:  # refused (e.g. a missing ServiceAccount): FailedCreate, retried
+                    break
         else:
             if completions is None:
                 done = bool(succeeded) and not active
@@ -151,7 +154,10 @@ class JobController(ControllerBase):
                 done = len(succeeded) >= int(completions)
                 wanted = min(parallelism, int(completions) - len(succeeded)) - len(active)
             for _ in range(max(0, wanted)):
-                active.append(self._create_pod(job, None))
+                try:
+                    active.append(self._create_pod(job, None))
+                except ApiError:  # refused (e.g. a missing ServiceAccount): FailedCreate, retried
+                    break
 
         if done:
             for pod in active:

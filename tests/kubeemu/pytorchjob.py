@@ -92,7 +92,10 @@ class PyTorchJobController(ControllerBase):
                 elif pod is not None and self.phase(pod) == "Failed":
                     failed_replicas[rtype] = failed_replicas.get(rtype, 0) + 1
                 if pod is None and not restarting:
-                    by_name[pod_name] = self._create_pod(job, rtype, index)
+                    try:
+                        by_name[pod_name] = self._create_pod(job, rtype, index)
+                    except ApiError:  # refused (e.g. a missing ServiceAccount): retried on the next event
+                        continue
 
         live = [p for p in self.pods_of(job) if not p["metadata"].get("deletionTimestamp")]
         replica_statuses: dict[str, Json] = {}

@@ -269,6 +269,8 @@ class Store:
             obj.pop("status", None)  # CRs with a status subresource ignore status on create
         apply_create_defaults(resource.group, resource.plural, obj)
         obj = self._admit(resource, obj, None)
+        if resource.key == ("", "pods"):
+            self._check_service_account(obj)
         metadata = obj["metadata"]  # admission returns a new object: keep writing to the stored one
         causes = meta.template_label_causes(obj)
         if causes:
@@ -311,6 +313,21 @@ class Store:
             raise errors.bad_request(
                 f"the apiVersion {api_version!r} does not match {resource.api_version()!r}"
             )
+
+    def _check_service_account(self, pod: Json) -> None:
+        """The ServiceAccount admission plugin: a pod naming a ServiceAccount that does not exist in its
+        namespace is refused (403, the apiserver's message). ``default`` always passes: the service
+        account controller creates it in every namespace, which the emulator does not model."""
+        account = (pod.get("spec") or {}).get("serviceAccountName") or "default"
+        namespace = pod["metadata"]["namespace"]
+        if account == "default" or (namespace, account) in self.objects[("", "serviceaccounts")]:
+            return
+        raise ApiError(
+            403,
+            "Forbidden",
+            f'pods "{pod["metadata"].get("name", "")}" is forbidden: error looking up service account '
+            f'{namespace}/{account}: serviceaccount "{account}" not found',
+        )
 
     def _admit(self, resource: ResourceDef, obj: Json, old: Json | None, webhooks: bool = True) -> Json:
         """Built-ins: the official strict schema. CRs: prune, default, validate (+ transition rules)."""

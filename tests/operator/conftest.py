@@ -6,7 +6,7 @@ import pytest
 from operator_harness import OperatorFactory, run_operator
 
 from kubeemu import KubeEmulator
-from kubeemu.fixtures import PROJECT_CRDS, kube  # noqa: F401  (fixture)
+from kubeemu.fixtures import PROJECT_CRDS, kube, pod_runner  # noqa: F401  (fixtures)
 
 
 @pytest.fixture

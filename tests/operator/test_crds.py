@@ -236,3 +236,20 @@ def test_env_credential_rule() -> None:
         assert all(r.evaluate({"self": item}) for r in rules), item
     for item in bad:
         assert not all(r.evaluate({"self": item}) for r in rules), item
+
+
+@pytest.mark.parametrize("filename", ["sftdatapreps.sft.dev.yaml", "sftruns.sft.dev.yaml"])
+def test_printer_columns_show_human_strings_the_status_holds(filename: str) -> None:
+    """Tokens and ETA come from the operator's text fields (a column shows one field as is), and the
+    message is a default column; every column's field exists in the status schema."""
+    crd = yaml.safe_load(GENERATED[filename])
+    version = crd["spec"]["versions"][0]
+    columns = {c["name"]: c for c in version["additionalPrinterColumns"]}
+    assert columns["Tokens"]["jsonPath"] == ".status.progress.tokensText"
+    assert columns["ETA"]["jsonPath"] == ".status.progress.etaText"
+    assert columns["Message"]["jsonPath"] == ".status.message"
+    for name in ("Tokens", "ETA", "Message"):
+        assert columns[name]["type"] == "string" and "priority" not in columns[name]  # shown by default
+    progress = root_schema(crd)["properties"]["status"]["properties"]["progress"]["properties"]
+    assert progress["tokensText"]["type"] == "string" and progress["etaText"]["type"] == "string"
+    assert list(columns)[-1] == "Reason" and columns["Reason"]["priority"] == 1  # -o wide only

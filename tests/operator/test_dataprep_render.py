@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import importlib.metadata
+from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
@@ -13,11 +15,14 @@ from prep_objects import UID, cr, k8s_versions
 from sft_operator.errors import InvalidSpec
 from sft_operator.render import dataprep as render
 from sft_operator.render.meta import MAX_CHILD_NAME, child_name, label_value
-from sft_operator.render.pods import WorkloadDefaults
+from sft_operator.render.pods import WorkloadDefaults, WorkloadPolicy
 from sft_operator.render.suspend import suspend_patch
 from sft_prep.config import PrepConfig
 
+REPO = Path(__file__).resolve().parents[2]
+
 K8S_VERSIONS = k8s_versions()
+WORKLOAD_SA = WorkloadDefaults(service_account="sft-workload")
 """The newest schema set the installed kubernetes-validate ships, and the oldest Kubernetes we support."""
 
 
@@ -86,8 +91,11 @@ def test_pods_are_hardened() -> None:
     assert sc["capabilities"] == {"drop": ["ALL"]}
     assert sc["readOnlyRootFilesystem"] is True and sc["runAsNonRoot"] is True
     assert container(job)["terminationMessagePolicy"] == "FallbackToLogsOnError"
-    assert pod["automountServiceAccountToken"] is False  # no SA chosen → no token to leak
-    with_sa = render.render(cr(serviceAccountName="sft-workload")).job["spec"]["template"]["spec"]
+    # no ServiceAccount named: the CR's own (render.identity), whose token may patch only its status
+    assert pod["serviceAccountName"] == "demo-prep-workload"
+    with_sa = render.render(cr(serviceAccountName="sft-workload"), WORKLOAD_SA).job["spec"]["template"][
+        "spec"
+    ]
     assert with_sa["serviceAccountName"] == "sft-workload" and "automountServiceAccountToken" not in with_sa
 
 
@@ -204,13 +212,13 @@ def full_featured() -> dict[str, Any]:
 @pytest.mark.parametrize("version", K8S_VERSIONS)
 @pytest.mark.parametrize("owner", [cr(), full_featured()], ids=["minimal", "full"])
 def test_rendered_manifests_pass_kubernetes_validate(owner: dict[str, Any], version: str) -> None:
-    children = render.render(owner)
+    children = render.render(owner, WORKLOAD_SA)
     for obj in (children.config_map, children.job):
         kubernetes_validate.validate(obj, version, strict=True)
 
 
 def test_full_featured_fields_reach_the_pod() -> None:
-    job = render.render(full_featured()).job
+    job = render.render(full_featured(), WORKLOAD_SA).job
     pod = job["spec"]["template"]["spec"]
     c = container(job)
     assert c["resources"] == {
@@ -265,7 +273,9 @@ def test_local_output_on_a_mounted_volume_is_fine() -> None:
 
 def test_operator_defaults_fill_image_and_service_account() -> None:
     defaults = WorkloadDefaults(
-        prep_image="ghcr.io/sft-operator/sft-prep:0.1.0", service_account="sft-workload"
+        prep_image="ghcr.io/sft-operator/sft-prep:0.1.0",
+        service_account="sft-workload",
+        policy=WorkloadPolicy(service_accounts=frozenset({"mine"})),
     )
     owner = cr()
     del owner["spec"]["image"]
@@ -283,3 +293,83 @@ def test_operator_defaults_fill_image_and_service_account() -> None:
         "SFT_DEFAULT_TRAINER_IMAGE": "",
     }
     assert WorkloadDefaults.from_env(env) == WorkloadDefaults(prep_image="a:1", service_account="sa")
+
+
+def test_a_bare_operator_defaults_to_the_release_images() -> None:
+    """`python -m sft_operator` without the chart (no SFT_DEFAULT_*): the images of this release, named
+    as the chart names them, so the samples run instead of stalling on "no default image"."""
+    version = importlib.metadata.version("sft-operator")
+    bare = WorkloadDefaults.from_env({})
+    assert bare.prep_image == f"ghcr.io/sft-operator/sft-prep:{version}"
+    assert bare.trainer_image == f"ghcr.io/sft-operator/sft-trainer:{version}"
+    owner = cr()
+    del owner["spec"]["image"]
+    assert container(render.render(owner, bare).job)["image"] == bare.prep_image
+
+    chart = REPO / "charts" / "sft-operator"
+    values = yaml.safe_load((chart / "values.yaml").read_text())["workloads"]
+    assert bare.prep_image == f"{values['prepImage']['repository']}:{version}"
+    assert bare.trainer_image == f"{values['trainerImage']['repository']}:{version}"
+    assert yaml.safe_load((chart / "Chart.yaml").read_text())["appVersion"] == version
+
+
+@pytest.mark.parametrize(
+    ("volume", "source"),
+    [
+        ({"name": "root", "hostPath": {"path": "/"}}, "hostPath"),
+        ({"name": "share", "nfs": {"server": "nfs.internal", "path": "/export"}}, "nfs"),
+        ({"name": "drv", "flexVolume": {"driver": "example/drv"}}, "flexVolume"),
+        ({"name": "disk", "iscsi": {"targetPortal": "10.0.0.1:3260", "iqn": "iqn.x", "lun": 0}}, "iscsi"),
+    ],
+)
+def test_node_level_volumes_are_refused_unless_the_policy_allows_them(
+    volume: dict[str, Any], source: str
+) -> None:
+    """Only the restricted Pod Security Standard's volume sources by default (a CR could otherwise
+    mount hostPath: / and read the node); the chart's workloads.policy.extraVolumeTypes opens more."""
+    owner = cr(volumes=[volume], volumeMounts=[{"name": volume["name"], "mountPath": "/mnt/x"}])
+    with pytest.raises(InvalidSpec, match=f"{source} volumes are not allowed") as caught:
+        render.render(owner)
+    assert caught.value.reason == "VolumeNotAllowed" and "extraVolumeTypes" in caught.value.message
+    allowing = WorkloadDefaults(policy=WorkloadPolicy(extra_volume_types=frozenset({source})))
+    pod = render.render(owner, allowing).job["spec"]["template"]["spec"]
+    assert volume in pod["volumes"]
+    anything = WorkloadDefaults(policy=WorkloadPolicy(extra_volume_types=frozenset({"*"})))
+    assert volume in render.render(owner, anything).job["spec"]["template"]["spec"]["volumes"]
+
+
+def test_the_restricted_volume_sources_are_allowed_by_default() -> None:
+    volumes = [
+        {"name": "pvc", "persistentVolumeClaim": {"claimName": "c"}},
+        {"name": "cm", "configMap": {"name": "m"}},
+        {"name": "sec", "secret": {"secretName": "s"}},
+        {"name": "proj", "projected": {"sources": []}},
+        {"name": "csi", "csi": {"driver": "example.csi"}},
+        {"name": "eph", "ephemeral": {"volumeClaimTemplate": {"spec": {"accessModes": ["ReadWriteOnce"]}}}},
+        {"name": "dapi", "downwardAPI": {"items": []}},
+        {"name": "scratch", "emptyDir": {}},
+    ]
+    mounts = [{"name": v["name"], "mountPath": f"/mnt/{v['name']}"} for v in volumes]
+    assert render.render(cr(volumes=volumes, volumeMounts=mounts)).job
+
+
+def test_service_account_must_be_the_workload_one_or_allowed() -> None:
+    """Any ServiceAccount of the namespace would otherwise lend its rights to a CR's pods."""
+    defaults = WorkloadDefaults(service_account="sft-workload")
+    with pytest.raises(InvalidSpec, match="serviceAccountName 'admin' is not allowed") as caught:
+        render.render(cr(serviceAccountName="admin"), defaults)
+    assert caught.value.reason == "ServiceAccountNotAllowed"
+    assert "workloads.policy.serviceAccounts" in caught.value.message
+    assert render.render(cr(serviceAccountName="sft-workload"), defaults).job
+    allowed = WorkloadDefaults(
+        service_account="sft-workload", policy=WorkloadPolicy(frozenset(), frozenset({"admin"}))
+    )
+    assert render.render(cr(serviceAccountName="admin"), allowed).job
+
+
+def test_the_policy_comes_from_the_operator_environment() -> None:
+    env = {"SFT_ALLOWED_EXTRA_VOLUME_TYPES": "nfs, hostPath", "SFT_ALLOWED_SERVICE_ACCOUNTS": "a,b,"}
+    assert WorkloadDefaults.from_env(env).policy == WorkloadPolicy(
+        extra_volume_types=frozenset({"nfs", "hostPath"}), service_accounts=frozenset({"a", "b"})
+    )
+    assert WorkloadDefaults.from_env({}).policy == WorkloadPolicy()

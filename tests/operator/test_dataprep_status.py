@@ -96,6 +96,7 @@ def test_running_with_worker_progress_aggregated() -> None:
             "total": 2,
             "tokens": 1000,
             "tokensPerSecond": 50.0,
+            "etaSeconds": 200,
             "updatedAt": T0,
         },
         "1": {
@@ -105,6 +106,7 @@ def test_running_with_worker_progress_aggregated() -> None:
             "total": 2,
             "tokens": 3000,
             "tokensPerSecond": 70.0,
+            "etaSeconds": 9000,
             "updatedAt": T1,
         },
         "2": {
@@ -129,6 +131,14 @@ def test_running_with_worker_progress_aggregated() -> None:
     assert progress["workersDone"] == 1 and progress["workersTotal"] == 4
     assert progress["updatedAt"] == T1
     assert "workers" not in progress  # the workers' own key is never written by the operator
+    # printer columns: tokens with a unit; the ETA of the slowest unfinished worker (1 is done)
+    assert progress["tokensText"] == "4.00k"
+    assert progress["etaSeconds"] == 200 and progress["etaText"] == "3m20s"
+    paused = cr(status={"progress": {"workers": workers}}, suspend=True)
+    paused_job = job(paused, {"conditions": [cond("Suspended", reason="JobSuspended")]}, suspend=True)
+    suspended = derive(paused, paused_job, [], now=NOW)
+    assert suspended["phase"] == "Suspended" and "etaText" not in suspended["progress"]
+    assert suspended["progress"]["tokensText"] == "4.00k"
 
 
 def test_user_suspended() -> None:

@@ -3,6 +3,7 @@ active instance), namespace scoping."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -33,6 +34,9 @@ def operator_process(kubeconfig: Path, *args: str, log: Path) -> Iterator[subpro
         "KUBECONFIG": str(kubeconfig),
         "SFT_DEFAULT_PREP_IMAGE": "ghcr.io/sft-operator/sft-prep:t",
     }
+    for flag in ("--readiness", "--metrics"):  # default ports would collide between tests
+        if flag not in args:
+            args = (*args, flag, "none")
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "sft_operator", *args], env=env, stdout=out, stderr=subprocess.STDOUT
@@ -150,3 +154,54 @@ def test_only_one_of_two_instances_is_active(cluster: KubeEmulator, tmp_path: Pa
             kube.create(prep())
             kube.wait_for_object("Job", "demo-prep", timeout=TIMEOUT)
             assert "Pausing operations" not in new_log.read_text()
+
+
+def test_process_serves_readiness_and_metrics_and_logs_json(cluster: KubeEmulator, tmp_path: Path) -> None:
+    """The flags the chart passes: --readiness, --metrics and --log-format json, on a real process."""
+    kube = cluster
+    kubeconfig = kube.write_kubeconfig(tmp_path / "kubeconfig")
+    ready, metrics = free_port(), free_port()
+    log = tmp_path / "operator.log"
+    args = [
+        "--namespace",
+        "default",
+        "--standalone",
+        "--liveness",
+        "none",
+        "--readiness",
+        f"http://127.0.0.1:{ready}/readyz",
+        "--metrics",
+        f"http://127.0.0.1:{metrics}/metrics",
+        "--log-format",
+        "json",
+    ]
+
+    def fetch(url: str) -> str | None:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                return resp.read().decode() if resp.status == 200 else None
+        except OSError:
+            return None
+
+    with operator_process(kubeconfig, *args, log=log):
+        kube.wait_for(
+            lambda: fetch(f"http://127.0.0.1:{ready}/readyz"), TIMEOUT, message=f"ready; log: {log}"
+        )
+        kube.create(prep())
+        kube.wait_for_object("Job", "demo-prep", timeout=TIMEOUT)
+        text = kube.wait_for(
+            lambda: (
+                t
+                if (t := fetch(f"http://127.0.0.1:{metrics}/metrics"))
+                and 'sft_operator_children_created_total{kind="Job"} 1.0' in t
+                else None
+            ),
+            TIMEOUT,
+            message="the Job counted in /metrics",
+        )
+        assert 'sft_operator_reconciles_total{kind="SFTDataPrep",result="success"}' in text
+    lines = [line for line in log.read_text().splitlines() if line.strip()]
+    assert lines
+    records = [json.loads(line) for line in lines]  # every line is one JSON object
+    assert all({"message", "severity", "timestamp"} <= set(r) for r in records)
+    assert any((r.get("object") or {}).get("name") == "demo" for r in records)  # kopf's per-object refs

@@ -403,6 +403,37 @@ def test_failure_names_pod_exit_code_and_reason(cluster: KubeEmulator, operator:
     )
 
 
+def test_credentials_in_a_failure_never_reach_status_or_events(
+    cluster: KubeEmulator, operator: OperatorFactory
+) -> None:
+    """A URL with user:password in the termination message (JSON, or the log tail FallbackToLogsOnError
+    puts there) is redacted in status.failure, the conditions, the message and the Events."""
+    kube = cluster
+    password = "pw-" + "notreal" * 2  # fake, built at run time
+    token = "hf_" + "fakeToken" * 4
+    with operator():
+        kube.create(prep())
+        job = kube.wait_for_object("Job", "demo-prep", timeout=TIMEOUT)
+        message = json.dumps(
+            {
+                "status": "failed",
+                "reason": "StorageError",
+                "message": f"could not write s3://bucket/out via http://alice:{password}@minio:9000",
+            }
+        )
+        make_pod(kube, job, 1, "Failed", {"exitCode": 1, "reason": "Error", "message": message})
+        make_pod(kube, job, 2, "Failed", {"exitCode": 1, "reason": "Error", "message": f"HF_TOKEN={token}"})
+        backoff_limit_exceeded(kube, at="2026-11-25T10:07:00Z")
+        st = wait_status(kube, lambda s: s.get("phase") == "Failed")
+        time.sleep(0.5)  # any further reconcile would rewrite the status: it must not
+        events = kube.events(NAMESPACE, "demo")
+        final = status_of(kube)
+    written = json.dumps([st, final, events])
+    assert password not in written and token not in written
+    assert "http://[REDACTED]@minio:9000" in st["failure"]["message"]
+    assert final == st, "the redacted status is stable (no reconcile patches it again)"
+
+
 def test_delete_cascades_to_children(cluster: KubeEmulator, operator: OperatorFactory) -> None:
     kube = cluster
     with operator():

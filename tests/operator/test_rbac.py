@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from operator_harness import NAMESPACE, OperatorFactory
-from rbac_rules import access_of, assert_least_privilege, cluster_role
+from rbac_rules import access_of, allowed, assert_least_privilege, cluster_role
 from test_operator_dataprep import backoff_limit_exceeded, make_pod, prep, wait_status
 
 from kubeemu import KubeEmulator
@@ -64,14 +64,43 @@ def test_operator_requests_are_within_its_cluster_role(
             ("watch", "", "pods"),
             ("get", "", "pods/log"),
             ("create", "", "events"),
+            ("create", "", "serviceaccounts"),
+            ("create", "rbac.authorization.k8s.io", "roles"),
+            ("create", "rbac.authorization.k8s.io", "rolebindings"),
         ],
     )
 
 
-def test_workload_role_is_status_patch_only() -> None:
-    (rule,) = cluster_role("sft-workload")
-    assert rule == {
-        "apiGroups": ["sft.dev"],
-        "resources": ["sftdatapreps/status", "sftruns/status"],
-        "verbs": ["patch"],
-    }
+def test_operator_holds_every_permission_it_grants_workloads() -> None:
+    """Kubernetes RBAC lets a subject create a Role (or bind one) only with permissions it holds
+    itself, unless it has `escalate`/`bind` (which the operator must not need): every rule of a
+    workload Role, resourceNames included, is covered by the operator's own rules."""
+    from sft_operator.api.meta import DATAPREP, RUN
+    from sft_operator.render.identity import status_rule
+
+    rules = cluster_role("sft-operator")
+    for info in (DATAPREP, RUN):
+        rule = status_rule(info, "some-run")
+        assert rule["resourceNames"] == ["some-run"] and rule["verbs"] == ["patch"]
+        for verb in rule["verbs"]:
+            for resource in rule["resources"]:
+                assert allowed((verb, rule["apiGroups"][0], resource), rules), (info.kind, resource)
+    granted = {verb for rule in rules for verb in rule["verbs"]}
+    assert not granted & {"escalate", "bind", "impersonate", "*"}
+
+
+def test_without_log_tail_lines_the_operator_reads_no_pod_logs(
+    cluster: KubeEmulator, operator: OperatorFactory
+) -> None:
+    """The chart's rbac.podLogs=false grants no pods/log and passes --log-tail-lines=0: the operator must
+    then never ask for a log, and still report the failure from the termination message."""
+    kube = cluster
+    with operator(log_tail_lines=0):
+        kube.create(prep())
+        job = kube.wait_for_object("Job", "demo-prep", timeout=15)
+        message = json.dumps({"status": "failed", "reason": "Boom", "message": "x"})
+        make_pod(kube, job, 0, "Failed", {"exitCode": 1, "reason": "Error", "message": message})
+        backoff_limit_exceeded(kube, at="2026-11-25T10:00:00Z")
+        st = wait_status(kube, lambda s: s.get("phase") == "Failed")
+    assert st["failure"]["reason"] == "Boom"
+    assert not [r for r in kube.requests if r.url.path.endswith("/log")]

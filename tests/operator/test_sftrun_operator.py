@@ -25,9 +25,7 @@ from sft_operator.testing import run_operator
 
 TIMEOUT = harness.WAIT
 TRAINER_IMAGE = "ghcr.io/sft-operator/sft-train:test"
-DEFAULTS = WorkloadDefaults(
-    prep_image=TEST_IMAGE, trainer_image=TRAINER_IMAGE, service_account="sft-workload"
-)
+DEFAULTS = WorkloadDefaults(prep_image=TEST_IMAGE, trainer_image=TRAINER_IMAGE)
 T0 = "2026-11-25T10:00:00Z"
 T1 = "2026-11-25T10:30:00Z"
 
@@ -293,6 +291,7 @@ def test_operator_restart_mid_run_creates_nothing_twice_and_keeps_progress(clust
         "total": 50,
         "loss": 2.5,
         "learningRate": 3e-3,
+        "tokens": 1_180_000_000,
         "tokensPerSecond": 1200.5,
         "etaSeconds": 30,
         "updatedAt": T0,
@@ -304,6 +303,8 @@ def test_operator_restart_mid_run_creates_nothing_twice_and_keeps_progress(clust
             lambda s: s.get("phase") == "Running" and (s.get("progress") or {}).get("iterations") == "20/50",
         )
         assert st["progress"]["loss"] == 2.5 and st["progress"]["tokensPerSecond"] == 1200.5
+        # the printer columns' human strings, next to the trainer's numbers
+        assert st["progress"]["tokensText"] == "1.18G" and st["progress"]["etaText"] == "30s"
         assert st["startTime"] == T0
         # the trainer keeps reporting; the operator follows without touching the trainer's keys
         kube.patch_status("SFTRun", "run", {"progress": {"completed": 45, "loss": 1.25}})
@@ -324,6 +325,7 @@ def test_operator_restart_mid_run_creates_nothing_twice_and_keeps_progress(clust
         st = wait_status(kube, lambda s: s.get("phase") == "Succeeded")
         assert st["outputs"]["checkpoint"] == "s3://bucket/ckpt" and st["outputs"]["lastIteration"] == 50
         assert st["progress"]["iterations"] == "50/50" and st["completionTime"] == T1
+        assert "etaText" not in st["progress"] and st["progress"]["tokensText"] == "1.18G"
         assert cond(st, "Ready")["status"] == "True"
         kube.wait_for(
             lambda: {"JobCreated", "Succeeded"} <= {e["reason"] for e in kube.events(NAMESPACE, "run")},

@@ -180,6 +180,16 @@ def test_rendering_is_deterministic_and_hash_covers_only_training_fields() -> No
     assert a.job["metadata"]["annotations"][SPEC_HASH_ANNOTATION] == a.spec_hash
 
 
+def test_a_run_without_base_weights_is_invalid() -> None:
+    """Found by `make bench-faults`: no model.pretrainedCheckpoint and no checkpoint.load was accepted,
+    and the trainer would have failed in the cluster."""
+    owner = cr(model={}, checkpoint={"save": "s3://bucket/ckpt/run"})
+    with pytest.raises(InvalidSpec, match=r"model\.pretrainedCheckpoint is not set"):
+        render.render(owner, DATA, DEFAULTS)
+    resumed = cr(model={}, checkpoint={"save": "s3://bucket/ckpt/run", "load": "s3://bucket/ckpt/run"})
+    assert render.render(resumed, DATA, DEFAULTS).job
+
+
 def test_default_image_and_missing_image() -> None:
     owner = cr()
     del owner["spec"]["image"]
@@ -231,7 +241,7 @@ def test_local_paths_on_a_mounted_volume_are_fine() -> None:
 
 def test_seq_length_must_match_the_pack_size() -> None:
     with pytest.raises(InvalidSpec) as info:
-        render.render(cr(model={"seqLength": 2048}), DATA, DEFAULTS)
+        render.render(cr(model={"seqLength": 2048, "pretrainedCheckpoint": "s3://b/base"}), DATA, DEFAULTS)
     assert info.value.reason == "SeqLengthMismatch" and "packed into bins of 4096" in info.value.message
 
 

@@ -39,7 +39,7 @@ def test_samples_are_admitted_and_render(path: Path, kube: KubeEmulator) -> None
         {**the_run(path), "metadata": {**the_run(path)["metadata"], "namespace": "default"}}
     )
     children = render.render(
-        created, DATA, WorkloadDefaults(trainer_image="ghcr.io/sft-operator/sft-train:0.1.0")
+        created, DATA, WorkloadDefaults(trainer_image="ghcr.io/sft-operator/sft-trainer:0.1.0")
     )
     job = children.job
     nodes = created["spec"]["nodes"]
@@ -51,7 +51,9 @@ def test_full_sft_sample_mirrors_the_recipe() -> None:
     spec = the_run(SAMPLES / "sftrun-super3.yaml")["spec"]
     assert (spec["nodes"], spec["gpusPerNode"]) == (4, 8)
     par = spec["parallelism"]
-    assert (par["tensorParallelSize"], par["pipelineParallelSize"], par["expertParallelSize"]) == (1, 1, 8)
+    # Megatron-Bridge's nemotron_3_super_sft_config: TP 8 + sequence parallel, EP 16 → DP 4 on 32 GPUs
+    assert (par["tensorParallelSize"], par["pipelineParallelSize"], par["expertParallelSize"]) == (8, 1, 16)
+    assert par["sequenceParallel"] is True and spec["train"]["globalBatchSize"] == 4
     assert spec["optimizer"]["lr"] == 5e-6 and spec["peft"] is None and spec["precision"] == "bf16"
     assert spec["scheduler"] == {"lrWarmupIters": 50, "lrDecayStyle": "cosine"}
     assert spec["loss"] == {"calculatePerTokenLoss": True, "mtpLossScalingFactor": 0.3}
@@ -78,7 +80,11 @@ def test_lora_sample_mirrors_the_recipe() -> None:
     ]
     assert spec["optimizer"]["lr"] == 1e-4
     par = spec["parallelism"]
-    assert (par["tensorParallelSize"], par["pipelineParallelSize"], par["expertParallelSize"]) == (1, 1, 1)
+    # the recipe's LoRA example: TP 4, CP 2, sequence parallel, on 8 GPUs
+    assert (par["tensorParallelSize"], par["pipelineParallelSize"], par["expertParallelSize"]) == (4, 1, 1)
+    assert (par["contextParallelSize"], par["sequenceParallel"]) == (2, True)
+    assert (spec["nodes"], spec["gpusPerNode"]) == (1, 8)
+    assert spec["data"] == {"dataPrepRef": {"name": "super3-stage1-lora"}}
 
 
 def test_tiny_sample_runs_on_cpu_from_the_tiny_prep() -> None:

@@ -349,10 +349,31 @@ def test_status_patch_never_touches_the_trainers_progress() -> None:
         owner, ptj(conditions=[CREATED, RUNNING]), states(pod("Master", 0, "Running")), now=NOW
     )
     patch = status.status_patch(owner, new)
-    assert patch["progress"] == {"iterations": "40/100"}
-    owner["status"]["progress"]["iterations"] = "40/100"
+    assert patch["progress"] == {"iterations": "40/100", "etaText": "60s"}
+    owner["status"]["progress"].update(patch["progress"])
     gone = status.status_patch(owner, {k: v for k, v in new.items() if k != "progress"})
-    assert gone["progress"] == {"iterations": None}
+    assert gone["progress"] == {"iterations": None, "etaText": None}
+
+
+def test_printer_column_texts_from_the_trainers_numbers() -> None:
+    """kubectl get shows "1.18G" tokens and a kubectl-style ETA; the ETA goes once the run ends."""
+    trainer = {"completed": 40, "total": 100, "tokens": 1_180_000_000, "etaSeconds": 7500, "updatedAt": T1}
+    owner = cr(status={"phase": "Running", "progress": dict(trainer)})
+    running = status.derive(
+        owner, ptj(conditions=[CREATED, RUNNING]), states(pod("Master", 0, "Running")), now=NOW
+    )
+    assert running["progress"] == {"iterations": "40/100", "tokensText": "1.18G", "etaText": "125m"}
+    owner["status"]["progress"].update(running["progress"])
+    owner["status"]["progress"]["etaSeconds"] = 200
+    later = status.derive(owner, ptj(conditions=[CREATED, RUNNING]), [], now=NOW)
+    assert later["progress"]["etaText"] == "3m20s"
+    user = cr(status=owner["status"], suspend=True)
+    suspended = status.derive(
+        user, ptj(user, conditions=[CREATED, ("Suspended", "True", "PyTorchJobSuspended")]), [], now=NOW
+    )
+    assert suspended["phase"] == "Suspended" and "etaText" not in suspended["progress"]
+    patch = status.status_patch(user, suspended)
+    assert patch["progress"]["etaText"] is None and "tokens" not in patch["progress"]  # trainer's key kept
 
 
 def test_iterations_before_any_report() -> None:

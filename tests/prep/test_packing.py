@@ -1,9 +1,8 @@
-"""Bin packing: validity properties, equality with naive reference implementations, tightness and speed."""
+"""Bin packing: validity properties, equality with naive references, tightness at scale (not speed)."""
 
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import pytest
@@ -124,14 +123,19 @@ def test_best_fit_decreasing_packs_at_least_as_tightly_as_the_reference_algorith
         assert bfd <= lower_bound_bins(lengths, pack_size) * 1.02 + 1
 
 
-def test_packing_a_million_lengths_takes_seconds() -> None:
+@pytest.mark.slow
+def test_packing_a_million_lengths_is_valid_and_tight() -> None:
+    """Scale check without a clock (time is ``make bench-prep``'s job): 1M realistic lengths are all
+    placed once, no bin overflows, and BFD/FFD stay within 1 % of the lower bound."""
     lengths = _realistic(np.random.default_rng(0), 1_000_000, 4096)
+    bound = lower_bound_bins(lengths, 4096)
     for algorithm in ALGORITHMS:
-        start = time.perf_counter()
         p = pack(lengths, 4096, algorithm, 1)  # type: ignore[arg-type]
-        elapsed = time.perf_counter() - start
         assert p.offsets[-1] == 1_000_000
-        assert elapsed < 10, f"{algorithm} took {elapsed:.1f}s for 1M lengths"
+        assert np.array_equal(np.sort(p.order), np.arange(1_000_000))
+        assert int(p.loads(lengths).max()) <= 4096
+        if algorithm != "first_fit_shuffle":
+            assert p.num_bins <= bound * 1.01, (algorithm, p.num_bins, bound)
 
 
 def test_invalid_input_is_rejected_with_the_reason() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -284,7 +285,10 @@ def test_wandb_artifact_is_logged_with_its_type(tmp_path: Path, monkeypatch: pyt
     assert sorted(record["files"]) == ["blend.json", "metadata.json"]
 
 
-def test_hub_dataset_without_the_datasets_package_fails_clearly(tmp_path: Path) -> None:
+def test_hub_dataset_without_the_datasets_package_fails_clearly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "datasets", None)  # the prep extra ships it; a bare install may not
     config = write_config(tmp_path, datasets=[{"name": "hub", "path": "hf://org/name"}])
     code, _ = run_cli("--config", str(config))
     msg = termination()

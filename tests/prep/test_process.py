@@ -248,3 +248,61 @@ def test_batch_arrays_are_the_kept_sequences_end_to_end(
         assert result.counts.truncated and result.counts.dropped_sequences
     if doc_limit == 12:
         assert not seqs and len(result.ids) == 0
+
+
+CHATML_WITHOUT_REASONING = (
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def test_fields_a_custom_template_drops_are_counted(sample_tokenizer, sample_rows: list[Any]) -> None:  # type: ignore[no-untyped-def]
+    """A template that never renders reasoning_content (or tool calls) silently trains on answers
+    without their reasoning: each such message is counted (metadata.json template_dropped_fields,
+    which `sftctl preview` warns about); the built-in format through the same generic path counts none
+    (test_generic_path_gives_the_same_tokens compares the whole counts, this key included)."""
+    rows = [
+        (
+            "d",
+            0,
+            {
+                "messages": [
+                    {"role": "user", "content": "2+2?"},
+                    {"role": "assistant", "content": "4", "reasoning_content": "two plus two is four"},
+                    {"role": "user", "content": "and 3+3?"},
+                    {"role": "assistant", "content": "6", "reasoning_content": "three plus three is six"},
+                ]
+            },
+        ),
+        (
+            "d",
+            1,
+            {
+                "messages": [
+                    {"role": "user", "content": "weather?"},
+                    {
+                        "role": "assistant",
+                        "content": "",
+                        "tool_calls": [
+                            {
+                                "type": "function",
+                                "function": {"name": "get_weather", "arguments": {"city": "Paris"}},
+                            }
+                        ],
+                    },
+                    {"role": "tool", "content": "sunny"},
+                    {"role": "assistant", "content": "It is sunny."},
+                ]
+            },
+        ),
+    ]
+    plain = RowProcessor(
+        sample_tokenizer, ChatTemplate.from_text("plain.jinja", CHATML_WITHOUT_REASONING), 4096
+    )
+    counts = plain.process(rows).counts
+    assert counts.template_dropped == {"reasoning_content": 2, "tool_calls": 1}
+    assert Counts.from_dict(counts.to_dict()).template_dropped == counts.template_dropped
+    copy = RowProcessor(
+        sample_tokenizer, ChatTemplate.from_text("copy.jinja", builtin_nano3_text() + "\n"), 4096
+    )
+    assert copy.process(rows + sample_rows[:150]).counts.template_dropped == {}

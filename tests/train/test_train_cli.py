@@ -39,14 +39,21 @@ def dry_run(capsys: pytest.CaptureFixture[str], *argv: str) -> dict[str, Any]:
 
 
 def test_dry_run_full_sft(
-    make_data: Callable[..., Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    make_data: Callable[..., Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     data = make_data(valid=4)
     path = megatron_config(data, tmp_path)
+    scratch = tmp_path / "scratch"
+    monkeypatch.setenv("SFT_SCRATCH", str(scratch))
     report = dry_run(capsys, "--config", str(path), "--nproc-per-node", "8", "--nnodes", "2")
     mb = report["megatron_bridge"]
-    assert mb["recipe"] == "megatron.bridge.recipes.nemotronh.nemotron_3_super.nemotron_3_super_sft_config"
-    assert mb["recipe_kwargs"] == {}
+    assert mb["recipe"] == (
+        "megatron.bridge.recipes.nemotronh.h100.nemotron_3_super.nemotron_3_super_sft_16gpu_h100_bf16_config"
+    )
+    assert mb["recipe_kwargs"] == {} and mb["peft"] is None
     assert mb["overrides"] == [
         "model.seq_length=64",
         "model.calculate_per_token_loss=true",
@@ -70,22 +77,27 @@ def test_dry_run_full_sft(
         "scheduler.start_weight_decay=0.1",
         "scheduler.end_weight_decay=0.1",
         "rng.seed=1234",
+        "mixed_precision=bf16_mixed",  # the precision really used, shown in the dry run
         "checkpoint.pretrained_checkpoint=/models/base-megatron",
+        "checkpoint.finetune=true",  # base weights only, from iteration 0 (nothing to resume yet)
         f"checkpoint.save={tmp_path / 'ckpt'}",
         "checkpoint.save_interval=50",
         "checkpoint.load=null",
         "logger.log_interval=10",
         "logger.wandb_project=sft",
         "logger.wandb_entity=team",
+        "logger.wandb_exp_name=nemotron_3_super-sft",
     ]
     assert mb["user_overrides"] == []
     assert mb["dataset"] == {
         "dataset_root": str(data),
         "seq_length": 64,
+        "seed": 1234,
         "packed_sequence_specs": {
             "packed_sequence_size": 64,
             "packed_train_data_path": f"{data}/splits/train",
             "packed_val_data_path": f"{data}/splits/valid",
+            "packed_metadata_path": str(scratch / "64_metadata.jsonl"),  # not under the data dir
             "pad_seq_to_mult": 1,
         },
         "dataloader_type": "batch",
@@ -95,9 +107,11 @@ def test_dry_run_full_sft(
     assert report["torchrun"] == f"torchrun --nnodes=2 --nproc-per-node=8 -m sft_train --config {path}"
     assert report["data"] == {
         "path": str(data),
+        "found": True,
         "pack_size": 64,
         "shards": {"train": 2, "valid": 1, "test": 0},
     }
+    assert "warnings" not in report
     assert report["config"]["engine"] == "megatron"
 
 
@@ -107,17 +121,21 @@ def test_dry_run_lora(
     path = megatron_config(make_data(), tmp_path, peft={"type": "lora"})
     report = dry_run(capsys, "--config", str(path), "parallelism.context_parallel_size=2")
     mb = report["megatron_bridge"]
-    assert mb["recipe"].endswith("nemotron_3_super.nemotron_3_super_peft_config")
+    assert mb["recipe"].endswith("h100.nemotron_3_super.nemotron_3_super_peft_1gpu_h100_bf16_config")
     assert mb["recipe_kwargs"] == {"peft_scheme": "lora"}
     assert "optimizer.lr=0.0001" in mb["overrides"]
     assert "model.context_parallel_size=2" in mb["overrides"]
-    assert mb["overrides"][-4:] == [
-        "peft.dim=32",
-        "peft.alpha=32",
-        "peft.dropout=0.0",
-        "peft.target_modules=[linear_qkv,linear_proj,linear_fc1,linear_fc2,in_proj,out_proj]",
-    ]
-    assert mb["dataset"]["packed_sequence_specs"]["pad_seq_to_mult"] == 4
+    assert "logger.wandb_exp_name=nemotron_3_super-lora" in mb["overrides"]
+    # Megatron-Bridge 0.6.2 keeps its (callable) LoRA object out of the override tree: set on it instead.
+    assert not any(o.startswith("peft.") for o in mb["overrides"])
+    assert mb["peft"] == {
+        "dim": 32,
+        "alpha": 32,
+        "dropout": 0.0,
+        "target_modules": ["linear_qkv", "linear_proj", "linear_fc1", "linear_fc2", "in_proj", "out_proj"],
+    }
+    # the multiple the data was padded with (this data: none); the trainer refuses it for CP 2
+    assert mb["dataset"]["packed_sequence_specs"]["pad_seq_to_mult"] == 1
     assert mb["dataset"]["do_validation"] is False
     # CLI overrides of our config travel in the torchrun command too, so every rank resolves the same config.
     assert shlex.split(report["torchrun"])[-1] == "parallelism.context_parallel_size=2"
@@ -177,10 +195,57 @@ def _fails(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, st
 
 def test_missing_data_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = megatron_config(tmp_path / "no-such-prep", tmp_path)
-    code, err, message = _fails(["--config", str(path), "--dry-run"], capsys)
+    code, err, message = _fails(["--config", str(path)], capsys)
     assert code == 2
     assert "no-such-prep does not exist" in err
     assert message["reason"] == "DataNotFound" and message["status"] == "failed"
+
+
+def test_dry_run_of_the_shipped_default_without_data(capsys: pytest.CaptureFixture[str]) -> None:
+    """The shipped config names /data/sft-prep, which this machine does not have: the plan still prints."""
+    from importlib import resources
+
+    default = Path(str(resources.files("sft_train") / "config" / "default.yaml"))
+    assert not Path("/data/sft-prep").exists()
+    assert main(["--dry-run", "--config", str(default)]) == 0
+    captured = capsys.readouterr()
+    report = yaml.safe_load(captured.out)
+    assert "warning: data: data.path /data/sft-prep does not exist" in captured.err
+    assert "the plan assumes 4096" in captured.err
+    assert report["warnings"] and all(w.startswith("data: ") for w in report["warnings"])
+    assert report["data"] == {
+        "path": "/data/sft-prep",
+        "found": False,
+        "pack_size": 4096,
+        "shards": {"train": 0, "valid": 0, "test": 0},
+    }
+    mb = report["megatron_bridge"]
+    assert "model.seq_length=4096" in mb["overrides"] and "optimizer.lr=5e-06" in mb["overrides"]
+    assert mb["dataset"]["do_validation"] is False
+    assert report["torchrun"].startswith("torchrun --nnodes=1 --nproc-per-node=8 -m sft_train")
+    # ... and LoRA on the same config previews the LoRA rate, with the given sequence length
+    assert main(["--dry-run", "--config", str(default), "peft=lora", "model.seq_length=8192"]) == 0
+    captured = capsys.readouterr()
+    mb = yaml.safe_load(captured.out)["megatron_bridge"]
+    assert "optimizer.lr=0.0001" in mb["overrides"] and "model.seq_length=8192" in mb["overrides"]
+    assert "the plan assumes" not in captured.err
+
+
+@pytest.mark.parametrize(
+    ("setup", "words"),
+    [
+        (lambda d: d.mkdir(), "has no metadata.json"),
+        (lambda d: (d.mkdir(), (d / "metadata.json").write_text("{not json")), "is not valid JSON"),
+        (lambda d: (d.mkdir(), (d / "metadata.json").write_text('{"pack_size": 64}')), "no training shards"),
+    ],
+)
+def test_dry_run_reports_data_problems_as_warnings(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], setup: Callable[[Path], Any], words: str
+) -> None:
+    setup(tmp_path / "prep")
+    report = dry_run(capsys, "--config", str(megatron_config(tmp_path / "prep", tmp_path)))
+    assert words in report["warnings"][0] and report["data"]["found"] is False
+    assert report["megatron_bridge"]["overrides"]
 
 
 def test_empty_data_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -48,6 +48,36 @@ def test_lora_defaults() -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("overrides", "peft", "lr"),
+    [
+        ([], False, 5e-6),
+        (["peft=lora"], True, 1e-4),
+        (["peft.type=lora"], True, 1e-4),
+        (["peft=LoRA"], True, 1e-4),
+        (["peft.type=lora", "peft.dim=16"], True, 1e-4),
+        (["peft=lora", "optimizer.lr=2e-5"], True, 2e-5),
+        (["optimizer.lr=1e-5"], False, 1e-5),
+        (["peft=lora", "peft=null"], False, 5e-6),
+        (["peft=none"], False, 5e-6),
+    ],
+)
+def test_default_yaml_learning_rate_follows_the_mode(overrides: list[str], peft: bool, lr: float) -> None:
+    """The shipped default.yaml must not pin the full-SFT rate: LoRA on it trains at the recipe's 1e-4."""
+    from sft_train.engines.megatron_plan import mb_overrides
+
+    cfg = load_config(TrainConfig, shipped("default.yaml"), overrides)
+    assert (cfg.peft is not None) == peft and cfg.lr == lr
+    assert f"optimizer.lr={lr!r}" in mb_overrides(cfg, 4096, None)
+    if peft:
+        assert cfg.peft is not None and cfg.peft.alpha == 32 and cfg.peft.target_modules
+
+
+def test_peft_shorthand_rejects_unknown_schemes() -> None:
+    with pytest.raises(ConfigError, match=r"peft: .*'qlora' is not a PEFT scheme; use 'lora'"):
+        load_config(TrainConfig, shipped("default.yaml"), ["peft=qlora"])
+
+
 def test_explicit_lr_wins_over_recipe_default() -> None:
     cfg = validate(TrainConfig, {"data": {"path": "/d"}, "peft": {}, "optimizer": {"lr": 3e-5}})
     assert cfg.lr == 3e-5

@@ -39,7 +39,24 @@ def test_loss_falls(make_data: Callable[..., Path], tiny_model: Path, tmp_path: 
     assert len(curve) == 8 and result.finished
     assert curve[-1] < curve[0] - 0.1
     assert result.checkpoint == str(tmp_path / "ck" / "iter_0000008")
-    assert result.final_loss == curve[-1]
+    # the reported loss: the mean over the last logging.log_interval (1 here) iterations, 4 decimals
+    assert result.final_loss == round(curve[-1], 4)
+
+
+def test_reported_loss_is_the_mean_over_the_log_interval(
+    make_data: Callable[..., Path], tiny_model: Path, tmp_path: Path
+) -> None:
+    """Issue 11 point 10: one loss. With log_interval 4 the result's loss is the mean of the last 4
+    per-iteration losses, rounded, the number the log line printed; a rerun restores it from the
+    checkpoint instead of reporting None."""
+    config = hf_config(
+        make_data(), tiny_model, tmp_path / "ck", **{"train.train_iters": 8, "logging.log_interval": 4}
+    )
+    result = train(config)
+    curve = losses(result)
+    assert result.final_loss == round(sum(curve[4:]) / 4, 4)
+    again = train(config)
+    assert again.losses == [] and again.start_iteration == 8 and again.final_loss == result.final_loss
 
 
 @pytest.mark.parametrize("per_token", [True, False])
@@ -53,7 +70,8 @@ def test_reported_loss_is_the_global_batch_mean(
     )
     reported = losses(train(config))[0]
     info = inspect_data(str(data))
-    split = PackedSplit(info.shards["train"], info.pack_size)
+    # The label after each eos (id 2 for the tiny model) is untrained, as in Megatron-Bridge 0.6.2.
+    split = PackedSplit(info.shards["train"], info.pack_size, eos_id=2)
     model = load_base_model(tiny_model, "m")
     sums, counts = [], []
     with torch.no_grad():
@@ -72,7 +90,7 @@ def test_validation_loss_over_the_valid_split(make_data: Callable[..., Path], ti
     data = make_data(valid=12)
     result = train(hf_config(data, tiny_model, None, **{"train.train_iters": 1}))
     info = inspect_data(str(data))
-    split = PackedSplit(info.shards["valid"], info.pack_size)
+    split = PackedSplit(info.shards["valid"], info.pack_size, eos_id=2)  # the tiny model's eos
     model = load_base_model(tiny_model, "m")
     with torch.no_grad():
         pairs = [forward_loss(model, collate(split.subsequences(r))) for r in range(len(split))]

@@ -16,6 +16,7 @@ from sft_train.packed_data import (
     boundaries,
     check_seq_length,
     inspect_data,
+    pad_multiple_of,
     sample_order,
     split_row,
 )
@@ -95,6 +96,33 @@ def test_split_row_matches_megatron_collate() -> None:
     assert subs[1].labels.tolist() == [21, 22]
     assert subs[1].loss_mask.tolist() == [1, 1]
     assert subs[1].positions.tolist() == [0, 1]
+
+
+def test_the_label_after_eos_is_untrained_as_in_megatron_bridge() -> None:
+    """Megatron-Bridge 0.6.2's packed collate sets loss_mask[tokens == eos_id] = 0 (its
+    data/packing/gpt_sft.py); ``tests/megatron/`` checks this against that code itself."""
+    eos = 7
+    # "<|im_end|>" (7) closes the assistant turn and "\n" (9) follows it: sft-prep marks both trained.
+    ids = np.array([1, 5, 6, 7, 9, 2, 7, 9], dtype=np.int32)
+    mask = np.array([0, 1, 1, 1, 0, 1, 1, 0], dtype=np.uint8)
+    starts = np.array([0, 5], dtype=np.int32)
+    plain = split_row(ids, mask, starts)
+    assert [s.loss_mask.tolist() for s in plain] == [[0, 1, 1, 1], [1, 1]]
+    subs = split_row(ids, mask, starts, eos_id=eos)
+    # the label 9 after each eos is no longer trained; everything else is unchanged
+    assert [s.loss_mask.tolist() for s in subs] == [[0, 1, 1, 0], [1, 0]]
+    assert [s.labels.tolist() for s in subs] == [s.labels.tolist() for s in plain]
+
+
+@pytest.mark.parametrize(("meta", "multiple"), [({}, 1), ({"pad_seq_to_mult": 4}, 4)])
+def test_pad_multiple_from_metadata(meta: dict[str, int], multiple: int) -> None:
+    assert pad_multiple_of(meta) == multiple
+
+
+@pytest.mark.parametrize("bad", [0, -2, 2.5, "4", True])
+def test_bad_pad_multiple_is_a_data_error(bad: object) -> None:
+    with pytest.raises(DataError, match="pad_seq_to_mult"):
+        pad_multiple_of({"pad_seq_to_mult": bad})
 
 
 def test_packed_split_reads_all_rows_across_shards(make_data: Callable[..., Path]) -> None:

@@ -26,6 +26,8 @@ from typing import IO, Any
 
 from pydantic.alias_generators import to_camel
 
+from sft_common.redact import redact, redact_value
+
 SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 
@@ -42,13 +44,44 @@ def format_duration(seconds: float | None) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
 
 
+def human_duration(seconds: float | None) -> str:
+    """A duration the way kubectl prints ages (``3m20s``, ``2h5m``, ``3d4h``): the thresholds of
+    Kubernetes' ``HumanDuration`` (k8s.io/apimachinery/pkg/util/duration), ~2-3 significant figures.
+    Empty when unknown."""
+    if seconds is None or not math.isfinite(seconds):
+        return ""
+    total = max(0, int(seconds))
+    if total < 120:
+        return f"{total}s"
+    minutes, hours, days = total // 60, total // 3600, total // 86400
+    if minutes < 10:
+        return f"{minutes}m{total % 60}s" if total % 60 else f"{minutes}m"
+    if minutes < 180:
+        return f"{minutes}m"
+    if hours < 8:
+        return f"{hours}h{minutes % 60}m" if minutes % 60 else f"{hours}h"
+    if hours < 48:
+        return f"{hours}h"
+    if hours < 24 * 8:
+        return f"{days}d{hours % 24}h" if hours % 24 else f"{days}d"
+    if days < 365 * 2:
+        return f"{days}d"
+    if days < 365 * 8:
+        return f"{days // 365}y{days % 365}d" if days % 365 else f"{days // 365}y"
+    return f"{days // 365}y"
+
+
 def format_number(value: float) -> str:
     """Human-scale number: 1234567 -> 1.23M."""
     for threshold, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
         if abs(value) >= threshold:
             return f"{value / threshold:.2f}{suffix}"
     if isinstance(value, float) and not value.is_integer():
-        return f"{value:.4g}"
+        # 4 decimals, as the workloads' log lines print a loss (one number reads the same everywhere);
+        # small values (a learning rate) in scientific notation, as the log lines print them.
+        if abs(value) < 0.01:
+            return f"{value:.3e}"
+        return f"{value:.4f}" if abs(value) < 100 else f"{value:.1f}"
     return str(int(value))
 
 
@@ -140,7 +173,7 @@ class OwnerStatusPatcher:
                 return
 
     def _send(self, progress: dict[str, Any]) -> None:
-        body: dict[str, Any] = progress
+        body: dict[str, Any] = redact_value(progress)
         for key in reversed(self.path):
             body = {key: body}
         data = json.dumps({"status": body}).encode()
@@ -160,7 +193,10 @@ class OwnerStatusPatcher:
         except Exception as exc:  # never fatal: see module docstring
             self.errors += 1
             if self.errors in (1, 10, 100):
-                print(f"warning: could not patch owner status ({self.errors}x): {exc}", file=sys.stderr)
+                print(
+                    f"warning: could not patch owner status ({self.errors}x): {redact(str(exc))}",
+                    file=sys.stderr,
+                )
 
 
 def _in_cluster_api(env: Mapping[str, str]) -> str:

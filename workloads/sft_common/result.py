@@ -1,5 +1,8 @@
 """The workload's final word: a JSON summary on stdout and in the container termination message.
 
+Everything written here passes through :func:`sft_common.redact.redact` first: the termination message
+becomes ``status.failure`` and an Event, so a credential in an error message must not get that far.
+
 Kubernetes keeps at most 4096 bytes of ``/dev/termination-log``; the operator reads it into the CR
 status (outputs on success, a concrete reason on failure). ``SFT_TERMINATION_LOG`` overrides the
 path (tests, local runs); without it the default path is used only when it is writable.
@@ -22,6 +25,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import ConfigDict, ValidationError
 
 from sft_common.config import ConfigError, ConfigModel
+from sft_common.redact import redact, redact_value
 
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
 LIMIT = 4096
@@ -184,13 +188,13 @@ def write_termination_message(payload: Mapping[str, Any]) -> None:
 
 
 def report_success(result: PrepResult | TrainResult) -> None:
-    payload = result.payload()
+    payload = redact_value(result.payload())
     print(json.dumps({"event": "result", **payload}, default=str), flush=True)
     write_termination_message(payload)
 
 
 def report_failure(reason: str, message: str, **extra: Any) -> None:
-    payload = FailureResult(reason=reason, message=message, **extra).payload()
+    payload = redact_value(FailureResult(reason=reason, message=message, **extra).payload())
     print(json.dumps({"event": "result", **payload}, default=str), file=sys.stderr, flush=True)
     write_termination_message(payload)
 
@@ -201,13 +205,17 @@ def run_main(main: Callable[[Sequence[str]], int | None], argv: Sequence[str] | 
     try:
         return int(main(args) or 0)
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        report_failure("InvalidConfig", str(exc))
+        print(f"error: {redact(str(exc))}", file=sys.stderr)
+        report_failure(getattr(exc, "reason", "InvalidConfig"), str(exc))
         return 2
     except KeyboardInterrupt:
         report_failure("Interrupted", "interrupted")
         return 130
     except Exception as exc:
-        traceback.print_exc()
+        if getattr(exc, "quiet", False):  # expected, and its message says it all
+            print(f"error: {redact(str(exc))}", file=sys.stderr)
+        else:
+            # the traceback is the pod log, which FallbackToLogsOnError may turn into the termination message
+            print(redact(traceback.format_exc()), file=sys.stderr, end="")
         report_failure(getattr(exc, "reason", type(exc).__name__), str(exc) or type(exc).__name__)
         return 1

@@ -21,9 +21,16 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from sft_common.config import ConfigError
+
 
 class StorageError(OSError):
     """An I/O problem with a URI, phrased for the user (which URI, what went wrong)."""
+
+
+class StorageAccessError(StorageError, ConfigError):
+    """The store cannot be used at all as configured (no credentials, endpoint unreachable, access
+    denied, no such bucket): a ConfigError, so a CLI exits 2 with this sentence, not a traceback."""
 
 
 def is_remote(uri: str) -> bool:
@@ -72,8 +79,15 @@ def _s3_client() -> Any:
         import boto3
     except ImportError as exc:  # pragma: no cover - boto3 ships with the prep/train extras
         raise StorageError("s3:// URIs need boto3 (pip install 'sft-operator[prep]')") from exc
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
-    return boto3.client("s3", endpoint_url=endpoint)
+    from botocore.config import Config
+
+    # Bounded connect time and retries: an unreachable endpoint is reported in seconds, not minutes.
+    config = Config(connect_timeout=10, read_timeout=60, retries={"max_attempts": 3, "mode": "standard"})
+    return boto3.client("s3", endpoint_url=_endpoint(), config=config)
+
+
+def _endpoint() -> str | None:
+    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
 
 
 def reset_clients() -> None:
@@ -81,8 +95,38 @@ def reset_clients() -> None:
     _s3_client.cache_clear()
 
 
+_DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403", "ExpiredToken"}
+
+
 def _s3_error(uri: str, exc: Exception) -> StorageError:
-    return StorageError(f"{uri}: {type(exc).__name__}: {exc}")
+    """The exception as a sentence naming ``uri``; problems of the setup (credentials, endpoint,
+    access, bucket) become :class:`StorageAccessError` with the fix."""
+    if isinstance(exc, StorageError):
+        return exc
+    kind = type(exc).__name__
+    if kind in ("NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError"):
+        return StorageAccessError(
+            f"{uri}: no S3 credentials ({exc}); set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+            "(the operator fills them from the CR's storage secret)"
+        )
+    if kind in (
+        "EndpointConnectionError",
+        "ConnectTimeoutError",
+        "ConnectionClosedError",
+        "ProxyConnectionError",
+    ):
+        return StorageAccessError(
+            f"{uri}: cannot reach the S3 endpoint {_endpoint() or '(AWS default)'} ({exc}); "
+            "check AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_S3 and the network"
+        )
+    code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+    if code in _DENIED:
+        return StorageAccessError(
+            f"{uri}: access denied ({code}); check the credentials and the bucket policy for this prefix"
+        )
+    if code == "NoSuchBucket":
+        return StorageAccessError(f"{uri}: the bucket does not exist; create it or fix the URI")
+    return StorageError(f"{uri}: {kind}: {exc}")
 
 
 # --------------------------------------------------------------------------- reading
@@ -99,8 +143,13 @@ def exists(uri: str) -> bool:
             code = exc.response.get("Error", {}).get("Code", "")
             if code in ("404", "NoSuchKey", "NotFound"):
                 # maybe a "directory": any object below it
-                resp = client.list_objects_v2(Bucket=bucket, Prefix=key.rstrip("/") + "/", MaxKeys=1)
+                try:
+                    resp = client.list_objects_v2(Bucket=bucket, Prefix=key.rstrip("/") + "/", MaxKeys=1)
+                except Exception as exc2:
+                    raise _s3_error(uri, exc2) from exc2
                 return resp.get("KeyCount", 0) > 0
+            raise _s3_error(uri, exc) from exc
+        except Exception as exc:
             raise _s3_error(uri, exc) from exc
     return _local(uri).exists()
 
@@ -141,7 +190,7 @@ def listdir(uri: str) -> list[str]:
     if is_remote(uri):
         bucket, key = split_s3(uri)
         prefix = key.rstrip("/") + "/" if key else ""
-        out = []
+        out: list[str] = []
         paginator = _s3_client().get_paginator("list_objects_v2")
         try:
             for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
@@ -153,6 +202,24 @@ def listdir(uri: str) -> list[str]:
     if not root.is_dir():
         return []
     return sorted(str(p) for p in root.rglob("*") if p.is_file())
+
+
+def list_sizes(uri: str) -> dict[str, int]:
+    """Path below ``uri`` (``a/b.bin``) → size in bytes of every file there, from one listing."""
+    if is_remote(uri):
+        bucket, key = split_s3(uri)
+        prefix = key.rstrip("/") + "/" if key else ""
+        out: dict[str, int] = {}
+        try:
+            for page in _s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+                out.update((obj["Key"][len(prefix) :], int(obj["Size"])) for obj in page.get("Contents", []))
+        except Exception as exc:
+            raise _s3_error(uri, exc) from exc
+        return dict(sorted(out.items()))
+    root = _local(uri)
+    if not root.is_dir():
+        return {}
+    return {p.relative_to(root).as_posix(): p.stat().st_size for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def glob(pattern: str) -> list[str]:
@@ -184,6 +251,26 @@ def local_path(uri: str) -> Iterator[Path]:
         yield dest
 
 
+def download_file(uri: str, dest: Path) -> None:
+    """Copy one file or object to ``dest`` atomically (a temp name in its directory, then a rename)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    os.close(fd)
+    try:
+        if is_remote(uri):
+            bucket, key = split_s3(uri)
+            try:
+                _s3_client().download_file(bucket, key, tmp_name)
+            except Exception as exc:
+                raise _s3_error(uri, exc) from exc
+        else:
+            shutil.copyfile(_local(uri), tmp_name)
+        os.replace(tmp_name, dest)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+
+
 def download_tree(uri: str, dest: Path) -> Path:
     """Copy every object below a remote prefix to ``dest`` (for tokenizers and checkpoints)."""
     if not is_remote(uri):
@@ -196,7 +283,10 @@ def download_tree(uri: str, dest: Path) -> Path:
         target = dest / file_uri[len(prefix) :]
         target.parent.mkdir(parents=True, exist_ok=True)
         bucket, key = split_s3(file_uri)
-        _s3_client().download_file(bucket, key, str(target))
+        try:
+            _s3_client().download_file(bucket, key, str(target))
+        except Exception as exc:
+            raise _s3_error(file_uri, exc) from exc
     return dest
 
 
@@ -212,8 +302,8 @@ def makedirs(uri: str) -> None:
 def atomic_write_path(uri: str) -> Iterator[Path]:
     """Yield a temp path to write; on success it becomes ``uri`` atomically, on error it vanishes."""
     if is_remote(uri):
-        with tempfile.TemporaryDirectory(prefix="sft-up-") as tmp:
-            path = Path(tmp) / (name(uri) or "object")
+        with tempfile.TemporaryDirectory(prefix="sft-up-") as scratch:
+            path = Path(scratch) / (name(uri) or "object")
             yield path
             bucket, key = split_s3(uri)
             try:
@@ -247,7 +337,15 @@ def write_text(uri: str, text: str) -> None:
 
 
 def upload_file(path: Path, uri: str) -> None:
-    """Atomically place a finished local file at ``uri``."""
+    """Atomically place a finished local file at ``uri`` (an object upload is atomic by itself, so a
+    remote target is uploaded straight from ``path``, without a temporary copy)."""
+    if is_remote(uri):
+        bucket, key = split_s3(uri)
+        try:
+            _s3_client().upload_file(str(path), bucket, key)
+        except Exception as exc:
+            raise _s3_error(uri, exc) from exc
+        return
     with atomic_write_path(uri) as tmp:
         shutil.copyfile(path, tmp)
 
@@ -255,7 +353,10 @@ def upload_file(path: Path, uri: str) -> None:
 def delete(uri: str) -> None:
     if is_remote(uri):
         bucket, key = split_s3(uri)
-        _s3_client().delete_object(Bucket=bucket, Key=key)
+        try:
+            _s3_client().delete_object(Bucket=bucket, Key=key)
+        except Exception as exc:
+            raise _s3_error(uri, exc) from exc
         return
     with contextlib.suppress(FileNotFoundError):
         _local(uri).unlink()
@@ -267,3 +368,81 @@ def delete_tree(uri: str) -> None:
             delete(file_uri)
         return
     shutil.rmtree(_local(uri), ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- conditional writes
+
+
+def read_versioned(uri: str) -> tuple[bytes, str] | None:
+    """(content, version) of a small object, or None when absent. The version is what
+    :func:`put_if` compares: the ETag on S3, a content hash locally."""
+    if is_remote(uri):
+        bucket, key = split_s3(uri)
+        client = _s3_client()
+        try:
+            resp = client.get_object(Bucket=bucket, Key=key)
+            return resp["Body"].read(), str(resp["ETag"])
+        except client.exceptions.NoSuchKey:
+            return None
+        except Exception as exc:
+            raise _s3_error(uri, exc) from exc
+    try:
+        data = _local(uri).read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise StorageError(f"{uri}: {exc.strerror or exc}") from exc
+    return data, _digest(data)
+
+
+def put_if(uri: str, data: bytes, version: str | None) -> bool:
+    """Write ``data`` only if ``uri`` is absent (``version`` None) or still at ``version``; False when
+    another writer got there first. S3: a conditional PUT (``If-None-Match: *`` / ``If-Match``).
+    Locally: ``O_EXCL`` create, or an exclusive ``flock`` while comparing and rewriting in place."""
+    if is_remote(uri):
+        bucket, key = split_s3(uri)
+        client = _s3_client()
+        cond = {"IfNoneMatch": "*"} if version is None else {"IfMatch": version}
+        try:
+            client.put_object(Bucket=bucket, Key=key, Body=data, **cond)
+            return True
+        except client.exceptions.ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409", "NoSuchKey"):
+                return False
+            raise _s3_error(uri, exc) from exc
+        except Exception as exc:
+            raise _s3_error(uri, exc) from exc
+    import fcntl
+
+    path = _local(uri)
+    if version is None:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        return True
+    try:
+        fh = open(path, "r+b")  # noqa: SIM115 - closed below
+    except FileNotFoundError:
+        return False
+    with fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        if _digest(fh.read()) != version:
+            return False
+        fh.seek(0)
+        fh.write(data)
+        fh.truncate()
+        fh.flush()
+        os.fsync(fh.fileno())
+    return True
+
+
+def _digest(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()

@@ -24,6 +24,7 @@ parts are rejected (``non_text_content``): this pipeline trains a text model.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -32,7 +33,9 @@ ROLES = ("system", "user", "assistant", "tool")
 
 #: Every reason a row can be dropped for, with what it means (documentation and a closed set for tests).
 REASONS: dict[str, str] = {
-    "bad_json": "the line is not valid JSON (or not a JSON object)",
+    "bad_json": "the line is not valid JSON (or not a JSON object, or nested too deeply)",
+    "bad_text": "a string holds a lone UTF-16 surrogate (e.g. \\ud800): not text, cannot be encoded",
+    "row_too_large": "the line is longer than max_row_bytes (refused before parsing)",
     "bad_row_type": "the row is not an object",
     "missing_messages": "the row has no messages field",
     "bad_messages_type": "messages is not a list",
@@ -132,8 +135,18 @@ class Conversation:
         return list(self.tools) if self.tools else None
 
 
+_LONE_SURROGATE_ESCAPE = re.compile(
+    rb"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
+    rb"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+)
+"""A JSON escape of a UTF-16 surrogate that is not half of a valid pair. Raw UTF-8 cannot carry a
+surrogate, so only a line matching this (an escaped backslash may fool it: the row is then walked
+and passes) can hold one."""
+
+
 def parse_json_row(line: str | bytes) -> dict[str, Any]:
-    """Decode one JSONL line; raises ``RowError('bad_json')`` (readers may use this)."""
+    """Decode one JSONL line; raises ``RowError('bad_json')`` (readers may use this), or
+    ``RowError('bad_text')`` for a lone surrogate escape, which no tokenizer can encode."""
     try:
         row = json.loads(line)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -143,9 +156,55 @@ def parse_json_row(line: str | bytes) -> dict[str, Any]:
             else str(exc)
         )
         raise RowError("bad_json", where) from None
+    except RecursionError:
+        raise RowError("bad_json", "nested too deeply (arrays/objects nested about 1000 levels)") from None
     if not isinstance(row, dict):
         raise RowError("bad_json", f"a JSON {type(row).__name__}, not an object")
+    raw = line.encode("utf-8", "surrogatepass") if isinstance(line, str) else line
+    if _LONE_SURROGATE_ESCAPE.search(raw):
+        check_text(row)
     return row
+
+
+def check_text(value: Any, where: str = "row") -> None:
+    """Raise ``RowError('bad_text')`` naming the first string (or key) below ``value`` that holds a
+    lone surrogate. Iterative: the value may be nested as deeply as JSON allows."""
+    stack: list[tuple[str, Any]] = [(where, value)]
+    while stack:
+        path, item = stack.pop()
+        if isinstance(item, str):
+            bad = lone_surrogate(item)
+            if bad is not None:
+                raise RowError("bad_text", f"{path}: lone surrogate \\u{ord(bad):04x} (not encodable text)")
+        elif isinstance(item, Mapping):
+            for key, sub in item.items():
+                if isinstance(key, str) and lone_surrogate(key) is not None:
+                    raise RowError("bad_text", f"{path}: a key holds a lone surrogate")
+                stack.append((f"{path}.{key}" if path != "row" else str(key), sub))
+        elif isinstance(item, list | tuple):
+            stack.extend((f"{path}[{i}]", sub) for i, sub in reversed(list(enumerate(item))))
+
+
+def lone_surrogate(text: str) -> str | None:
+    """The first lone surrogate in ``text`` (json.loads joins valid pairs, so any left is lone)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return text[exc.start]
+    return None
+
+
+def _loads_field(raw: str, reason: str, what: str) -> Any:
+    """json.loads of a string-valued field (tool arguments, tools) with the row-level checks."""
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise RowError(reason, f"{what} are not JSON ({exc.msg})") from None
+    except RecursionError:
+        raise RowError(reason, f"{what} are nested too deeply") from None
+    if "\\u" in raw:
+        check_text(value, what)
+    return value
 
 
 def _text(value: Any, where: str, *, allow_none: bool) -> str:
@@ -178,10 +237,7 @@ def _arguments(raw: Any, where: str) -> dict[str, Any]:
     if isinstance(raw, str):
         if not raw.strip():
             return {}
-        try:
-            raw = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise RowError("bad_tool_arguments", f"{where}: arguments are not JSON ({exc.msg})") from None
+        raw = _loads_field(raw, "bad_tool_arguments", f"{where}: arguments")
     if not isinstance(raw, dict):
         raise RowError("bad_tool_arguments", f"{where}: arguments are a {type(raw).__name__}, not an object")
     return raw
@@ -209,10 +265,7 @@ def _tools(raw: Any) -> tuple[dict[str, Any], ...] | None:
     if isinstance(raw, str):
         if not raw.strip():
             return None
-        try:
-            raw = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise RowError("bad_tools", f"tools is a string but not JSON ({exc.msg})") from None
+        raw = _loads_field(raw, "bad_tools", "tools (a string)")
     if not isinstance(raw, list):
         raise RowError("bad_tools", f"tools is a {type(raw).__name__}, not a list")
     for j, tool in enumerate(raw):

@@ -109,7 +109,13 @@ class _GenericRenderer:
         nxt = messages[i + 1] if i + 1 < len(messages) else None
         next_is_assistant = nxt is not None and nxt.role == "assistant"
         role = messages[i].role
-        if self.thinking and role != "assistant" and next_is_assistant and reasoning_renders_empty(nxt):
+        if (
+            self.thinking
+            and role != "assistant"
+            and nxt is not None
+            and next_is_assistant
+            and reasoning_renders_empty(nxt)
+        ):
             return self.render(i + 1) + EMPTY_THINK_PROMPT
         return self.render(i + 1, add_generation_prompt=role in ("user", "tool") and next_is_assistant)
 

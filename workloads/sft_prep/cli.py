@@ -10,6 +10,8 @@ before any shard is written; a success writes the JSON result to stdout and the 
 from __future__ import annotations
 
 import argparse
+import signal
+import threading
 from collections.abc import Sequence
 
 from sft_common.config import ConfigError, load_config
@@ -68,11 +70,23 @@ def parse(argv: Sequence[str]) -> tuple[PrepConfig, int, int, int]:
     return cfg, args.worker_index, args.num_workers, args.processes
 
 
+def _terminate(signum: int, frame: object) -> None:
+    """SIGTERM (pod deletion, eviction) as an interrupt: cleanup runs (a single worker frees the
+    output's lease at once) before the grace period ends in SIGKILL."""
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def _main(argv: Sequence[str]) -> int:
     from sft_prep.pipeline import run
 
     cfg, worker_index, num_workers, processes = parse(argv)
-    report_success(PrepResult.model_validate(run(cfg, worker_index, num_workers, processes=processes)))
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
+    try:
+        report_success(PrepResult.model_validate(run(cfg, worker_index, num_workers, processes=processes)))
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
     return 0
 
 

@@ -15,6 +15,12 @@ Algorithm = Literal["best_fit_decreasing", "first_fit_decreasing", "first_fit_sh
 Compression = Literal["zstd", "snappy", "gzip", "lz4", "none"]
 
 
+def padded_limit(pack_size: int, mult: int) -> int:
+    """The longest sequence that still fits a bin of ``pack_size`` once padded to ``mult``: stored as
+    ``ceil(n / mult) * mult + 1`` tokens (see :mod:`sft_prep.padding`)."""
+    return pack_size if mult == 1 else (pack_size - 1) // mult * mult
+
+
 class DatasetSpec(ConfigModel):
     """One input dataset of OpenAI-format chat rows."""
 
@@ -69,6 +75,10 @@ class PrepConfig(ConfigModel):
     """Tokens per packed bin (the training sequence length)."""
     max_doc_tokens: int | None = Field(default=None, ge=2)
     """Truncate each sequence to this many tokens (head kept); default: pack_size."""
+    pad_seq_to_mult: int = Field(default=1, ge=1, le=65_536)
+    """Pad every sequence with the tokenizer's eos token (loss mask 0) so that its input tokens (all but
+    the last, which is only a label) are a multiple of this, as Megatron-Bridge's packed collate expects
+    for context parallelism: 2*CP, or lcm(2*CP, CP*TP) with sequence parallelism. 1: no padding."""
     algorithm: Algorithm = "best_fit_decreasing"
     """Bin-packing algorithm."""
     seed: int = 42
@@ -87,6 +97,9 @@ class PrepConfig(ConfigModel):
     """Local path, PVC mount path or s3:// URI for splits/, blend.json and metadata.json."""
     sample: int | None = Field(default=None, ge=1)
     """Read at most this many rows per dataset (for quick tests)."""
+    max_row_bytes: int = Field(default=8 * 2**20, ge=1024)
+    """JSONL lines longer than this are counted as ``row_too_large`` and never parsed (default 8 MiB):
+    a tokenizer needs about 100 bytes of memory per byte of text it encodes."""
     force: bool = False
     """Ignore receipts of an earlier run and redo every shard."""
     wandb: WandbSpec = Field(default_factory=WandbSpec)
@@ -109,8 +122,25 @@ class PrepConfig(ConfigModel):
                 f"max_doc_tokens ({self.max_doc_tokens}) cannot exceed pack_size ({self.pack_size}): "
                 "a sequence longer than a bin cannot be packed"
             )
+        mult = self.pad_seq_to_mult
+        if mult > 1:
+            if mult >= self.pack_size or self.pack_size % mult:
+                raise ValueError(
+                    f"pack_size ({self.pack_size}) must be a multiple of pad_seq_to_mult ({mult}), "
+                    "and larger: the trainer's sequence length is the pack size, and context/sequence "
+                    "parallelism needs it divisible by the same multiple"
+                )
+            if self.max_doc_tokens is not None and self.max_doc_tokens > self.padded_limit:
+                raise ValueError(
+                    f"max_doc_tokens ({self.max_doc_tokens}) leaves no room in a bin of {self.pack_size} "
+                    f"for padding to a multiple of {mult}; at most {self.padded_limit}"
+                )
         return self
 
     @property
+    def padded_limit(self) -> int:
+        return padded_limit(self.pack_size, self.pad_seq_to_mult)
+
+    @property
     def doc_limit(self) -> int:
-        return self.max_doc_tokens or self.pack_size
+        return min(self.max_doc_tokens or self.pack_size, self.padded_limit)

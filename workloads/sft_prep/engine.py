@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from sft_common.config import ConfigError
+from sft_prep import padding
 from sft_prep.config import PrepConfig
 from sft_prep.parquet_shard import SequenceStore
 from sft_prep.process import Counts as RowCounts
@@ -51,6 +52,8 @@ class Engine:
     encoding_info: dict[str, Any]
     """How sequences are tokenized (``strategy``, ``why``) for metadata.json; not part of the run
     identity, which the tokenizer and template already decide."""
+    pad_id: int | None = None
+    """Token that pads sequences to ``pad_seq_to_mult`` (the eos id); None when nothing is padded."""
 
     def processor(self) -> RowProcessor:
         return self.processor_
@@ -73,7 +76,8 @@ def load(cfg: PrepConfig) -> Engine:
         "sha256": hashlib.sha256(template.text.encode()).hexdigest(),
         "chunker": info["chunker"],
     }
-    return Engine(processor, tokenizer_info, template_info, info["encoding"])
+    pad_id = padding.pad_token_id(tokenizer) if cfg.pad_seq_to_mult > 1 else None
+    return Engine(processor, tokenizer_info, template_info, info["encoding"], pad_id)
 
 
 class BatchRunner:
@@ -101,7 +105,7 @@ class BatchRunner:
 
     def _run(self, rows: Sequence[RawRow]) -> ProcessResult:
         return self.processor.process(
-            ((self.dataset, raw.location, raw.decoded()) for raw in rows),  # type: ignore[misc]
+            ((self.dataset, raw.location, raw.decoded()) for raw in rows),
             messages_field=self.messages_field,
             tools_field=self.tools_field,
         )
@@ -143,10 +147,33 @@ def consume(result: ProcessResult, counts: ShardCounts, store: SequenceStore) ->
 _CHILD: RowProcessor | None = None
 
 
-def _init_child(config_json: str) -> None:
+def die_with_parent(parent_pid: int) -> None:
+    """Have the kernel SIGKILL this process when its parent dies (Linux ``PR_SET_PDEATHSIG``): a
+    SIGKILLed sft-prep (OOM kill, ``kubectl delete --grace-period=0``) runs no cleanup, and pool
+    workers would otherwise live on, holding memory and CPU. If the parent died before the call, exit
+    now. A no-op where prctl does not exist."""
+    import ctypes
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # pragma: no cover - no libc prctl
+        return
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+
+def _init_child(config_json: str, parent_pid: int | None = None) -> None:
     """Build this process's own processor. One tokenizer thread per process: the processes are the
     parallelism, and Rust thread pools in every process would only fight over the same cores."""
     global _CHILD
+    if parent_pid is not None:
+        die_with_parent(parent_pid)
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
     cfg = PrepConfig.model_validate_json(config_json)
     tokenizer = load_tokenizer(cfg.tokenizer.model, cfg.tokenizer.revision)
@@ -160,7 +187,7 @@ def _child_process(dataset: str, messages_field: str, tools_field: str, rows: li
     """Decode, render, chunk, tokenize one batch; return its sequences concatenated (cheap to pickle)."""
     assert _CHILD is not None, "worker process not initialised"
     result = _CHILD.process(
-        ((dataset, raw.location, raw.decoded()) for raw in rows),  # type: ignore[misc]
+        ((dataset, raw.location, raw.decoded()) for raw in rows),
         messages_field=messages_field,
         tools_field=tools_field,
     )
@@ -193,7 +220,7 @@ class ProcessRunner:
             max_workers=processes,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_init_child,
-            initargs=(cfg.model_dump_json(),),
+            initargs=(cfg.model_dump_json(), os.getpid()),
         )
         self._pending: deque[tuple[int, Future[tuple[np.ndarray, np.ndarray, np.ndarray, RowCounts]]]] = (
             deque()

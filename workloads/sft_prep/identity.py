@@ -85,6 +85,9 @@ def data_fingerprint(
         "parquet_row_group_size": cfg.parquet_row_group_size,
         "parquet_compression": cfg.parquet_compression,
         "sample": cfg.sample,
+        "max_row_bytes": cfg.max_row_bytes,
+        # Only when set, so that the hash (and resumption) of unpadded runs is what it was before.
+        **({"pad_seq_to_mult": cfg.pad_seq_to_mult} if cfg.pad_seq_to_mult > 1 else {}),
     }
 
 

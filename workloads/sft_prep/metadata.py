@@ -16,10 +16,15 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sft_common import storage
+from sft_prep.config import padded_limit
 from sft_prep.sharding import SPLITS, Shard
 from sft_prep.stats import ShardCounts
 
 METADATA_VERSION = 1
+PADDING_RULE = (
+    "each sequence of n tokens stored as ceil(n/pad_seq_to_mult)*pad_seq_to_mult + 1 tokens, padded with "
+    "token_id at loss mask 0, so its input tokens (all but the last) are a multiple of pad_seq_to_mult"
+)
 
 
 def absolute_output_dir(output_dir: str) -> str:
@@ -51,6 +56,7 @@ def build_metadata(
     receipts: Mapping[int, Mapping[str, Any]],
     sources: Mapping[str, Sequence[str]],
     encoding: Mapping[str, Any] | None = None,
+    pad_token_id: int | None = None,
 ) -> dict[str, Any]:
     """Everything a person or the trainer needs to know about the prepared data, from receipts only.
 
@@ -58,6 +64,7 @@ def build_metadata(
     and fallback reason, and the sequences and tokens taken from an encoding already made instead of
     encoding the text again (``reused``, see ``sequence_encode``), are summed from the receipts."""
     pack_size = int(config["pack_size"])
+    mult = int(config.get("pad_seq_to_mult") or 1)
     per_shard = {s.index: ShardCounts.from_dict(receipts[s.index]["stats"]) for s in shards}
     totals = ShardCounts.total(per_shard.values())
     datasets: dict[str, Any] = {}
@@ -88,7 +95,13 @@ def build_metadata(
         "config_hash": identity["config_hash"],
         "completed_at": completed[-1] if completed else None,
         "pack_size": pack_size,
-        "max_doc_tokens": config.get("max_doc_tokens") or pack_size,
+        "max_doc_tokens": min(config.get("max_doc_tokens") or pack_size, padded_limit(pack_size, mult)),
+        "pad_seq_to_mult": mult,
+        "padding": {
+            "token_id": pad_token_id,
+            "tokens": totals.pad_tokens,
+            "rule": PADDING_RULE if pad_token_id is not None else None,
+        },
         "algorithm": config["algorithm"],
         "seed": config["seed"],
         "tokenizer": identity["tokenizer"],
@@ -112,6 +125,8 @@ def build_metadata(
         "dropped": dict(sorted(rows.dropped.items())),
         "dropped_sequences": dict(sorted(rows.dropped_sequences.items())),
         "truncated": {"sequences": rows.truncated},
+        # messages whose field the chat template rendered nowhere (custom templates; sftctl preview warns)
+        "template_dropped_fields": dict(sorted(rows.template_dropped.items())),
         "examples": {k: list(v) for k, v in sorted(rows.examples.items())},
         "datasets": datasets,
         "splits": splits,

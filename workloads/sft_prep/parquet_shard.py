@@ -157,9 +157,20 @@ def packed_parts(
         yield materialize(ids, mask, lengths, packing, order[lo : lo + part], starts)
 
 
+_NUMPY_TYPES = {pa.int32(): np.int32, pa.uint8(): np.uint8}
+
+
+def _flat_array(values: np.ndarray, value_type: pa.DataType) -> pa.Array:
+    """A zero-copy Arrow array over a numpy array. Not ``pa.array``: that checks for pandas types
+    and so imports pandas (a second and ~50 MB per process) whenever it is installed, as it is with
+    the ``datasets`` package."""
+    data = np.ascontiguousarray(values, dtype=_NUMPY_TYPES[value_type])
+    return pa.Array.from_buffers(value_type, len(data), [None, pa.py_buffer(data)])
+
+
 def _list_array(values: np.ndarray, offsets: np.ndarray, value_type: pa.DataType) -> pa.ListArray:
     rebased = (offsets - offsets[0]).astype(np.int32)
-    return pa.ListArray.from_arrays(pa.array(rebased, pa.int32()), pa.array(values, value_type))
+    return pa.ListArray.from_arrays(_flat_array(rebased, pa.int32()), _flat_array(values, value_type))
 
 
 def row_group_tables(packed: PackedBins, row_group_size: int) -> Iterator[pa.Table]:

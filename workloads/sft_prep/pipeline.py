@@ -19,6 +19,7 @@ are consumed in order either way, so the shards are byte-identical whatever the 
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -34,16 +35,27 @@ from sft_common.progress import Progress, utcnow_iso
 from sft_prep import engine
 from sft_prep.config import DatasetSpec, PrepConfig
 from sft_prep.identity import Identity, make_identity
+from sft_prep.lease import OutputLease, lease_ttl, prepare_output_dir
 from sft_prep.metadata import build_blend, build_metadata
 from sft_prep.packing import pack
+from sft_prep.padding import pad_sequences
 from sft_prep.parquet_shard import PackedBins, SequenceStore, packed_parts, write_shard
 from sft_prep.process import ProcessResult
 from sft_prep.readers import RawRow, ReadMeter, SourceFile, iter_rows, resolve_files
 from sft_prep.receipts import RECEIPT_VERSION, Layout, is_done, matches, read_all, read_json, write_json
-from sft_prep.sharding import Shard, plan_shards
+from sft_prep.sharding import (
+    MIN_SHARD_BYTES_PER_PACK_TOKEN,
+    Shard,
+    effective_num_shards,
+    plan_shards,
+    plan_split_warnings,
+    realized_split_warnings,
+)
 from sft_prep.stats import ShardCounts
 from sft_prep.summary import render_summary, result_payload
 
+TEMP_FILE_AGE = 60.0
+"""Seconds after which a temp file in the output root is a leftover of a killed write."""
 BATCH_ROWS = 256
 """Rows handed to the processor at once: large enough for batched tokenization, small for memory."""
 
@@ -59,6 +71,32 @@ class NoTrainingData(RuntimeError):
             f"no training data: {meta['totals']['rows']} rows read, none kept (dropped: {drops or 'none'}); "
             "check datasets[].messages_field, the input files and chat_template — see metadata.json examples"
         )
+
+
+class PackSizeTooSmall(ConfigError):
+    """No sequence keeps a trained token within the length limit: a config problem (exit 2)."""
+
+    reason = "PackSizeTooSmall"
+
+
+def no_data_error(cfg: PrepConfig, meta: dict[str, Any], counts: ShardCounts) -> Exception:
+    """Why a run kept nothing: a too-small pack_size / max_doc_tokens (with a size that would work),
+    or else NoTrainingData."""
+    cut = counts.rows.cut_off
+    if not cut.get("sequences"):
+        return NoTrainingData(meta)
+    key = (
+        "max_doc_tokens"
+        if cfg.max_doc_tokens is not None and cfg.max_doc_tokens < cfg.pack_size
+        else "pack_size"
+    )
+    suggest = 1 << max(6, (max(cut["max_length"], cut["min_to_train"]) - 1).bit_length())
+    return PackSizeTooSmall(
+        f"{key} {cfg.doc_limit} is too small to hold any sequence: truncated to {cfg.doc_limit} tokens, "
+        f"{cut['sequences']} sequence(s) kept no trained token (the first trained token comes after at "
+        f"least {cut['min_to_train']} tokens; the longest sequence is {cut['max_length']} tokens); "
+        f"try {key}={min(suggest, 1_048_576)}"
+    )
 
 
 class BlendFile(ConfigModel):
@@ -138,6 +176,7 @@ class Worker:
         self.processes = processes
         """Text-stage processes (0: automatic, see engine.default_processes)."""
         self.pool: engine.ProcessRunner | None = None
+        self.lease: OutputLease | None = None
         self._completed = 0.0
 
     # ----------------------------------------------------------------------------- setup
@@ -152,9 +191,25 @@ class Worker:
         self.identity: Identity = make_identity(
             cfg, self.inputs, self.engine.tokenizer_info, self.engine.template_info, self.num_workers
         )
-        self.shards: list[Shard] = plan_shards(
-            self.inputs, cfg.num_shards, cfg.valid_ratio, cfg.test_ratio, cfg.seed, cfg.sample
+        total_bytes = sum(f.size for _, files in self.inputs for f in files)
+        unsized = any(f.size <= 0 for _, files in self.inputs for f in files)
+        num_shards = effective_num_shards(
+            0 if unsized else total_bytes, cfg.num_shards, len(self.inputs), cfg.pack_size, cfg.sample
         )
+        self.warnings: list[str] = []
+        """Said on stdout now and kept in metadata.json and the summary."""
+        if num_shards < cfg.num_shards:
+            self.warnings.append(
+                f"num_shards {cfg.num_shards} lowered to {num_shards}: {total_bytes:,} bytes of input give "
+                f"each shard at least {MIN_SHARD_BYTES_PER_PACK_TOKEN} x pack_size bytes, or bins would "
+                "be packed from a few rows each"
+            )
+        self.shards: list[Shard] = plan_shards(
+            self.inputs, num_shards, cfg.valid_ratio, cfg.test_ratio, cfg.seed, cfg.sample
+        )
+        self.warnings += plan_split_warnings(cfg.valid_ratio, cfg.test_ratio, self.shards)
+        for warning in self.warnings:
+            print(f"sft-prep: WARNING: {warning}", file=self.stdout)
         self.mine = [s for s in self.shards if s.index % self.num_workers == self.worker_index]
 
     def _same_run(self, record: dict[str, Any] | None) -> bool:
@@ -166,13 +221,37 @@ class Worker:
 
     # ----------------------------------------------------------------------------- run
     def run(self) -> dict[str, Any]:
+        """Prepare, take the output's lease, build this worker's shards, maybe commit."""
         self.prepare()
+        prepare_output_dir(self.cfg.output_dir)
+        lease = OutputLease(self.cfg.output_dir, self.identity.run_id, self.worker_index, lease_ttl())
+        self.lease = lease
+        try:
+            lease.acquire()  # inside: an interrupt just after the lease is written still frees it
+            self._sweep_temp_files()
+            result = self._run()
+        except BaseException:
+            # Alone, nobody else renews it: free the output for a corrected config at once. With
+            # several workers the others may still be writing; it expires unless they renew it.
+            with contextlib.suppress(Exception):  # never hide why the run failed
+                if self.num_workers == 1:
+                    lease.release()
+                else:
+                    lease.stop()
+            raise
+        if result.get("metadata"):  # committed or up to date: nobody writes here any more
+            lease.release()
+        else:
+            lease.stop()
+        return result
+
+    def _run(self) -> dict[str, Any]:
         meta = read_json(self.layout.metadata)
         if self._same_run(meta):
             assert meta is not None
             missing = self._missing_files(meta)
             if not missing and meta["totals"]["bins"] == 0:
-                raise NoTrainingData(meta)
+                raise self._no_data(meta)
             if not missing:
                 print(
                     f"sft-prep: {self.cfg.output_dir} is up to date "
@@ -242,12 +321,17 @@ class Worker:
                 self.pool = None
         meta = self.commit()
         if meta is not None and meta["totals"]["bins"] == 0:
-            raise NoTrainingData(meta)
+            raise self._no_data(meta)
         if meta is None:
             meta = read_json(self.layout.metadata)
             meta = meta if self._same_run(meta) else None
             return self._finish(meta, committed=False)
         return self._finish(meta, committed=True)
+
+    def _no_data(self, meta: dict[str, Any]) -> Exception:
+        receipts = read_all(self.layout, [s.index for s in self.shards]).values()
+        counts = ShardCounts.total(ShardCounts.from_dict(r["stats"]) for r in receipts if r)
+        return no_data_error(self.cfg, meta, counts)
 
     def _missing_files(self, meta: dict[str, Any]) -> list[str]:
         present = {_normalize(u) for u in storage.listdir(self.layout.splits_dir)}
@@ -297,6 +381,7 @@ class Worker:
                     limit=source.limit,
                     meter=meter,
                     decode=self.pool is None,
+                    max_row_bytes=self.cfg.max_row_bytes,
                 )
 
         def account(n: int, sequences: int, tokens: int) -> None:
@@ -349,6 +434,11 @@ class Worker:
         cfg = self.cfg
         counts, ids, mask, lengths = collected.counts, collected.ids, collected.mask, collected.lengths
         started = collected.started
+        if cfg.pad_seq_to_mult > 1:
+            assert self.engine.pad_id is not None
+            real_tokens = len(ids)
+            ids, mask, lengths = pad_sequences(ids, mask, lengths, cfg.pad_seq_to_mult, self.engine.pad_id)
+            counts.pad_tokens = len(ids) - real_tokens
         packing = pack(lengths, cfg.pack_size, cfg.algorithm, seed=shard_seed(cfg.seed, shard.index))
         bin_order = None
         if cfg.algorithm != "first_fit_shuffle" and packing.num_bins > 1:
@@ -396,6 +486,8 @@ class Worker:
         receipts = read_all(self.layout, [s.index for s in self.shards])
         if not all(matches(r, ident.config_hash, ident.run_id, ident.forced) for r in receipts.values()):
             return None
+        if self.lease is not None:
+            self.lease.check()
         done = {i: r for i, r in receipts.items() if r is not None}
         self._delete_stale(done)
         sources = {spec.name: [f.uri for f in files] for spec, files in self.inputs}
@@ -406,6 +498,11 @@ class Worker:
             receipts=done,
             sources=sources,
             encoding=self.engine.encoding_info,
+            pad_token_id=self.engine.pad_id,
+        )
+        meta["num_shards_requested"] = self.cfg.num_shards
+        meta["warnings"] = self.warnings + realized_split_warnings(
+            self.cfg.valid_ratio, self.cfg.test_ratio, meta["splits"]
         )
         write_json(self.layout.blend, build_blend(self.cfg.output_dir, self.shards, done))
         write_json(self.layout.metadata, meta)
@@ -413,6 +510,20 @@ class Worker:
 
         log_artifact(self.cfg, meta, self.layout)
         return meta
+
+    def _sweep_temp_files(self) -> None:
+        """Temp files of atomic writes a kill interrupted (``.metadata.json.XXXX.tmp``) in the output
+        root. Only old ones: a worker of this run may be committing right now (a write takes
+        milliseconds). splits/ and receipts/ are cleaned at commit."""
+        if storage.is_remote(self.cfg.output_dir):
+            return  # S3 writes are single PUTs: nothing is left behind
+        root = storage._local(self.cfg.output_dir)
+        cutoff = time.time() - TEMP_FILE_AGE
+        for path in root.glob(".*.tmp"):
+            with contextlib.suppress(OSError):
+                if path.is_file() and path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    print(f"sft-prep: removed {path.name}, left by an interrupted write", file=self.stdout)
 
     def _delete_stale(self, receipts: dict[int, dict[str, Any]]) -> None:
         """Files of earlier configs (other shard counts/splits) and stray temp files must not be read."""
@@ -450,8 +561,7 @@ class Worker:
             metadata_uri=self.layout.metadata if meta is not None else None,
             meta=meta,
             pack_size=self.cfg.pack_size,
-            # sft-prep's pad_seq_to_mult (added to PrepConfig separately); 1 = no padding constraint
-            pad_seq_to_mult=int(getattr(self.cfg, "pad_seq_to_mult", 1) or 1),
+            pad_seq_to_mult=self.cfg.pad_seq_to_mult,
             shards_done=done,
             shards_total=len(self.shards),
             worker=self.worker_index,

@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from sft_prep.chat import RowError, parse_conversation, shorten
+from sft_prep.chat import Conversation, RowError, parse_conversation, shorten
 from sft_prep.chunking import Chunk, split_generic
 from sft_prep.nano3_fast import split_nano3
 from sft_prep.ranges import gather_index
@@ -92,6 +92,13 @@ class Counts:
     """Sequences tokenized whole (``joint``) or chunk by chunk (``fallback_<reason>``), before any drop;
     empty when joint encoding is disabled. Carried in the counts (not only in the processor) so that
     receipts, worker processes and pods add up to the run's numbers in metadata.json."""
+    template_dropped: Counter[str] = field(default_factory=Counter)
+    """Messages whose field (``reasoning_content``, ``tool_calls``) was set but appears in none of the
+    row's rendered sequences: a custom chat template that ignores it (:func:`template_dropped_fields`)."""
+    cut_off: dict[str, int] = field(default_factory=dict)
+    """Sequences whose every trained token lay beyond ``doc_limit`` (truncation left none):
+    ``sequences``, ``min_to_train`` (the fewest tokens any of them needs to reach its first trained
+    token) and ``max_length`` (the longest of them whole); what a too-small pack_size error suggests."""
     reused: Counter[str] = field(default_factory=Counter)
     """``sequences`` that took ids already encoded for another sequence (a reasoning row's history, a
     system block repeated in the batch) instead of encoding the text again, and the ``tokens`` so
@@ -101,6 +108,14 @@ class Counts:
         bucket = self.examples.setdefault(reason, [])
         if len(bucket) < MAX_EXAMPLES:
             bucket.append({"dataset": dataset, "row": row, "detail": shorten(detail)})
+
+    def add_cut_off(self, sequences: int, min_to_train: int, max_length: int) -> None:
+        mine = self.cut_off
+        self.cut_off = {
+            "sequences": mine.get("sequences", 0) + sequences,
+            "min_to_train": min(mine.get("min_to_train", min_to_train), min_to_train),
+            "max_length": max(mine.get("max_length", 0), max_length),
+        }
 
     def merge(self, other: Counts) -> None:
         self.rows += other.rows
@@ -113,6 +128,9 @@ class Counts:
         self.dropped_sequences.update(other.dropped_sequences)
         self.encoding.update(other.encoding)
         self.reused.update(other.reused)
+        self.template_dropped.update(other.template_dropped)
+        if other.cut_off:
+            self.add_cut_off(**other.cut_off)
         for reason, items in other.examples.items():
             for item in items:
                 self.add_example(reason, item["dataset"], item["row"], item["detail"])
@@ -130,6 +148,8 @@ class Counts:
             "examples": {k: list(v) for k, v in sorted(self.examples.items())},
             "encoding": dict(sorted(self.encoding.items())),
             "reused": dict(sorted(self.reused.items())),
+            "template_dropped": dict(sorted(self.template_dropped.items())),
+            **({"cut_off": dict(self.cut_off)} if self.cut_off else {}),
         }
 
     @classmethod
@@ -146,7 +166,24 @@ class Counts:
             examples={k: list(v) for k, v in data.get("examples", {}).items()},
             encoding=Counter(data.get("encoding", {})),
             reused=Counter(data.get("reused", {})),
+            template_dropped=Counter(data.get("template_dropped", {})),
+            cut_off={k: int(v) for k, v in (data.get("cut_off") or {}).items()},
         )
+
+
+def template_dropped_fields(conv: Conversation, sequences: list[list[Chunk]]) -> Counter[str]:
+    """Messages whose ``reasoning_content`` or tool call is in the data but in none of the rendered
+    sequences. Reasoning a template strips from the history still shows up, because a row with
+    reasoning becomes one sequence per user turn; a template that never renders the field does not."""
+    text = "".join(chunk.text for seq in sequences for chunk in seq)
+    dropped: Counter[str] = Counter()
+    for message in conv.messages:
+        reasoning = (message.reasoning_content or "").strip()
+        if reasoning and reasoning not in text:
+            dropped["reasoning_content"] += 1
+        if any(call.name not in text for call in message.tool_calls):
+            dropped["tool_calls"] += 1
+    return dropped
 
 
 @dataclass
@@ -235,11 +272,21 @@ class RowProcessor:
         }
 
     def split(
-        self, row: Mapping[str, Any], messages_field: str = "messages", tools_field: str = "tools"
+        self,
+        row: Mapping[str, Any],
+        messages_field: str = "messages",
+        tools_field: str = "tools",
+        counts: Counts | None = None,
     ) -> list[list[Chunk]]:
-        """Chunks of each sequence of one row; raises RowError."""
+        """Chunks of each sequence of one row; raises RowError. With ``counts``, the fields a custom
+        template dropped are counted there (the built-in nano3 path renders every field)."""
         conv = parse_conversation(row, messages_field, tools_field)
-        return split_nano3(conv) if self.fast else split_generic(conv, self.template)
+        if self.fast:
+            return split_nano3(conv)
+        sequences = split_generic(conv, self.template)
+        if counts is not None:
+            counts.template_dropped.update(template_dropped_fields(conv, sequences))
+        return sequences
 
     def process(
         self, rows: Iterable[Row], *, messages_field: str = "messages", tools_field: str = "tools"
@@ -252,7 +299,7 @@ class RowProcessor:
             try:
                 if isinstance(row, RowError):
                     raise row
-                sequences = self.split(row, messages_field, tools_field)
+                sequences = self.split(row, messages_field, tools_field, counts)
             except RowError as err:
                 counts.dropped[err.reason] += 1
                 counts.add_example(err.reason, dataset, index, err.detail)
@@ -290,6 +337,10 @@ class RowProcessor:
                 begin, stop, trainable = begins[seq], stops[seq], trainable_all[seq]
                 if trainable == 0:
                     counts.dropped_sequences["no_trainable_tokens"] += 1
+                    if stop < ends[seq]:  # rare: truncation may have cut every trained token away
+                        trained_at = np.flatnonzero(mask_all[begin : ends[seq]])
+                        if trained_at.size:
+                            counts.add_cut_off(1, int(trained_at[0]) + 1, ends[seq] - begin)
                     continue
                 truncated = stop < ends[seq]
                 counts.truncated += truncated

@@ -1,7 +1,16 @@
 """Streaming input: JSONL (optionally gzipped), Parquet and Hugging Face hub datasets → raw chat rows.
 
 Rows are yielded one at a time so that a worker's memory is bounded by the shard it builds, never by
-the dataset. A line that is not JSON becomes a :class:`RowError` row (counted downstream, never fatal).
+the dataset. A line that is not JSON (or nested too deeply, or holding a lone surrogate, or longer than
+``max_row_bytes``, refused before it is parsed) becomes a :class:`RowError` row: counted downstream,
+never fatal. A file that cannot be read as a whole (not gzip, truncated, not Parquet, unreadable)
+stops the run with :class:`InputFileError` (exit 2) naming the file and what is wrong: skipping it
+would silently train on part of the data.
+
+JSONL is read as UTF-8 (a BOM is dropped) in chunks split on ``\n``, so a line's memory is bounded
+by ``max_row_bytes``. A UTF-16/UTF-32 file (BOM, or NUL bytes in the first bytes) is transcoded,
+and a file whose first 64 KiB have ``\r`` but no ``\n`` (old Mac line endings) is split on ``\r``;
+both are said on stderr once per file.
 A shard reads a :class:`~sft_prep.sharding.ShardSource`: the concatenation of some files, optionally cut
 to the first ``limit`` rows (``sample``), keeping the rows whose index is ``remainder`` modulo
 ``modulus``. Rows owned by other shards are skipped before JSON decoding, which keeps that cheap.
@@ -9,9 +18,13 @@ to the first ``limit`` rows (``sample``), keeping the rows whose index is ``rema
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import io
-from collections.abc import Iterator
+import os
+import sys
+import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +36,16 @@ from sft_prep.config import DatasetSpec
 JSONL_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz", ".ndjson")
 PARQUET_SUFFIXES = (".parquet",)
 HF_SCHEME = "hf://"
+READ_CHUNK = 1 << 20
+"""Bytes read at a time from a JSONL stream."""
+SNIFF_BYTES = 64 * 1024
+"""Bytes looked at to decide a JSONL file's encoding and line ending."""
+
+
+class InputFileError(ConfigError):
+    """An input file that cannot be read as a whole: the message names it and says what is wrong."""
+
+    reason = "BadInputFile"
 
 
 @dataclass(frozen=True)
@@ -91,6 +114,11 @@ def resolve_files(spec: DatasetSpec, where: str) -> list[SourceFile]:
         raise ConfigError(f"{where}.path: no JSONL or Parquet files found at {path}")
     for uri in uris:
         input_format(uri)  # unsupported types fail here, before any work
+        if not storage.is_remote(uri) and not os.access(storage._local(uri), os.R_OK):
+            raise InputFileError(
+                f"{where}.path: {uri} is not readable by this user (uid {os.getuid()}); "
+                "fix its permissions (e.g. chmod a+r) or the volume's fsGroup"
+            )
     return [SourceFile(u, storage.size(u)) for u in uris]
 
 
@@ -119,10 +147,12 @@ def iter_rows(
     limit: int | None = None,
     meter: ReadMeter | None = None,
     decode: bool = True,
+    max_row_bytes: int | None = None,
 ) -> Iterator[RawRow]:
     """Rows of the concatenated ``files`` with index ≡ remainder (mod modulus), among the first ``limit``.
 
     ``decode=False`` leaves JSONL lines as bytes, so JSON decoding can happen in a worker process.
+    A JSONL line longer than ``max_row_bytes`` becomes ``RowError('row_too_large')`` unread.
     """
     index = 0
     for uri in files:
@@ -130,23 +160,50 @@ def iter_rows(
             return
         fmt = input_format(uri)
         if fmt == "jsonl":
-            rows, where = _jsonl(uri, meter), f"{storage.name(uri)}:"
+            rows, where = _jsonl(uri, meter, max_row_bytes), f"{storage.name(uri)}:"
         elif fmt == "parquet":
             rows, where = _parquet(uri, spec, meter), f"{storage.name(uri)}#"
         else:
             rows, where = _hub(uri, spec), f"{uri[len(HF_SCHEME) :].strip('/')}#"
         # Every worker reads every line of a file and keeps its share: the per-line work for the
         # others' rows is kept to a counter (no location string, no decoding).
-        for number, payload in rows:
-            if limit is not None and index >= limit:
-                return
-            mine = index % modulus == remainder
-            index += 1
-            if mine:
-                yield RawRow(
-                    f"{where}{number}",
-                    decode_line(payload) if decode and isinstance(payload, bytes) else payload,
-                )
+        try:
+            for number, payload in rows:
+                if limit is not None and index >= limit:
+                    return
+                mine = index % modulus == remainder
+                index += 1
+                if mine:
+                    yield RawRow(
+                        f"{where}{number}",
+                        decode_line(payload) if decode and isinstance(payload, bytes) else payload,
+                    )
+        except ConfigError:
+            raise
+        except Exception as exc:
+            raise InputFileError(f"{uri}: {describe_read_error(uri, exc)}") from None
+        finally:
+            rows.close()
+
+
+def describe_read_error(uri: str, exc: BaseException) -> str:
+    """What is wrong with a file that failed mid-read, in words (and what to do)."""
+    if isinstance(exc, gzip.BadGzipFile):
+        return f"not a gzip file ({exc}); rename it without .gz if it is plain JSONL, or recompress it"
+    if isinstance(exc, EOFError):
+        return "truncated: the compressed stream ends early (an interrupted copy?); copy the file again"
+    if isinstance(exc, zlib.error):
+        return f"corrupt compressed data ({exc}); copy or recompress the file"
+    if isinstance(exc, UnicodeError):
+        return f"not decodable text ({exc}); convert it to UTF-8 (e.g. iconv -t UTF-8)"
+    if isinstance(exc, storage.StorageError):
+        return str(exc).removeprefix(f"{uri}: ")
+    if isinstance(exc, OSError):
+        return f"cannot be read: {exc.strerror or exc}"
+    name = type(exc).__name__
+    if name.startswith("Arrow") or type(exc).__module__.startswith("pyarrow"):
+        return f"not a readable Parquet file ({name}: {exc}); is it truncated or another format?"
+    return f"{name}: {exc}"
 
 
 def decode_line(line: bytes) -> dict[str, Any] | RowError:
@@ -157,24 +214,138 @@ def decode_line(line: bytes) -> dict[str, Any] | RowError:
         return err
 
 
-def _jsonl(uri: str, meter: ReadMeter | None) -> Iterator[tuple[int, bytes]]:
-    """(1-based line number, line) of the non-blank lines."""
+_BOMS: tuple[tuple[bytes, str], ...] = (
+    (codecs.BOM_UTF32_LE, "utf-32-le"),
+    (codecs.BOM_UTF32_BE, "utf-32-be"),
+    (codecs.BOM_UTF8, "utf-8"),
+    (codecs.BOM_UTF16_LE, "utf-16-le"),
+    (codecs.BOM_UTF16_BE, "utf-16-be"),
+)
+
+
+def sniff_jsonl(head: bytes) -> tuple[str, int, bytes]:
+    """(encoding, BOM length, line separator) of a JSONL file from its first bytes.
+
+    JSON text starts with ASCII (``{``, whitespace), so a UTF-16/32 file without a BOM shows NUL bytes
+    around it; UTF-8 text never holds NUL bytes."""
+    found = [(bom, encoding) for bom, encoding in _BOMS if head.startswith(bom)]
+    if found:
+        bom, encoding = found[0]
+    else:
+        bom, encoding = b"", "utf-8"
+        if b"\0" in head[:4]:
+            first = head[:4]
+            encoding = (
+                "utf-32-le"
+                if first[1:4] == b"\0\0\0"
+                else "utf-32-be"
+                if first[:3] == b"\0\0\0"
+                else "utf-16-le"
+                if first[1:2] == b"\0"
+                else "utf-16-be"
+            )
+    text = head if encoding == "utf-8" else head[len(bom) :].decode(encoding, errors="ignore").encode()
+    separator = b"\r" if b"\r" in text and b"\n" not in text else b"\n"
+    return encoding, len(bom), separator
+
+
+def _jsonl(uri: str, meter: ReadMeter | None, max_row_bytes: int | None) -> Iterator[tuple[int, Any]]:
+    """(1-based line number, line or RowError) of the non-blank lines."""
+    limit = max_row_bytes or sys.maxsize
     with storage.local_path(uri) as local:
         raw = open(local, "rb")  # noqa: SIM115 - wrapped below and closed in finally
         try:
             stream: io.BufferedIOBase | gzip.GzipFile = (
                 gzip.GzipFile(fileobj=raw) if uri.lower().endswith(".gz") else raw
             )
-            base = meter.done_bytes if meter is not None else 0.0
             compressed = stream is not raw
-            for lineno, line in enumerate(stream, start=1):
+            head = stream.read(SNIFF_BYTES)
+            encoding, bom, separator = sniff_jsonl(head)
+            if encoding != "utf-8" or separator != b"\n":
+                print(
+                    f"sft-prep: {storage.name(uri)}: reading as {encoding.upper()}"
+                    + (" with CR-only line endings" if separator == b"\r" else ""),
+                    file=sys.stderr,
+                )
+            base = meter.done_bytes if meter is not None else 0.0
+            consumed = 0
+
+            def read(n: int) -> bytes:
+                nonlocal consumed
+                data = stream.read(n)
+                consumed += len(data)
                 if meter is not None:
-                    meter.done_bytes = base + raw.tell() if compressed else meter.done_bytes + len(line)
-                if not line or line.isspace():
-                    continue  # blank lines (often a trailing newline) are not rows
-                yield lineno, line
+                    meter.done_bytes = base + (raw.tell() if compressed else consumed + len(head))
+                return data
+
+            if encoding == "utf-8":
+                first = head[bom:]
+            else:  # transcode to UTF-8 chunk by chunk (an incremental decoder keeps split characters)
+                # surrogatepass: a lone surrogate stays one bad row (bad_json), not a failed file
+                decoder = codecs.getincrementaldecoder(encoding)("surrogatepass")
+                plain = read
+
+                def read(n: int) -> bytes:  # type: ignore[misc]
+                    data = plain(n)
+                    return decoder.decode(data, final=not data).encode("utf-8", "surrogatepass")
+
+                first = decoder.decode(head[bom:]).encode("utf-8", "surrogatepass")
+            for lineno, line, size in split_lines(first, read, separator, limit):
+                if line is None:
+                    detail = (
+                        f"line of {size:,} bytes > max_row_bytes {limit:,}; raise max_row_bytes to keep it"
+                    )
+                    yield lineno, RowError("row_too_large", detail)
+                elif line and not line.isspace():  # blank lines (often a trailing newline) are not rows
+                    yield lineno, line
         finally:
             raw.close()
+
+
+def split_lines(
+    first: bytes, read: Callable[[int], bytes], separator: bytes, limit: int
+) -> Iterator[tuple[int, bytes | None, int]]:
+    """(1-based number, line without its separator or None when longer than ``limit``, its size).
+
+    Memory stays near ``limit`` + one chunk: the parts of a too-long line are counted, not kept."""
+    lineno = 0
+    head: list[bytes] = []  # parts of the line being read
+    held = 0  # bytes in head
+    over = -1  # >= 0: the line being read is too long; its size so far
+    chunk = first
+    while True:
+        if not chunk:
+            chunk = read(READ_CHUNK)
+            if not chunk:
+                break
+        parts = chunk.split(separator)
+        chunk = b""
+        tail = parts.pop()
+        for i, part in enumerate(parts):
+            lineno += 1
+            if i == 0 and (head or over >= 0):
+                if over >= 0:
+                    yield lineno, None, over + len(part)
+                    over = -1
+                    continue
+                part = b"".join((*head, part))
+                head, held = [], 0
+            if len(part) > limit:
+                yield lineno, None, len(part)
+            else:
+                yield lineno, part, len(part)
+        if over >= 0:
+            over += len(tail)
+        elif held + len(tail) > limit:
+            over, head, held = held + len(tail), [], 0
+        elif tail:
+            head.append(tail)
+            held += len(tail)
+    if over >= 0:
+        yield lineno + 1, None, over
+    elif head:
+        line = b"".join(head)
+        yield lineno + 1, line, len(line)
 
 
 def _parquet(uri: str, spec: DatasetSpec, meter: ReadMeter | None) -> Iterator[tuple[int, Any]]:

@@ -221,11 +221,11 @@ def _share(row: list[SeqChunks], markers: tuple[str, ...], ascii_only: bool, b: 
     for k, (texts, seq_flags) in enumerate(row):
         if k == ref:
             continue
-        p = cut_at.get(k)
-        head = first[p] if p is not None else 0
-        if p is not None:
-            texts, seq_flags, first_k = _cut(texts, seq_flags, [p])
-            texts, seq_flags = texts[first_k[p] :], seq_flags[first_k[p] :]
+        cut = cut_at.get(k)
+        head = first[cut] if cut is not None else 0
+        if cut is not None:
+            texts, seq_flags, first_k = _cut(texts, seq_flags, [cut])
+            texts, seq_flags = texts[first_k[cut] :], seq_flags[first_k[cut] :]
         own_unit[k] = len(b.units)
         refs, refs_flags = b.unit(texts, seq_flags)
         pieces[k] = ref_refs[:head] + refs
@@ -254,10 +254,10 @@ def encode_sequences(
     if not joint:
         seqs = [s for row in rows for s in row]
         flat, lengths = encode_per_chunk(tokenizer, [t for texts, _ in seqs for t in texts])
-        flags = np.fromiter(chain.from_iterable(f for _, f in seqs), dtype=np.uint8, count=len(lengths))
-        per_seq = np.fromiter((len(t) for t, _ in seqs), dtype=np.int64, count=len(seqs))
-        seq_lengths = group_sums(lengths, per_seq)
-        return EncodedSequences(flat, np.repeat(flags, lengths), seq_lengths, Counter())
+        chunk_flags = np.fromiter(chain.from_iterable(f for _, f in seqs), dtype=np.uint8, count=len(lengths))
+        chunks_per_seq = np.fromiter((len(t) for t, _ in seqs), dtype=np.int64, count=len(seqs))
+        seq_lengths = group_sums(lengths, chunks_per_seq)
+        return EncodedSequences(flat, np.repeat(chunk_flags, lengths), seq_lengths, Counter())
 
     plan, _ = tokenizer.joint_plan
     layouts = _layouts(rows, markers if plan is not None else (), bool(plan and plan.ascii_only))

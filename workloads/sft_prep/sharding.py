@@ -31,7 +31,9 @@ from __future__ import annotations
 import heapq
 import math
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from sft_common.config import ConfigError
 from sft_prep.config import DatasetSpec
@@ -177,6 +179,22 @@ def shards_per_dataset(sizes: list[int], num_shards: int, equal: bool = False) -
     return _apportion([1.0] * n if equal else [float(s) if s > 0 else fill for s in sizes], num_shards)
 
 
+MIN_SHARD_BYTES_PER_PACK_TOKEN = 32
+"""A shard gets at least ``32 * pack_size`` bytes of input (about eight bins of text at ~4 bytes a
+token): bins are packed per shard, so a shard of a few rows packs into one mostly empty bin."""
+
+
+def effective_num_shards(
+    total_bytes: int, num_shards: int, num_datasets: int, pack_size: int, sample: int | None
+) -> int:
+    """``num_shards``, fewer for a small input (never below one per dataset). Inputs of unknown
+    size (hub datasets) and ``sample`` runs keep the number asked for."""
+    if sample is not None or total_bytes <= 0:
+        return num_shards
+    fits = -(-total_bytes // (MIN_SHARD_BYTES_PER_PACK_TOKEN * pack_size))
+    return max(num_datasets, min(num_shards, fits))
+
+
 def plan_shards(
     datasets: list[tuple[DatasetSpec, list[SourceFile]]],
     num_shards: int,
@@ -199,3 +217,43 @@ def plan_shards(
             shards.append(Shard(index, spec.name, spec.weight, splits[index], sources, read))
             index += 1
     return shards
+
+
+def plan_split_warnings(valid_ratio: float, test_ratio: float, shards: list[Shard]) -> list[str]:
+    """A ratio asked for that whole shards cannot give (no shard, or far from the ratio)."""
+    out = []
+    for split, ratio in (("valid", valid_ratio), ("test", test_ratio)):
+        if ratio <= 0:
+            continue
+        got = sum(1 for s in shards if s.split == split)
+        if got == 0:
+            why = "are all train (≤ 2 shards)" if len(shards) <= 2 else "round to 0"
+            out.append(
+                f"{split}_ratio {ratio} gives no {split} split: splits take whole shards and "
+                f"{len(shards)} shard(s) {why}; "
+                f"raise num_shards (≥ {max(3, math.ceil(1 / ratio))}) or give a separate {split} dataset"
+            )
+        elif abs(got / len(shards) - ratio) > 0.5 * ratio:
+            out.append(
+                f"{split}_ratio {ratio} gives {got} of {len(shards)} shards ({got / len(shards):.0%}): "
+                f"splits take whole shards; raise num_shards for a closer split"
+            )
+    return out
+
+
+def realized_split_warnings(
+    valid_ratio: float, test_ratio: float, splits: Mapping[str, Mapping[str, Any]]
+) -> list[str]:
+    """The split as it came out, in sequences (shards differ in size), when far from the ratio asked."""
+    total = sum(int(splits[s].get("sequences") or 0) for s in SPLITS)
+    out = []
+    for split, ratio in (("valid", valid_ratio), ("test", test_ratio)):
+        if ratio <= 0 or not total:
+            continue
+        share = int(splits[split].get("sequences") or 0) / total
+        if share and abs(share - ratio) > 0.5 * ratio:
+            out.append(
+                f"{split} holds {share:.1%} of the sequences, asked {ratio:.1%} ({split}_ratio): "
+                "splits take whole shards of unequal size"
+            )
+    return out

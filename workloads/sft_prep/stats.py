@@ -20,18 +20,31 @@ class ShardCounts:
     bins: int = 0
     label_tokens: int = 0
     """Tokens trained as labels: the sum of the rolled loss mask (what the loss really sees)."""
+    pad_tokens: int = 0
+    """Pad tokens added for ``pad_seq_to_mult`` (not in ``rows.tokens``, which counts real tokens)."""
 
     def merge(self, other: ShardCounts) -> None:
         self.rows.merge(other.rows)
         self.bins += other.bins
         self.label_tokens += other.label_tokens
+        self.pad_tokens += other.pad_tokens
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.rows.to_dict(), "bins": self.bins, "label_tokens": self.label_tokens}
+        return {
+            **self.rows.to_dict(),
+            "bins": self.bins,
+            "label_tokens": self.label_tokens,
+            "pad_tokens": self.pad_tokens,
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ShardCounts:
-        return cls(RowCounts.from_dict(data), int(data.get("bins", 0)), int(data.get("label_tokens", 0)))
+        return cls(
+            RowCounts.from_dict(data),
+            int(data.get("bins", 0)),
+            int(data.get("label_tokens", 0)),
+            int(data.get("pad_tokens", 0)),
+        )
 
     @classmethod
     def total(cls, parts: Iterable[ShardCounts]) -> ShardCounts:

@@ -87,6 +87,8 @@ def render_summary(meta: Mapping[str, Any]) -> str:
             lines.append(f"  {reason:<36} {n:>10}{hint}")
     if any(meta["truncated"].values()):
         lines.append("truncated: " + ", ".join(f"{k} {v}" for k, v in meta["truncated"].items()))
+    for warning in meta.get("warnings") or []:
+        lines.append(f"WARNING: {warning}")
     encoding = meta.get("encoding") or {}
     if encoding.get("strategy"):
         by_way = ", ".join(f"{k} {format_number(v)}" for k, v in (encoding.get("sequences") or {}).items())

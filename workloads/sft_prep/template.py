@@ -58,7 +58,7 @@ class _GenerationTag(jinja2.ext.Extension):
     Our masks come from incremental rendering, so the marker itself carries no meaning here; we only
     need templates that use it to compile."""
 
-    tags = frozenset({"generation"})
+    tags = {"generation"}  # noqa: RUF012 (jinja2.ext.Extension declares tags as a plain set attribute)
 
     def parse(self, parser: jinja2.parser.Parser) -> jinja2.nodes.Node:
         lineno = next(parser.stream).lineno

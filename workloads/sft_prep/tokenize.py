@@ -235,7 +235,8 @@ class _TransformersBackend:
         return list(self.tok(texts, add_special_tokens=False)["input_ids"]) if texts else []
 
     def decode(self, ids: Sequence[int]) -> str:
-        return self.tok.decode(list(ids), skip_special_tokens=False)
+        text = self.tok.decode(list(ids), skip_special_tokens=False)
+        return text if isinstance(text, str) else "".join(text)  # a list only for batched input
 
     def vocab_size(self) -> int:
         return len(self.tok)

@@ -40,7 +40,7 @@ def log_artifact(cfg: PrepConfig, meta: Mapping[str, Any], layout: Layout) -> bo
     if not cfg.wandb.project:
         return False
     try:
-        import wandb  # type: ignore[import-not-found]
+        import wandb
     except ImportError:
         print(
             "warning: wandb.project is set but the wandb package is not installed; skipping the artifact",

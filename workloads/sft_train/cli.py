@@ -17,8 +17,8 @@ import yaml
 from sft_common.config import ConfigError, load_config
 from sft_common.result import report_failure, report_success, run_main
 from sft_train.config import TrainConfig
-from sft_train.errors import TrainInputError
-from sft_train.packed_data import DataInfo, check_seq_length, inspect_data
+from sft_train.errors import DataError, TrainInputError
+from sft_train.packed_data import SPLITS, DataInfo, check_seq_length, inspect_data
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -32,7 +32,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         "--dry-run",
         action="store_true",
         help="print the resolved config, the Megatron-Bridge overrides and the torchrun command; "
-        "train nothing",
+        "train nothing (missing or unreadable data is a warning, not an error)",
     )
     parser.add_argument(
         "--nproc-per-node", type=int, default=None, help="GPUs per node (for the printed command)"
@@ -49,7 +49,35 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         raise ConfigError("invalid command line (see usage above)") from None
 
 
-def dry_run_report(config: TrainConfig, info: DataInfo, args: argparse.Namespace) -> dict[str, Any]:
+ASSUMED_PACK_SIZE = 4096
+"""The pack size a dry run without data assumes (sft-prep's default ``pack_size``)."""
+
+
+def data_for_plan(config: TrainConfig) -> tuple[DataInfo, list[str]]:
+    """The data as a dry run sees it: inspected when it is there, else a stand-in and the warnings
+    that say what is missing (a plan can be previewed before sft-prep has run, or on another machine)."""
+    try:
+        return inspect_data(config.data.path), []
+    except DataError as exc:
+        warnings = [f"data: {exc}"]
+        seq = config.model.seq_length
+        if seq is None:
+            warnings.append(
+                f"data: the pack size is unknown without metadata.json; the plan assumes {ASSUMED_PACK_SIZE} "
+                "(sft-prep's default pack_size); set model.seq_length to preview another"
+            )
+        warnings.append(
+            "data: validation shards, and the pad multiple the data was packed with, are unknown; "
+            "the plan shows no validation and pad_seq_to_mult 1"
+        )
+        root = config.data.path.rstrip("/") or config.data.path
+        info = DataInfo(root=root, pack_size=seq or ASSUMED_PACK_SIZE, shards={s: [] for s in SPLITS})
+        return info, warnings
+
+
+def dry_run_report(
+    config: TrainConfig, info: DataInfo, args: argparse.Namespace, warnings: Sequence[str] = ()
+) -> dict[str, Any]:
     """Everything a run would do, as one YAML-able mapping (no Megatron-Bridge, no torch)."""
     from sft_train.engines.hf_checkpoint import resolve_resume
     from sft_train.engines.megatron_plan import build_plan, torchrun_command
@@ -59,10 +87,13 @@ def dry_run_report(config: TrainConfig, info: DataInfo, args: argparse.Namespace
         "config": config.model_dump(mode="json"),
         "data": {
             "path": info.root,
+            "found": bool(info.shards.get("train")),
             "pack_size": seq,
             "shards": {split: len(files) for split, files in info.shards.items()},
         },
     }
+    if warnings:
+        report["warnings"] = list(warnings)
     if config.engine == "megatron":
         plan = build_plan(config, info, args.config, args.nproc_per_node or 8, args.nnodes, args.overrides)
         report["megatron_bridge"] = plan.as_dict()
@@ -78,18 +109,26 @@ def _main(argv: Sequence[str]) -> int:
     args = parse_args(argv)
     try:
         config = load_config(TrainConfig, args.config, args.overrides)
-        info = inspect_data(config.data.path)
         if args.dry_run:
-            sys.stdout.write(yaml.safe_dump(dry_run_report(config, info, args), sort_keys=False))
+            info, warnings = data_for_plan(config)
+            for warning in warnings:
+                print(f"warning: {warning}", file=sys.stderr)
+            sys.stdout.write(yaml.safe_dump(dry_run_report(config, info, args, warnings), sort_keys=False))
             return 0
-        result = _train(config, info)
+        result = _train(config, inspect_data(config.data.path))
     except TrainInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         report_failure(exc.reason, str(exc))
         return 2
     if int(os.environ.get("RANK", "0")) == 0:
         done = "finished" if result.finished else "stopped early (train.exit_interval)"
-        print(f"training {done}: iteration {result.last_iteration}, final loss {result.final_loss}")
+        if result.start_iteration is not None and result.start_iteration >= result.last_iteration:
+            done = "already finished (nothing left to train)"
+        loss = "n/a" if result.final_loss is None else f"{result.final_loss:.4f}"
+        print(
+            f"training {done}: iteration {result.last_iteration}, final loss {loss} "
+            f"(mean over the last logging.log_interval iterations)"
+        )
         print(f"checkpoint: {result.checkpoint}")
         if result.hf_export:
             print(f"hugging face export: {result.hf_export}")

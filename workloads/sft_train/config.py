@@ -10,9 +10,9 @@ warm-up iterations, weight decay 0.1, bf16, per-token loss, MTP loss scaling 0.3
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from sft_common.config import ConfigModel
 
@@ -42,13 +42,15 @@ class ModelSpec(ConfigModel):
     """Base weights: a Megatron checkpoint dir (engine megatron) or a Hugging Face checkpoint dir (engine hf);
     local path or s3:// URI. Required unless checkpoint.load points at a checkpoint of this run."""
     recipe: str = "nemotron_3_super"
-    """Megatron-Bridge recipe: a name under megatron.bridge.recipes.nemotronh (its <name>_sft_config and
-    <name>_peft_config are used) or a dotted path module.function returning a ConfigContainer."""
+    """Megatron-Bridge recipe: a known name (nemotron_3_super: Megatron-Bridge 0.6.2's
+    recipes.nemotronh.h100 nemotron_3_super_sft_16gpu_h100_bf16_config for full SFT and
+    nemotron_3_super_peft_1gpu_h100_bf16_config for LoRA) or a dotted path module.function returning a
+    ConfigContainer."""
     seq_length: int | None = Field(default=None, ge=16)
     """Training sequence length; defaults to the data's pack size and must equal it when given."""
     hf_model_id: str | None = None
-    """Hugging Face id or path of the base architecture, used for the optional Hugging Face export
-    (engine megatron)."""
+    """Hugging Face id or path of the base architecture, used for the Hugging Face export (engine
+    megatron); default: the named recipe's."""
 
 
 class LoraSpec(ConfigModel):
@@ -149,7 +151,10 @@ class CheckpointSpec(ConfigModel):
     load: str | None = None
     """Resume from this checkpoint location instead of save; it must hold a complete checkpoint."""
     hf_export: str | None = None
-    """Also write the final model in Hugging Face format here (engine megatron needs model.hf_model_id)."""
+    """Where to also write the final model in Hugging Face format; default {save}/hf."""
+    hf_export_enabled: bool | None = None
+    """Write that export; default on for engine megatron (the recipe's convert_to_hf.enabled), and on
+    engine hf only when hf_export is set."""
 
 
 class LoggingSpec(ConfigModel):
@@ -162,7 +167,7 @@ class LoggingSpec(ConfigModel):
     wandb_entity: str | None = None
     """W&B entity (team or user)."""
     wandb_exp_name: str | None = None
-    """W&B run name."""
+    """W&B run name; default <recipe>-sft or <recipe>-lora."""
     metrics_file: str | None = None
     """Append one JSON line per iteration (iteration, loss, lr, tokens) to this local file (rank 0)."""
 
@@ -178,7 +183,8 @@ class TrainConfig(ConfigModel):
     model: ModelSpec = Field(default_factory=ModelSpec)
     """The base model."""
     peft: LoraSpec | None = None
-    """null for full SFT, or LoRA settings."""
+    """null for full SFT, or LoRA settings ('lora' alone: the recipe's LoRA settings). The learning
+    rate follows the mode unless optimizer.lr is set."""
     train: TrainSpec = Field(default_factory=TrainSpec)
     """Iterations and batch sizes."""
     optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
@@ -198,6 +204,20 @@ class TrainConfig(ConfigModel):
     overrides: list[str] = Field(default_factory=list)
     """Megatron-Bridge 'key=value' overrides, applied last and passed through untouched (engine megatron)."""
 
+    @field_validator("peft", mode="before")
+    @classmethod
+    def _peft_shorthand(cls, value: Any) -> Any:
+        """``peft: lora`` (``peft=lora`` on the command line) means LoRA with the recipe's settings;
+        ``peft: none``/``null`` means full SFT."""
+        if isinstance(value, str):
+            scheme = value.strip().lower()
+            if scheme in ("", "none", "null", "full"):
+                return None
+            if scheme == "lora":
+                return {"type": "lora"}
+            raise ValueError(f"{value!r} is not a PEFT scheme; use 'lora' (or null for full SFT)")
+        return value
+
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
         for text in self.overrides:
@@ -215,6 +235,23 @@ class TrainConfig(ConfigModel):
         if self.optimizer.lr is not None:
             return self.optimizer.lr
         return LORA_LR if self.peft is not None else FULL_SFT_LR
+
+    @property
+    def hf_export_location(self) -> str | None:
+        """Where the Hugging Face export goes, or None when there is none."""
+        ck = self.checkpoint
+        enabled = ck.hf_export_enabled
+        if enabled is None:
+            enabled = self.engine == "megatron" or ck.hf_export is not None
+        if not enabled:
+            return None
+        if ck.hf_export:
+            return ck.hf_export
+        if not ck.save:
+            return None
+        from sft_common import storage
+
+        return storage.join(ck.save, "hf")
 
     @property
     def decay_iters(self) -> int:

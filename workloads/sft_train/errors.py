@@ -30,3 +30,9 @@ class CheckpointNotFound(TrainInputError):
 
 class InvalidOverride(TrainInputError):
     reason = "InvalidOverride"
+
+
+class PadMultipleMismatch(TrainInputError):
+    """The data's per-sub-sequence padding does not fit the parallelism (context parallelism)."""
+
+    reason = "PadMultipleMismatch"

@@ -7,7 +7,14 @@ rolled per sub-sequence: ``loss_mask[j] == 1`` means the label ``input_ids[j + 1
 :func:`split_row` turns a row into sub-sequences exactly as Megatron-Bridge's packed dataset collates
 it, so both engines train on identical (tokens, labels, loss mask) triples: for a sub-sequence
 ``[s, e)``, ``tokens = ids[s:e-1]``, ``labels = ids[s+1:e]``, ``loss_mask = mask[s:e-1]``, and position
-ids restart at 0.
+ids restart at 0. Megatron-Bridge 0.6.2 (the pinned version) then sets ``loss_mask[tokens == eos_id]
+= 0``: a label whose input token is eos is never trained. With eos ``<|im_end|>`` that is the ``\n``
+closing each turn — the model learns to emit ``<|im_end|>`` and stops there; what follows it is the
+template's, not the model's. ``split_row(..., eos_id=…)`` applies the same rule, so both engines train
+exactly the same labels (``tests/megatron/`` checks it against Megatron-Bridge's own collate).
+
+``metadata.json`` ``pad_seq_to_mult`` (absent: 1) is the multiple sft-prep padded each sub-sequence
+to (eos tokens, mask 0); context parallelism needs it (see ``megatron_plan.required_pad_multiple``).
 """
 
 from __future__ import annotations
@@ -77,6 +84,14 @@ def inspect_data(root: str) -> DataInfo:
     return DataInfo(root=root, pack_size=pack_size, shards=shards, metadata=metadata)
 
 
+def pad_multiple_of(metadata: dict[str, Any]) -> int:
+    """The multiple sft-prep padded each packed sub-sequence to (``pad_seq_to_mult``; absent: 1)."""
+    value = metadata.get("pad_seq_to_mult", 1)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise DataError(f"metadata.json: 'pad_seq_to_mult' must be a positive integer, got {value!r}")
+    return value
+
+
 def check_seq_length(pack_size: int, seq_length: int | None, what: str = "model.seq_length") -> int:
     """The training sequence length: the pack size, which an explicit model length must equal."""
     if seq_length is not None and seq_length != pack_size:
@@ -107,19 +122,21 @@ def boundaries(starts: np.ndarray, length: int) -> list[tuple[int, int]]:
     return list(itertools.pairwise(edges))
 
 
-def split_row(ids: np.ndarray, mask: np.ndarray, starts: np.ndarray) -> list[SubSequence]:
-    """Megatron-Bridge's collate of one packed row; a one-token sub-sequence has nothing to predict."""
+def split_row(
+    ids: np.ndarray, mask: np.ndarray, starts: np.ndarray, eos_id: int | None = None
+) -> list[SubSequence]:
+    """Megatron-Bridge's collate of one packed row; a one-token sub-sequence has nothing to predict.
+
+    With ``eos_id``, the label after every eos token is untrained, as in Megatron-Bridge 0.6.2."""
     out = []
     for s, e in boundaries(starts, len(ids)):
         if e - s < 2:
             continue
-        out.append(
-            SubSequence(
-                tokens=ids[s : e - 1].astype(np.int64),
-                labels=ids[s + 1 : e].astype(np.int64),
-                loss_mask=mask[s : e - 1].astype(np.int64),
-            )
-        )
+        tokens = ids[s : e - 1].astype(np.int64)
+        loss_mask = mask[s : e - 1].astype(np.int64)
+        if eos_id is not None:
+            loss_mask[tokens == eos_id] = 0
+        out.append(SubSequence(tokens=tokens, labels=ids[s + 1 : e].astype(np.int64), loss_mask=loss_mask))
     return out
 
 
@@ -151,10 +168,11 @@ class _Column:
 class PackedSplit:
     """All rows of one split, in memory (the hf engine's scale), indexable by global row number."""
 
-    def __init__(self, shards: Sequence[str], pack_size: int) -> None:
+    def __init__(self, shards: Sequence[str], pack_size: int, eos_id: int | None = None) -> None:
         import pyarrow.parquet as pq
 
         self.pack_size = pack_size
+        self.eos_id = eos_id
         self._parts: list[tuple[str, dict[str, _Column]]] = []
         self._ends: list[int] = []
         total = 0
@@ -188,7 +206,7 @@ class PackedSplit:
         return ids, mask, starts
 
     def subsequences(self, index: int) -> list[SubSequence]:
-        return split_row(*self.row(index))
+        return split_row(*self.row(index), eos_id=self.eos_id)
 
     def __iter__(self) -> Iterator[list[SubSequence]]:
         for i in range(self.num_rows):

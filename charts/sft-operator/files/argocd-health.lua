@@ -13,7 +13,12 @@
 --   4. Suspended (phase, or spec.suspend) is Suspended, so Argo CD shows it paused, not stuck.
 --   5. Anything else (Pending, Running, Waiting, no status yet) is Progressing with the
 --      operator's own words, so the Argo CD UI says what it is waiting for.
--- Written for Lua 5.1 (Argo CD uses gopher-lua) with only the base and string libraries.
+--
+-- Written for Lua 5.1 (Argo CD runs gopher-lua) and for the libraries Argo CD gives a custom health
+-- check from argocd-cm: base, table, package and a "safe" os (time and date only). No `string`, no
+-- `math` (and so no string methods either: gopher-lua sets the string metatable only with the string
+-- library). Built-in checks get every library, custom ones only these unless `useOpenLibs` is set;
+-- this script needs none of the others, so it does not ask for them.
 
 local hs = {}
 
@@ -29,9 +34,30 @@ local function condition(status, ctype)
   return nil
 end
 
--- Argo CD decodes JSON numbers as floats; "%d" prints 3, never 3.0, in every Lua version.
+-- Argo CD decodes JSON numbers as floats, and without the string library there is no "%d": build
+-- the decimal digits by hand, so 3.0 prints as 3 in every Lua version (5.4 would print "3.0").
+local DIGITS = {[0] = "0", "1", "2", "3", "4", "5", "6", "7", "8", "9"}
+
 local function int(n)
-  return string.format("%d", n)
+  if type(n) ~= "number" then
+    return tostring(n)
+  end
+  local sign = ""
+  if n < 0 then
+    sign = "-"
+    n = -n
+  end
+  n = n - n % 1
+  if n == 0 then
+    return "0"
+  end
+  local digits = {}
+  while n >= 1 do
+    local d = n % 10
+    table.insert(digits, 1, DIGITS[d])
+    n = (n - d) / 10
+  end
+  return sign .. table.concat(digits)
 end
 
 local function nonempty(s)

@@ -62,17 +62,6 @@ app.kubernetes.io/part-of: sft-operator
 {{- end }}
 {{- end }}
 
-{{/* Namespaces that get the workload ServiceAccount + Role (see values.yaml workloads.namespaces). */}}
-{{- define "sft-operator.workloadNamespaces" -}}
-{{- if .Values.workloads.namespaces }}
-{{- .Values.workloads.namespaces | uniq | toJson }}
-{{- else if not .Values.watch.clusterWide }}
-{{- .Values.watch.namespaces | uniq | toJson }}
-{{- else }}
-{{- list .Release.Namespace | toJson }}
-{{- end }}
-{{- end }}
-
 {{/* The operator's RBAC rules, split by scope; generated from manifests/rbac.yaml (charts/sync_chart.py). */}}
 {{- define "sft-operator.operatorRules" -}}
 {{- .Files.Get "files/operator-rules.yaml" }}

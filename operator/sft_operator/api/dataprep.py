@@ -95,8 +95,14 @@ class PrepProgress(ConfigModel):
     """percent as text, for the printer column."""
     tokens: int | None = None
     """Tokens written so far (the final total once Succeeded)."""
+    tokens_text: str | None = None
+    """tokens with a unit (e.g. 1.18G), for the printer column."""
     tokens_per_second: float | None = None
     """Current throughput summed over running workers."""
+    eta_seconds: int | None = None
+    """Estimated seconds until the slowest running worker is done."""
+    eta_text: str | None = None
+    """etaSeconds as kubectl prints durations (e.g. 3m20s), for the printer column."""
     workers_done: int | None = None
     """Workers (Job indexes) that completed."""
     workers_total: int | None = None

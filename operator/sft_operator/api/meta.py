@@ -50,7 +50,16 @@ def column(
 
 PHASE_COLUMN = column("Phase", "string", ".status.phase")
 AGE_COLUMN = column("Age", "date", ".metadata.creationTimestamp")
+MESSAGE_COLUMN = column("Message", "string", ".status.message", "One-line summary of the current state")
 REASON_COLUMN = column("Reason", "string", '.status.conditions[?(@.type=="Ready")].reason', priority=1)
+# A printer column shows one status field, so the operator writes the human strings (tokensText,
+# etaText; sft_operator.status.common.progress_text) next to the numbers.
+TOKENS_COLUMN = column(
+    "Tokens", "string", ".status.progress.tokensText", "Tokens so far, with a unit (e.g. 1.18G)"
+)
+ETA_COLUMN = column(
+    "ETA", "string", ".status.progress.etaText", "Estimated time left while Running (e.g. 2h5m)"
+)
 
 DATAPREP = KindInfo(
     kind="SFTDataPrep",
@@ -63,13 +72,10 @@ DATAPREP = KindInfo(
         PHASE_COLUMN,
         column("Shards", "string", ".status.progress.shards", "Shards done / total"),
         column("Progress", "string", ".status.progress.percentText", "Share of shards done"),
-        column(
-            "Tokens",
-            "integer",
-            ".status.progress.tokens",
-            "Tokens written so far (the final total once Succeeded)",
-        ),
+        TOKENS_COLUMN,
+        ETA_COLUMN,
         AGE_COLUMN,
+        MESSAGE_COLUMN,
         REASON_COLUMN,
     ),
 )
@@ -85,8 +91,10 @@ RUN = KindInfo(
         PHASE_COLUMN,
         column("Iteration", "string", ".status.progress.iterations", "Iterations done / total"),
         column("Loss", "number", ".status.progress.loss", "Latest training loss"),
+        TOKENS_COLUMN,
+        ETA_COLUMN,
         AGE_COLUMN,
-        column("ETA", "integer", ".status.progress.etaSeconds", "Estimated seconds to the end", priority=1),
+        MESSAGE_COLUMN,
         REASON_COLUMN,
     ),
 )

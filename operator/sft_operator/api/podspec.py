@@ -300,7 +300,8 @@ class PodFields(PodPlacement):
 
     image: str | None = Field(default=None, min_length=1, max_length=1024)
     """Container image that holds the workload (e.g. ghcr.io/sft-operator/sft-prep:0.1.0); default: the
-    image the operator was installed with (SFT_DEFAULT_PREP_IMAGE / SFT_DEFAULT_TRAINER_IMAGE)."""
+    image the operator was installed with (SFT_DEFAULT_PREP_IMAGE / SFT_DEFAULT_TRAINER_IMAGE), else
+    the release's own (ghcr.io/sft-operator/sft-prep or sft-trainer at the operator's version)."""
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     """When the kubelet pulls the image."""
     image_pull_secrets: list[PullSecret] = Field(default_factory=list, max_length=16)
@@ -310,8 +311,9 @@ class PodFields(PodPlacement):
     priority_class_name: str | None = Field(default=None, max_length=253)
     """PriorityClass of the pods."""
     service_account_name: str | None = Field(default=None, max_length=253, pattern=DNS_LABEL_RE)
-    """ServiceAccount of the pods; default: the operator's workload ServiceAccount (sft-workload), which
-    may patch only the status of these resources, so the workload can report progress."""
+    """ServiceAccount of the pods (it must exist); default: one the operator creates for this resource.
+    Either way the operator binds it to a Role that may patch only this resource's status, so the
+    workload can report progress."""
     env: list[EnvVar] = Field(default_factory=list, max_length=256)
     """Extra environment variables; credentials only via valueFrom.secretKeyRef."""
     env_from: list[EnvFromSource] = Field(default_factory=list, max_length=32)

@@ -79,7 +79,7 @@ class RunData(ConfigModel):
         return self
 
 
-class SFTRunSpec(TrainConfig, PodFields, BatchFields):  # type: ignore[misc]
+class SFTRunSpec(TrainConfig, PodFields, BatchFields):
     """Desired fine-tuning run: Megatron-Bridge (or Hugging Face on CPU) on packed Parquet, run with
     `nodes` pods of `gpusPerNode` GPUs as a Kubeflow Trainer v2 TrainJob, a JobSet or a Kubeflow v1
     PyTorchJob (backend). The training-defining fields (the trainer config, image, nodes,
@@ -128,6 +128,12 @@ class SFTRunSpec(TrainConfig, PodFields, BatchFields):  # type: ignore[misc]
                 "s3:// URI or a path on a mounted volume"
             )
         self.check_location("checkpoint.save", self.checkpoint.save)
+        if not self.model.pretrained_checkpoint and not self.checkpoint.load:
+            raise ValueError(
+                "model.pretrainedCheckpoint is not set and checkpoint.load names no checkpoint to continue "
+                "from: the trainer would have no weights to start with; set model.pretrainedCheckpoint to "
+                "the base model (an s3:// URI or a path on a mounted volume)"
+            )
         for key, value in (
             ("checkpoint.load", self.checkpoint.load),
             ("checkpoint.hfExport", self.checkpoint.hf_export),
@@ -274,6 +280,11 @@ class RunProgress(ConfigModel):
     """When the trainer last reported."""
     iterations: str | None = None
     """"done/total", for the printer column (written by the operator)."""
+    tokens_text: str | None = None
+    """tokens with a unit (e.g. 1.18G), for the printer column (written by the operator)."""
+    eta_text: str | None = None
+    """etaSeconds as kubectl prints durations (e.g. 2h5m) while Running, for the printer column
+    (written by the operator)."""
 
 
 class RunFailure(Failure):

@@ -34,7 +34,7 @@ async def ensure_child(
     meta = desired["metadata"]
     namespace, name = meta["namespace"], meta["name"]
     try:
-        return Ensured(await client.create(res, namespace, desired), True)
+        created = await client.create(res, namespace, desired)
     except ApiError as exc:
         if exc.invalid:
             raise InvalidSpec(
@@ -50,6 +50,10 @@ async def ensure_child(
             ) from None
         if not exc.conflict:
             raise
+    else:
+        if client.observer is not None:
+            client.observer.child_created(str(desired.get("kind")))
+        return Ensured(created, True)
     existing = await client.get(res, namespace, name)
     if not is_controlled_by(existing, owner_uid):
         raise InvalidSpec(

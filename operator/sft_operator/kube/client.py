@@ -15,7 +15,7 @@ import ssl
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
 import aiohttp
@@ -54,6 +54,9 @@ JOBS = Resource("batch", "v1", "jobs")
 PODS = Resource("", "v1", "pods")
 CONFIGMAPS = Resource("", "v1", "configmaps")
 EVENTS = Resource("", "v1", "events")
+SERVICEACCOUNTS = Resource("", "v1", "serviceaccounts")
+ROLES = Resource("rbac.authorization.k8s.io", "v1", "roles")
+ROLEBINDINGS = Resource("rbac.authorization.k8s.io", "v1", "rolebindings")
 
 
 class ApiError(Exception):
@@ -85,6 +88,18 @@ class ApiError(Exception):
         return self.status in (0, 408, 429) or self.status >= 500
 
 
+class ApiObserver(Protocol):
+    """Told about failed calls and created children (``sft_operator.metrics.OperatorMetrics``)."""
+
+    def api_error(self, verb: str, code: int) -> None: ...
+
+    def child_created(self, kind: str) -> None: ...
+
+
+VERBS = {"GET": "get", "POST": "create", "PATCH": "patch", "PUT": "update", "DELETE": "delete"}
+"""Kubernetes verb of an HTTP method (a GET of a collection is ``list``: the caller says so)."""
+
+
 class KubeClient:
     """One aiohttp session against one API server; create it inside the operator's event loop."""
 
@@ -104,6 +119,8 @@ class KubeClient:
         self._lock = asyncio.Lock()
         self.relogin: Callable[[], Any] | None = None
         """Returns a fresh ``ConnectionInfo`` after a 401 (rotated service-account tokens)."""
+        self.observer: ApiObserver | None = None
+        """Counts failed calls (and, in :func:`sft_operator.kube.children.ensure_child`, creations)."""
 
     @classmethod
     def from_connection_info(cls, info: Any, timeout: float = 30.0) -> KubeClient:
@@ -142,6 +159,23 @@ class KubeClient:
         params: Mapping[str, str] | None = None,
         content_type: str = "application/json",
         text: bool = False,
+        verb: str | None = None,
+    ) -> Any:
+        try:
+            return await self._request(method, path, body, params, content_type, text)
+        except ApiError as exc:
+            if self.observer is not None:
+                self.observer.api_error(verb or VERBS.get(method, method.lower()), exc.status)
+            raise
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        body: Any,
+        params: Mapping[str, str] | None,
+        content_type: str,
+        text: bool,
     ) -> Any:
         kwargs: dict[str, Any] = {"params": dict(params or {})}
         if body is not None:
@@ -173,7 +207,7 @@ class KubeClient:
         self, res: Resource, namespace: str | None = None, label_selector: str | None = None
     ) -> list[dict[str, Any]]:
         params = {"labelSelector": label_selector} if label_selector else None
-        data = await self.request("GET", res.path(namespace), params=params)
+        data = await self.request("GET", res.path(namespace), params=params, verb="list")
         return list(data.get("items") or [])
 
     async def create(self, res: Resource, namespace: str | None, body: Mapping[str, Any]) -> dict[str, Any]:

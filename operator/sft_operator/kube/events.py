@@ -7,6 +7,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from sft_common.redact import redact
 from sft_operator.kube.client import EVENTS, ApiError, KubeClient
 
 log = logging.getLogger(__name__)
@@ -15,8 +16,10 @@ COMPONENT = "sft-operator"
 
 def event_body(obj: Mapping[str, Any], type_: str, reason: str, message: str, now: str) -> dict[str, Any]:
     """A core/v1 Event on ``obj``; its name hashes uid, reason, message and time, so posting the same
-    event twice (a retried reconcile) answers 409 instead of showing it twice."""
+    event twice (a retried reconcile) answers 409 instead of showing it twice. The message is redacted
+    (``sft_common.redact``): it often quotes a pod's termination message."""
     meta = obj["metadata"]
+    message = redact(message)
     digest = hashlib.sha256(f"{meta.get('uid')}/{reason}/{message}/{now}".encode()).hexdigest()[:12]
     return {
         "apiVersion": "v1",

@@ -10,6 +10,7 @@ from sft_operator.api.dataprep import SFTDataPrepSpec, data_fields
 from sft_operator.api.meta import DATAPREP
 from sft_operator.render import children as common
 from sft_operator.render import meta
+from sft_operator.render.identity import pod_service_account
 from sft_operator.render.pods import CONFIG_PATH, WorkloadDefaults, container, owner_env, placement, pod_spec
 
 CONTAINER = "prep"
@@ -46,6 +47,7 @@ def render(cr: Mapping[str, Any], defaults: WorkloadDefaults | None = None) -> c
     defaults = defaults or WorkloadDefaults()
     spec = common.parse_spec(SFTDataPrepSpec, cr)
     image = common.image_or_default(spec.image, defaults.prep_image, "SFT_DEFAULT_PREP_IMAGE", "sft-prep")
+    defaults.policy.check(spec, defaults.service_account)
     digest = common.spec_hash(spec, data_fields())
     child = common.ChildMeta.of(DATAPREP, cr, APP, digest)
     cm_name = config_map_name(child.name)
@@ -59,7 +61,7 @@ def render(cr: Mapping[str, Any], defaults: WorkloadDefaults | None = None) -> c
         "--num-workers",
         str(workers),
     ]
-    env = [
+    env: list[dict[str, Any]] = [
         # The Job controller injects this too; declaring it makes $(JOB_COMPLETION_INDEX) explicit.
         {
             "name": "JOB_COMPLETION_INDEX",
@@ -102,7 +104,7 @@ def render(cr: Mapping[str, Any], defaults: WorkloadDefaults | None = None) -> c
                 spec,
                 config_map=cm_name,
                 containers=[main],
-                service_account=defaults.service_account,
+                service_account=pod_service_account(DATAPREP, cr, defaults),
                 where=where,
             ),
             labels=where.pod_labels,

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from sft_operator import __version__
 from sft_operator.api.meta import GROUP, VERSION, KindInfo
 from sft_operator.api.podspec import (
     CONFIG_DIR,
@@ -23,13 +24,94 @@ from sft_operator.api.podspec import (
     PodFields,
     PodPlacement,
 )
+from sft_operator.errors import InvalidSpec
 
 RUN_AS = 1000
+IMAGE_REGISTRY = "ghcr.io/sft-operator"
+"""Where the project's images are published (the Makefile's IMAGE_REGISTRY, the chart's repositories)."""
+BUILTIN_PREP_IMAGE = f"{IMAGE_REGISTRY}/sft-prep:{__version__}"
+BUILTIN_TRAINER_IMAGE = f"{IMAGE_REGISTRY}/sft-trainer:{__version__}"
+"""The workload images of this release: the chart's image names at the package version, so an
+operator started without the chart (``python -m sft_operator``) runs the images it was released with."""
+
+
+def _env_image(env: Mapping[str, str], name: str, builtin: str) -> str | None:
+    """Unset: the release's image; set empty: no default (every CR must name spec.image)."""
+    value = env.get(name)
+    if value is None:
+        return builtin
+    return value.strip() or None
+
+
+RESTRICTED_VOLUME_TYPES = frozenset(
+    {
+        "configMap",
+        "csi",
+        "downwardAPI",
+        "emptyDir",
+        "ephemeral",
+        "persistentVolumeClaim",
+        "projected",
+        "secret",
+    }
+)
+"""The volume sources the ``restricted`` Pod Security Standard allows (kubernetes
+pod-security-admission, policy/check_restrictedVolumes.go). Every other source is node-level
+(hostPath, flexVolume, local disks) or bypasses PersistentVolume access control (nfs, iscsi, rbd, ...)."""
+ANY = "*"
+
+
+def _env_set(env: Mapping[str, str], name: str) -> frozenset[str]:
+    return frozenset(item.strip() for item in (env.get(name) or "").split(",") if item.strip())
+
+
+@dataclass(frozen=True)
+class WorkloadPolicy:
+    """What a CR may ask of its pods beyond the hardened template (the chart's ``workloads.policy``)."""
+
+    extra_volume_types: frozenset[str] = frozenset()
+    """Volume sources allowed besides RESTRICTED_VOLUME_TYPES, e.g. {"nfs"}; "*" allows every one."""
+    service_accounts: frozenset[str] = frozenset()
+    """ServiceAccounts a CR may name in spec.serviceAccountName besides the operator's workload one;
+    "*" allows any (a CR could then run as any ServiceAccount of its namespace)."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> WorkloadPolicy:
+        return cls(
+            extra_volume_types=_env_set(env, "SFT_ALLOWED_EXTRA_VOLUME_TYPES"),
+            service_accounts=_env_set(env, "SFT_ALLOWED_SERVICE_ACCOUNTS"),
+        )
+
+    def check(self, spec: PodFields, workload_account: str | None) -> None:
+        """Raise :class:`InvalidSpec` for a volume type or ServiceAccount the policy does not allow."""
+        allowed = RESTRICTED_VOLUME_TYPES | self.extra_volume_types
+        for volume in spec.volumes:
+            for source in sorted(set(volume.model_extra or {}) - allowed):
+                if ANY in self.extra_volume_types:
+                    break
+                raise InvalidSpec(
+                    f"spec.volumes '{volume.name}': {source} volumes are not allowed (only "
+                    f"{', '.join(sorted(allowed))}): use a persistentVolumeClaim, or ask the cluster "
+                    f"admin to add {source} to the operator's workloads.policy.extraVolumeTypes",
+                    reason="VolumeNotAllowed",
+                )
+        account = spec.service_account_name
+        if account is None or account == workload_account or ANY in self.service_accounts:
+            return
+        if account not in self.service_accounts:
+            others = ", ".join(sorted(self.service_accounts)) or "none"
+            raise InvalidSpec(
+                f"spec.serviceAccountName '{account}' is not allowed: pods run as the operator's workload "
+                f"ServiceAccount ({workload_account or 'none'}) or one of workloads.policy.serviceAccounts "
+                f"({others}); remove the field, or ask the cluster admin to allow '{account}'",
+                reason="ServiceAccountNotAllowed",
+            )
 
 
 @dataclass(frozen=True)
 class WorkloadDefaults:
-    """What the operator fills in when a CR leaves it unset (from its own environment, see from_env)."""
+    """What the operator applies to every CR's pods: the defaults it fills in when the CR leaves them
+    unset, and the policy it enforces (from its own environment, see from_env)."""
 
     prep_image: str | None = None
     trainer_image: str | None = None
@@ -38,6 +120,7 @@ class WorkloadDefaults:
     """ClusterTrainingRuntime of TrainJobs whose SFTRun names none (the chart's shipped runtime)."""
     placement: PodPlacement = field(default_factory=PodPlacement)
     """Chart-wide pod placement (Helm value workloadPods, env SFT_WORKLOAD_POD_DEFAULTS as JSON)."""
+    policy: WorkloadPolicy = WorkloadPolicy()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> WorkloadDefaults:
@@ -51,11 +134,12 @@ class WorkloadDefaults:
                 f"SFT_WORKLOAD_POD_DEFAULTS (Helm value workloadPods) is invalid: {exc}"
             ) from None
         return cls(
-            prep_image=env.get("SFT_DEFAULT_PREP_IMAGE") or None,
-            trainer_image=env.get("SFT_DEFAULT_TRAINER_IMAGE") or None,
+            prep_image=_env_image(env, "SFT_DEFAULT_PREP_IMAGE", BUILTIN_PREP_IMAGE),
+            trainer_image=_env_image(env, "SFT_DEFAULT_TRAINER_IMAGE", BUILTIN_TRAINER_IMAGE),
             service_account=env.get("SFT_WORKLOAD_SERVICE_ACCOUNT") or None,
             training_runtime=env.get("SFT_TRAINING_RUNTIME") or None,
             placement=placement,
+            policy=WorkloadPolicy.from_env(env),
         )
 
 
@@ -158,12 +242,13 @@ def pod_spec(
     *,
     config_map: str,
     containers: list[dict[str, Any]],
-    service_account: str | None = None,
+    service_account: str,
     extra_volumes: Sequence[Mapping[str, Any]] = (),
     where: PodPlacement | None = None,
 ) -> dict[str, Any]:
-    """The pod spec; ``service_account`` is the default used when the CR names none, ``where`` the
-    merged placement (see :func:`placement`; default: the spec's own)."""
+    """The pod spec; ``service_account`` from :func:`sft_operator.render.identity.pod_service_account`
+    (its token lets the workload patch its CR's status, the only right it has); ``where`` the merged
+    placement (see :func:`placement`; default: the spec's own)."""
     where = where or spec
     out: dict[str, Any] = {
         "restartPolicy": "Never",
@@ -179,12 +264,7 @@ def pod_spec(
             *_dump_list(spec.volumes),
         ],
     }
-    account = spec.service_account_name or service_account
-    if account:
-        out["serviceAccountName"] = account
-    else:
-        # No ServiceAccount chosen: the default one has no rights on our CRs, so do not mount a token.
-        out["automountServiceAccountToken"] = False
+    out["serviceAccountName"] = service_account
     if spec.image_pull_secrets:
         out["imagePullSecrets"] = _dump_list(spec.image_pull_secrets)
     if where.node_selector:

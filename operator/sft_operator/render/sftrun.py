@@ -25,6 +25,7 @@ from sft_operator.backends.base import Backend, RunPods
 from sft_operator.errors import InvalidSpec
 from sft_operator.render import children as common
 from sft_operator.render import meta
+from sft_operator.render.identity import pod_service_account
 from sft_operator.render.pods import CONFIG_PATH, WorkloadDefaults, container, owner_env, placement, pod_spec
 
 APP = "sft-train"
@@ -109,6 +110,7 @@ def render(
     image = common.image_or_default(
         spec.image, defaults.trainer_image, "SFT_DEFAULT_TRAINER_IMAGE", "sft-train"
     )
+    defaults.policy.check(spec, defaults.service_account)
     if (
         spec.model.seq_length is not None
         and data.pack_size is not None
@@ -143,7 +145,7 @@ def render(
             spec,
             config_map=cm_name,
             containers=[main],
-            service_account=defaults.service_account,
+            service_account=pod_service_account(RUN, cr, defaults),
             extra_volumes=[shm],
             where=where,
         ),

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from sft_common.progress import format_number, human_duration
 from sft_operator.render.meta import KUEUE_QUEUE_LABEL
 from sft_operator.status.conditions import ready_reason
 from sft_operator.status.pods import PodState
@@ -90,3 +91,17 @@ def with_job_reason(failure: dict[str, Any], job_reason: str, job_message: str) 
     """Put the child's own failure reason (e.g. DeadlineExceeded) in front of the pod's message."""
     detail = f"{job_reason} ({job_message})" if job_message else job_reason
     failure["message"] = f"{detail}; {failure['message']}"
+
+
+def progress_text(progress: Mapping[str, Any] | None, phase: str) -> dict[str, str]:
+    """The human strings of the printer columns: ``tokensText`` (1.18G) and, while Running,
+    ``etaText`` (2h5m, as kubectl prints durations). One formatter for both kinds (and for the
+    workloads' own progress lines: :mod:`sft_common.progress`)."""
+    progress = progress or {}
+    out: dict[str, str] = {}
+    if isinstance(progress.get("tokens"), int | float):
+        out["tokensText"] = format_number(progress["tokens"])
+    eta = progress.get("etaSeconds")
+    if phase == "Running" and isinstance(eta, int | float):
+        out["etaText"] = human_duration(eta)
+    return out

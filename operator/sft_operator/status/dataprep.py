@@ -19,6 +19,7 @@ from sft_operator.status.common import (
     carried_over,
     finished,
     pods_of_job,
+    progress_text,
     recorded_state,
     suspended_state,
     with_job_reason,
@@ -32,6 +33,7 @@ from sft_operator.status.pods import (
     parse_indexes,
     pending_problem,
 )
+from sft_operator.status.pruned import pruned_conditions
 
 SHARED = {"progress": patch.aliases(PrepProgress) - {"workers"}}
 """``status.progress`` is shared: the workers patch ``progress.workers.<i>`` themselves; the operator
@@ -125,6 +127,7 @@ def derive(
             generation,
         ),
     ]
+    conditions.extend(pruned_conditions(cr, generation))
     out["conditions"] = with_transition_times(conditions, old.get("conditions"), now)
     return out
 
@@ -217,6 +220,7 @@ def _progress(
     tokens = 0
     rate = 0.0
     updated: list[str] = []
+    etas: list[int] = []
     for snap in workers.values():
         if not isinstance(snap, Mapping):
             continue
@@ -226,6 +230,8 @@ def _progress(
         finished = snap.get("total") is not None and (snap.get("completed") or 0) >= snap["total"]
         if not finished:
             rate += float(snap.get("tokensPerSecond") or 0)
+            if isinstance(snap.get("etaSeconds"), int | float):
+                etas.append(int(snap["etaSeconds"]))
         if snap.get("updatedAt"):
             updated.append(str(snap["updatedAt"]))
     job_status = (job or {}).get("status") or {}
@@ -255,6 +261,9 @@ def _progress(
         progress["tokensPerSecond"] = round(rate, 1)
     if updated:
         progress["updatedAt"] = max(updated)
+    if etas and phase == "Running":
+        progress["etaSeconds"] = max(etas)  # the slowest worker decides
+    progress.update(progress_text(progress, phase))
     old = ((cr.get("status") or {}).get("progress")) or {}
     if phase == "Succeeded" and job is None and old:
         return {k: v for k, v in old.items() if k != "workers"}

@@ -1,4 +1,10 @@
-"""Minimal JSON merge patches between two status dicts (RFC 7386), skipping workload-owned keys."""
+"""Minimal JSON merge patches between two status dicts (RFC 7386), skipping workload-owned keys.
+
+This is the seam every value the operator writes into a status passes: :func:`merge_patch` redacts
+credentials (``sft_common.redact``) in the new status before comparing, so a derived status that
+quotes a termination message or an error holding ``user:password@`` writes ``[REDACTED]``, and
+(redaction being idempotent) compares equal to what is already stored.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +12,21 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
+from sft_common.redact import redact_value
+
 
 def merge_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
-    """The merge patch that turns ``old`` into ``new`` (None deletes; lists are replaced whole)."""
+    """The merge patch that turns ``old`` into ``new`` with its credentials redacted (None deletes;
+    lists are replaced whole)."""
+    return _merge_patch(old, redact_value(new))
+
+
+def _merge_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
     patch: dict[str, Any] = {}
     for key, value in new.items():
         before = old.get(key)
         if isinstance(value, Mapping) and isinstance(before, Mapping):
-            sub = merge_patch(before, value)
+            sub = _merge_patch(before, value)
             if sub:
                 patch[key] = sub
         elif value != before or key not in old:

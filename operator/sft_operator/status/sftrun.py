@@ -32,18 +32,21 @@ from sft_operator.status.common import (
     TERMINAL,
     carried_over,
     finished,
+    progress_text,
     recorded_state,
     with_job_reason,
 )
 from sft_operator.status.conditions import condition as make_condition
 from sft_operator.status.conditions import kstatus_conditions, with_transition_times
 from sft_operator.status.pods import PodState, describe_failure, latest_failed
+from sft_operator.status.pruned import pruned_conditions
 from sft_operator.status.rundata import DataState, resolve_data
 
 __all__ = ["DataState", "derive", "resolve_data", "status_patch"]
 
-SHARED = {"progress": frozenset({"iterations"})}
-"""``status.progress`` is the trainer's except ``iterations`` (see status.patch.operator_view)."""
+SHARED = {"progress": frozenset({"iterations", "tokensText", "etaText"})}
+"""``status.progress`` is the trainer's except ``iterations`` and the printer columns' human strings
+(see status.patch.operator_view)."""
 KEPT = (
     "backend",
     "jobRef",
@@ -132,8 +135,10 @@ def derive(
 
     job_known = job is not None or bool(out.get("jobRef"))
     iterations = _iterations(spec, old.get("progress"), out.get("outputs"), phase, job_known)
-    if iterations is not None:
-        out["progress"] = {"iterations": iterations}
+    progress = {"iterations": iterations} if iterations is not None else {}
+    progress.update(progress_text(old.get("progress"), phase))
+    if progress:
+        out["progress"] = progress
     stalled = phase == "Failed" or error is not None
     out["phase"] = phase
     out["message"] = message
@@ -163,6 +168,7 @@ def derive(
             generation,
         ),
     ]
+    conditions.extend(pruned_conditions(cr, generation))
     out["conditions"] = with_transition_times(conditions, old.get("conditions"), now)
     return out
 
@@ -246,8 +252,8 @@ def _iterations(
     done = progress.get("iteration")
     if done is None:
         done = progress.get("completed")
-    if phase == "Succeeded" and (outputs or {}).get("lastIteration") is not None:
-        done = outputs["lastIteration"]  # type: ignore[index]
+    if phase == "Succeeded" and outputs and outputs.get("lastIteration") is not None:
+        done = outputs["lastIteration"]
     if done is None and not job_known:
         return None
     if total is None:

@@ -4,7 +4,8 @@ Meant for CPUs and single GPUs (tests, demos, small models); it runs under ``tor
 (gloo on CPU, nccl on GPU). Its numerics follow the megatron engine:
 
 * one packed row per micro-batch, split into sub-sequences as Megatron-Bridge collates it
-  (:func:`sft_train.packed_data.split_row`), with no attention across sub-sequences;
+  (:func:`sft_train.packed_data.split_row`), with no attention across sub-sequences, and the same
+  trained labels: the label after each eos token is untrained, as in Megatron-Bridge 0.6.2;
 * the loss is the mean over every trained token of the global batch — all micro-batches of all
   ranks — not a mean of per-rank means, so a run on N processes follows the same loss curve as one
   process with the same global batch;
@@ -27,7 +28,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
@@ -41,6 +42,7 @@ from sft_train.engines.hf_batch import collate, forward_loss
 from sft_train.engines.hf_model import (
     apply_lora,
     check_context_length,
+    eos_token_id,
     load_adapter,
     load_base_model,
     localize_checkpoint,
@@ -50,6 +52,10 @@ from sft_train.engines.outcome import TrainResult
 from sft_train.engines.schedule import learning_rate
 from sft_train.errors import CheckpointNotFound, TrainInputError
 from sft_train.packed_data import DataInfo, PackedSplit, check_seq_length, sample_order
+
+if TYPE_CHECKING:
+    from peft import PeftModel
+    from transformers import PreTrainedModel
 
 TOKENIZER_FILES = (
     "tokenizer.json",
@@ -135,15 +141,27 @@ class HFTrainer:
         self.base_dir: Path | None = None
         self.resume_dir: Path | None = None
         self.resume_uri = ckpt.resolve_resume(config.checkpoint.load, config.checkpoint.save)
+        self.reported_loss: float | None = None
+        """The training loss as reported everywhere (log line, progress/status, result): see
+        :func:`window_loss`; restored from the checkpoint, so a rerun of a finished run reports it."""
         self.model, self.optimizer, self.start_iteration = self._build()
-        self.train_split = PackedSplit(info.shards["train"], info.pack_size)
+        model_dir = self.base_dir or (self.resume_dir / "model" if self.resume_dir else None)
+        self.eos_id = eos_token_id(model_dir, self._unwrapped)
+        self.train_split = PackedSplit(info.shards["train"], info.pack_size, self.eos_id)
         self.pad_id = int(getattr(self._unwrapped.config, "pad_token_id", None) or 0)
 
     # -- construction -------------------------------------------------------------------------
     @property
-    def _unwrapped(self) -> torch.nn.Module:
+    def _unwrapped(self) -> PreTrainedModel | PeftModel:
+        """The Hugging Face model inside the DDP wrapper (a PeftModel with LoRA)."""
+        from peft import PeftModel
+        from transformers import PreTrainedModel
+
         model = self.model
-        return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+        inner = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+        if not isinstance(inner, PreTrainedModel | PeftModel):
+            raise TypeError(f"expected a Hugging Face model, got {type(inner).__name__}")
+        return inner
 
     def _build(self) -> tuple[torch.nn.Module, torch.optim.Optimizer, int]:
         cfg = self.config
@@ -185,6 +203,7 @@ class HFTrainer:
             state = torch.load(resume_dir / ckpt.STATE_FILE, map_location=self.ctx.device, weights_only=False)
             optimizer.load_state_dict(state["optimizer"])
             start = int(state["iteration"])
+            self.reported_loss = state.get("loss")
         if self.ctx.active:
             model = torch.nn.parallel.DistributedDataParallel(
                 model, device_ids=[self.ctx.device.index] if self.ctx.device.type == "cuda" else None
@@ -222,7 +241,12 @@ class HFTrainer:
         reported = 0.0
         for j, batch in enumerate(batches):
             sync = j == len(batches) - 1 or not self.ctx.active
-            no_sync = contextlib.nullcontext() if sync else self.model.no_sync()
+            model = self.model
+            no_sync = (
+                model.no_sync()
+                if not sync and isinstance(model, torch.nn.parallel.DistributedDataParallel)
+                else contextlib.nullcontext()
+            )
             with no_sync:
                 with autocast:
                     loss_sum, trained = forward_loss(self.model, batch.to(self.ctx.device))
@@ -255,6 +279,7 @@ class HFTrainer:
             "consumed_samples": iteration * self.config.train.global_batch_size,
             "optimizer": self.optimizer.state_dict(),
             "world_size": self.ctx.world,
+            "loss": self.reported_loss,
         }
         torch.save(state, directory / ckpt.STATE_FILE)
         (directory / "config.yaml").write_text(to_yaml(self.config))
@@ -281,7 +306,7 @@ class HFTrainer:
         shards = self.info.shards.get("valid") or []
         if not self.config.data.use_validation or not shards:
             return None
-        split = PackedSplit(shards, self.info.pack_size)
+        split = PackedSplit(shards, self.info.pack_size, self.eos_id)
         total, count = 0.0, 0
         self.model.eval()
         autocast = torch.autocast(
@@ -295,14 +320,14 @@ class HFTrainer:
                 total += float(loss_sum)
                 count += trained
         self.model.train()
-        total, count = self.ctx.all_sum(total, count)
-        return total / count if count else None
+        loss_total, tokens = self.ctx.all_sum(total, count)
+        return loss_total / tokens if tokens else None
 
     def export_hf(self, uri: str) -> str:
         """The final model in Hugging Face format (LoRA merged into the weights)."""
         model = self._unwrapped
         if self.config.peft is not None:
-            model = model.merge_and_unload()
+            model = merge_lora(model)
         with tempfile.TemporaryDirectory(prefix="sft-hf-export-", dir=self.scratch) as tmp:
             out = Path(tmp) / "model"
             model.save_pretrained(str(out))
@@ -341,24 +366,37 @@ class HFTrainer:
                 iteration += 1
                 tokens += step_tokens
                 losses.append((iteration, loss))
+                window.append(loss)
+                logged = iteration % cfg.logging.log_interval == 0 or iteration == total
+                if logged:
+                    self.reported_loss = window_loss(window)
+                    window.clear()
                 if self.is_main:
-                    progress.update(completed=iteration, loss=loss, learning_rate=lr, tokens=tokens)
-                    record = {"iteration": iteration, "loss": loss, "lr": lr, "tokens": step_tokens}
+                    elapsed = time.monotonic() - start_time
+                    rate = tokens / max(elapsed, 1e-9)
+                    # progress (bar, JSON lines, CR status) carries the reported loss only: one number
+                    reported = {"loss": self.reported_loss} if self.reported_loss is not None else {}
+                    progress.update(completed=iteration, learning_rate=lr, tokens=tokens, **reported)
+                    record = {
+                        "iteration": iteration,
+                        "loss": loss,
+                        "lr": lr,
+                        "tokens": step_tokens,
+                        "tokens_per_second": round(rate, 1),
+                        "elapsed_seconds": round(elapsed, 3),
+                    }
                     if metrics:
                         metrics.write(json.dumps(record) + "\n")
                         metrics.flush()
                     if wandb_run is not None:
                         wandb_run.log({"loss": loss, "learning_rate": lr}, step=iteration)
-                    window.append(loss)
-                    if iteration % cfg.logging.log_interval == 0 or iteration == total:
+                    if logged:
                         # Like Megatron's log line: the mean loss since the previous line.
-                        elapsed = time.monotonic() - start_time
                         print(
-                            f"iteration {iteration:>6}/{total} | loss {sum(window) / len(window):.4f} | "
-                            f"lr {lr:.3e} | tokens/s {tokens / max(elapsed, 1e-9):.0f}",
+                            f"iteration {iteration:>6}/{total} | loss {self.reported_loss:.4f} | "
+                            f"lr {lr:.3e} | tokens/s {rate:.0f}",
                             flush=True,
                         )
-                        window.clear()
                 interval = cfg.checkpoint.save_interval
                 exiting = bool(cfg.train.exit_interval and iteration % cfg.train.exit_interval == 0)
                 if iteration == total or exiting or (interval and iteration % interval == 0):
@@ -377,18 +415,49 @@ class HFTrainer:
                 if metrics:
                     metrics.write(json.dumps({"iteration": iteration, "validation_loss": valid_loss}) + "\n")
             hf_export = None
-            if finished and cfg.checkpoint.hf_export:
+            if finished and cfg.hf_export_location:
                 if self.is_main:
-                    hf_export = self.export_hf(cfg.checkpoint.hf_export)
+                    hf_export = self.export_hf(cfg.hf_export_location)
                 self.ctx.barrier()
         finally:
             if metrics:
                 metrics.close()
             if wandb_run is not None:
                 wandb_run.finish()
-        final = losses[-1][1] if losses else None
+        final = self.reported_loss
         progress.close(loss=final) if final is not None else progress.close()
-        return TrainResult(last_ckpt, iteration, final, losses, hf_export, finished, valid_loss)
+        return TrainResult(
+            last_ckpt, iteration, final, losses, hf_export, finished, valid_loss, self.start_iteration
+        )
+
+
+LOSS_DIGITS = 4
+"""Decimals of the reported loss: more is noise at the batch sizes a loss is averaged over."""
+
+
+def window_loss(window: list[float]) -> float:
+    """The reported training loss: the mean of the per-iteration losses (each the per-token mean over
+    its global batch) since the previous log line, i.e. over the last ``logging.log_interval``
+    iterations, as Megatron logs it; rounded to :data:`LOSS_DIGITS` decimals."""
+    return round(sum(window) / len(window), LOSS_DIGITS)
+
+
+def merge_lora(model: PreTrainedModel | PeftModel) -> PreTrainedModel:
+    """The base model with the LoRA weights merged in (what ``PeftModel.merge_and_unload`` forwards to
+    its tuner)."""
+    from peft import PeftModel
+    from peft.tuners.tuners_utils import BaseTuner
+    from transformers import PreTrainedModel
+
+    if isinstance(model, PreTrainedModel):
+        return model
+    tuner = model.base_model if isinstance(model, PeftModel) else None
+    if not isinstance(tuner, BaseTuner):
+        raise TypeError(f"expected a LoRA PeftModel, got {type(model).__name__}")
+    merged = tuner.merge_and_unload()
+    if not isinstance(merged, PreTrainedModel):
+        raise TypeError(f"merging LoRA gave a {type(merged).__name__}, not a Hugging Face model")
+    return merged
 
 
 def publish_dir(local: Path, uri: str) -> None:

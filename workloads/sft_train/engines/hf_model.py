@@ -48,6 +48,24 @@ def load_base_model(path: Path, what: str) -> torch.nn.Module:
     return model
 
 
+def eos_token_id(model_dir: Path | None, model: torch.nn.Module) -> int | None:
+    """The eos id Megatron-Bridge's collate would use: the tokenizer's next to the weights (as MB reads
+    its tokenizer), else the model config's (first one when it lists several)."""
+    if model_dir is not None and any((model_dir / n).exists() for n in ("tokenizer.json", "tokenizer.model")):
+        from transformers import AutoTokenizer
+
+        try:
+            eos = AutoTokenizer.from_pretrained(str(model_dir)).eos_token_id
+        except (OSError, ValueError):
+            eos = None
+        if isinstance(eos, int):
+            return eos
+    eos = getattr(model.config, "eos_token_id", None)
+    if isinstance(eos, list | tuple):
+        eos = eos[0] if eos else None
+    return eos if isinstance(eos, int) else None
+
+
 def check_context_length(model: torch.nn.Module, pack_size: int) -> None:
     """A packed sub-sequence can be as long as the pack; the model must take that many positions."""
     limit = getattr(model.config, "max_position_embeddings", None)
@@ -102,7 +120,8 @@ def trainable_parameters(model: torch.nn.Module) -> list[tuple[str, torch.nn.Par
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """Weight decay on matrices only: biases and norm weights are not decayed (as Megatron does)."""
-    decay, no_decay = [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for _, param in trainable_parameters(model):
         (decay if param.ndim >= 2 else no_decay).append(param)
     groups = [{"params": decay, "weight_decay": weight_decay}]

@@ -19,29 +19,75 @@ from typing import Any
 
 from sft_common import storage
 from sft_common.progress import Progress
+from sft_train import checkpoint_staging
 from sft_train.config import TrainConfig
-from sft_train.engines.megatron_plan import MegatronPlan, build_plan, resume_location
+from sft_train.engines.megatron_plan import (
+    MEGATRON_BRIDGE_VERSION,
+    RECIPES,
+    MegatronPlan,
+    build_plan,
+    pad_multiple,
+    pad_multiple_problem,
+    required_pad_multiple,
+    resume_location,
+)
 from sft_train.engines.outcome import TrainResult
-from sft_train.errors import CheckpointNotFound, InvalidOverride, TrainInputError
+from sft_train.errors import CheckpointNotFound, InvalidOverride, PadMultipleMismatch, TrainInputError
 from sft_train.packed_data import DataInfo
+
+_OURS = ("megatron", "megatron.bridge", "megatron.core")
 
 
 class MegatronBridgeMissing(RuntimeError):
     reason = "MegatronBridgeMissing"
 
 
+class MegatronBridgeBroken(RuntimeError):
+    """Megatron-Bridge is installed but one of its imports fails (a missing or mismatched dependency)."""
+
+    reason = "MegatronBridgeImportError"
+
+
+def installed_version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("megatron-bridge")
+    except metadata.PackageNotFoundError:
+        return "none"
+
+
 def _import(name: str) -> Any:
+    """A Megatron-Bridge module; telling "not installed" from "installed but an import inside fails"."""
     try:
         return importlib.import_module(name)
     except ImportError as exc:
-        raise MegatronBridgeMissing(
-            f"engine megatron needs Megatron-Bridge ({name}: {exc}); run it in the trainer image, "
-            "or use engine: hf on a machine without it"
+        missing = exc.name if isinstance(exc, ModuleNotFoundError) else None
+        if missing in _OURS or (missing == name == "omegaconf"):
+            raise MegatronBridgeMissing(
+                f"engine megatron needs Megatron-Bridge {MEGATRON_BRIDGE_VERSION} ({name}: {exc}); run it in "
+                "the trainer image, or use engine: hf on a machine without it"
+            ) from exc
+        if missing and missing.startswith("megatron.bridge.") and f"{name}.".startswith(f"{missing}."):
+            raise MegatronBridgeBroken(
+                f"the installed Megatron-Bridge ({installed_version()}) has no module {missing}; "
+                f"this trainer is written for Megatron-Bridge {MEGATRON_BRIDGE_VERSION}"
+            ) from exc
+        raise MegatronBridgeBroken(
+            f"Megatron-Bridge is installed ({installed_version()}) but importing {name} failed: "
+            f"{type(exc).__name__}: {exc}; the trainer image needs Megatron-Bridge {MEGATRON_BRIDGE_VERSION} "
+            "with its dependencies (transformer_engine, megatron-core) intact"
         ) from exc
 
 
 def resolve_recipe(target: str) -> Any:
     module_name, _, func_name = target.rpartition(".")
+    if not module_name.startswith("megatron."):  # the user's own recipe module
+        try:
+            importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name and f"{module_name}.".startswith(f"{exc.name}."):
+                raise TrainInputError(f"model.recipe: no module {exc.name} (importing {target})") from exc
     module = _import(module_name)
     func = getattr(module, func_name, None)
     if func is None:
@@ -87,30 +133,53 @@ def check_base_checkpoint(config: TrainConfig, resume_from: str | None) -> None:
 
 
 def build_dataset_config(spec: dict[str, Any]) -> Any:
-    """The packed-Parquet dataset config for the installed Megatron-Bridge version."""
+    """The packed-Parquet ``GPTSFTDatasetConfig`` of Megatron-Bridge 0.6.2 (offline packing specs).
+
+    Its packed metadata file lies in scratch space: the directory is made here, on every node."""
     packed = dict(spec["packed_sequence_specs"])
-    common = {
-        "dataset_root": spec["dataset_root"],
-        "seq_length": spec["seq_length"],
-        "dataloader_type": spec["dataloader_type"],
-        "do_validation": spec["do_validation"],
-        "do_test": spec["do_test"],
-    }
-    try:  # 0.6+: GPTSFTDatasetConfig with offline packing
-        builders = importlib.import_module("megatron.bridge.data.builders")
-        packing = importlib.import_module("megatron.bridge.data.packing")
-        return builders.GPTSFTDatasetConfig(
-            **common,
-            enable_offline_packing=True,
-            offline_packing_specs=packing.PackedSequenceSpecs(**packed),
-        )
-    except (ImportError, AttributeError):
-        pass
-    config_mod = _import("megatron.bridge.training.config")
-    packed_mod = _import("megatron.bridge.data.datasets.packed_sequence")
-    return config_mod.FinetuningDatasetConfig(
-        **common, packed_sequence_specs=packed_mod.PackedSequenceSpecs(**packed)
+    if packed.get("packed_metadata_path"):
+        Path(packed["packed_metadata_path"]).parent.mkdir(parents=True, exist_ok=True)
+    builders = _import("megatron.bridge.data.builders")
+    packing = _import("megatron.bridge.data.packing")
+    return builders.GPTSFTDatasetConfig(
+        dataset_root=spec["dataset_root"],
+        seq_length=spec["seq_length"],
+        seed=spec["seed"],
+        dataloader_type=spec["dataloader_type"],
+        do_validation=spec["do_validation"],
+        do_test=spec["do_test"],
+        enable_offline_packing=True,
+        offline_packing_specs=packing.PackedSequenceSpecs(**packed),
     )
+
+
+def apply_peft(cfg: Any, settings: dict[str, Any] | None) -> None:
+    """LoRA settings onto the recipe's PEFT object (Megatron-Bridge keeps it out of the override tree)."""
+    if settings is None:
+        return
+    peft = getattr(cfg, "peft", None)
+    if peft is None:
+        raise TrainInputError("peft: the recipe built no PEFT object; use a recipe function with LoRA")
+    fields = getattr(peft, "__dataclass_fields__", {})
+    for key, value in settings.items():
+        if key not in fields:
+            raise InvalidOverride(
+                f"peft.{key}: {type(peft).__name__} of this Megatron-Bridge has no field {key!r}"
+            )
+        setattr(peft, key, value)
+
+
+def check_parallelism_padding(cfg: Any, info: DataInfo) -> None:
+    """The data's padding against the parallelism the container really has (after every override)."""
+    model = cfg.model
+    need = pad_multiple(
+        int(getattr(model, "tensor_model_parallel_size", 1) or 1),
+        int(getattr(model, "context_parallel_size", 1) or 1),
+        bool(getattr(model, "sequence_parallel", False)),
+    )
+    problem = pad_multiple_problem(need, info)
+    if problem:
+        raise PadMultipleMismatch(f"data.path: {problem}")
 
 
 def build_container(config: TrainConfig, plan: MegatronPlan) -> Any:
@@ -132,6 +201,7 @@ def build_container(config: TrainConfig, plan: MegatronPlan) -> Any:
                 f"overrides: Megatron-Bridge rejected {plan.user_overrides}: {exc}"
             ) from exc
     utils.apply_overrides(cfg, omegaconf.OmegaConf.to_container(merged, resolve=True), excluded)
+    apply_peft(cfg, plan.peft)
     return cfg
 
 
@@ -141,7 +211,7 @@ def progress_callback(config: TrainConfig, pack_size: int, progress: Progress, l
     torch = _import("torch")
     gbs = config.train.global_batch_size
 
-    class _Progress(callbacks.Callback):  # type: ignore[misc,name-defined]
+    class _Progress(callbacks.Callback):  # type: ignore[name-defined]
         def on_train_step_end(self, context: Any) -> None:
             if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
                 return
@@ -163,15 +233,32 @@ def progress_callback(config: TrainConfig, pack_size: int, progress: Progress, l
     return _Progress()
 
 
+def finished_step(step: int, config: TrainConfig) -> bool:
+    return step >= config.train.train_iters
+
+
 def train(config: TrainConfig, info: DataInfo) -> TrainResult:
     if not config.checkpoint.save:
         raise TrainInputError(
             "checkpoint.save is required: it is where checkpoints go and where a restart resumes"
         )
     check_base_checkpoint(config, resume_location(config))
+    problem = pad_multiple_problem(required_pad_multiple(config), info)
+    if problem:
+        raise PadMultipleMismatch(f"data.path: {problem}")
+    hf_target = config.hf_export_location  # the user's location (remote or not), before staging
+    staged = checkpoint_staging.stage(config)  # s3:// checkpoints → node-local paths, saves uploaded
+    config = staged.config
     info = localize_data(info)
     plan = build_plan(config, info)
     cfg = build_container(config, plan)
+    if installed_version() != MEGATRON_BRIDGE_VERSION and int(os.environ.get("RANK", "0")) == 0:
+        print(
+            f"warning: Megatron-Bridge {installed_version()} is installed; this trainer is written and "
+            f"tested for {MEGATRON_BRIDGE_VERSION} (trained labels, padding and override keys can differ)",
+            file=sys.stderr,
+        )
+    check_parallelism_padding(cfg, info)
     finetune = _import("megatron.bridge.training.finetune").finetune
     forward_step = _import("megatron.bridge.training.gpt_step").forward_step
     torch = _import("torch")
@@ -190,23 +277,44 @@ def train(config: TrainConfig, info: DataInfo) -> TrainResult:
     finetune(
         config=cfg,
         forward_step_func=forward_step,
-        callbacks=[progress_callback(config, info.pack_size, progress, last)],
+        callbacks=[
+            progress_callback(config, info.pack_size, progress, last),
+            staged.callback(_import("megatron.bridge.training.callbacks").Callback, _barrier(torch)),
+        ],
     )
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
     progress.close()
     step = int(last.get("step", 0))
     save = str(cfg.checkpoint.save)
-    checkpoint = storage.join(save, f"iter_{step:07d}") if step else save
+    checkpoint = storage.join(save, f"iter_{step:07d}") if step else save  # local for the export
     hf_export = None
-    if config.checkpoint.hf_export:
-        if not config.model.hf_model_id:
+    target = hf_target
+    known = RECIPES.get(config.model.recipe)
+    hf_model_id = config.model.hf_model_id or (known.hf_model_id if known else None)
+    if target and finished_step(step, config) and rank == 0:
+        if not hf_model_id:
             print(
-                "warning: checkpoint.hf_export needs model.hf_model_id; skipping the export", file=sys.stderr
+                "warning: the Hugging Face export needs model.hf_model_id for this recipe; skipping it "
+                "(set checkpoint.hf_export: false to silence this)",
+                file=sys.stderr,
             )
         else:
-            bridge = _import("megatron.bridge").AutoBridge.from_hf_pretrained(config.model.hf_model_id)
-            bridge.export_ckpt(megatron_path=checkpoint, hf_path=config.checkpoint.hf_export)
-            hf_export = config.checkpoint.hf_export
-    finished = step >= config.train.train_iters
-    return TrainResult(checkpoint, step, last.get("loss"), [], hf_export, finished)
+            bridge = _import("megatron.bridge").AutoBridge.from_hf_pretrained(hf_model_id)
+            if storage.is_remote(target):
+                local = checkpoint_staging.local_dir(target, "hf-export")
+                bridge.export_ckpt(megatron_path=checkpoint, hf_path=str(local))
+                checkpoint_staging.upload_files(local, target)
+            else:
+                bridge.export_ckpt(megatron_path=checkpoint, hf_path=target)
+            hf_export = target
+    finished = finished_step(step, config)
+    return TrainResult(staged.checkpoint_uri(step), step, last.get("loss"), [], hf_export, finished)
+
+
+def _barrier(torch: Any) -> Any:
+    def barrier() -> None:
+        if torch.distributed.is_initialized():
+            torch.distributed.barrier()
+
+    return barrier

@@ -5,24 +5,77 @@
 dataset spec, and the torchrun command. ``--dry-run`` prints it; the engine applies it. Keeping it a
 pure function means CPU tests pin down exactly what a GPU run receives.
 
-Versions: written against Megatron-Bridge 0.4/0.5 (``FinetuningDatasetConfig`` with
-``packed_sequence_specs``; the NeMo 26.02 container the reference recipe uses); the engine also
-maps the dataset onto 0.6's ``GPTSFTDatasetConfig`` (``offline_packing_specs``).
+Version: pinned to Megatron-Bridge 0.6.2 (``MEGATRON_BRIDGE_VERSION``; megatron-core 0.19.x), whose
+own dataset, builder, collate and config code ``make test-megatron`` runs against this plan
+(``tests/megatron/``). Facts of that version the plan relies on:
+
+- recipe functions live in ``megatron.bridge.recipes.nemotronh.h100.<model>`` under their current
+  names; ``megatron.bridge.recipes.nemotronh.<model>_sft_config`` are compatibility aliases;
+- a LoRA/PEFT object is callable, so ``create_omegaconf_dict_config`` leaves ``peft`` out of the
+  override tree and ``peft.dim=…`` overrides are rejected: LoRA settings are set on the recipe's
+  PEFT object instead (:attr:`MegatronPlan.peft`);
+- the packed collate runs ``loss_mask[tokens == eos_id] = 0`` and, with ``pad_seq_to_mult > 1``,
+  ends each sub-sequence's logical length at its last non-eos token (see ``packed_data``);
+- the builder creates ``{dataset_root}/packed/…`` unless ``packed_metadata_path`` is given, so the
+  plan points that at scratch space and a read-only data volume works;
+- the test split is only ever read from ``{dataset_root}/test.jsonl`` (unpacked), so ``do_test``
+  stays off and the test shards are not evaluated by Megatron-Bridge.
 """
 
 from __future__ import annotations
 
+import math
+import os
 import re
 import shlex
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from sft_common import storage
 from sft_train.config import TrainConfig
-from sft_train.packed_data import DataInfo, check_seq_length
+from sft_train.packed_data import DataInfo, check_seq_length, pad_multiple_of
 
-RECIPE_PACKAGE = "megatron.bridge.recipes.nemotronh"
+MEGATRON_BRIDGE_VERSION = "0.6.2"
+"""The Megatron-Bridge release the trainer image installs and this plan is written and tested against."""
+MEGATRON_CORE_VERSION = "0.19.2"
+"""The megatron-core release installed with it (the 0.19 line Megatron-Bridge 0.6 was built on)."""
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A named Megatron-Bridge recipe: its current functions and the parallelism they default to."""
+
+    sft: str
+    peft: str
+    hf_model_id: str
+    """The Hugging Face architecture the recipe builds (used for the Hugging Face export)."""
+    sft_parallelism: tuple[int, int, bool]
+    """(TP, CP, sequence parallel) of the full-SFT function."""
+    peft_parallelism: tuple[int, int, bool]
+    """(TP, CP, sequence parallel) of the PEFT function."""
+
+    def target(self, peft: bool) -> str:
+        return self.peft if peft else self.sft
+
+    def parallelism(self, peft: bool) -> tuple[int, int, bool]:
+        return self.peft_parallelism if peft else self.sft_parallelism
+
+
+_H100 = "megatron.bridge.recipes.nemotronh.h100"
+RECIPES: dict[str, Recipe] = {
+    # The reference recipe's full SFT and LoRA (TP 1, EP 1), as named in Megatron-Bridge 0.6.2.
+    "nemotron_3_super": Recipe(
+        sft=f"{_H100}.nemotron_3_super.nemotron_3_super_sft_16gpu_h100_bf16_config",
+        peft=f"{_H100}.nemotron_3_super.nemotron_3_super_peft_1gpu_h100_bf16_config",
+        hf_model_id="nvidia/NVIDIA-Nemotron-3-Super-120B-A12B-BF16",
+        sft_parallelism=(8, 1, True),
+        peft_parallelism=(1, 1, True),
+    ),
+}
+MIXED_PRECISION = {"bf16": "bf16_mixed"}
+"""Our precision → the Megatron-Bridge mixed-precision recipe name set on the container."""
 TRACKER_FILES = ("latest_train_state.pt", "latest_checkpointed_iteration.txt")
 _PLAIN = re.compile(r"^[A-Za-z0-9_./:@+-]+$")
 
@@ -34,6 +87,8 @@ class MegatronPlan:
     recipe: str
     """Dotted path of the recipe function."""
     recipe_kwargs: dict[str, Any]
+    peft: dict[str, Any] | None
+    """LoRA settings, set as attributes of the recipe's PEFT object (not overridable in 0.6.2)."""
     overrides: list[str]
     """Ours, applied first."""
     user_overrides: list[str]
@@ -46,6 +101,7 @@ class MegatronPlan:
         return {
             "recipe": self.recipe,
             "recipe_kwargs": self.recipe_kwargs,
+            "peft": self.peft,
             "overrides": self.overrides,
             "user_overrides": self.user_overrides,
             "dataset": self.dataset,
@@ -55,10 +111,62 @@ class MegatronPlan:
 
 
 def recipe_target(recipe: str, peft: bool) -> str:
-    """``nemotron_3_super`` → its ``_sft_config``/``_peft_config`` function; a dotted path is used as is."""
+    """A known recipe name → its current Megatron-Bridge function; a dotted path is used as is."""
     if "." in recipe:
         return recipe
-    return f"{RECIPE_PACKAGE}.{recipe}.{recipe}_{'peft' if peft else 'sft'}_config"
+    known = RECIPES.get(recipe)
+    if known is None:
+        from sft_train.errors import TrainInputError
+
+        raise TrainInputError(
+            f"model.recipe: unknown recipe {recipe!r}; use one of {', '.join(sorted(RECIPES))} or a dotted "
+            "path module.function returning a Megatron-Bridge ConfigContainer"
+        )
+    return known.target(peft)
+
+
+def required_pad_multiple(config: TrainConfig) -> int:
+    """The per-sub-sequence multiple the parallelism needs (unset sizes: the named recipe's defaults).
+
+    Megatron-Bridge 0.6.2's THD context parallelism splits every sub-sequence into 2·CP chunks, so
+    each one's runtime length (stored length − 1) must be a multiple of 2·CP; with sequence
+    parallelism (TP > 1) on top, each CP rank's share is split over TP ranks too, so the multiple is
+    lcm(2·CP, CP·TP) — the rule Nemotron's recipe uses. Without CP nothing is padded (1).
+    """
+    par = config.parallelism
+    known = RECIPES.get(config.model.recipe)
+    tp0, cp0, sp0 = known.parallelism(config.peft is not None) if known else (1, 1, False)
+    tp = par.tensor_parallel_size or tp0
+    cp = par.context_parallel_size or cp0
+    sp = par.sequence_parallel if par.sequence_parallel is not None else sp0
+    return pad_multiple(tp, cp, sp)
+
+
+def pad_multiple(tp: int, cp: int, sequence_parallel: bool) -> int:
+    if cp <= 1:
+        return 1
+    multiple = 2 * cp
+    if sequence_parallel and tp > 1:
+        multiple = math.lcm(multiple, cp * tp)
+    return multiple
+
+
+def pad_multiple_problem(required: int, info: DataInfo) -> str | None:
+    """Why the data cannot be trained with this parallelism, or None when its padding fits."""
+    packed = pad_multiple_of(info.metadata)
+    if packed % required == 0:
+        return None
+    return (
+        f"the parallelism needs every packed sub-sequence padded to a multiple of {required} "
+        f"(context parallelism: lcm(2*CP, CP*TP with sequence parallelism)), but {info.root} was packed "
+        f"with pad_seq_to_mult={packed} (metadata.json); re-run sft-prep with pad_seq_to_mult: {required} "
+        "(or a multiple of it), or change the parallelism"
+    )
+
+
+def scratch_dir() -> str:
+    """Node-local space for what Megatron-Bridge writes next to the data (``SFT_SCRATCH`` or the temp dir)."""
+    return os.environ.get("SFT_SCRATCH") or os.path.join(tempfile.gettempdir(), "sft-train")
 
 
 def format_value(value: Any) -> str:
@@ -79,7 +187,9 @@ def format_value(value: Any) -> str:
 
 def complete_checkpoint(save: str | None) -> bool:
     """Megatron-Bridge marks a finished save with a tracker file, written after the checkpoint itself."""
-    return bool(save) and any(storage.exists(storage.join(save, name)) for name in TRACKER_FILES)
+    if not save:
+        return False
+    return any(storage.exists(storage.join(save, name)) for name in TRACKER_FILES)
 
 
 def resume_location(config: TrainConfig) -> str | None:
@@ -139,9 +249,13 @@ def mb_overrides(config: TrainConfig, pack_size: int, resume: str | None) -> lis
         ("scheduler.end_weight_decay", opt.weight_decay),
         ("rng.seed", config.train.seed),
     ]
+    items.append(("mixed_precision", MIXED_PRECISION[config.precision]))
     ck = config.checkpoint
     if config.model.pretrained_checkpoint:
         items.append(("checkpoint.pretrained_checkpoint", config.model.pretrained_checkpoint))
+    # Starting from base weights: load weights only and start at iteration 0 (the recipe's
+    # checkpoint.finetune); resuming this run's own checkpoint keeps its iteration and optimizer.
+    items.append(("checkpoint.finetune", resume is None and bool(config.model.pretrained_checkpoint)))
     if ck.save:
         items.append(("checkpoint.save", ck.save))
     if ck.save_interval:
@@ -149,36 +263,55 @@ def mb_overrides(config: TrainConfig, pack_size: int, resume: str | None) -> lis
     items.append(("checkpoint.load", resume))
     log = config.logging
     items.append(("logger.log_interval", log.log_interval))
-    for key, value in (
-        ("logger.wandb_project", log.wandb_project),
-        ("logger.wandb_entity", log.wandb_entity),
-        ("logger.wandb_exp_name", log.wandb_exp_name),
-    ):
-        if value:
-            items.append((key, value))
-    if config.peft is not None:
-        items += [
-            ("peft.dim", config.peft.dim),
-            ("peft.alpha", config.peft.alpha),
-            ("peft.dropout", config.peft.dropout),
-            ("peft.target_modules", list(config.peft.target_modules)),
-        ]
+    if log.wandb_project:
+        items.append(("logger.wandb_project", log.wandb_project))
+        if log.wandb_entity:
+            items.append(("logger.wandb_entity", log.wandb_entity))
+        items.append(("logger.wandb_exp_name", wandb_exp_name(config)))
     return [f"{key}={format_value(value)}" for key, value in items]
 
 
-def dataset_spec(config: TrainConfig, info: DataInfo) -> dict[str, Any]:
-    """The packed-Parquet dataset: splits/train, and splits/valid for validation when it has shards."""
-    cp = config.parallelism.context_parallel_size or 1
+def wandb_exp_name(config: TrainConfig) -> str:
+    """The W&B run name: logging.wandb_exp_name, else ``<recipe>-sft`` / ``<recipe>-lora`` (the
+    reference names its stage-1 run ``super3-sft``); Megatron-Bridge needs one whenever W&B is on."""
+    if config.logging.wandb_exp_name:
+        return config.logging.wandb_exp_name
+    name = config.model.recipe.rpartition(".")[2]
+    return f"{name}-{'lora' if config.peft is not None else 'sft'}"
+
+
+def peft_settings(config: TrainConfig) -> dict[str, Any] | None:
+    """LoRA settings as attributes of Megatron-Bridge's ``LoRA`` dataclass."""
+    if config.peft is None:
+        return None
+    return {
+        "dim": config.peft.dim,
+        "alpha": config.peft.alpha,
+        "dropout": config.peft.dropout,
+        "target_modules": list(config.peft.target_modules),
+    }
+
+
+def dataset_spec(config: TrainConfig, info: DataInfo, scratch: str | None = None) -> dict[str, Any]:
+    """The packed-Parquet dataset: splits/train, and splits/valid for validation when it has shards.
+
+    ``pad_seq_to_mult`` is the multiple the data was padded with (Megatron-Bridge needs it to tell
+    padding from tokens), ``packed_metadata_path`` lies in scratch space so nothing is written under
+    the (possibly read-only) data dir, and the test split stays off: Megatron-Bridge would read it
+    from ``{dataset_root}/test.jsonl``, not from our packed shards.
+    """
     has_valid = config.data.use_validation and bool(info.shards.get("valid"))
+    metadata_path = os.path.join(scratch or scratch_dir(), f"{info.pack_size}_metadata.jsonl")
     return {
         "dataset_root": info.root,
         "seq_length": info.pack_size,
+        "seed": config.train.seed,
         "packed_sequence_specs": {
             "packed_sequence_size": info.pack_size,
             "packed_train_data_path": info.split_dir("train"),
             "packed_val_data_path": info.split_dir("valid") if has_valid else None,
-            # THD/context parallel needs every sub-sequence divisible by 2*CP.
-            "pad_seq_to_mult": cp * 2 if cp > 1 else 1,
+            "packed_metadata_path": metadata_path,
+            "pad_seq_to_mult": pad_multiple_of(info.metadata),
         },
         "dataloader_type": "batch",
         "do_validation": has_valid,
@@ -214,6 +347,7 @@ def build_plan(
     return MegatronPlan(
         recipe=recipe_target(config.model.recipe, config.peft is not None),
         recipe_kwargs=kwargs,
+        peft=peft_settings(config),
         overrides=mb_overrides(config, pack_size, resume),
         user_overrides=list(config.overrides),
         dataset=dataset_spec(config, info),

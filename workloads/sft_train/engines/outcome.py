@@ -16,6 +16,8 @@ class TrainResult:
     hf_export: str | None = None
     finished: bool = True
     validation_loss: float | None = None
+    start_iteration: int | None = None
+    """Where this process started (resumed from a checkpoint), when the engine knows it."""
 
     def summary(self) -> result.TrainResult:
         """The trainer's termination message (the operator copies it into status.outputs)."""

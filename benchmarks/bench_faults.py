@@ -1,0 +1,796 @@
+"""Fault benchmark (``make bench-faults``; not a test): what kills, bad rows and bad CRs do, in one run.
+
+Four sections, each printed as figures from this run (loopback only, bounded in time):
+
+1. **sft-prep kills.** A clean run of the bundled sample chats gives the reference output. Then the
+   prep is SIGKILLed at N random moments of its life, and at file events (the k-th path to appear
+   under its output directory: shard temp files, shards, receipts, the commit files), and rerun to
+   completion each time. A trial is *identical* when every Parquet shard is byte-identical to the
+   reference and ``metadata.json``/``blend.json`` match it (output paths and the commit time aside).
+2. **Operator kills.** The operator runs as its own process (``python -m sft_operator``, as in a
+   cluster) against the emulated API server (tests/kubeemu); the driver plays the Job controller /
+   training-operator with the operator tests' helpers. For each kind (SFTDataPrep, SFTRun) the
+   operator is SIGKILLed at each point of a CR's life (just created, ConfigMap posted, child posted,
+   first status written, child running, child finished, Succeeded recorded) and at N random moments,
+   then restarted. Counted: CRs with *duplicate children* (more than one Job/PyTorchJob or ConfigMap
+   owned by the CR) and CRs whose final status is *wrong* (not Succeeded, stale observedGeneration,
+   Ready not True, or jobRef not naming the one child).
+3. **Malformed rows.** One dataset file per kind of bad row (``sft_prep.chat.REASONS`` plus hostile
+   rows: a lone surrogate, JSON nested 1100 deep, a 2 MB row), each mixing bad rows into good ones.
+   Per kind: bad rows counted as dropped / bad rows, good rows kept / good rows (or the crash).
+4. **Invalid CRs.** Specs a user can get wrong, applied to the emulator with the real operator
+   running in-process (``sft_operator.testing.run_operator``). Each must be rejected by the API
+   (schema/CEL) or reach ``Stalled=True``; crashes are tracebacks in the operator's output.
+
+    python benchmarks/bench_faults.py [--prep-random 6] [--prep-events 8] [--operator-random 2]
+                                      [--seed 13] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO / "tests"), str(REPO / "tests" / "operator")]
+
+import yaml  # noqa: E402
+
+import sft_prep  # noqa: E402
+from kubeemu import ApiError, KubeEmulator  # noqa: E402
+from sft_prep.chat import REASONS  # noqa: E402
+
+SAMPLES = Path(sft_prep.__file__).parent / "samples"
+NAMESPACE = "default"
+PREP_ENV = {**os.environ, "SFT_PROGRESS": "off", "SFT_TERMINATION_LOG": os.devnull}
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+
+def prep_config(tmp: Path, name: str, output: Path, datasets: list[dict[str, Any]] | None = None) -> Path:
+    datasets = datasets or [{"name": "chats", "path": str(SAMPLES / "chats.jsonl")}]
+    data = {
+        "datasets": datasets,
+        "tokenizer": {"model": str(SAMPLES / "tokenizer")},
+        "pack_size": 1024,
+        "num_shards": max(6, len(datasets)),  # every shard holds rows of one dataset
+        "output_dir": str(output),
+    }
+    path = tmp / name
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def prep_cmd(config: Path) -> list[str]:
+    return [sys.executable, "-m", "sft_prep", "--config", str(config)]
+
+
+def output_digest(out: Path) -> dict[str, str]:
+    """What must not differ after a resume: shard bytes, and the commit files with paths normalised."""
+    digest: dict[str, str] = {}
+    for path in sorted(out.rglob("*.parquet")):
+        digest[path.relative_to(out).as_posix()] = hashlib.sha256(path.read_bytes()).hexdigest()
+    for name in ("metadata.json", "blend.json"):
+        path = out / name
+        if not path.exists():
+            digest[name] = "missing"
+            continue
+        data = json.loads(path.read_text().replace(str(out), "<out>"))
+        if isinstance(data, dict):
+            data.pop("completed_at", None)
+            data.pop("config", None)  # holds output_dir verbatim; config_hash covers the rest
+        digest[name] = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+    return digest
+
+
+def paths_under(root: Path) -> set[str]:
+    found: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel = os.path.relpath(dirpath, root)
+        for name in [*dirnames, *filenames]:
+            found.add(os.path.normpath(os.path.join(rel, name)))
+    return found
+
+
+def watch_paths(proc: subprocess.Popen[bytes], root: Path, stop_at: int | None) -> list[str]:
+    """New paths under ``root`` in the order they appear (polled every ms); with ``stop_at``, SIGKILL
+    the process as soon as the ``stop_at``-th new path is seen."""
+    seen: set[str] = set()
+    order: list[str] = []
+    while proc.poll() is None:
+        if root.exists():
+            for path in sorted(paths_under(root) - seen):
+                seen.add(path)
+                order.append(path)
+                if stop_at is not None and len(order) >= stop_at:
+                    proc.send_signal(signal.SIGKILL)
+                    proc.wait()
+                    return order
+        time.sleep(0.001)
+    return order
+
+
+# ------------------------------------------------------------------------------- 1. sft-prep kills
+
+
+def bench_prep_kills(tmp: Path, rng: random.Random, n_random: int, n_events: int) -> dict[str, Any]:
+    reference_out = tmp / "reference"
+    config = prep_config(tmp, "reference.yaml", reference_out)
+    started = time.monotonic()
+    with (tmp / "reference.log").open("wb") as log:
+        proc = subprocess.Popen(prep_cmd(config), env=PREP_ENV, stdout=subprocess.DEVNULL, stderr=log)
+        events = watch_paths(proc, reference_out, None)
+    duration = time.monotonic() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"the reference sft-prep run failed: {(tmp / 'reference.log').read_text()[-2000:]}")
+    reference = output_digest(reference_out)
+
+    def trial(index: int, kill: Callable[[subprocess.Popen[bytes], Path], None]) -> dict[str, Any]:
+        out = tmp / f"kill-{index:03d}"
+        cfg = prep_config(tmp, f"kill-{index:03d}.yaml", out)
+        first = subprocess.Popen(
+            prep_cmd(cfg), env=PREP_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        kill(first, out)
+        first.wait()
+        killed = first.returncode == -signal.SIGKILL
+        rerun = subprocess.run(prep_cmd(cfg), env=PREP_ENV, capture_output=True, text=True, timeout=600)
+        identical = rerun.returncode == 0 and output_digest(out) == reference
+        return {
+            "killed": killed,
+            "rerun_exit": rerun.returncode,
+            "identical": identical,
+            "error": "" if rerun.returncode == 0 else rerun.stderr.strip().splitlines()[-1:],
+        }
+
+    random_trials = []
+    for i in range(n_random):
+        delay = rng.uniform(0.0, duration)
+
+        def at_time(proc: subprocess.Popen[bytes], _out: Path, delay: float = delay) -> None:
+            try:
+                proc.wait(timeout=delay)
+            except subprocess.TimeoutExpired:
+                proc.send_signal(signal.SIGKILL)
+
+        random_trials.append({"at_s": round(delay, 2), **trial(i, at_time)})
+
+    picks = sorted(
+        set(round(k) for k in (1 + j * (len(events) - 1) / max(1, n_events - 1) for j in range(n_events)))
+    )
+    event_trials = []
+    for j, k in enumerate(picks):
+
+        def at_event(proc: subprocess.Popen[bytes], out: Path, k: int = k) -> None:
+            watch_paths(proc, out, k)
+
+        event_trials.append({"event": k, "path": events[k - 1], **trial(100 + j, at_event)})
+    return {
+        "reference_s": round(duration, 2),
+        "file_events": len(events),
+        "random": random_trials,
+        "by_file_event": event_trials,
+    }
+
+
+# ------------------------------------------------------------------------------ 2. operator kills
+
+
+class OperatorProcess:
+    """``python -m sft_operator`` against the emulator, restartable; SIGKILL is the only way it stops."""
+
+    def __init__(self, kube: KubeEmulator, tmp: Path) -> None:
+        self.kube = kube
+        kubeconfig = kube.write_kubeconfig(tmp / "kubeconfig")
+        self.env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
+        self.env.pop("KUBERNETES_SERVICE_HOST", None)
+        self.env["SFT_DEFAULT_TRAINER_IMAGE"] = "ghcr.io/sft-operator/sft-trainer:bench"
+        self.env["SFT_WORKLOAD_SERVICE_ACCOUNT"] = "sft-workload"
+        self.log = (tmp / "operator.log").open("ab")
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.restarts = 0
+
+    def start(self) -> None:
+        mark = len(list(self.kube.requests))
+        cmd = [
+            sys.executable, "-m", "sft_operator", "--namespace", NAMESPACE, "--standalone",
+            "--liveness", "none", "--log-level", "WARNING",
+        ]  # fmt: skip
+        self.proc = subprocess.Popen(cmd, env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # ready once it watches both kinds
+            watched = {
+                r.url.path.rsplit("/", 1)[-1]
+                for r in list(self.kube.requests)[mark:]
+                if dict(r.url.query).get("watch") in ("true", "1")
+            }
+            if {"sftdatapreps", "sftruns"} <= watched:
+                return
+            time.sleep(0.02)
+        raise SystemExit("the operator did not start watching within 60 s")
+
+    def kill_and_restart(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+        self.restarts += 1
+        self.start()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+        self.log.close()
+
+
+def _requests_since(kube: KubeEmulator, mark: int) -> list[Any]:
+    return list(kube.requests)[mark:]
+
+
+def wait_request(kube: KubeEmulator, mark: int, method: str, path_end: str, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for r in _requests_since(kube, mark):
+            if str(r.method).upper().endswith(method) and r.url.path.endswith(path_end):
+                return
+        time.sleep(0.002)
+    raise TimeoutError(f"no {method} …{path_end} within {timeout} s")
+
+
+def wait_phase(kube: KubeEmulator, kind: str, name: str, phase: str, timeout: float = 20) -> None:
+    kube.wait_for(lambda: (kube.get(kind, name).get("status") or {}).get("phase") == phase, timeout)
+
+
+def owned(kube: KubeEmulator, kind: str, uid: str) -> list[dict[str, Any]]:
+    return [
+        o
+        for o in kube.list(kind, NAMESPACE)
+        if any(ref.get("uid") == uid for ref in o["metadata"].get("ownerReferences") or [])
+    ]
+
+
+class Lifecycle:
+    """One CR driven through its life by the driver (the Job controller / training-operator parts),
+    with named points at which a callback (the kill) runs."""
+
+    POINTS = (
+        "created",
+        "configmap-posted",
+        "child-posted",
+        "status-written",
+        "child-running",
+        "child-finished",
+        "succeeded",
+    )
+
+    def __init__(self, kube: KubeEmulator, kind: str, name: str) -> None:
+        self.kube, self.kind, self.name = kube, kind, name
+        self.child_kind = "Job" if kind == "SFTDataPrep" else "PyTorchJob"
+        self.child_name = f"{name}-prep" if kind == "SFTDataPrep" else f"{name}-train"
+
+    def run(self, at: Callable[[str], None]) -> None:
+        from test_sftrun_operator import finish_prep, master_pod, prep, ptj_conditions, run
+
+        kube = self.kube
+        mark = len(list(kube.requests))
+        if self.kind == "SFTDataPrep":
+            kube.create(prep(self.name))
+        else:
+            kube.create(run(self.name, data={"uri": "s3://bucket/prep", "packSize": 1024}))
+        at("created")
+        wait_request(kube, mark, "POST", "/configmaps")
+        at("configmap-posted")
+        wait_request(kube, mark, "POST", "/jobs" if self.kind == "SFTDataPrep" else "/pytorchjobs")
+        at("child-posted")
+        wait_request(kube, mark, "PATCH", f"/{self.name}/status")
+        at("status-written")
+        child = kube.wait_for_object(self.child_kind, self.child_name, timeout=15)
+        if self.kind == "SFTDataPrep":
+            kube.patch_status("Job", self.child_name, {"active": 1, "startTime": "2026-11-25T10:00:00Z"})
+            at("child-running")
+            finish_prep(kube, ok=True, name=self.name)
+        else:
+            kube.patch_status(
+                "PyTorchJob", self.child_name, {"conditions": ptj_conditions("Created", "Running")}
+            )
+            at("child-running")
+            result = {
+                "status": "succeeded",
+                "checkpoint": "s3://bucket/ckpt",
+                "lastIteration": 50,
+                "finalLoss": 1.1,
+            }
+            master_pod(
+                kube,
+                child,
+                "Succeeded",
+                {"exitCode": 0, "reason": "Completed", "message": json.dumps(result)},
+            )
+            kube.patch_status(
+                "PyTorchJob",
+                self.child_name,
+                {
+                    "completionTime": "2026-11-25T10:30:00Z",
+                    "conditions": ptj_conditions("Created", "Succeeded"),
+                },
+            )
+        at("child-finished")
+        wait_phase(kube, self.kind, self.name, "Succeeded")
+        at("succeeded")
+
+    def verdict(self) -> dict[str, Any]:
+        kube = self.kube
+        time.sleep(0.5)  # anything still in flight lands now
+        cr = kube.get(self.kind, self.name)
+        uid = cr["metadata"]["uid"]
+        children = owned(kube, self.child_kind, uid)
+        config_maps = owned(kube, "ConfigMap", uid)
+        st = cr.get("status") or {}
+        ready = next((c for c in st.get("conditions") or [] if c["type"] == "Ready"), {})
+        problems = []
+        if st.get("phase") != "Succeeded":
+            problems.append(f"phase {st.get('phase')}")
+        if st.get("observedGeneration") != cr["metadata"].get("generation"):
+            problems.append("stale observedGeneration")
+        if ready.get("status") != "True":
+            problems.append("Ready not True")
+        if len(children) == 1 and (st.get("jobRef") or {}).get("uid") != children[0]["metadata"]["uid"]:
+            problems.append("jobRef does not name the child")
+        return {
+            "duplicate_children": len(children) > 1 or len(config_maps) > 1,
+            "children": len(children),
+            "config_maps": len(config_maps),
+            "wrong_status": bool(problems),
+            "problems": problems,
+        }
+
+
+def bench_operator_kills(tmp: Path, rng: random.Random, n_random: int) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    with KubeEmulator(crds=[REPO / "manifests" / "crds"]) as kube:
+        kube.install_pytorchjob_crd()
+        operator = OperatorProcess(kube, tmp)
+        operator.start()
+        try:
+            counter = 0
+            for kind in ("SFTDataPrep", "SFTRun"):
+                trials = []
+                for point in Lifecycle.POINTS:
+                    counter += 1
+                    life = Lifecycle(kube, kind, f"k{counter:03d}")
+
+                    def at(now: str, point: str = point) -> None:
+                        if now == point:
+                            operator.kill_and_restart()
+
+                    try:
+                        life.run(at)
+                        trials.append({"point": point, **life.verdict()})
+                    except (TimeoutError, AssertionError) as exc:
+                        trials.append(
+                            {
+                                "point": point,
+                                "duplicate_children": False,
+                                "wrong_status": True,
+                                "problems": [f"stuck: {exc}"],
+                            }
+                        )
+                for _ in range(n_random):
+                    counter += 1
+                    life = Lifecycle(kube, kind, f"k{counter:03d}")
+                    delay = rng.uniform(0.0, 2.0)
+                    failure: list[str] = []
+
+                    def drive(life: Lifecycle = life, failure: list[str] = failure) -> None:
+                        try:
+                            life.run(lambda _now: None)
+                        except Exception as exc:  # reported below as a wrong status
+                            failure.append(f"stuck: {exc}")
+
+                    driver = threading.Thread(target=drive)
+                    driver.start()
+                    time.sleep(delay)
+                    operator.kill_and_restart()
+                    driver.join(120)
+                    verdict = life.verdict()
+                    if failure:
+                        verdict["wrong_status"] = True
+                        verdict["problems"] = [*verdict["problems"], *failure]
+                    trials.append({"point": f"random {delay:.2f}s", **verdict})
+                results[kind] = trials
+        finally:
+            operator.stop()
+    return results
+
+
+# ---------------------------------------------------------------------------- 3. malformed rows
+
+
+def good_row(i: int) -> dict[str, Any]:
+    return {
+        "messages": [
+            {"role": "user", "content": f"What is {i} plus {i}?"},
+            {"role": "assistant", "content": f"{i} plus {i} is {2 * i}."},
+        ]
+    }
+
+
+def _nested(depth: int) -> str:
+    return '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "ok"}], ' + (
+        '"meta": ' + "[" * depth + "]" * depth + "}"
+    )
+
+
+BAD_ROWS: dict[str, Callable[[int], str]] = {
+    "bad_json": lambda i: '{"messages": [{"role": "user", "content": "cut off',
+    "bad_row_type": lambda i: json.dumps([good_row(i)]),
+    "missing_messages": lambda i: json.dumps({"conversation": good_row(i)["messages"]}),
+    "bad_messages_type": lambda i: json.dumps({"messages": "hello"}),
+    "empty_conversation": lambda i: json.dumps({"messages": []}),
+    "bad_message_type": lambda i: json.dumps({"messages": ["hello", {"role": "assistant", "content": "x"}]}),
+    "missing_role": lambda i: json.dumps(
+        {"messages": [{"content": "x"}, {"role": "assistant", "content": "y"}]}
+    ),
+    "unknown_role": lambda i: json.dumps(
+        {"messages": [{"role": "narrator", "content": "x"}, {"role": "assistant", "content": "y"}]}
+    ),
+    "bad_content_type": lambda i: json.dumps(
+        {"messages": [{"role": "user", "content": {"text": 1}}, {"role": "assistant", "content": "y"}]}
+    ),
+    "non_text_content": lambda i: json.dumps(
+        {
+            "messages": [
+                {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]},
+                {"role": "assistant", "content": "y"},
+            ]
+        }
+    ),
+    "bad_reasoning_type": lambda i: json.dumps(
+        {
+            "messages": [
+                {"role": "user", "content": "x"},
+                {"role": "assistant", "content": "y", "reasoning_content": 5},
+            ]
+        }
+    ),
+    "bad_tool_calls": lambda i: json.dumps(
+        {
+            "messages": [
+                {"role": "user", "content": "x"},
+                {"role": "assistant", "content": "", "tool_calls": "call it"},
+            ]
+        }
+    ),
+    "bad_tool_arguments": lambda i: json.dumps(
+        {
+            "messages": [
+                {"role": "user", "content": "x"},
+                {
+                    "role": "assistant",
+                    "content": "",
+                    "tool_calls": [{"type": "function", "function": {"name": "f", "arguments": "{not json"}}],
+                },
+            ]
+        }
+    ),
+    "bad_tools": lambda i: json.dumps({"tools": "all of them", **good_row(i)}),
+    "no_assistant_turn": lambda i: json.dumps({"messages": [{"role": "user", "content": "anyone?"}]}),
+    # hostile rows (issue 13): each must be counted, never stop the run
+    "lone_surrogate": lambda i: (
+        '{"messages": [{"role": "user", "content": "\\ud800"}, {"role": "assistant", "content": "ok"}]}'
+    ),
+    "surrogate_tool_name": lambda i: (
+        '{"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "", "tool_calls": '
+        '[{"type": "function", "function": {"name": "f\\udfff", "arguments": "{}"}}]}]}'
+    ),
+    "deep_nesting": lambda i: _nested(1100),
+    "huge_row": lambda i: json.dumps(
+        {"messages": [{"role": "user", "content": "x" * 2_000_000}, {"role": "assistant", "content": "y"}]}
+    ),
+}
+HOSTILE = ("lone_surrogate", "surrogate_tool_name", "deep_nesting", "huge_row")
+BAD_PER_KIND, GOOD_PER_KIND = 3, 12
+
+
+def _dataset(tmp: Path, kind: str, offset: int) -> dict[str, Any]:
+    lines = []
+    for i in range(GOOD_PER_KIND):
+        lines.append(json.dumps(good_row(offset + i)))
+        if i % 4 == 1 and len(lines) < GOOD_PER_KIND + BAD_PER_KIND:
+            lines.append(BAD_ROWS[kind](offset + i))
+    path = tmp / "rows" / f"{kind}.jsonl"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return {"name": kind.replace("_", "-"), "path": str(path)}
+
+
+def _prep_rows(tmp: Path, kinds: list[str], tag: str) -> tuple[int, dict[str, Any], str]:
+    datasets = [_dataset(tmp, kind, 1000 * n) for n, kind in enumerate(kinds)]
+    out = tmp / f"rows-out-{tag}"
+    cfg = prep_config(tmp, f"rows-{tag}.yaml", out, datasets)
+    proc = subprocess.run(prep_cmd(cfg), env=PREP_ENV, capture_output=True, text=True, timeout=600)
+    metadata = json.loads((out / "metadata.json").read_text()) if proc.returncode == 0 else {}
+    last = (proc.stderr.strip().splitlines() or [""])[-1]
+    return proc.returncode, metadata, last
+
+
+def bench_malformed_rows(tmp: Path) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    ordinary = [k for k in BAD_ROWS if k not in HOSTILE]
+    missing = sorted(set(REASONS) - set(BAD_ROWS))
+    groups = [(ordinary, "ordinary")] + [([k], k) for k in HOSTILE]
+    for kinds, tag in groups:
+        code, metadata, last = _prep_rows(tmp, kinds, tag)
+        for kind in kinds:
+            if code != 0:
+                results[kind] = {
+                    "counted": 0,
+                    "bad": BAD_PER_KIND,
+                    "kept": 0,
+                    "good": GOOD_PER_KIND,
+                    "crash": f"exit {code}: {last[:160]}",
+                }
+                continue
+            stats = metadata["datasets"][kind.replace("_", "-")]
+            results[kind] = {
+                "counted": stats["rows_dropped"],
+                "bad": BAD_PER_KIND,
+                "kept": stats["rows_kept"],
+                "good": GOOD_PER_KIND,
+                "crash": "",
+            }
+    return {"kinds": results, "reasons_without_a_row_here": missing}
+
+
+# ------------------------------------------------------------------------------- 4. invalid CRs
+
+
+def invalid_crs() -> list[tuple[str, dict[str, Any]]]:
+    from test_operator_dataprep import prep
+    from test_sftrun_operator import run
+
+    def p(**spec: Any) -> dict[str, Any]:
+        return prep("x", **spec)["spec"]
+
+    def r(**spec: Any) -> dict[str, Any]:
+        return run("x", **{"data": {"uri": "s3://bucket/prep", "packSize": 1024}, **spec})["spec"]
+
+    base_p, base_r = p(), r()
+    without = lambda spec, key: {k: v for k, v in spec.items() if k != key}  # noqa: E731
+    cases: list[tuple[str, str, dict[str, Any]]] = [
+        ("SFTDataPrep", "no datasets", without(base_p, "datasets")),
+        ("SFTDataPrep", "empty datasets", p(datasets=[])),
+        ("SFTDataPrep", "dataset without path", p(datasets=[{"name": "a"}])),
+        (
+            "SFTDataPrep",
+            "duplicate dataset names",
+            p(datasets=[{"name": "a", "path": "s3://b/1"}, {"name": "a", "path": "s3://b/2"}]),
+        ),
+        ("SFTDataPrep", "negative weight", p(datasets=[{"name": "a", "path": "s3://b/1", "weight": -1}])),
+        ("SFTDataPrep", "no tokenizer", without(base_p, "tokenizer")),
+        ("SFTDataPrep", "no outputDir", without(base_p, "outputDir")),
+        ("SFTDataPrep", "relative outputDir", p(outputDir="out/prep")),
+        ("SFTDataPrep", "ftp outputDir", p(outputDir="ftp://host/out")),
+        ("SFTDataPrep", "local outputDir, no volume", p(outputDir="/data/out")),
+        ("SFTDataPrep", "numShards 0", p(numShards=0)),
+        ("SFTDataPrep", "numShards a string", p(numShards="four")),
+        ("SFTDataPrep", "parallelism 0", p(parallelism=0)),
+        ("SFTDataPrep", "packSize -1", p(packSize=-1)),
+        ("SFTDataPrep", "packSize 1e12", p(packSize=10**12)),
+        ("SFTDataPrep", "packSize 8", p(packSize=8)),
+        ("SFTDataPrep", "validRatio 2", p(validRatio=2.0)),
+        ("SFTDataPrep", "literal HF_TOKEN", p(env=[{"name": "HF_TOKEN", "value": "not-a-real-token"}])),
+        (
+            "SFTDataPrep",
+            "value and valueFrom",
+            p(env=[{"name": "A", "value": "1", "valueFrom": {"fieldRef": {"fieldPath": "x"}}}]),
+        ),
+        ("SFTDataPrep", "SFT_OWNER_ env", p(env=[{"name": "SFT_OWNER_NAME", "value": "other"}])),
+        ("SFTDataPrep", "reserved volume name", p(volumes=[{"name": "sft-config", "emptyDir": {}}])),
+        ("SFTDataPrep", "mount of a missing volume", p(volumeMounts=[{"name": "nope", "mountPath": "/x"}])),
+        (
+            "SFTDataPrep",
+            "mount over /etc/sft",
+            p(volumes=[{"name": "v", "emptyDir": {}}], volumeMounts=[{"name": "v", "mountPath": "/etc/sft"}]),
+        ),
+        (
+            "SFTDataPrep",
+            "hostPath /",
+            p(
+                volumes=[{"name": "root", "hostPath": {"path": "/"}}],
+                volumeMounts=[{"name": "root", "mountPath": "/host"}],
+            ),
+        ),
+        ("SFTDataPrep", "foreign ServiceAccount", p(serviceAccountName="cluster-admin")),
+        ("SFTDataPrep", "resources not quantities", p(resources={"limits": {"memory": "lots"}})),
+        ("SFTDataPrep", "toleration operator Maybe", p(tolerations=[{"key": "a", "operator": "Maybe"}])),
+        ("SFTDataPrep", "image empty", p(image="")),
+        ("SFTDataPrep", "pull policy Sometimes", p(imagePullPolicy="Sometimes")),
+        ("SFTDataPrep", "backoffLimit 1000", p(backoffLimit=1000)),
+        ("SFTDataPrep", "queueName with capitals", p(queueName="Team_A")),
+        ("SFTDataPrep", "suspend 'yes'", p(suspend="yes")),
+        ("SFTRun", "no data", without(base_r, "data")),
+        ("SFTRun", "data uri and dataPrepRef", r(data={"uri": "s3://b/p", "dataPrepRef": {"name": "p"}})),
+        ("SFTRun", "no model", without(base_r, "model")),
+        ("SFTRun", "no checkpoint.save", r(checkpoint={})),
+        ("SFTRun", "trainIters 0", r(train={"trainIters": 0})),
+        ("SFTRun", "engine tensorflow", r(engine="tensorflow")),
+        ("SFTRun", "megatron without GPUs", r(engine="megatron", precision="bf16")),
+        ("SFTRun", "nodes 0", r(nodes=0)),
+        (
+            "SFTRun",
+            "tensor parallel 3 of 8 GPUs",
+            r(
+                engine="megatron",
+                precision="bf16",
+                gpusPerNode=8,
+                nodes=1,
+                parallelism={"tensorParallelSize": 3},
+            ),
+        ),
+        ("SFTRun", "relative checkpoint", r(checkpoint={"save": "ckpt"})),
+        ("SFTRun", "hostPath volume", r(volumes=[{"name": "h", "hostPath": {"path": "/var"}}])),
+        ("SFTRun", "foreign ServiceAccount", r(serviceAccountName="default")),
+        ("SFTRun", "literal WANDB_API_KEY", r(env=[{"name": "WANDB_API_KEY", "value": "not-a-real-key"}])),
+    ]
+    out = []
+    for n, (kind, label, spec) in enumerate(cases):
+        body = {
+            "apiVersion": "sft.dev/v1alpha1",
+            "kind": kind,
+            "metadata": {"name": f"bad-{n:03d}", "namespace": NAMESPACE},
+            "spec": spec,
+        }
+        out.append((f"{kind}: {label}", body))
+    return out
+
+
+def bench_invalid_crs(tmp: Path) -> dict[str, Any]:
+    from sft_operator.render.pods import WorkloadDefaults
+    from sft_operator.testing import TEST_IMAGE, run_operator
+
+    verdicts: dict[str, str] = {}
+    with KubeEmulator(crds=[REPO / "manifests" / "crds"]) as kube:
+        kube.install_pytorchjob_crd()
+        os.environ["KUBECONFIG"] = str(kube.write_kubeconfig(tmp / "kubeconfig-invalid"))
+        os.environ.pop("KUBERNETES_SERVICE_HOST", None)
+        defaults = WorkloadDefaults(
+            prep_image=TEST_IMAGE, trainer_image=TEST_IMAGE, service_account="sft-workload"
+        )
+        with run_operator(NAMESPACE, defaults=defaults, timeout=120) as runner:
+            accepted = []
+            for label, body in invalid_crs():
+                try:
+                    kube.create(body)
+                    accepted.append((label, body))
+                except ApiError as exc:
+                    verdicts[label] = f"rejected ({exc.code})"
+            deadline = time.monotonic() + 30
+            pending = dict(accepted)
+            while pending and time.monotonic() < deadline:
+                for label, body in list(pending.items()):
+                    st = kube.get(body["kind"], body["metadata"]["name"]).get("status") or {}
+                    stalled = next((c for c in st.get("conditions") or [] if c["type"] == "Stalled"), {})
+                    if stalled.get("status") == "True":
+                        verdicts[label] = f"Stalled ({stalled.get('reason')})"
+                        del pending[label]
+                time.sleep(0.1)
+            for label, body in pending.items():
+                st = kube.get(body["kind"], body["metadata"]["name"]).get("status") or {}
+                verdicts[label] = f"ACCEPTED: phase {st.get('phase')}"
+        output = runner.output
+    crashes = output.count("Traceback (most recent call last)")
+    return {
+        "verdicts": verdicts,
+        "crashes": crashes,
+        "operator_exception": repr(runner.exception) if runner.exception else "",
+    }
+
+
+# ------------------------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--prep-random", type=int, default=6, help="sft-prep kills at random moments")
+    parser.add_argument("--prep-events", type=int, default=8, help="sft-prep kills at file events")
+    parser.add_argument(
+        "--operator-random", type=int, default=2, help="operator kills at random moments, per kind"
+    )
+    parser.add_argument("--seed", type=int, default=13)
+    parser.add_argument("--json", type=Path, default=None, help="also write every trial here")
+    args = parser.parse_args(argv)
+    rng = random.Random(args.seed)
+    started = time.monotonic()
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        timings = {}
+        for name, run_section in (
+            ("prep_kills", lambda: bench_prep_kills(tmp, rng, args.prep_random, args.prep_events)),
+            ("operator_kills", lambda: bench_operator_kills(tmp, rng, args.operator_random)),
+            ("malformed_rows", lambda: bench_malformed_rows(tmp)),
+            ("invalid_crs", lambda: bench_invalid_crs(tmp)),
+        ):
+            t0 = time.monotonic()
+            results[name] = run_section()
+            timings[name] = round(time.monotonic() - t0, 1)
+    results["seconds"] = {**timings, "total": round(time.monotonic() - started, 1)}
+    ok = report(results)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    return 0 if ok else 1
+
+
+def report(results: dict[str, Any]) -> bool:
+    prep = results["prep_kills"]
+    print(f"sft-operator fault benchmark (seed-fixed, loopback only; {results['seconds']['total']} s)")
+    reference = f"reference run {prep['reference_s']} s, {prep['file_events']} file events"
+    print(f"\n1. sft-prep SIGKILL + rerun ({reference})")
+    ok = True
+    for label, trials in (("random moments", prep["random"]), ("file events", prep["by_file_event"])):
+        identical = sum(t["identical"] for t in trials)
+        killed = sum(t["killed"] for t in trials)
+        ok &= identical == len(trials)
+        print(f"   {label:<16} identical {identical}/{len(trials)} (killed before the end: {killed})")
+        for t in trials:
+            if not t["identical"]:
+                print(f"     NOT identical: {t}")
+    print("\n2. operator SIGKILL + restart at points of each CR's life")
+    for kind, trials in results["operator_kills"].items():
+        dup = sum(t["duplicate_children"] for t in trials)
+        wrong = sum(t["wrong_status"] for t in trials)
+        ok &= dup == 0 and wrong == 0
+        points = ", ".join(t["point"] for t in trials)
+        print(
+            f"   {kind:<12} {len(trials)} kills: duplicate children {dup}, wrong status {wrong}  ({points})"
+        )
+        for t in trials:
+            if t["duplicate_children"] or t["wrong_status"]:
+                print(f"     at {t['point']}: {t}")
+    rows = results["malformed_rows"]["kinds"]
+    print(f"\n3. malformed rows ({BAD_PER_KIND} bad among {GOOD_PER_KIND} good rows per kind)")
+    print(f"   {'kind':<22} {'counted':>9} {'good kept':>10}  crash")
+    for kind, r in rows.items():
+        ok &= not r["crash"] and r["counted"] == r["bad"] and r["kept"] == r["good"]
+        print(f"   {kind:<22} {r['counted']:>5}/{r['bad']:<3} {r['kept']:>6}/{r['good']:<3}  {r['crash']}")
+    counted = sum(r["counted"] for r in rows.values())
+    kept = sum(r["kept"] for r in rows.values())
+    crashed = [k for k, r in rows.items() if r["crash"]]
+    total_bad, total_good = BAD_PER_KIND * len(rows), GOOD_PER_KIND * len(rows)
+    print(
+        f"   total: counted {counted}/{total_bad}, good kept {kept}/{total_good}, "
+        f"kinds that crashed the run: {len(crashed)} {crashed or ''}"
+    )
+    inv = results["invalid_crs"]
+    verdicts = inv["verdicts"]
+    handled = sum(v.startswith(("rejected", "Stalled")) for v in verdicts.values())
+    rejected = sum(v.startswith("rejected") for v in verdicts.values())
+    ok &= handled == len(verdicts) and inv["crashes"] == 0 and not inv["operator_exception"]
+    exception = f" ({inv['operator_exception']})" if inv["operator_exception"] else ""
+    print(
+        f"\n4. invalid CRs: rejected or Stalled {handled}/{len(verdicts)} (rejected by the API {rejected}, "
+        f"Stalled {handled - rejected}), operator crashes {inv['crashes']}{exception}"
+    )
+    for label, verdict in verdicts.items():
+        marker = "   " if verdict.startswith(("rejected", "Stalled")) else " !!"
+        print(f"  {marker} {label:<52} {verdict}")
+    print(f"\nseconds per section: {results['seconds']}")
+    return ok
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

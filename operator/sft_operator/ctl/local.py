@@ -1,0 +1,637 @@
+"""``sftctl run -f FILE --local``: the very same YAML on this machine, without a cluster.
+
+For each ``SFTDataPrep`` (first) and ``SFTRun`` of the file, in file order:
+
+1. the spec is validated by the operator's model and turned into the workload config exactly as the
+   operator puts it into the ConfigMap (``SFTDataPrepSpec.prep_config()``, ``SFTRunSpec.train_config()``);
+2. paths inside the pods are mapped onto this machine: a PersistentVolumeClaim to
+   ``--volume CLAIM=DIR`` (default ``WORKDIR/volumes/CLAIM``), a hostPath to itself, an emptyDir to a
+   scratch dir, and the images' own files (``/opt/sft/lib/python3.11/site-packages/...``, e.g. the
+   bundled sample chats and tokenizer) to this Python's installed packages;
+3. the workload CLI runs as the pod would run it (``sft-prep --worker-index I --num-workers N`` for each
+   of the ``parallelism`` workers, concurrently, like the Indexed Job; ``sft-train`` for the run);
+4. the phases are derived by the operator's own pure status code (``status.dataprep.derive``,
+   ``status.sftrun.derive``) from the processes' states, their JSON progress lines (what they would
+   patch into the CR) and their termination messages, printed as ``sftctl get`` prints them and written
+   as the CR object, status included, to ``WORKDIR/<kind>/<name>/status.json``.
+
+What differs from a cluster, each said on the console when it applies: engine ``megatron`` runs only
+where CUDA and Megatron-Bridge are present, otherwise the run trains with engine ``hf`` (its
+Megatron-only settings are dropped); one training process (``nodes`` × ``gpusPerNode`` are not
+reproduced); Secrets (``envFrom``, ``valueFrom``) are not read (the local environment is used, as it
+is); pods are not retried (``backoffLimit``); no status is patched anywhere but the local file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from sft_common.config import to_yaml
+from sft_common.progress import utcnow_iso
+from sft_operator.api.dataprep import SFTDataPrepSpec
+from sft_operator.api.meta import DATAPREP, RUN
+from sft_operator.api.podspec import PodFields
+from sft_operator.api.sftrun import SFTRunSpec
+from sft_operator.ctl import show
+from sft_operator.ctl.manifests import Manifest, ManifestError, Resource
+from sft_operator.render import dataprep as render_dataprep
+from sft_operator.render import sftrun as render_sftrun
+from sft_operator.status import dataprep as status_dataprep
+from sft_operator.status import sftrun as status_sftrun
+from sft_operator.status.pods import PodState
+
+IMAGE_SITE_PACKAGES = "/opt/sft/lib/python3.11/site-packages"
+"""Where the images install the project (images/*/Dockerfile: a virtualenv at /opt/sft)."""
+NAMESPACE = "local"
+STATUS_FILE = "status.json"
+PRINT_INTERVAL = 5.0
+"""Seconds between progress lines (a phase change prints at once)."""
+
+
+class LocalRunError(RuntimeError):
+    """Something of the spec that cannot be reproduced on this machine; the message says what to pass."""
+
+
+def local_site_packages() -> Path:
+    """Where this Python has the workloads (the counterpart of the images' site-packages)."""
+    import sft_prep
+
+    return Path(sft_prep.__file__).resolve().parents[1]
+
+
+@dataclass
+class PathMap:
+    """Container path prefixes → local directories, longest prefix first."""
+
+    prefixes: dict[str, Path] = field(default_factory=dict)
+
+    def add(self, container: str, local: Path) -> None:
+        self.prefixes[container.rstrip("/") or "/"] = local
+
+    def local(self, path: str) -> str:
+        scheme = "file://" if path.startswith("file://") else ""
+        bare = path.removeprefix("file://")
+        for prefix in sorted(self.prefixes, key=len, reverse=True):
+            if bare == prefix or bare.startswith(prefix + "/"):
+                return scheme + str(self.prefixes[prefix]) + bare[len(prefix) :]
+        return path
+
+    def rewrite(self, value: Any) -> Any:
+        """Every absolute path string in a config structure, mapped."""
+        if isinstance(value, str) and (value.startswith("/") or value.startswith("file:///")):
+            return self.local(value)
+        if isinstance(value, Mapping):
+            return {k: self.rewrite(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.rewrite(v) for v in value]
+        return value
+
+
+@dataclass
+class LocalSettings:
+    workdir: Path
+    volumes: dict[str, Path] = field(default_factory=dict)
+    """``--volume KEY=DIR``: KEY is a PersistentVolumeClaim's claimName or a volume's name."""
+    echo: Callable[[str], None] = print
+    verbose: bool = False
+
+
+def parse_volume_args(values: list[str]) -> dict[str, Path]:
+    out: dict[str, Path] = {}
+    for value in values:
+        key, sep, path = value.partition("=")
+        if not sep or not key or not path:
+            raise ManifestError(f"--volume {value!r}: expected CLAIM=DIR (or VOLUME=DIR)")
+        out[key] = Path(path).expanduser().resolve()
+    return out
+
+
+def path_map(spec: PodFields, resource: Resource, settings: LocalSettings) -> PathMap:
+    mapping = PathMap()
+    mapping.add(IMAGE_SITE_PACKAGES, local_site_packages())
+    volumes = {v.name: v for v in spec.volumes}
+    for mount in spec.volume_mounts:
+        volume = volumes.get(mount.name)
+        if volume is None:
+            raise LocalRunError(f"{resource.ref}: volumeMount {mount.name} names no volume in spec.volumes")
+        extra = volume.model_extra or {}
+        claim = (extra.get("persistentVolumeClaim") or {}).get("claimName")
+        if claim and claim in settings.volumes:
+            root = settings.volumes[claim]
+        elif volume.name in settings.volumes:
+            root = settings.volumes[volume.name]
+        elif claim:
+            root = settings.workdir / "volumes" / claim
+        elif "hostPath" in extra:
+            root = Path(extra["hostPath"]["path"])
+        elif "emptyDir" in extra:
+            root = state_dir(settings, resource) / f"emptydir-{volume.name}"
+        else:
+            source = next(iter(extra), "unknown source")
+            raise LocalRunError(
+                f"{resource.ref}: volume {volume.name} ({source}) cannot be provided locally; "
+                f"pass --volume {volume.name}=DIR"
+            )
+        if mount.sub_path:
+            root = root / mount.sub_path
+        root.mkdir(parents=True, exist_ok=True)
+        mapping.add(mount.mount_path, root)
+    return mapping
+
+
+def state_dir(settings: LocalSettings, resource: Resource) -> Path:
+    return settings.workdir / resource.info.singular / resource.name
+
+
+def local_object(resource: Resource) -> dict[str, Any]:
+    """The CR as the API server would hold it right after creation (a fresh uid per local run)."""
+    body = json.loads(json.dumps(resource.body))
+    meta = body.setdefault("metadata", {})
+    meta.setdefault("namespace", NAMESPACE)
+    meta["uid"] = str(uuid.uuid4())
+    meta["generation"] = 1
+    meta["creationTimestamp"] = utcnow_iso()
+    body["status"] = {}
+    return body
+
+
+def _write_json(path: Path, value: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(value, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def _user_env(spec: PodFields, resource: Resource, echo: Callable[[str], None]) -> dict[str, str]:
+    env: dict[str, str] = {}
+    skipped = [e.name for e in spec.env if e.value is None]
+    for var in spec.env:
+        if var.value is not None:
+            env[var.name] = var.value
+    if skipped or spec.env_from:
+        echo(
+            f"  note: {resource.ref}: Secrets/ConfigMaps are not read locally "
+            f"({', '.join(skipped) or 'envFrom'}); this shell's environment is used as it is"
+        )
+    return env
+
+
+class Worker:
+    """One local 'pod': a workload process, its log file, progress lines and termination message."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], folder: Path, index: int) -> None:
+        self.name = name
+        self.index = index
+        self.log_path = folder / f"{name}.log"
+        self.termination = folder / f"{name}.termination-log"
+        self.termination.unlink(missing_ok=True)
+        self.progress: dict[str, Any] | None = None
+        self.stdout_lines: list[str] = []
+        self._log: IO[str] = open(self.log_path, "w")  # noqa: SIM115 (closed in wait)
+        self.proc = subprocess.Popen(
+            argv,
+            env={
+                "SFT_PROGRESS_LOG_INTERVAL": "1",  # what a worker would patch into status, each second
+                **env,
+                "SFT_TERMINATION_LOG": str(self.termination),
+                "SFT_PROGRESS": "json",
+            },
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+        )
+        self._lock = threading.Lock()
+        self._threads = [
+            threading.Thread(target=self._pump, args=(self.proc.stdout, True), daemon=True),
+            threading.Thread(target=self._pump, args=(self.proc.stderr, False), daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+        self.on_stdout: Callable[[str], None] | None = None
+
+    def _pump(self, stream: IO[str], is_stdout: bool) -> None:
+        for line in stream:
+            with self._lock:
+                self._log.write(line)
+                self._log.flush()
+            text = line.rstrip("\n")
+            if text.startswith("{"):
+                try:
+                    record = json.loads(text)
+                except ValueError:
+                    record = None
+                if isinstance(record, dict) and str(record.get("event", "")).startswith("progress"):
+                    record.pop("event", None)
+                    record.pop("elapsedSeconds", None)
+                    self.progress = record
+                    continue
+                if isinstance(record, dict) and record.get("event") == "result":
+                    continue
+            if is_stdout:
+                self.stdout_lines.append(text)
+                if self.on_stdout is not None:
+                    self.on_stdout(text)
+
+    def poll(self) -> int | None:
+        return self.proc.poll()
+
+    def finish(self) -> int:
+        code = self.proc.wait()
+        for thread in self._threads:
+            thread.join(10)
+        self._log.close()
+        return code
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+    def pod_state(self, job_uid: str, replica_type: str | None = None) -> PodState:
+        code = self.proc.poll()
+        phase = "Running" if code is None else ("Succeeded" if code == 0 else "Failed")
+        message = self.termination.read_text() if self.termination.exists() else None
+        if message is None and code not in (None, 0):
+            message = "\n".join(self.log_path.read_text().splitlines()[-20:])  # FallbackToLogsOnError
+        return PodState(
+            name=self.name,
+            phase=phase,
+            uid=self.name,
+            owner_uid=job_uid,
+            index=self.index,
+            replica_type=replica_type,
+            exit_code=code,
+            terminated_reason=None if code is None else ("Completed" if code == 0 else "Error"),
+            termination_message=message,
+            finished_at=None if code is None else utcnow_iso(),
+        )
+
+
+class Reporter:
+    """Prints a CR's row whenever its phase, message or progress changes (at most every 2 s)."""
+
+    def __init__(self, echo: Callable[[str], None]) -> None:
+        self.echo = echo
+        self.last: tuple[str, ...] | None = None
+        self.last_time = 0.0
+
+    def show(self, cr: Mapping[str, Any], force: bool = False) -> None:
+        current = show.row(cr)
+        if current == self.last:
+            return
+        phase_changed = self.last is None or current[1] != self.last[1]
+        if not (force or phase_changed) and time.monotonic() - self.last_time < PRINT_INTERVAL:
+            return
+        self.last, self.last_time = current, time.monotonic()
+        name, phase, progress, loss, rate, eta, _ = current
+        message = str((cr.get("status") or {}).get("message") or "")  # in full, unlike the table
+        parts = [f"{name}: {phase}", progress if progress != "-" else ""]
+        if loss != "-":
+            parts.append(f"loss {loss}")
+        if rate != "-":
+            parts.append(f"{rate} tokens/s")
+        if eta != "-":
+            parts.append(f"ETA {eta}")
+        parts.append(f"- {message}" if message else "")
+        self.echo("  ".join(p for p in parts if p))
+
+
+def _job_status(started: str, workers: list[Worker], done_indexes: list[int], kind: str) -> dict[str, Any]:
+    status: dict[str, Any] = {"startTime": started}
+    codes = [w.poll() for w in workers]
+    if kind == "Job":
+        status["completedIndexes"] = ",".join(str(i) for i in done_indexes)
+        status["succeeded"] = len(done_indexes)
+        status["failed"] = sum(1 for c in codes if c not in (None, 0))
+        status["active"] = sum(1 for c in codes if c is None)
+        if any(c not in (None, 0) for c in codes) and all(c is not None for c in codes):
+            status["conditions"] = [{"type": "Failed", "status": "True", "lastTransitionTime": utcnow_iso()}]
+        elif all(c == 0 for c in codes):
+            status["completionTime"] = utcnow_iso()
+            status["conditions"] = [
+                {"type": "Complete", "status": "True", "lastTransitionTime": utcnow_iso()}
+            ]
+        return status
+    # PyTorchJob (training-operator v1 conditions)
+    active = sum(1 for c in codes if c is None)
+    status["replicaStatuses"] = {"Master": {"active": active}}
+    conditions = [{"type": "Created", "status": "True"}]
+    if all(c == 0 for c in codes):
+        status["completionTime"] = utcnow_iso()
+        conditions.append({"type": "Succeeded", "status": "True", "lastTransitionTime": utcnow_iso()})
+    elif any(c not in (None, 0) for c in codes):
+        conditions.append({"type": "Failed", "status": "True", "lastTransitionTime": utcnow_iso()})
+    else:
+        conditions.append({"type": "Running", "status": "True"})
+    status["conditions"] = conditions
+    return status
+
+
+class LocalRunner:
+    def __init__(self, settings: LocalSettings) -> None:
+        self.settings = settings
+        self.echo = settings.echo
+        self.preps: dict[str, dict[str, Any]] = {}
+
+    # -- the file ---------------------------------------------------------------------------------
+    def run(self, manifest: Manifest) -> int:
+        for doc in manifest.others:
+            what = f"{doc.get('kind')}/{(doc.get('metadata') or {}).get('name')}"
+            self.echo(f"skipping {what}: not needed locally (volumes are local directories, see --volume)")
+        ordered = [*manifest.of_kind(DATAPREP), *manifest.of_kind(RUN)]
+        failed = False
+        for resource in ordered:
+            cr = self.run_dataprep(resource) if resource.info is DATAPREP else self.run_sftrun(resource)
+            failed |= (cr.get("status") or {}).get("phase") != "Succeeded"
+        return 1 if failed else 0
+
+    def _save(self, resource: Resource, cr: Mapping[str, Any]) -> Path:
+        path = state_dir(self.settings, resource) / STATUS_FILE
+        _write_json(path, cr)
+        return path
+
+    # -- SFTDataPrep -------------------------------------------------------------------------------
+    def run_dataprep(self, resource: Resource) -> dict[str, Any]:
+        spec = resource.spec()
+        assert isinstance(spec, SFTDataPrepSpec)
+        cr = local_object(resource)
+        folder = state_dir(self.settings, resource)
+        folder.mkdir(parents=True, exist_ok=True)
+        reporter = Reporter(self.echo)
+        self.echo(f"\n=== {resource.ref} ({resource.where})")
+        mapping = path_map(spec, resource, self.settings)
+        config = mapping.rewrite(spec.prep_config().model_dump(mode="json"))
+        config_path = folder / "config.yaml"
+        config_path.write_text(to_yaml(type(spec.prep_config()).model_validate(config)))
+        job = {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {"name": render_dataprep.job_name(resource.name), "uid": str(uuid.uuid4())},
+            "spec": {
+                "completions": spec.parallelism,
+                "parallelism": spec.parallelism,
+                "suspend": False,
+                "backoffLimit": spec.backoff_limit,
+            },
+        }
+        started = utcnow_iso()
+        self._derive_prep(cr, None, [], reporter, resource)
+        env = {
+            **os.environ,
+            **_user_env(spec, resource, self.echo),
+            render_dataprep.RUN_ID_ENV: cr["metadata"]["uid"],
+        }
+        self.echo(f"  config {config_path} (output {config['output_dir']}); {spec.parallelism} worker(s)")
+        workers = [
+            Worker(
+                f"{job['metadata']['name']}-{i}",
+                [
+                    sys.executable,
+                    "-m",
+                    "sft_prep",
+                    "--config",
+                    str(config_path),
+                    "--worker-index",
+                    str(i),
+                    "--num-workers",
+                    str(spec.parallelism),
+                ],
+                env,
+                folder,
+                i,
+            )
+            for i in range(spec.parallelism)
+        ]
+        try:
+            while True:
+                done = [w.index for w in workers if w.poll() == 0]
+                job["status"] = _job_status(started, workers, done, "Job")
+                cr["status"].setdefault("progress", {})["workers"] = {
+                    str(w.index): w.progress for w in workers if w.progress
+                }
+                self._derive_prep(
+                    cr, job, [w.pod_state(job["metadata"]["uid"]) for w in workers], reporter, resource
+                )
+                if all(w.poll() is not None for w in workers):
+                    break
+                time.sleep(0.2)
+        except KeyboardInterrupt:
+            for w in workers:
+                w.stop()
+            raise
+        for w in workers:
+            w.finish()
+        for w in workers:  # the progress lines read while finishing
+            if w.progress:
+                cr["status"]["progress"]["workers"][str(w.index)] = w.progress
+        self._derive_prep(
+            cr, job, [w.pod_state(job["metadata"]["uid"]) for w in workers], reporter, resource, True
+        )
+        self._finish(resource, cr, workers)
+        self.preps[resource.name] = cr
+        return cr
+
+    def _derive_prep(
+        self,
+        cr: dict[str, Any],
+        job: Mapping[str, Any] | None,
+        pods: list[PodState],
+        reporter: Reporter,
+        resource: Resource,
+        force: bool = False,
+    ) -> None:
+        workers = ((cr.get("status") or {}).get("progress") or {}).get("workers")
+        status = status_dataprep.derive(cr, job, pods, now=utcnow_iso())
+        if workers:
+            status.setdefault("progress", {})["workers"] = workers
+        cr["status"] = status
+        self._save(resource, cr)
+        reporter.show(cr, force)
+
+    # -- SFTRun ------------------------------------------------------------------------------------
+    def run_sftrun(self, resource: Resource) -> dict[str, Any]:
+        spec = resource.spec()
+        assert isinstance(spec, SFTRunSpec)
+        cr = local_object(resource)
+        folder = state_dir(self.settings, resource)
+        folder.mkdir(parents=True, exist_ok=True)
+        reporter = Reporter(self.echo)
+        self.echo(f"\n=== {resource.ref} ({resource.where})")
+        mapping = path_map(spec, resource, self.settings)
+        data = status_sftrun.resolve_data(cr, self._prep_for(spec, cr))
+        if data.uri and spec.data.uri:
+            data = status_sftrun.DataState(**{**data.__dict__, "uri": mapping.local(data.uri)})
+        if not data.ready:
+            if not data.failed:  # nothing would ever make it ready in this local run
+                data = status_sftrun.DataState(
+                    ready=False,
+                    failed=True,
+                    reason=data.reason,
+                    message=f"{data.message}; add the SFTDataPrep to the file (or run it locally first)",
+                    prep_ref=data.prep_ref,
+                )
+            cr["status"] = status_sftrun.derive(cr, None, [], now=utcnow_iso(), data=data)
+            self._save(resource, cr)
+            reporter.show(cr, True)
+            self._finish(resource, cr, [])
+            return cr
+        assert data.uri is not None
+        train = spec.train_config(data.uri, data.pack_size)
+        dumped = mapping.rewrite(train.model_dump(mode="json"))
+        dumped["data"]["path"] = data.uri
+        if not dumped["logging"].get("metrics_file"):
+            dumped["logging"]["metrics_file"] = str(folder / "metrics.jsonl")
+        dumped = self._engine_here(resource, spec, dumped)
+        config = type(train).model_validate(dumped)
+        config_path = folder / "config.yaml"
+        config_path.write_text(to_yaml(config))
+        cr["status"] = status_sftrun.derive(cr, None, [], now=utcnow_iso(), data=data)
+        self._save(resource, cr)
+        reporter.show(cr, True)
+        self.echo(
+            f"  config {config_path}; checkpoints {config.checkpoint.save}; "
+            f"metrics {config.logging.metrics_file}"
+        )
+        job = {
+            "apiVersion": render_sftrun.PTJ_API_VERSION,
+            "kind": render_sftrun.PTJ_KIND,
+            "metadata": {"name": render_sftrun.job_name(resource.name), "uid": str(uuid.uuid4())},
+            "spec": {
+                "pytorchReplicaSpecs": {render_sftrun.MASTER: {"replicas": 1}},
+                "runPolicy": {"suspend": False, "backoffLimit": spec.backoff_limit},
+            },
+        }
+        env = {**os.environ, **_user_env(spec, resource, self.echo)}
+        worker = Worker(
+            f"{job['metadata']['name']}-master-0",
+            [sys.executable, "-m", "sft_train", "--config", str(config_path)],
+            env,
+            folder,
+            0,
+        )
+        worker.on_stdout = lambda line: self.echo(f"  | {line}")
+        started = utcnow_iso()
+        uid = job["metadata"]["uid"]
+        try:
+            while True:
+                job["status"] = _job_status(started, [worker], [], "PyTorchJob")
+                if worker.progress:
+                    cr["status"]["progress"] = {**(cr["status"].get("progress") or {}), **worker.progress}
+                self._derive_run(cr, job, worker.pod_state(uid, "master"), reporter, resource)
+                if worker.poll() is not None:
+                    break
+                time.sleep(0.2)
+        except KeyboardInterrupt:
+            worker.stop()
+            raise
+        worker.finish()
+        if worker.progress:
+            cr["status"]["progress"] = {**(cr["status"].get("progress") or {}), **worker.progress}
+        job["status"] = _job_status(started, [worker], [], "PyTorchJob")
+        self._derive_run(cr, job, worker.pod_state(uid, "master"), reporter, resource, True)
+        self._finish(resource, cr, [worker])
+        return cr
+
+    def _derive_run(
+        self,
+        cr: dict[str, Any],
+        job: Mapping[str, Any],
+        pod: PodState,
+        reporter: Reporter,
+        resource: Resource,
+        force: bool = False,
+    ) -> None:
+        trainer = {k: v for k, v in ((cr.get("status") or {}).get("progress") or {}).items()}
+        status = status_sftrun.derive(cr, job, [pod], now=utcnow_iso())
+        status["progress"] = {**trainer, **(status.get("progress") or {})}
+        cr["status"] = status
+        self._save(resource, cr)
+        reporter.show(cr, force)
+
+    def _prep_for(self, spec: SFTRunSpec, cr: Mapping[str, Any]) -> dict[str, Any] | None:
+        ref = spec.data.data_prep_ref
+        if ref is None:
+            return None
+        if ref.name in self.preps:
+            return self.preps[ref.name]
+        saved = self.settings.workdir / DATAPREP.singular / ref.name / STATUS_FILE
+        if saved.exists():
+            self.echo(f"  data: SFTDataPrep/{ref.name} from an earlier local run ({saved})")
+            return json.loads(saved.read_text())
+        return None
+
+    def _engine_here(self, resource: Resource, spec: SFTRunSpec, config: dict[str, Any]) -> dict[str, Any]:
+        """The spec's engine where it can run here, the hf engine otherwise (said so)."""
+        if spec.engine == "megatron":
+            why = megatron_unavailable()
+            if why:
+                self.echo(
+                    f"  note: {resource.ref} asks for engine megatron, which cannot run here ({why}); "
+                    "training with engine hf instead (Megatron-only settings, e.g. parallelism and "
+                    "overrides, do not apply)"
+                )
+                config = {**config, "engine": "hf", "overrides": []}
+        processes = spec.nodes * max(spec.gpus_per_node, 1)
+        if processes > 1:
+            self.echo(
+                f"  note: {resource.ref} asks for {spec.nodes} node(s) x {spec.gpus_per_node} GPU(s); "
+                "running one training process here"
+            )
+        return config
+
+    def _finish(self, resource: Resource, cr: Mapping[str, Any], workers: list[Worker]) -> None:
+        status = cr.get("status") or {}
+        path = state_dir(self.settings, resource) / STATUS_FILE
+        if status.get("phase") == "Succeeded":
+            outputs = status.get("outputs") or {}
+            for key, value in outputs.items():
+                if not isinstance(value, dict):
+                    self.echo(f"  {key}: {value}")
+        else:
+            failure = status.get("failure") or {}
+            self.echo(f"  failed: {failure.get('message') or status.get('message')}")
+            for w in workers:
+                if w.poll() not in (None, 0):
+                    tail = w.log_path.read_text().splitlines()[-15:]
+                    self.echo(f"  last lines of {w.log_path}:")
+                    for line in tail:
+                        self.echo(f"    {line}")
+        self.echo(f"  status: {path}")
+
+
+def megatron_unavailable() -> str | None:
+    """Why engine megatron cannot run on this machine, or None when it can."""
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            return "no CUDA GPU"
+    except ImportError:
+        return "torch is not installed"
+    import importlib.util
+
+    try:
+        found = importlib.util.find_spec("megatron.bridge") is not None
+    except ImportError:
+        found = False
+    if not found:
+        return "Megatron-Bridge is not installed"
+    return None
+
+
+def run_local(manifest: Manifest, settings: LocalSettings) -> int:
+    return LocalRunner(settings).run(manifest)
