@@ -124,6 +124,7 @@ def test_engine_megatron_falls_back_to_hf_here_and_says_so(
         ("engine: hf", "engine: megatron"),
         ("trainIters: 20", "trainIters: 2"),
         ("gpusPerNode: 0", "gpusPerNode: 8"),
+        ("globalBatchSize: 4", "globalBatchSize: 8"),  # a multiple of DP 8 (the admission check)
         ("precision: fp32", "precision: bf16"),
     ):
         assert old in run_yaml
@@ -141,8 +142,9 @@ def test_engine_megatron_falls_back_to_hf_here_and_says_so(
             f"sft-data={prep_dir}",
         ]
     )
-    out = capsys.readouterr().out
-    assert code == 0, out[-3000:]
+    captured = capsys.readouterr()
+    out = captured.out
+    assert code == 0, (out + captured.err)[-3000:]
     assert (
         "asks for engine megatron, which cannot run here" in out and "training with engine hf instead" in out
     )

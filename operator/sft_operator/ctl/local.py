@@ -42,6 +42,7 @@ from sft_operator.api.dataprep import SFTDataPrepSpec
 from sft_operator.api.meta import DATAPREP, RUN
 from sft_operator.api.podspec import PodFields
 from sft_operator.api.sftrun import SFTRunSpec
+from sft_operator.backends import pytorchjob as ptj
 from sft_operator.ctl import show
 from sft_operator.ctl.manifests import Manifest, ManifestError, Resource
 from sft_operator.render import dataprep as render_dataprep
@@ -274,6 +275,7 @@ class Worker:
             owner_uid=job_uid,
             index=self.index,
             replica_type=replica_type,
+            rank0=replica_type == "master",
             exit_code=code,
             terminated_reason=None if code is None else ("Completed" if code == 0 else "Error"),
             termination_message=message,
@@ -507,11 +509,11 @@ class LocalRunner:
             f"metrics {config.logging.metrics_file}"
         )
         job = {
-            "apiVersion": render_sftrun.PTJ_API_VERSION,
-            "kind": render_sftrun.PTJ_KIND,
+            "apiVersion": ptj.api_version,
+            "kind": ptj.kind,
             "metadata": {"name": render_sftrun.job_name(resource.name), "uid": str(uuid.uuid4())},
             "spec": {
-                "pytorchReplicaSpecs": {render_sftrun.MASTER: {"replicas": 1}},
+                "pytorchReplicaSpecs": {ptj.MASTER: {"replicas": 1}},
                 "runPolicy": {"suspend": False, "backoffLimit": spec.backoff_limit},
             },
         }

@@ -19,15 +19,24 @@ from collections.abc import Mapping
 from typing import Any, TextIO
 
 from sft_operator.api.meta import DATAPREP, RUN
+from sft_operator.backends import Backend, named
+from sft_operator.backends import pytorchjob as ptj
 from sft_operator.ctl.cluster import KINDS_BY_NAME, Cluster, ClusterError
 from sft_operator.render import dataprep as render_dataprep
-from sft_operator.render import sftrun as render_sftrun
 from sft_operator.status.pods import pod_state
 
 
-def node_rank(pod: Mapping[str, Any]) -> int | None:
-    state = pod_state(pod, render_sftrun.CONTAINER)
-    if state.replica_type is None or state.index is None:
+def run_backend(cr: Mapping[str, Any]) -> Backend:
+    """The backend the run started on (``status.backend``; PyTorchJob for runs from before the seam)."""
+    return named((cr.get("status") or {}).get("backend"))
+
+
+def node_rank(pod: Mapping[str, Any], backend: Backend | None = None) -> int | None:
+    """A JobSet/TrainJob pod's node rank is its completion index; a PyTorchJob's Master is node 0 and
+    Worker replica i node i+1 (the default backend: runs from before ``status.backend``)."""
+    backend = backend or named(None)
+    state = pod_state(pod, backend.container, backend.role)
+    if backend.name != ptj.name or state.replica_type is None or state.index is None:
         return state.index
     return state.index if state.replica_type.lower() == "master" else state.index + 1
 
@@ -53,7 +62,8 @@ def choose_pod(
     else:
         if worker is not None:
             raise ClusterError(f"{kind}/{name}: --worker is for SFTDataPrep; an SFTRun has --node N")
-        index_of, wanted, what = node_rank, node, "node"
+        backend = run_backend(cr)
+        index_of, wanted, what = (lambda pod: node_rank(pod, backend)), node, "node"
     if wanted is None:
         blamed = ((cr.get("status") or {}).get("failure") or {}).get("pod")
         match = [p for p in pods if p["metadata"]["name"] == blamed]
@@ -87,7 +97,7 @@ def run(
     (cr,) = crs
     info = KINDS_BY_NAME[cr["kind"].lower()]
     pod = choose_pod(cr, cluster.pods_of(info, cr["metadata"]["name"]), node, worker)
-    container = render_dataprep.CONTAINER if info is DATAPREP else render_sftrun.CONTAINER
+    container = render_dataprep.CONTAINER if info is DATAPREP else run_backend(cr).container
     names = [c.get("name") for c in (pod.get("spec") or {}).get("containers") or []]
     if container not in names:
         container = names[0] if names else None
