@@ -57,7 +57,7 @@ def test_valid_batch_for_the_data_parallel_size() -> None:
     [
         ({}, 1),
         ({"contextParallelSize": 2}, 4),
-        ({"tensorParallelSize": 4, "sequenceParallel": True}, 4),
+        ({"tensorParallelSize": 4, "sequenceParallel": True}, 1),  # no CP: nothing to pad
         (
             {
                 "tensorParallelSize": 4,
@@ -65,7 +65,7 @@ def test_valid_batch_for_the_data_parallel_size() -> None:
                 "sequenceParallel": True,
                 "expertParallelSize": 1,
             },
-            8,
+            16,
         ),
         (
             {
@@ -83,7 +83,7 @@ def test_valid_batch_for_the_data_parallel_size() -> None:
                 "sequenceParallel": True,
                 "expertParallelSize": 1,
             },
-            8,
+            16,
         ),
     ],
 )

@@ -47,7 +47,7 @@ def test_trainjob_samples_are_admitted_render_and_trainer_accepts_them(
     )
     assert created["spec"]["backend"] == "trainjob"
     spec = render.parse_spec(created)
-    assert spec.seq_multiple() == 4  # the SFTDataPrep must pad to a multiple of 4 (see the sample)
+    assert spec.seq_multiple() == 8  # lcm(2·CP, CP·TP): the SFTDataPrep must pad to a multiple of 8
     job = render.render(created, DATA, WorkloadDefaults(), trainjob).job
     assert job["kind"] == "TrainJob" and job["spec"]["trainer"]["numNodes"] == 4
     assert job["spec"]["trainer"]["resourcesPerNode"]["limits"]["nvidia.com/gpu"] == "8"

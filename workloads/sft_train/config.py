@@ -10,6 +10,7 @@ warm-up iterations, weight decay 0.1, bf16, per-token loss, MTP loss scaling 0.3
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -23,6 +24,23 @@ Precision = Literal["bf16", "fp32"]
 FULL_SFT_LR = 5e-6
 LORA_LR = 1e-4
 DEFAULT_LORA_TARGETS = ("linear_qkv", "linear_proj", "linear_fc1", "linear_fc2", "in_proj", "out_proj")
+
+
+def pad_multiple(tp: int, cp: int, sequence_parallel: bool) -> int:
+    """The multiple every packed sub-sequence's runtime length must have for this parallelism
+    (Megatron-Bridge 0.6.2): 1 without context parallelism; else 2·CP, and lcm(2·CP, CP·TP) with
+    sequence parallelism and TP > 1 (Nemotron's rule). The one rule: the trainer refuses data padded
+    otherwise (``megatron_plan.required_pad_multiple``) and the operator checks it before a run starts.
+
+    >>> pad_multiple(8, 1, True), pad_multiple(1, 2, False), pad_multiple(4, 2, True)
+    (1, 4, 8)
+    """
+    if cp <= 1:
+        return 1
+    multiple = 2 * cp
+    if sequence_parallel and tp > 1:
+        multiple = math.lcm(multiple, cp * tp)
+    return multiple
 
 
 class DataSpec(ConfigModel):

@@ -9,7 +9,6 @@ prepared. The operator resolves it into the trainer's own ``data.path`` when it 
 
 from __future__ import annotations
 
-import math
 import re
 from typing import Literal
 
@@ -18,7 +17,7 @@ from pydantic import ConfigDict, Field, model_validator
 from sft_common.config import ConfigModel
 from sft_operator.api.podspec import DNS_LABEL_RE, QUANTITY_RE, BatchFields, PodFields, check_uri
 from sft_operator.api.status import ChildRef, Condition, Failure
-from sft_train.config import TrainConfig
+from sft_train.config import TrainConfig, pad_multiple
 
 SHM_VOLUME = "sft-shm"
 SHM_DIR = "/dev/shm"
@@ -192,16 +191,15 @@ class SFTRunSpec(TrainConfig, PodFields, BatchFields):
             )
 
     def seq_multiple(self) -> int:
-        """What every packed sequence's length must be a multiple of for this run's parallelism
-        (Megatron-Bridge packed SFT: 2 × CP when CP > 1, and TP when sequence parallel with TP > 1)."""
+        """What every packed sub-sequence must be padded to for this run's parallelism: the trainer's
+        own rule (:func:`sft_train.config.pad_multiple`; unset sizes count as 1 here, the trainer
+        re-checks with the recipe's defaults when it starts)."""
         if self.engine != "megatron":
             return 1
-        cp = self.parallelism.context_parallel_size or 1
-        tp = self.parallelism.tensor_parallel_size or 1
-        need = 2 * cp if cp > 1 else 1
-        if self.parallelism.sequence_parallel and tp > 1:
-            need = math.lcm(need, tp)
-        return need
+        par = self.parallelism
+        return pad_multiple(
+            par.tensor_parallel_size or 1, par.context_parallel_size or 1, bool(par.sequence_parallel)
+        )
 
     def _check_gpu_resources(self) -> None:
         for section in ("requests", "limits"):

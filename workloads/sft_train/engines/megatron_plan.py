@@ -24,7 +24,6 @@ own dataset, builder, collate and config code ``make test-megatron`` runs agains
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import shlex
@@ -34,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sft_common import storage
-from sft_train.config import TrainConfig
+from sft_train.config import TrainConfig, pad_multiple
 from sft_train.packed_data import DataInfo, check_seq_length, pad_multiple_of
 
 MEGATRON_BRIDGE_VERSION = "0.6.2"
@@ -140,15 +139,6 @@ def required_pad_multiple(config: TrainConfig) -> int:
     cp = par.context_parallel_size or cp0
     sp = par.sequence_parallel if par.sequence_parallel is not None else sp0
     return pad_multiple(tp, cp, sp)
-
-
-def pad_multiple(tp: int, cp: int, sequence_parallel: bool) -> int:
-    if cp <= 1:
-        return 1
-    multiple = 2 * cp
-    if sequence_parallel and tp > 1:
-        multiple = math.lcm(multiple, cp * tp)
-    return multiple
 
 
 def pad_multiple_problem(required: int, info: DataInfo) -> str | None:
