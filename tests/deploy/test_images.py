@@ -121,7 +121,7 @@ def test_images_run_as_the_uid_the_operator_sets() -> None:
         assert users[-1] == f"{pods.RUN_AS}:{pods.RUN_AS}", dockerfile
 
 
-def test_trainer_builds_on_a_nemo_release_with_megatron_bridge_0_4() -> None:
+def test_trainer_builds_on_a_nemo_release() -> None:
     _, stages = parse(IMAGES / "trainer" / "Dockerfile")
     base = stages[-1].base
     match = re.fullmatch(r"nvcr\.io/nvidia/nemo:(\d\d)\.(\d\d)(\.\d+)?", base)
@@ -237,3 +237,17 @@ def test_build_backend_pins_satisfy_the_build_system() -> None:
     for req in map(Requirement, build):
         assert req.name in pins, f"images/build-requirements.txt lacks {req}"
         assert SpecifierSet(str(req.specifier)).contains(pins[req.name])
+
+
+def test_trainer_installs_the_megatron_bridge_the_trainer_is_pinned_to() -> None:
+    """The image carries the Megatron-Bridge/megatron-core pair the engine is written and conformance-
+    tested for (``make test-megatron``), not whatever the NeMo base ships (26.04: 0.4)."""
+    from sft_train.engines.megatron_plan import MEGATRON_BRIDGE_VERSION, MEGATRON_CORE_VERSION
+
+    text = (IMAGES / "trainer" / "Dockerfile").read_text()
+    assert f"ARG MEGATRON_BRIDGE_VERSION={MEGATRON_BRIDGE_VERSION}\n" in text
+    assert f"ARG MEGATRON_CORE_VERSION={MEGATRON_CORE_VERSION}\n" in text
+    _, stages = parse(IMAGES / "trainer" / "Dockerfile")
+    runs = " ".join(rest for keyword, rest in stages[-1].instructions if keyword == "RUN")
+    assert '"megatron-bridge==${MEGATRON_BRIDGE_VERSION}"' in runs
+    assert '"megatron-core==${MEGATRON_CORE_VERSION}"' in runs
