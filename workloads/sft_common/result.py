@@ -136,13 +136,15 @@ def parse_result(text: str | None, success: type[SuccessT]) -> SuccessT | Failur
         return None
     if not isinstance(value, dict):
         return None
-    model: type[ResultModel] = {"succeeded": success, "failed": FailureResult}.get(value.get("status"))  # type: ignore[assignment]
-    if model is None:
-        return None
+    status = value.get("status")
     try:
-        return model.model_validate(value)  # type: ignore[return-value]
+        if status == "succeeded":
+            return success.model_validate(value)
+        if status == "failed":
+            return FailureResult.model_validate(value)
     except ValidationError:
         return None
+    return None
 
 
 def termination_log_path() -> str | None:

@@ -421,10 +421,10 @@ def put_if(uri: str, data: bytes, version: str | None) -> bool:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:
             return False
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+        with os.fdopen(fd, "wb") as new:
+            new.write(data)
+            new.flush()
+            os.fsync(new.fileno())
         return True
     try:
         fh = open(path, "r+b")  # noqa: SIM115 - closed below

@@ -24,7 +24,7 @@ import io
 import os
 import sys
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -249,7 +249,9 @@ def sniff_jsonl(head: bytes) -> tuple[str, int, bytes]:
     return encoding, len(bom), separator
 
 
-def _jsonl(uri: str, meter: ReadMeter | None, max_row_bytes: int | None) -> Iterator[tuple[int, Any]]:
+def _jsonl(
+    uri: str, meter: ReadMeter | None, max_row_bytes: int | None
+) -> Generator[tuple[int, Any], None, None]:
     """(1-based line number, line or RowError) of the non-blank lines."""
     limit = max_row_bytes or sys.maxsize
     with storage.local_path(uri) as local:
@@ -285,7 +287,7 @@ def _jsonl(uri: str, meter: ReadMeter | None, max_row_bytes: int | None) -> Iter
                 decoder = codecs.getincrementaldecoder(encoding)("surrogatepass")
                 plain = read
 
-                def read(n: int) -> bytes:  # type: ignore[misc]
+                def read(n: int) -> bytes:
                     data = plain(n)
                     return decoder.decode(data, final=not data).encode("utf-8", "surrogatepass")
 
@@ -348,7 +350,7 @@ def split_lines(
         yield lineno + 1, line, len(line)
 
 
-def _parquet(uri: str, spec: DatasetSpec, meter: ReadMeter | None) -> Iterator[tuple[int, Any]]:
+def _parquet(uri: str, spec: DatasetSpec, meter: ReadMeter | None) -> Generator[tuple[int, Any], None, None]:
     """(0-based row number, record)."""
     import pyarrow.parquet as pq
 
@@ -372,11 +374,11 @@ def _parquet(uri: str, spec: DatasetSpec, meter: ReadMeter | None) -> Iterator[t
                 meter.done_bytes += file_size * batch.num_rows / total_rows
 
 
-def _hub(uri: str, spec: DatasetSpec) -> Iterator[tuple[int, Any]]:
+def _hub(uri: str, spec: DatasetSpec) -> Generator[tuple[int, Any], None, None]:
     """A hub dataset streamed with the ``datasets`` library, imported only when a dataset needs it."""
     repo = uri[len(HF_SCHEME) :].strip("/")
     try:
-        import datasets  # type: ignore[import-not-found]
+        import datasets
     except ImportError:
         raise ConfigError(
             f"{uri}: hf:// inputs need the 'datasets' package (pip install datasets), not installed; "

@@ -194,7 +194,7 @@ class StagedCheckpoints:
         """A Megatron-Bridge ``Callback`` (``base``) that uploads after every save."""
         staged = self
 
-        class _Upload(base):  # type: ignore[misc,valid-type]
+        class _Upload(base):
             def on_checkpoint_save(self, context: Any) -> None:
                 iteration = int(context.state.train_state.step)
                 staged.upload(
@@ -218,23 +218,25 @@ def stage(config: TrainConfig) -> StagedCheckpoints:
         dumped["model"]["pretrained_checkpoint"] = str(dest)
         out.staged[pretrained] = str(dest)
     if ck.load and storage.is_remote(ck.load):
-        iteration = latest_iteration(ck.load)
+        load = ck.load  # a str here, also inside the lambda
+        iteration = latest_iteration(load)
         if iteration is not None:  # else megatron_plan.resume_location reports it on the remote URI
-            dest = local_dir(ck.load, "load")
-            on_local_rank_zero(lambda: mirror_iteration(ck.load, dest, iteration), dest / MARKER)
+            dest = local_dir(load, "load")
+            on_local_rank_zero(lambda: mirror_iteration(load, dest, iteration), dest / MARKER)
             dumped["checkpoint"]["load"] = str(dest)
             out.staged[ck.load] = str(dest)
     if ck.save and storage.is_remote(ck.save):
-        dest = local_dir(ck.save, "save")
+        save = ck.save  # a str here, also inside the lambda
+        dest = local_dir(save, "save")
         # resume from the newest complete remote save (unless checkpoint.load names another)
-        iteration = latest_iteration(ck.save) if not ck.load else None
+        iteration = latest_iteration(save) if not ck.load else None
         if iteration is not None:
-            on_local_rank_zero(lambda: mirror_iteration(ck.save, dest, iteration), dest / MARKER)
+            on_local_rank_zero(lambda: mirror_iteration(save, dest, iteration), dest / MARKER)
             out.staged[ck.save] = str(dest)
         elif int(os.environ.get("LOCAL_RANK", "0")) == 0:
-            mirror_iteration(ck.save, dest, None)  # nothing to resume: an empty staging directory
+            mirror_iteration(save, dest, None)  # nothing to resume: an empty staging directory
         dest.mkdir(parents=True, exist_ok=True)
         dumped["checkpoint"]["save"] = str(dest)
-        out.remote_save, out.local_save = ck.save, dest
+        out.remote_save, out.local_save = save, dest
     out.config = TrainConfig.model_validate(dumped)
     return out

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypedDict
 
 from sft_operator.backends.base import Observed, Rendezvous, RunPods, pods_pending
 from sft_operator.kube.client import Resource
@@ -123,9 +123,17 @@ def _replica_counts(job: Mapping[str, Any]) -> tuple[int, int]:
     return expected, active
 
 
+class _Times(TypedDict, total=False):
+    """The :class:`Observed` fields every outcome of :func:`observe` carries."""
+
+    completion_time: str | None
+    start_time: str | None
+    restart_marker: str | None
+
+
 def observe(spec: Mapping[str, Any], job: Mapping[str, Any], pods: list[PodState]) -> Observed:
     status = job.get("status") or {}
-    base = {"completion_time": status.get("completionTime"), "start_time": status.get("startTime")}
+    base: _Times = {"completion_time": status.get("completionTime"), "start_time": status.get("startTime")}
     restarting = get_condition(status, "Restarting") or {}
     if restarting.get("status") == "True":
         base["restart_marker"] = restarting.get("lastTransitionTime") or restarting.get("lastUpdateTime")

@@ -8,6 +8,7 @@ context and namespace used, so "which cluster did that go to?" never needs askin
 
 from __future__ import annotations
 
+import builtins
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -176,7 +177,7 @@ class Cluster:
         return out, False
 
     # -- pods ----------------------------------------------------------------------------------
-    def pods_of(self, info: KindInfo, name: str) -> list[dict[str, Any]]:
+    def pods_of(self, info: KindInfo, name: str) -> builtins.list[dict[str, Any]]:
         """The CR's pods, by the label the operator puts on them (``sft.dev/<kind>=<name>``)."""
         selector = f"{info.label_key}={label_value(name)}"
         try:

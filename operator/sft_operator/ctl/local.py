@@ -379,7 +379,7 @@ class LocalRunner:
         config = mapping.rewrite(spec.prep_config().model_dump(mode="json"))
         config_path = folder / "config.yaml"
         config_path.write_text(to_yaml(type(spec.prep_config()).model_validate(config)))
-        job = {
+        job: dict[str, Any] = {
             "apiVersion": "batch/v1",
             "kind": "Job",
             "metadata": {"name": render_dataprep.job_name(resource.name), "uid": str(uuid.uuid4())},
@@ -508,7 +508,7 @@ class LocalRunner:
             f"  config {config_path}; checkpoints {config.checkpoint.save}; "
             f"metrics {config.logging.metrics_file}"
         )
-        job = {
+        job: dict[str, Any] = {
             "apiVersion": ptj.api_version,
             "kind": ptj.kind,
             "metadata": {"name": render_sftrun.job_name(resource.name), "uid": str(uuid.uuid4())},

@@ -97,10 +97,10 @@ def run(
     (cr,) = crs
     info = KINDS_BY_NAME[cr["kind"].lower()]
     pod = choose_pod(cr, cluster.pods_of(info, cr["metadata"]["name"]), node, worker)
-    container = render_dataprep.CONTAINER if info is DATAPREP else run_backend(cr).container
-    names = [c.get("name") for c in (pod.get("spec") or {}).get("containers") or []]
-    if container not in names:
-        container = names[0] if names else None
+    container: str | None = render_dataprep.CONTAINER if info is DATAPREP else run_backend(cr).container
+    containers = [c.get("name") for c in (pod.get("spec") or {}).get("containers") or []]
+    if container not in containers:
+        container = containers[0] if containers else None
     print(f"# pod {pod['metadata']['name']} ({cluster.where})", file=sys.stderr)
     for chunk in cluster.log(pod["metadata"]["name"], container, follow, tail):
         out.write(chunk)

@@ -65,7 +65,7 @@ def progress_of(cr: Mapping[str, Any]) -> dict[str, Any]:
     if progress.get("percentText") and phase not in TERMINAL:
         text += f" ({progress['percentText']})"
     workers = progress.get("workers") or {}
-    etas = [w.get("etaSeconds") for w in workers.values() if isinstance(w, Mapping) and w.get("etaSeconds")]
+    etas = [e for e in (w.get("etaSeconds") for w in workers.values() if isinstance(w, Mapping)) if e]
     eta = max(etas) if etas and phase == "Running" else None
     rate = progress.get("tokensPerSecond") if phase == "Running" else None
     return {"progress": text, "loss": None, "rate": rate, "eta": eta}
