@@ -47,7 +47,9 @@ def test_trainjob_samples_are_admitted_render_and_trainer_accepts_them(
     )
     assert created["spec"]["backend"] == "trainjob"
     spec = render.parse_spec(created)
-    assert spec.seq_multiple() == 8  # lcm(2·CP, CP·TP): the SFTDataPrep must pad to a multiple of 8
+    cp = spec.parallelism.context_parallel_size or 1
+    # the trainer's rule: no padding without CP, else lcm(2·CP, CP·TP) with sequence parallelism
+    assert spec.seq_multiple() == (8 if cp == 2 else 1)
     job = render.render(created, DATA, WorkloadDefaults(), trainjob).job
     assert job["kind"] == "TrainJob" and job["spec"]["trainer"]["numNodes"] == 4
     assert job["spec"]["trainer"]["resourcesPerNode"]["limits"]["nvidia.com/gpu"] == "8"
