@@ -198,7 +198,6 @@ class OperatorProcess:
         self.env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
         self.env.pop("KUBERNETES_SERVICE_HOST", None)
         self.env["SFT_DEFAULT_TRAINER_IMAGE"] = "ghcr.io/sft-operator/sft-trainer:bench"
-        self.env["SFT_WORKLOAD_SERVICE_ACCOUNT"] = "sft-workload"
         self.log = (tmp / "operator.log").open("ab")
         self.proc: subprocess.Popen[bytes] | None = None
         self.restarts = 0
@@ -667,9 +666,8 @@ def bench_invalid_crs(tmp: Path) -> dict[str, Any]:
         kube.install_pytorchjob_crd()
         os.environ["KUBECONFIG"] = str(kube.write_kubeconfig(tmp / "kubeconfig-invalid"))
         os.environ.pop("KUBERNETES_SERVICE_HOST", None)
-        defaults = WorkloadDefaults(
-            prep_image=TEST_IMAGE, trainer_image=TEST_IMAGE, service_account="sft-workload"
-        )
+        # no shared ServiceAccount: each CR gets its own from the operator (the chart's default)
+        defaults = WorkloadDefaults(prep_image=TEST_IMAGE, trainer_image=TEST_IMAGE)
         with run_operator(NAMESPACE, defaults=defaults, timeout=120) as runner:
             accepted = []
             for label, body in invalid_crs():
