@@ -286,7 +286,9 @@ class Lifecycle:
         kube = self.kube
         mark = len(list(kube.requests))
         if self.kind == "SFTDataPrep":
-            kube.create(prep(self.name))
+            body = prep(self.name)
+            body["spec"]["outputDir"] = f"s3://bucket/{self.name}"  # one output per prep (OutputInUse)
+            kube.create(body)
         else:
             kube.create(run(self.name, data={"uri": "s3://bucket/prep", "packSize": 1024}))
         at("created")

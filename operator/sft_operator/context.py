@@ -52,6 +52,16 @@ class Caches:
     def cr(self, key: OwnerKey) -> Mapping[str, Any] | None:
         return _one(self.crs.get(key[1], {}), key)
 
+    def crs_in(self, namespace: str, kind: str) -> list[Mapping[str, Any]]:
+        """Every CR of ``kind`` in ``namespace`` (the index is keyed by (namespace, kind, name))."""
+        index = self.crs.get(kind, {})
+        return [
+            cr
+            for key, values in index.items()
+            if isinstance(key, tuple) and key[0] == namespace
+            for cr in values or ()
+        ]
+
     def jobs_of(self, key: OwnerKey) -> list[Mapping[str, Any]]:
         return list(self.jobs.get(key, ()) or ())
 

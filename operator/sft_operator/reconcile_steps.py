@@ -104,7 +104,7 @@ async def reconcile(ctx: Context, key: OwnerKey, kind: Kind) -> float | None:
     return acted.requeue
 
 
-UNWATCHED_REASONS = frozenset({"ChildConflict", "ChildDenied"})
+UNWATCHED_REASONS = frozenset({"ChildConflict", "ChildDenied", "OutputInUse"})
 
 
 def recheck_delay(ctx: Context, old_status: Mapping[str, Any] | None, reasons: frozenset[str]) -> float:
