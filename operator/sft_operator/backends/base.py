@@ -113,3 +113,23 @@ def pods_pending(
     if started:
         return "Pending", "PodsStarting", f"{started} of {expected} pods running; waiting for the rest"
     return "Pending", "PodsPending", f"waiting for {expected} training pod(s) to start"
+
+
+def failed_observed(
+    cond: Mapping[str, Any] | None, default_reason: str, child_reasons: tuple[str, ...]
+) -> Observed:
+    """A child whose ``Failed`` condition is true: its reason (else ``default_reason``), message and
+    time. ``child_reasons`` are the child's own give-up reasons (a restart budget or deadline spent)
+    that name the failure better than the last failed pod does."""
+    cond = cond or {}
+    reason = str(cond.get("reason") or default_reason)
+    message = str(cond.get("message") or "")
+    return Observed(
+        "Failed",
+        reason,
+        message or "failed",
+        failed_reason=reason,
+        failed_message=message,
+        failed_time=cond.get("lastTransitionTime"),
+        child_reason_wins=reason in child_reasons,
+    )

@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
-from sft_operator.backends.base import Observed, Rendezvous, RunPods, pods_pending
+from sft_operator.backends.base import Observed, Rendezvous, RunPods, failed_observed, pods_pending
 from sft_operator.backends.models import checked, m, quantities_as_strings
 from sft_operator.kube.client import Resource
 from sft_operator.render import children as common
@@ -183,19 +184,12 @@ def observe_jobset_like(
             **base,
         )
     if is_true(status, "Failed"):
-        cond = get_condition(status, "Failed") or {}
-        reason = str(cond.get("reason") or f"{child.get('kind')}Failed")
-        message = str(cond.get("message") or "")
-        return Observed(
-            "Failed",
-            reason,
-            message or "failed",
-            failed_reason=reason,
-            failed_message=message,
-            failed_time=cond.get("lastTransitionTime"),
-            child_reason_wins=reason in ("ReachedMaxRestarts", "DeadlineExceeded"),
-            **base,
+        failed = failed_observed(
+            get_condition(status, "Failed"),
+            f"{child.get('kind')}Failed",
+            ("ReachedMaxRestarts", "DeadlineExceeded"),
         )
+        return replace(failed, **base)
     kind_name = str(child.get("kind") or kind)
     state = suspended_state(spec, child, suspended, kind_name)
     if state is not None:

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any, TypedDict
 
-from sft_operator.backends.base import Observed, Rendezvous, RunPods, pods_pending
+from sft_operator.backends.base import Observed, Rendezvous, RunPods, failed_observed, pods_pending
 from sft_operator.kube.client import Resource
 from sft_operator.render import children as common
 from sft_operator.render import meta
@@ -141,19 +142,10 @@ def observe(spec: Mapping[str, Any], job: Mapping[str, Any], pods: list[PodState
     if is_true(status, "Succeeded"):
         return Observed("Succeeded", "Succeeded", "training finished", **base)
     if is_true(status, "Failed"):
-        cond = get_condition(status, "Failed") or {}
-        reason = str(cond.get("reason") or "PyTorchJobFailed")
-        message = str(cond.get("message") or "")
-        return Observed(
-            "Failed",
-            reason,
-            message or "failed",
-            failed_reason=reason,
-            failed_message=message,
-            failed_time=cond.get("lastTransitionTime"),
-            child_reason_wins=reason in ("BackoffLimitExceeded", "DeadlineExceeded"),
-            **base,
+        failed = failed_observed(
+            get_condition(status, "Failed"), "PyTorchJobFailed", ("BackoffLimitExceeded", "DeadlineExceeded")
         )
+        return replace(failed, **base)
     run_policy = (job.get("spec") or {}).get("runPolicy") or {}
     job_suspended = bool(run_policy.get("suspend")) or is_true(status, "Suspended")
     suspended = suspended_state(spec, job, job_suspended, kind)
