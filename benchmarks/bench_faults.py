@@ -649,6 +649,12 @@ def invalid_crs() -> list[tuple[str, dict[str, Any]]]:
     ]
     out = []
     for n, (kind, label, spec) in enumerate(cases):
+        # Each its own output: a shared one would hold later CRs back as OutputInUse before their fault.
+        if spec.get("outputDir"):
+            spec = {**spec, "outputDir": f"{spec['outputDir']}-{n:03d}"}
+        if isinstance(spec.get("checkpoint"), dict) and spec["checkpoint"].get("save"):
+            save = f"{spec['checkpoint']['save']}-{n:03d}"
+            spec = {**spec, "checkpoint": {**spec["checkpoint"], "save": save}}
         body = {
             "apiVersion": "sft.dev/v1alpha1",
             "kind": kind,

@@ -1,11 +1,18 @@
-"""Which SFTDataPrep already claims an output directory (pure).
+"""Which CR already claims the location another CR of its kind would write to (pure).
 
-Two preps writing one ``outputDir`` would mix two configs in one dataset. sft-prep takes an exclusive
-lease on its output at run time (``sft_prep.lease``); the operator refuses earlier, before it
-creates anything: a prep whose ``outputDir`` another SFTDataPrep of the namespace already started on
-(it has a Job, ``status.jobRef``) stays ``Stalled`` (``OutputInUse``) while that one exists. The
-earlier CR keeps the output (it may be finished: its data is what SFTRuns read), so the message
-says to delete it or choose another ``outputDir``.
+Two writers on one location lose data: two SFTDataPreps on one ``outputDir`` mix two configs in one
+dataset; two SFTRuns on one ``checkpoint.save`` resume from, or overwrite, each other's checkpoints
+(a second run with the same ``trainIters`` would load the first one's final checkpoint and "succeed"
+without training). sft-prep also takes an exclusive lease on its output at run time
+(``sft_prep.lease``); the operator refuses earlier, before it creates anything.
+
+The rule, for CRs of one kind in one namespace writing to the same location: a CR is held back
+(``Stalled``, ``OutputInUse``) while another live one (not being deleted) has **started** (it has a
+child: ``status.jobRef``) or was **created earlier** (``creationTimestamp``, then name). "Earlier"
+makes two CRs created together deterministic: only the first goes ahead, whatever order the
+reconciles run in; "started" keeps a later CR that already runs from being overtaken. A finished CR
+keeps its claim: its location is its result (data that SFTRuns read, the checkpoint its status
+names), so the message says to delete it, or write somewhere else.
 """
 
 from __future__ import annotations
@@ -13,38 +20,81 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from sft_operator.api.meta import DATAPREP, RUN
 
-def _output(cr: Mapping[str, Any]) -> str | None:
-    value = (cr.get("spec") or {}).get("outputDir")
-    return str(value).rstrip("/") or None if value else None
+CLAIMED_FIELD: dict[str, tuple[str, ...]] = {
+    DATAPREP.kind: ("outputDir",),
+    RUN.kind: ("checkpoint", "save"),
+}
+"""Per kind, the spec field naming the location a CR writes to."""
 
 
-def output_claimed_by(cr: Mapping[str, Any], others: Iterable[Mapping[str, Any]]) -> str | None:
-    """The name of another live SFTDataPrep of ``cr``'s namespace that started on the same
-    ``outputDir`` (the earliest created), or None.
+def claimed_location(kind: str, cr: Mapping[str, Any]) -> str | None:
+    """The location a ``kind`` CR writes to, normalised (``file://`` and trailing slashes dropped).
 
-    >>> mine = {"metadata": {"name": "b", "namespace": "ml", "uid": "2"}, "spec": {"outputDir": "s3://x/out/"}}
-    >>> first = {"metadata": {"name": "a", "namespace": "ml", "uid": "1"}, "spec": {"outputDir": "s3://x/out"},
-    ...          "status": {"jobRef": {"name": "a-prep"}}}
-    >>> output_claimed_by(mine, [first, mine])
-    'a'
-    >>> output_claimed_by(mine, [{**first, "status": {}}]) is None  # not started: no claim yet
-    True
+    >>> claimed_location("SFTRun", {"spec": {"checkpoint": {"save": "file:///ckpt/run/"}}})
+    '/ckpt/run'
+    """
+    value: Any = cr.get("spec") or {}
+    for key in CLAIMED_FIELD[kind]:
+        value = value.get(key) if isinstance(value, Mapping) else None
+    if not value:
+        return None
+    location = str(value).removeprefix("file://").rstrip("/")
+    return location or None
+
+
+def _order(cr: Mapping[str, Any]) -> tuple[str, str]:
+    meta = cr.get("metadata") or {}
+    return str(meta.get("creationTimestamp") or ""), str(meta.get("name") or "")
+
+
+def claimed_by(kind: str, cr: Mapping[str, Any], others: Iterable[Mapping[str, Any]]) -> str | None:
+    """The name of the CR among ``others`` (CRs of ``kind``) that holds the location of ``cr`` (see the
+    module docstring; the earliest created of them), or None.
+
+    >>> def prep(name, created, started=False, out="s3://x/out"):
+    ...     return {"spec": {"outputDir": out},
+    ...             "metadata": {"name": name, "namespace": "ml", "uid": name, "creationTimestamp": created},
+    ...             "status": {"jobRef": {"name": name}} if started else {}}
+    >>> a, b = prep("a", "2026-12-01T10:00:00Z"), prep("b", "2026-12-01T10:00:01Z", out="s3://x/out/")
+    >>> claimed_by("SFTDataPrep", b, [a, b]), claimed_by("SFTDataPrep", a, [a, b])  # the earlier goes first
+    ('a', None)
+    >>> claimed_by("SFTDataPrep", a, [a, {**b, "status": {"jobRef": {"name": "b"}}}])  # unless the later runs
+    'b'
     """
     meta = cr.get("metadata") or {}
-    output = _output(cr)
-    if output is None:
+    location = claimed_location(kind, cr)
+    if location is None:
         return None
-    claims = []
+    mine = _order(cr)
+    holders = []
     for other in others:
         o_meta = other.get("metadata") or {}
         if (
             o_meta.get("uid") == meta.get("uid")
             or o_meta.get("namespace") != meta.get("namespace")
             or o_meta.get("deletionTimestamp")
-            or not (other.get("status") or {}).get("jobRef")
-            or _output(other) != output
+            or claimed_location(kind, other) != location
         ):
             continue
-        claims.append((str(o_meta.get("creationTimestamp") or ""), str(o_meta.get("name"))))
-    return min(claims)[1] if claims else None
+        if (other.get("status") or {}).get("jobRef") or _order(other) < mine:
+            holders.append(_order(other))
+    return min(holders)[1] if holders else None
+
+
+def claim_message(kind: str, cr: Mapping[str, Any], holder: str) -> str:
+    """What a held-back CR's status says: whose location it is, why that matters, and what to do."""
+    value = claimed_location(kind, cr)
+    if kind == RUN.kind:
+        return (
+            f"spec.checkpoint.save {value} is where SFTRun {holder} of this namespace saves its "
+            f"checkpoints: a second run there would resume from, or overwrite, that run's checkpoints; "
+            f"choose another checkpoint.save (to continue from {holder}'s model, set checkpoint.load to "
+            f"{value} and a new checkpoint.save), or delete SFTRun {holder} first"
+        )
+    return (
+        f"spec.outputDir {value} is already the output of SFTDataPrep {holder} in this namespace: two "
+        f"preps writing one output would mix their data; choose another outputDir, or delete "
+        f"SFTDataPrep {holder} first"
+    )

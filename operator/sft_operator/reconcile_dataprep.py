@@ -9,9 +9,7 @@ from typing import Any
 
 from sft_operator import reconcile_steps as steps
 from sft_operator.api.meta import DATAPREP
-from sft_operator.claims import output_claimed_by
 from sft_operator.context import Context, OwnerKey
-from sft_operator.errors import InvalidSpec
 from sft_operator.kube.children import ensure_child, stale_reason
 from sft_operator.kube.client import JOBS
 from sft_operator.render import dataprep as render
@@ -34,14 +32,7 @@ class DataPrepKind:
         children = render.render(cr, ctx.defaults)
         if acted.child is None and not status.finished(cr):
             # (A finished CR whose Job was cleaned up by its TTL keeps its result: never run it again.)
-            claimed_by = output_claimed_by(cr, ctx.caches.crs_in(key[0], DATAPREP.kind))
-            if claimed_by is not None:
-                raise InvalidSpec(
-                    f"spec.outputDir {cr['spec'].get('outputDir')} is already the output of SFTDataPrep "
-                    f"{claimed_by} in this namespace: two preps writing one output would mix their data; "
-                    f"choose another outputDir, or delete SFTDataPrep {claimed_by} first",
-                    reason="OutputInUse",
-                )
+            steps.check_claim(ctx, DATAPREP, cr)
             await steps.ensure_workload_identity(ctx, DATAPREP, cr, desc)
             acted.config_map = await steps.ensure_config_map(ctx, children.config_map, uid, desc)
             ensured = await ensure_child(ctx.client, JOBS, children.job, uid, desc)

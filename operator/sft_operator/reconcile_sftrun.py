@@ -77,6 +77,7 @@ class RunKind:
             if acted.child is None and finished(cr):
                 return  # finished and the child was deleted (ttlSecondsAfterFinished): never run it again
             if acted.child is None:
+                steps.check_claim(ctx, RUN, cr)
                 prep_name = spec.data.data_prep_ref.name if spec.data.data_prep_ref else None
                 prep = ctx.caches.cr((namespace, DATAPREP.kind, prep_name)) if prep_name else None
                 data = resolve_data(cr, prep)

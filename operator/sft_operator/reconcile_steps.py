@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from sft_operator.api.meta import GROUP, VERSION, KindInfo
+from sft_operator.claims import claim_message, claimed_by
 from sft_operator.context import Context, OwnerKey
 from sft_operator.errors import InvalidSpec
 from sft_operator.kube.children import ensure_child
@@ -105,6 +106,14 @@ async def reconcile(ctx: Context, key: OwnerKey, kind: Kind) -> float | None:
 
 
 UNWATCHED_REASONS = frozenset({"ChildConflict", "ChildDenied", "OutputInUse"})
+
+
+def check_claim(ctx: Context, info: KindInfo, cr: Mapping[str, Any]) -> None:
+    """Raise InvalidSpec (OutputInUse) when another CR of the namespace holds the location ``cr``
+    would write to (:mod:`sft_operator.claims`); called before a CR's first child is created."""
+    holder = claimed_by(info.kind, cr, ctx.caches.crs_in(cr["metadata"]["namespace"], info.kind))
+    if holder is not None:
+        raise InvalidSpec(claim_message(info.kind, cr, holder), reason="OutputInUse")
 
 
 def recheck_delay(ctx: Context, old_status: Mapping[str, Any] | None, reasons: frozenset[str]) -> float:

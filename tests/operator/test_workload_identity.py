@@ -60,7 +60,7 @@ def test_each_prep_gets_its_own_narrow_identity_in_a_fresh_namespace(cluster: Ku
     kube.create_namespace("team-fresh")  # no ServiceAccount, Role or binding made by anyone
     with run_operator("team-fresh"):
         kube.create(in_ns(prep("a"), "team-fresh"))
-        kube.create(in_ns(prep("b"), "team-fresh"))
+        kube.create(in_ns(prep("b", outputDir="s3://bucket/out-b"), "team-fresh"))
         job = kube.wait_for_object("Job", "a-prep", namespace="team-fresh", timeout=WAIT)
         kube.wait_for_object("Job", "b-prep", namespace="team-fresh", timeout=WAIT)
     cr = kube.get("SFTDataPrep", "a", "team-fresh")

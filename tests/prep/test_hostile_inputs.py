@@ -2,7 +2,7 @@
 
 Each case here crashed the whole run before (issue 13): a lone surrogate (UnicodeEncodeError in the
 tokenizer, no row location), JSON nested ~1100 deep (RecursionError), corrupt input files (a traceback
-that never named the file), a 10 MB row (1 GB RSS), CR-only and UTF-16 files (rows miscounted).
+that never named the file), a 10 MB row (1.6 GB RSS), CR-only and UTF-16 files (rows miscounted).
 """
 
 from __future__ import annotations
@@ -141,16 +141,49 @@ def test_a_corrupt_input_file_exits_2_naming_the_file_and_the_fault(tmp_path: Pa
     assert "Traceback" not in msg["message"]
 
 
-def test_an_unreadable_input_file_exits_2_before_any_work(tmp_path: Path) -> None:
+def _without_dac_override() -> None:
+    """In a child before exec: drop CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH (linux/capability.h: 1
+    and 2) from the bounding set with prctl(PR_CAPBSET_DROP = 24), so that root's next program obeys
+    file modes as any user does (for uid 0 the new program's permitted set is the inheritable set,
+    empty here, or'ed with the bounding set)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    for cap in (1, 2):
+        if libc.prctl(24, cap, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+
+def _run_unprivileged(*argv: str) -> subprocess.CompletedProcess[str]:
+    """A Python child that cannot read past file modes: itself when not root, else root without the
+    capabilities that bypass them (skips where they cannot be dropped)."""
     import os
 
-    if os.geteuid() == 0:
-        pytest.skip("root reads any file; the permission check cannot fail here")
+    if os.geteuid() != 0:
+        return subprocess.run([sys.executable, *argv], capture_output=True, text=True, timeout=300)
+    try:
+        return subprocess.run(
+            [sys.executable, *argv],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            preexec_fn=_without_dac_override,
+        )
+    except subprocess.SubprocessError as exc:
+        pytest.skip(f"root here cannot drop CAP_DAC_OVERRIDE ({exc}): the permission check cannot fail")
+
+
+def test_an_unreadable_input_file_exits_2_before_any_work(tmp_path: Path) -> None:
     path = tmp_path / "locked.jsonl"
     path.write_text(_line(GOOD) + "\n")
     path.chmod(0)
-    code, _ = _run(tmp_path, "locked.jsonl")
-    assert code == 2 and "not readable" in termination()["message"] and str(path) in termination()["message"]
+    probe = _run_unprivileged("-c", f"open({str(path)!r}).read()")
+    assert probe.returncode != 0 and "PermissionError" in probe.stderr, "the child could read a mode-000 file"
+    config = write_config(tmp_path, datasets=[{"name": "d", "path": str(path)}], num_shards=1)
+    done = _run_unprivileged("-m", "sft_prep", "--config", str(config))
+    msg = termination()["message"]
+    assert done.returncode == 2 and "not readable" in msg and str(path) in msg, (done.stderr[-2000:], msg)
+    assert "Traceback" not in done.stderr
     assert not (tmp_path / "out").exists()
 
 
@@ -165,6 +198,52 @@ def test_a_row_over_max_row_bytes_is_counted_unread(tmp_path: Path) -> None:
     assert meta["dropped"] == {"row_too_large": 1} and meta["totals"]["rows"] == 3
     assert meta["examples"]["row_too_large"][0]["row"] == "in.jsonl:2"
     assert "max_row_bytes" in meta["examples"]["row_too_large"][0]["detail"]
+
+
+def test_a_parquet_row_over_max_row_bytes_is_counted_with_its_row(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    big = chat(("user", "Say it."), ("assistant", "word é " * 1500))  # ~10 kB of strings
+    rows = [GOOD, GOOD, big, GOOD]
+    pq.write_table(pa.table({"messages": [r["messages"] for r in rows]}), tmp_path / "in.parquet")
+    code, meta = _run(tmp_path, "in.parquet", "max_row_bytes=4096")
+    assert code == 0 and meta is not None
+    assert meta["dropped"] == {"row_too_large": 1} and meta["totals"]["rows_kept"] == 3
+    assert meta["examples"]["row_too_large"][0]["row"] == "in.parquet#2"
+    assert "max_row_bytes" in meta["examples"]["row_too_large"][0]["detail"]
+    # under the limit in Arrow as a whole: no row is measured, none is refused
+    code, meta = _run(tmp_path, "in.parquet", "max_row_bytes=65536", "--force")
+    assert code == 0 and meta is not None and meta["dropped"] == {}
+
+
+def test_a_hub_row_over_max_row_bytes_is_counted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    datasets = pytest.importorskip("datasets")
+    local = tmp_path / "train.jsonl"
+    big = chat(("user", "word " * 2000), ("assistant", "ok"))
+    local.write_text("".join(_line(r) + "\n" for r in [GOOD, big, GOOD]))
+    real = datasets.load_dataset
+    files = {"train": str(local)}
+
+    def load_dataset(repo: str, subset: Any = None, **kwargs: Any) -> Any:  # the hub, from a local file
+        return real("json", data_files=files, **kwargs)
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    config = write_config(
+        tmp_path, datasets=[{"name": "hub", "path": "hf://org/chats"}], num_shards=1, max_row_bytes=4096
+    )
+    code, _ = run_cli("--config", str(config))
+    meta = json.loads((tmp_path / "out" / "metadata.json").read_text())
+    assert code == 0 and meta["dropped"] == {"row_too_large": 1} and meta["totals"]["rows_kept"] == 2
+    assert meta["examples"]["row_too_large"][0]["row"] == "org/chats#1"
+
+
+def test_text_bytes_counts_utf8_and_stops_past_the_limit() -> None:
+    from sft_prep.readers import text_bytes
+
+    row = {"messages": [{"role": "user", "content": "é" * 1000}, {"role": "assistant", "content": "x" * 10}]}
+    assert text_bytes(row) == 2000 + 10 + len("messages") + 2 * len("rolecontent") + len("userassistant")
+    assert 100 < text_bytes(row, stop=100) < 2100  # stops soon after the limit
 
 
 def test_split_lines_never_holds_a_too_long_line() -> None:
@@ -210,6 +289,21 @@ def test_a_10mb_row_is_refused_at_a_bounded_peak_memory(tmp_path: Path) -> None:
     baseline = _peak_rss_mb(tmp_path, 8 * 2**20 + 1)
     # refused unread: the 10 MB line costs at most a few times its size over a run without it
     assert refused - baseline < 60, (refused, baseline)
+
+
+@pytest.mark.slow
+def test_an_accepted_10mb_row_peaks_at_a_small_multiple_of_its_size(tmp_path: Path) -> None:
+    """With the limit raised, a 10 MB row is encoded in windows (``Tokenizer.encode_flat``): about
+    +150 MB here with the 3k-token sample vocabulary (2 characters per token, the worst case), where
+    encoding it whole took +1.5 GB (the tokenizer's ~100 bytes per character)."""
+    big = chat(("user", "Repeat it."), ("assistant", "word " * 2_000_000))
+    (tmp_path / "big.jsonl").write_text(_line(big) + "\n" + _line(GOOD) + "\n")
+    accepted = _peak_rss_mb(tmp_path, 64 * 2**20)
+    meta = json.loads((tmp_path / f"out-{64 * 2**20}" / "metadata.json").read_text())
+    assert meta["totals"]["rows_kept"] == 2 and meta["totals"]["sequences_truncated"] == 1
+    (tmp_path / "big.jsonl").write_text(_line(GOOD) + "\n")
+    baseline = _peak_rss_mb(tmp_path, 64 * 2**20 + 1)
+    assert accepted - baseline < 25 * 10, (accepted, baseline)
 
 
 # ------------------------------------------------------------------------------- encodings

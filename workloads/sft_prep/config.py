@@ -98,8 +98,9 @@ class PrepConfig(ConfigModel):
     sample: int | None = Field(default=None, ge=1)
     """Read at most this many rows per dataset (for quick tests)."""
     max_row_bytes: int = Field(default=8 * 2**20, ge=1024)
-    """JSONL lines longer than this are counted as ``row_too_large`` and never parsed (default 8 MiB):
-    a tokenizer needs about 100 bytes of memory per byte of text it encodes."""
+    """Rows larger than this are counted as ``row_too_large`` and dropped (default 8 MiB): a JSONL line
+    by its length, never parsed; a Parquet or hub row by the UTF-8 bytes of its strings. Text in a
+    kept row costs a small multiple of its size in memory (long texts are encoded in windows)."""
     force: bool = False
     """Ignore receipts of an earlier run and redo every shard."""
     wandb: WandbSpec = Field(default_factory=WandbSpec)

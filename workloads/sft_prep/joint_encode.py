@@ -61,15 +61,9 @@ class EncodedChunks:
         return Counter(OUTCOMES[i] for i in self.outcome.tolist())
 
 
-def _flatten(ids: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
-    lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
-    flat = np.fromiter(chain.from_iterable(ids), dtype=np.int32, count=int(lengths.sum()))
-    return flat, lengths
-
-
 def encode_per_chunk(tokenizer: Tokenizer, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """The reference: each chunk on its own; (flat ids, tokens per chunk)."""
-    return _flatten(tokenizer.encode_many(texts))
+    return tokenizer.encode_flat(texts)
 
 
 def encode_chunks(tokenizer: Tokenizer, sequences: list[list[str]]) -> EncodedChunks:
@@ -89,19 +83,22 @@ def encode_chunks(tokenizer: Tokenizer, sequences: list[list[str]]) -> EncodedCh
     if plan.ascii_only:
         skipped = ~np.fromiter((t.isascii() for t in texts), dtype=bool, count=n_seq)
         texts = [t if not skip else "" for t, skip in zip(texts, skipped.tolist(), strict=True)]
-    flat, seq_ntok = _flatten(tokenizer.encode_many(texts))
+    flat, seq_ntok = tokenizer.encode_flat(texts)
 
     # Token byte positions across the whole batch (sequences laid end to end).
     tok_bytes = plan.byte_len[flat]  # int32: gathers and sums ~7x faster than int64 on ~10M tokens
     if int(tok_bytes.sum(dtype=np.int64)) >= 2**31:  # partial sums are smaller, so int32 is exact below
         tok_bytes = tok_bytes.astype(np.int64)
     tok_end = np.cumsum(tok_bytes, dtype=tok_bytes.dtype)
-    tok_start = tok_end - tok_bytes
+    tok_start = np.subtract(tok_end, tok_bytes, out=tok_bytes)  # in place: one array less per token
     seq_tok_end = np.cumsum(seq_ntok)
     seq_tok_start = seq_tok_end - seq_ntok
-    before = np.concatenate((np.zeros(1, tok_end.dtype), tok_end))
-    seq_base = before[seq_tok_start]  # bytes of all tokens of earlier sequences
-    seq_tok_bytes = before[seq_tok_end] - seq_base
+
+    def bytes_before(tok: np.ndarray) -> np.ndarray:  # bytes of all tokens before token index ``tok``
+        return np.where(tok > 0, tok_end[np.maximum(tok - 1, 0)], 0) if len(tok_end) else np.zeros_like(tok)
+
+    seq_base = bytes_before(seq_tok_start)  # bytes of all tokens of earlier sequences
+    seq_tok_bytes = bytes_before(seq_tok_end) - seq_base
 
     chunk_bytes = np.fromiter(
         (len(c) if c.isascii() else len(c.encode("utf-8")) for c in chunks), dtype=np.int64, count=len(chunks)

@@ -325,8 +325,12 @@ class RowProcessor:
         seq_end = np.cumsum(encoded.lengths)
         seq_begin = seq_end - encoded.lengths
         seq_stop = np.minimum(seq_end, seq_begin + self.doc_limit)
-        trained = np.concatenate(([0], np.cumsum(mask_all, dtype=np.int64)))
-        trainable_all = (trained[seq_stop] - trained[seq_begin]).tolist()
+        trained = np.cumsum(mask_all, dtype=np.int32 if len(mask_all) < 2**31 else np.int64)
+
+        def trained_before(tok: np.ndarray) -> np.ndarray:  # trained tokens before token index ``tok``
+            return np.where(tok > 0, trained[np.maximum(tok - 1, 0)], 0) if len(trained) else tok * 0
+
+        trainable_all = (trained_before(seq_stop) - trained_before(seq_begin)).tolist()
         begins, stops, ends = seq_begin.tolist(), seq_stop.tolist(), seq_end.tolist()
         origins: list[tuple[bool, str, RowRef]] = []
         kept_at: list[int] = []

@@ -2,7 +2,8 @@
 
 Rows are yielded one at a time so that a worker's memory is bounded by the shard it builds, never by
 the dataset. A line that is not JSON (or nested too deeply, or holding a lone surrogate, or longer than
-``max_row_bytes``, refused before it is parsed) becomes a :class:`RowError` row: counted downstream,
+``max_row_bytes``, refused before it is parsed) and a Parquet or hub row whose strings are over
+``max_row_bytes`` become a :class:`RowError` row: counted downstream,
 never fatal. A file that cannot be read as a whole (not gzip, truncated, not Parquet, unreadable)
 stops the run with :class:`InputFileError` (exit 2) naming the file and what is wrong: skipping it
 would silently train on part of the data.
@@ -152,7 +153,8 @@ def iter_rows(
     """Rows of the concatenated ``files`` with index ≡ remainder (mod modulus), among the first ``limit``.
 
     ``decode=False`` leaves JSONL lines as bytes, so JSON decoding can happen in a worker process.
-    A JSONL line longer than ``max_row_bytes`` becomes ``RowError('row_too_large')`` unread.
+    A row over ``max_row_bytes`` becomes ``RowError('row_too_large')``: a JSONL line by its length,
+    unread; a Parquet or hub row by the UTF-8 bytes of its strings (:func:`text_bytes`).
     """
     index = 0
     for uri in files:
@@ -162,9 +164,9 @@ def iter_rows(
         if fmt == "jsonl":
             rows, where = _jsonl(uri, meter, max_row_bytes), f"{storage.name(uri)}:"
         elif fmt == "parquet":
-            rows, where = _parquet(uri, spec, meter), f"{storage.name(uri)}#"
+            rows, where = _parquet(uri, spec, meter, max_row_bytes), f"{storage.name(uri)}#"
         else:
-            rows, where = _hub(uri, spec), f"{uri[len(HF_SCHEME) :].strip('/')}#"
+            rows, where = _hub(uri, spec, max_row_bytes), f"{uri[len(HF_SCHEME) :].strip('/')}#"
         # Every worker reads every line of a file and keeps its share: the per-line work for the
         # others' rows is kept to a counter (no location string, no decoding).
         try:
@@ -294,10 +296,7 @@ def _jsonl(
                 first = decoder.decode(head[bom:]).encode("utf-8", "surrogatepass")
             for lineno, line, size in split_lines(first, read, separator, limit):
                 if line is None:
-                    detail = (
-                        f"line of {size:,} bytes > max_row_bytes {limit:,}; raise max_row_bytes to keep it"
-                    )
-                    yield lineno, RowError("row_too_large", detail)
+                    yield lineno, _too_large("line", size, limit)
                 elif line and not line.isspace():  # blank lines (often a trailing newline) are not rows
                     yield lineno, line
         finally:
@@ -350,8 +349,48 @@ def split_lines(
         yield lineno + 1, line, len(line)
 
 
-def _parquet(uri: str, spec: DatasetSpec, meter: ReadMeter | None) -> Generator[tuple[int, Any], None, None]:
-    """(0-based row number, record)."""
+def _too_large(what: str, size: int, limit: int) -> RowError:
+    detail = f"{what} of {size:,} bytes > max_row_bytes {limit:,}; raise max_row_bytes to keep it"
+    return RowError("row_too_large", detail)
+
+
+def text_bytes(value: Any, stop: int = sys.maxsize) -> int:
+    """UTF-8 bytes of all strings in a decoded row (keys too), counted until past ``stop``: the size
+    ``max_row_bytes`` limits for rows that are not JSONL lines.
+
+    >>> text_bytes({"messages": [{"role": "user", "content": "hé"}]})
+    26
+    """
+    total = 0
+    todo = [value]
+    while todo and total <= stop:
+        item = todo.pop()
+        if isinstance(item, str):
+            total += len(item) if item.isascii() else len(item.encode("utf-8", "surrogatepass"))
+        elif isinstance(item, dict):
+            todo.extend(item.keys())
+            todo.extend(item.values())
+        elif isinstance(item, list | tuple):
+            todo.extend(item)
+        elif isinstance(item, bytes):
+            total += len(item)
+    return total
+
+
+def _checked(record: Any, limit: int | None) -> Any:
+    """The record, or ``row_too_large`` when its strings exceed ``limit``."""
+    if limit is not None:
+        size = text_bytes(record, limit)
+        if size > limit:
+            return _too_large("row", size, limit)
+    return record
+
+
+def _parquet(
+    uri: str, spec: DatasetSpec, meter: ReadMeter | None, max_row_bytes: int | None
+) -> Generator[tuple[int, Any], None, None]:
+    """(0-based row number, record or RowError). A batch smaller than ``max_row_bytes`` in Arrow
+    holds no row over it, so only large batches are measured row by row."""
     import pyarrow.parquet as pq
 
     with storage.local_path(uri) as local:
@@ -367,14 +406,15 @@ def _parquet(uri: str, spec: DatasetSpec, meter: ReadMeter | None) -> Generator[
         file_size = local.stat().st_size
         row = 0
         for batch in pf.iter_batches(batch_size=512, columns=wanted):
+            limit = max_row_bytes if max_row_bytes is not None and batch.nbytes > max_row_bytes else None
             for record in batch.to_pylist():
-                yield row, record
+                yield row, _checked(record, limit)
                 row += 1
             if meter is not None:
                 meter.done_bytes += file_size * batch.num_rows / total_rows
 
 
-def _hub(uri: str, spec: DatasetSpec) -> Generator[tuple[int, Any], None, None]:
+def _hub(uri: str, spec: DatasetSpec, max_row_bytes: int | None) -> Generator[tuple[int, Any], None, None]:
     """A hub dataset streamed with the ``datasets`` library, imported only when a dataset needs it."""
     repo = uri[len(HF_SCHEME) :].strip("/")
     try:
@@ -394,4 +434,4 @@ def _hub(uri: str, spec: DatasetSpec) -> Generator[tuple[int, Any], None, None]:
             "subset and HF_TOKEN, or download the files and use a local/s3 path."
         ) from None
     for i, record in enumerate(iterator):
-        yield i, dict(record)
+        yield i, _checked(dict(record), max_row_bytes)

@@ -24,6 +24,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from itertools import chain
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -82,6 +83,59 @@ class JointPlan:
     """Id of the lone "\n" token when the pre-tokenizer always splits after it (see joint_encode)."""
     ascii_only: bool
     """The normalizer (NFC) is the identity on ASCII only; other sequences are encoded per chunk."""
+    window_cuts: bool = False
+    """A long text may be encoded in windows cut before a space between two letters or numbers
+    (:func:`window_cuts`): the pre-tokenizer is one of the known regex splits and no added token
+    contains a space."""
+
+
+LONG_TEXT_CHARS = 1 << 18
+"""Texts longer than this are encoded in windows (where :attr:`JointPlan.window_cuts` allows)."""
+WINDOW_CHARS = 1 << 14
+"""About this many characters per window."""
+WINDOW_BATCH_CHARS = 1 << 17
+"""At most this many characters of windows per tokenizer call (encoded in parallel)."""
+_STABLE_ALNUM = "".join(re.escape(chr(c)) for c in range(0x800) if chr(c).isalnum())
+# Letters and numbers (\p{L}, \p{N}) below U+0800 (Latin, Greek, Cyrillic, Hebrew, Arabic ...), whose
+# categories have not changed for decades, so Python's and the tokenizer's Unicode tables agree on them.
+_WINDOW_CUT = re.compile(f"(?<=[{_STABLE_ALNUM}]) (?=[{_STABLE_ALNUM}])")
+
+
+def window_cuts(text: str, size: int | None = None) -> list[int]:
+    """Offsets, about ``size`` (default ``WINDOW_CHARS``) apart, where ``text`` may be cut into windows
+    that encode to the ids of the whole text laid end to end: each is a single space between two
+    letters or numbers.
+
+    Why that is exact (for the tokenizers :attr:`JointPlan.window_cuts` admits). Added tokens are
+    matched first; none contains a space, so none spans the cut. NFC, if any, neither reorders nor
+    composes across a space. Each known pre-tokenizer regex (Qwen's, cl100k's, Llama 3's, GPT-2's)
+    has no look-behind; no alternative takes a letter or number together with a following space, so
+    the pre-token before the cut ends there, and what decided it looked at most at the space; the
+    next one starts at the space (`` word``, `` 12`` or a lone `` `` before a number) whatever came
+    before. So the pre-tokens, and the BPE tokens, on each side are those of the whole text. A stretch
+    with no such place (no spaces: CJK, base64) stays in one window.
+
+    >>> text = "one two  three four"  # not between two spaces: "  three" is not " three" after " "
+    >>> [text[:i] + "|" + text[i:] for i in window_cuts(text, 5)]
+    ['one two  three| four']
+    """
+    size = WINDOW_CHARS if size is None else size
+    cuts: list[int] = []
+    at = size
+    while at < len(text):
+        found = _WINDOW_CUT.search(text, at)
+        if found is None:
+            break
+        cuts.append(found.start())
+        at = found.start() + size
+    return cuts
+
+
+def flatten(ids: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """(all ids end to end as int32, tokens per text)."""
+    lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+    flat = np.fromiter(chain.from_iterable(ids), dtype=np.int32, count=int(lengths.sum()))
+    return flat, lengths
 
 
 class _Backend(Protocol):
@@ -211,6 +265,7 @@ def _joint_plan(serialized: str) -> tuple[JointPlan | None, str]:
         added_texts=tuple(a["content"] for a in added_specs),
         newline_id=newline if newline_rule and newline is not None and not added[newline] else None,
         ascii_only=normalizer is not None,
+        window_cuts=newline_rule and not any(" " in a["content"] for a in added_specs),
     )
     return plan, "byte-level BPE"
 
@@ -258,6 +313,41 @@ class Tokenizer:
     def encode_many(self, texts: list[str]) -> list[list[int]]:
         """Token ids of each text, ``add_special_tokens=False``."""
         return self.backend.encode_many(texts)
+
+    def encode_flat(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """``flatten(encode_many(texts))`` at a bounded peak memory: the tokenizer holds ~100 bytes per
+        character while it encodes (offsets, alignments, token strings), so a text over
+        ``LONG_TEXT_CHARS`` is encoded in windows (:func:`window_cuts`), a few at a time, each kept
+        as int32 at once. The ids are the same."""
+        plan, _ = self.joint_plan
+        windowed = plan is not None and plan.window_cuts
+        long = [i for i, t in enumerate(texts) if len(t) > LONG_TEXT_CHARS] if windowed else []
+        if not long:
+            return flatten(self.encode_many(texts))
+        flat, lengths = flatten(self.encode_many(["" if len(t) > LONG_TEXT_CHARS else t for t in texts]))
+        parts: list[np.ndarray] = []
+        done = 0  # ids of ``flat`` already in ``parts``
+        ends = np.cumsum(lengths)
+        for i in long:
+            parts.append(flat[done : ends[i]])
+            done = int(ends[i])
+            mine = self._encode_windows(texts[i])
+            parts.extend(mine)
+            lengths[i] = sum(map(len, mine))
+        parts.append(flat[done:])
+        return np.concatenate(parts), lengths
+
+    def _encode_windows(self, text: str) -> list[np.ndarray]:
+        """The ids of ``text``, window by window; at most ``WINDOW_BATCH_CHARS`` of text per call."""
+        bounds = [0, *window_cuts(text), len(text)]
+        parts: list[np.ndarray] = []
+        first = 0  # the first window of the next call
+        for last in range(1, len(bounds)):
+            if last == len(bounds) - 1 or bounds[last + 1] - bounds[first] > WINDOW_BATCH_CHARS:
+                windows = [text[bounds[j] : bounds[j + 1]] for j in range(first, last)]
+                parts.append(flatten(self.encode_many(windows))[0])
+                first = last
+        return parts
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.backend.decode(ids)
