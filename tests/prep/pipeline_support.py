@@ -6,6 +6,7 @@ import io
 import itertools
 import json
 import os
+from collections.abc import Callable
 from contextlib import redirect_stdout
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import yaml
 
 import sft_prep
 from sft_prep import cli
+from sft_prep.tokenize import Tokenizer, load_tokenizer
 
 SAMPLES = Path(sft_prep.__file__).parent / "samples"
 CHATS = SAMPLES / "chats.jsonl"
@@ -92,3 +94,11 @@ def unrolled_runs(ids: np.ndarray, mask: np.ndarray) -> list[list[int]]:
     flags = np.array(mask, dtype=bool)
     flags[0] = False
     return _runs(np.array(ids), flags)
+
+
+def edited_tokenizer(tmp_path: Path, source_dir: Path, edit: Callable[[dict[str, Any]], None]) -> Tokenizer:
+    """The tokenizer of ``source_dir`` with ``edit`` applied to its tokenizer.json, saved in ``tmp_path``."""
+    spec = json.loads((source_dir / "tokenizer.json").read_text(encoding="utf-8"))
+    edit(spec)
+    (tmp_path / "tokenizer.json").write_text(json.dumps(spec), encoding="utf-8")
+    return load_tokenizer(str(tmp_path))

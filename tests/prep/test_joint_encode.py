@@ -19,10 +19,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from prep.chat_strategies import chat, chat_rows, realistic_rows
+from prep.pipeline_support import edited_tokenizer
 from sft_prep.joint_encode import FALLBACK_REASONS, encode_chunks, encode_per_chunk
 from sft_prep.process import Counts, RowProcessor
 from sft_prep.template import ChatTemplate
-from sft_prep.tokenize import Tokenizer, load_tokenizer
+from sft_prep.tokenize import Tokenizer
 
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -89,13 +90,6 @@ def test_nfc_tokenizer_encodes_non_ascii_sequences_per_chunk(sample_tokenizer: T
     assert stats == {"fallback_non_ascii": 1, "joint": 1}
 
 
-def _variant(tmp_path: Path, sample_tokenizer_dir: Path, edit: Any) -> Tokenizer:
-    spec = json.loads((sample_tokenizer_dir / "tokenizer.json").read_text(encoding="utf-8"))
-    edit(spec)
-    (tmp_path / "tokenizer.json").write_text(json.dumps(spec), encoding="utf-8")
-    return load_tokenizer(str(tmp_path))
-
-
 def _prefix_space(spec: dict[str, Any]) -> None:
     spec["pre_tokenizer"]["pretokenizers"][1]["add_prefix_space"] = True
 
@@ -119,7 +113,7 @@ def _lowercase(spec: dict[str, Any]) -> None:
 def test_unsafe_tokenizers_encode_every_chunk_on_its_own(
     tmp_path: Path, sample_tokenizer_dir: Path, edit: Any, why: str
 ) -> None:
-    tok = _variant(tmp_path, sample_tokenizer_dir, edit)
+    tok = edited_tokenizer(tmp_path, sample_tokenizer_dir, edit)
     plan, reason = tok.joint_plan
     assert plan is None and why in reason
     sequences = [["Hi", " there"], ["<|im_end|>\n", "<|im_start|>x"]]
@@ -130,7 +124,7 @@ def test_newline_rule_only_for_known_split_patterns(tmp_path: Path, sample_token
     def other_regex(spec: dict[str, Any]) -> None:
         spec["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = r"\s+|\S+"
 
-    tok = _variant(tmp_path, sample_tokenizer_dir, other_regex)
+    tok = edited_tokenizer(tmp_path, sample_tokenizer_dir, other_regex)
     plan, _ = tok.joint_plan
     assert plan is not None and plan.newline_id is None
     stats = _assert_same_as_per_chunk(tok, [["<think>\n", "Let me"]])
@@ -215,7 +209,7 @@ def test_added_tokens_that_the_model_can_produce_prove_nothing(
              "normalized": False, "special": False}
         )  # fmt: skip
 
-    tok = _variant(tmp_path, sample_tokenizer_dir, add_merged)
+    tok = edited_tokenizer(tmp_path, sample_tokenizer_dir, add_merged)
     plan, _ = tok.joint_plan
     assert plan is not None and not plan.added[merged_id]
     assert plan.added[tok.check_chat_tokens()["<|im_end|>"]]

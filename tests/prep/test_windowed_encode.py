@@ -10,7 +10,6 @@ real 151k Qwen vocabulary, with the window sizes shrunk so that every text is cu
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -23,9 +22,10 @@ from hypothesis import strategies as st
 
 import sft_prep.tokenize as tokenize
 from prep.chat_strategies import chat_rows, realistic_rows
+from prep.pipeline_support import edited_tokenizer
 from sft_prep.process import RowProcessor
 from sft_prep.template import ChatTemplate
-from sft_prep.tokenize import Tokenizer, flatten, load_tokenizer, window_cuts
+from sft_prep.tokenize import Tokenizer, flatten, window_cuts
 
 _PIECES = [
     " ", "  ", "   ", "\n", " \n", "\t", "a", "Hello", " world", "it", "'s", "'S", "5", "42", "²", "Ⅻ",
@@ -85,13 +85,6 @@ def test_long_texts_are_really_cut(sample_tokenizer: Tokenizer, monkeypatch: pyt
     assert all(sum(map(len, call)) <= tokenize.WINDOW_BATCH_CHARS for call in calls[1:])
 
 
-def _variant(tmp_path: Path, sample_tokenizer_dir: Path, edit: Any) -> Tokenizer:
-    spec = json.loads((sample_tokenizer_dir / "tokenizer.json").read_text(encoding="utf-8"))
-    edit(spec)
-    (tmp_path / "tokenizer.json").write_text(json.dumps(spec), encoding="utf-8")
-    return load_tokenizer(str(tmp_path))
-
-
 def _spaced_added_token(spec: dict[str, Any]) -> None:
     spec["added_tokens"].append({**spec["added_tokens"][-1], "id": 3100, "content": "b c"})
 
@@ -105,7 +98,7 @@ def test_no_windows_where_the_cut_is_not_proven(
     tmp_path: Path, sample_tokenizer_dir: Path, edit: Any
 ) -> None:
     """An added token with a space could span the cut; an unknown regex may join across it."""
-    tok = _variant(tmp_path, sample_tokenizer_dir, edit)
+    tok = edited_tokenizer(tmp_path, sample_tokenizer_dir, edit)
     plan, _ = tok.joint_plan
     assert plan is not None and not plan.window_cuts
     batch = ["ab c d " * 5, "x"]
