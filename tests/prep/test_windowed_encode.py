@@ -30,6 +30,8 @@ from sft_prep.tokenize import Tokenizer, flatten, window_cuts
 _PIECES = [
     " ", "  ", "   ", "\n", " \n", "\t", "a", "Hello", " world", "it", "'s", "'S", "5", "42", "²", "Ⅻ",
     "ü", "e\u0301", "\u0301", "Привет", "мир", "αβγ", "שלום", "数字", "🙂", "!!", ".", "_", "\r\n",
+    "中文", "。", "、", "「", "」", "！", "：", "＿", "々", "〇", "ｱ", "한국어",
+    "\u3000", "の", "，", "在", "请",
     "<|im_end|>", "<|im_start|>", "<think>", "<|im_", "end|>",
 ]  # fmt: skip
 texts = st.lists(st.sampled_from(_PIECES), min_size=1, max_size=60).map("".join)
@@ -70,6 +72,15 @@ def test_a_looser_cut_would_change_the_ids(tokenizer: Tokenizer) -> None:
     assert window_cuts(text, 1) == []
     with small_windows(), mock.patch.object(tokenize, "_WINDOW_CUT", re.compile("(?<= ) ")):
         assert tokenizer.encode_flat([text])[0].tolist() != tokenizer.encode_many([text])[0]
+
+
+def test_cutting_after_cjk_punctuation_would_change_the_ids(qwen_tokenizer: Tokenizer) -> None:
+    """CJK text is cut before its punctuation, never after: there the mark leads the next word's
+    pre-token, and Qwen has tokens such as "，在" that would be lost."""
+    text = "中文，在" * 10
+    assert [text[p] for p in window_cuts(text, 1)] == ["，"] * 10
+    with small_windows(), mock.patch.object(tokenize, "_WINDOW_CUT", re.compile("(?<=，)")):
+        assert qwen_tokenizer.encode_flat([text])[0].tolist() != qwen_tokenizer.encode_many([text])[0]
 
 
 def test_long_texts_are_really_cut(sample_tokenizer: Tokenizer, monkeypatch: pytest.MonkeyPatch) -> None:

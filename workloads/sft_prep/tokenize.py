@@ -84,9 +84,9 @@ class JointPlan:
     ascii_only: bool
     """The normalizer (NFC) is the identity on ASCII only; other sequences are encoded per chunk."""
     window_cuts: bool = False
-    """A long text may be encoded in windows cut before a space between two letters or numbers
-    (:func:`window_cuts`): the pre-tokenizer is one of the known regex splits and no added token
-    contains a space."""
+    """A long text may be encoded in windows cut before a space between two letters or numbers, or
+    before CJK punctuation after one (:func:`window_cuts`): the pre-tokenizer is one of the known
+    regex splits and no added token contains a space or such a mark."""
 
 
 LONG_TEXT_CHARS = 1 << 18
@@ -95,29 +95,57 @@ WINDOW_CHARS = 1 << 14
 """About this many characters per window."""
 WINDOW_BATCH_CHARS = 1 << 17
 """At most this many characters of windows per tokenizer call (encoded in parallel)."""
-_STABLE_ALNUM = "".join(re.escape(chr(c)) for c in range(0x800) if chr(c).isalnum())
-# Letters and numbers (\p{L}, \p{N}) below U+0800 (Latin, Greek, Cyrillic, Hebrew, Arabic ...), whose
-# categories have not changed for decades, so Python's and the tokenizer's Unicode tables agree on them.
-_WINDOW_CUT = re.compile(f"(?<=[{_STABLE_ALNUM}]) (?=[{_STABLE_ALNUM}])")
+
+
+def _chars(ranges: list[tuple[int, int]], keep: Any) -> str:
+    return "".join(chr(c) for a, b in ranges for c in range(a, b + 1) if keep(chr(c)))
+
+
+# Letters and numbers (\p{L}, \p{N}) whose categories have not changed for decades, so that Python's
+# and the tokenizer's Unicode tables agree on them: below U+0800 (Latin, Greek, Cyrillic, Hebrew,
+# Arabic ...), and kana, CJK ideographs and Hangul syllables.
+_STABLE_ALNUM = _chars([(0, 0x7FF)], str.isalnum)
+_CJK_ALNUM = _chars([(0x3040, 0x30FF), (0x4E00, 0x9FFF), (0xAC00, 0xD7A3)], str.isalnum)
+# CJK and fullwidth punctuation: neither letter, number nor space (\p{L}, \p{N}, \s) in any table.
+CJK_PUNCTUATION = _chars(
+    [
+        (0x3001, 0x3004),
+        (0x3008, 0x301F),
+        (0xFF01, 0xFF0F),
+        (0xFF1A, 0xFF20),
+        (0xFF3B, 0xFF40),
+        (0xFF5B, 0xFF65),
+    ],
+    lambda c: not c.isalnum() and not c.isspace(),
+)
+_CUT_MARKS = frozenset(" " + CJK_PUNCTUATION)
+"""The characters a window cut is placed before; no added token may contain one."""
+_ALNUM, _LEAD, _MARK = (re.escape(c) for c in (_STABLE_ALNUM, _STABLE_ALNUM + _CJK_ALNUM, CJK_PUNCTUATION))
+_WINDOW_CUT = re.compile(f"(?<=[{_ALNUM}]) (?=[{_ALNUM}])|(?<=[{_LEAD}])(?=[{_MARK}])")
 
 
 def window_cuts(text: str, size: int | None = None) -> list[int]:
     """Offsets, about ``size`` (default ``WINDOW_CHARS``) apart, where ``text`` may be cut into windows
-    that encode to the ids of the whole text laid end to end: each is a single space between two
-    letters or numbers.
+    that encode to the ids of the whole text laid end to end: a single space between two letters or
+    numbers, or the place between a letter or number and CJK/fullwidth punctuation (``中文|。``).
 
     Why that is exact (for the tokenizers :attr:`JointPlan.window_cuts` admits). Added tokens are
-    matched first; none contains a space, so none spans the cut. NFC, if any, neither reorders nor
-    composes across a space. Each known pre-tokenizer regex (Qwen's, cl100k's, Llama 3's, GPT-2's)
-    has no look-behind; no alternative takes a letter or number together with a following space, so
-    the pre-token before the cut ends there, and what decided it looked at most at the space; the
-    next one starts at the space (`` word``, `` 12`` or a lone `` `` before a number) whatever came
-    before. So the pre-tokens, and the BPE tokens, on each side are those of the whole text. A stretch
-    with no such place (no spaces: CJK, base64) stays in one window.
+    matched first; none contains a space or one of those punctuation marks, so none spans the cut.
+    NFC, if any, neither reorders nor composes across a space or such a mark (both are starters that
+    compose with nothing before them). Each known pre-tokenizer regex (Qwen's, cl100k's, Llama 3's,
+    GPT-2's) has no look-behind; no alternative takes a letter or number together with a following
+    space or punctuation, so the pre-token before the cut ends there, and what decided it looked at
+    most at that next character; the next one starts at the cut (`` word``, `` 12``, a lone `` ``
+    before a number, or the punctuation run) whatever came before. So the pre-tokens, and the BPE
+    tokens, on each side are those of the whole text. (Not *after* punctuation: ``。中`` is one
+    pre-token, the mark being the optional lead of the word.) A stretch with no such place (base64,
+    a run of one letter) stays in one window.
 
     >>> text = "one two  three four"  # not between two spaces: "  three" is not " three" after " "
     >>> [text[:i] + "|" + text[i:] for i in window_cuts(text, 5)]
     ['one two  three| four']
+    >>> [text[:i] + "|" + text[i:] for text in ["中文。日本語、한국어！"] for i in window_cuts(text, 1)]
+    ['中文|。日本語、한국어！', '中文。日本語|、한국어！', '中文。日本語、한국어|！']
     """
     size = WINDOW_CHARS if size is None else size
     cuts: list[int] = []
@@ -265,7 +293,7 @@ def _joint_plan(serialized: str) -> tuple[JointPlan | None, str]:
         added_texts=tuple(a["content"] for a in added_specs),
         newline_id=newline if newline_rule and newline is not None and not added[newline] else None,
         ascii_only=normalizer is not None,
-        window_cuts=newline_rule and not any(" " in a["content"] for a in added_specs),
+        window_cuts=newline_rule and not any(set(a["content"]) & _CUT_MARKS for a in added_specs),
     )
     return plan, "byte-level BPE"
 
