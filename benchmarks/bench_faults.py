@@ -279,6 +279,7 @@ class Lifecycle:
         self.kube, self.kind, self.name = kube, kind, name
         self.child_kind = "Job" if kind == "SFTDataPrep" else "PyTorchJob"
         self.child_name = f"{name}-prep" if kind == "SFTDataPrep" else f"{name}-train"
+        self.save = f"s3://bucket/ckpt/{name}"
 
     def run(self, at: Callable[[str], None]) -> None:
         from test_sftrun_operator import finish_prep, master_pod, prep, ptj_conditions, run
@@ -290,7 +291,13 @@ class Lifecycle:
             body["spec"]["outputDir"] = f"s3://bucket/{self.name}"  # one output per prep (OutputInUse)
             kube.create(body)
         else:
-            kube.create(run(self.name, data={"uri": "s3://bucket/prep", "packSize": 1024}))
+            kube.create(
+                run(
+                    self.name,
+                    data={"uri": "s3://bucket/prep", "packSize": 1024},
+                    checkpoint={"save": self.save},  # one checkpoint.save per run (OutputInUse)
+                )
+            )
         at("created")
         wait_request(kube, mark, "POST", "/configmaps")
         at("configmap-posted")
@@ -310,7 +317,7 @@ class Lifecycle:
             at("child-running")
             result = {
                 "status": "succeeded",
-                "checkpoint": "s3://bucket/ckpt",
+                "checkpoint": self.save,
                 "lastIteration": 50,
                 "finalLoss": 1.1,
             }
@@ -559,6 +566,23 @@ def bench_malformed_rows(tmp: Path) -> dict[str, Any]:
 # ------------------------------------------------------------------------------- 4. invalid CRs
 
 
+CLAIMED_LABEL = "output claimed by a started CR"
+CLAIMED_OUTPUT = "s3://bucket/claimed-prep"
+CLAIMED_SAVE = "s3://bucket/claimed-ckpt"
+
+
+def claim_holders() -> list[dict[str, Any]]:
+    """A valid SFTDataPrep and SFTRun that write to CLAIMED_OUTPUT and CLAIMED_SAVE; started before
+    the invalid CRs, so they hold those locations whatever the creation timestamps say."""
+    from test_operator_dataprep import prep
+    from test_sftrun_operator import run
+
+    holder_prep = prep("holder", outputDir=CLAIMED_OUTPUT)
+    holder_run = run("holder", data={"uri": "s3://bucket/prep", "packSize": 1024})
+    holder_run["spec"]["checkpoint"] = {"save": CLAIMED_SAVE}
+    return [holder_prep, holder_run]
+
+
 def invalid_crs() -> list[tuple[str, dict[str, Any]]]:
     from test_operator_dataprep import prep
     from test_sftrun_operator import run
@@ -646,13 +670,16 @@ def invalid_crs() -> list[tuple[str, dict[str, Any]]]:
         ("SFTRun", "hostPath volume", r(volumes=[{"name": "h", "hostPath": {"path": "/var"}}])),
         ("SFTRun", "foreign ServiceAccount", r(serviceAccountName="default")),
         ("SFTRun", "literal WANDB_API_KEY", r(env=[{"name": "WANDB_API_KEY", "value": "not-a-real-key"}])),
+        # valid specs, but on the location a started CR of CLAIM_HOLDERS already writes to
+        ("SFTDataPrep", CLAIMED_LABEL, p(outputDir=CLAIMED_OUTPUT)),
+        ("SFTRun", CLAIMED_LABEL, r(checkpoint={"save": CLAIMED_SAVE})),
     ]
     out = []
     for n, (kind, label, spec) in enumerate(cases):
         # Each its own output: a shared one would hold later CRs back as OutputInUse before their fault.
-        if spec.get("outputDir"):
+        if label != CLAIMED_LABEL and spec.get("outputDir"):
             spec = {**spec, "outputDir": f"{spec['outputDir']}-{n:03d}"}
-        if isinstance(spec.get("checkpoint"), dict) and spec["checkpoint"].get("save"):
+        if label != CLAIMED_LABEL and (spec.get("checkpoint") or {}).get("save"):
             save = f"{spec['checkpoint']['save']}-{n:03d}"
             spec = {**spec, "checkpoint": {**spec["checkpoint"], "save": save}}
         body = {
@@ -677,6 +704,14 @@ def bench_invalid_crs(tmp: Path) -> dict[str, Any]:
         # no shared ServiceAccount: each CR gets its own from the operator (the chart's default)
         defaults = WorkloadDefaults(prep_image=TEST_IMAGE, trainer_image=TEST_IMAGE)
         with run_operator(NAMESPACE, defaults=defaults, timeout=120) as runner:
+            for holder in claim_holders():
+                kube.create(holder)
+                kind, name = holder["kind"], holder["metadata"]["name"]
+                deadline = time.monotonic() + 30
+                while not (kube.get(kind, name).get("status") or {}).get("jobRef"):
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"{kind} {name} did not start within 30 s")
+                    time.sleep(0.1)
             accepted = []
             for label, body in invalid_crs():
                 try:
