@@ -566,21 +566,29 @@ def bench_malformed_rows(tmp: Path) -> dict[str, Any]:
 # ------------------------------------------------------------------------------- 4. invalid CRs
 
 
-CLAIMED_LABEL = "output claimed by a started CR"
-CLAIMED_OUTPUT = "s3://bucket/claimed-prep"
-CLAIMED_SAVE = "s3://bucket/claimed-ckpt"
-
-
 def claim_holders() -> list[dict[str, Any]]:
-    """A valid SFTDataPrep and SFTRun that write to CLAIMED_OUTPUT and CLAIMED_SAVE; started before
-    the invalid CRs, so they hold those locations whatever the creation timestamps say."""
+    """A valid SFTDataPrep and SFTRun, started before the invalid CRs: they hold their outputDir and
+    checkpoint.save whatever the creation timestamps say (:mod:`sft_operator.claims`)."""
     from test_operator_dataprep import prep
     from test_sftrun_operator import run
 
-    holder_prep = prep("holder", outputDir=CLAIMED_OUTPUT)
-    holder_run = run("holder", data={"uri": "s3://bucket/prep", "packSize": 1024})
-    holder_run["spec"]["checkpoint"] = {"save": CLAIMED_SAVE}
-    return [holder_prep, holder_run]
+    return [
+        prep("holder", outputDir="s3://bucket/claimed-prep"),
+        run(
+            "holder",
+            data={"uri": "s3://bucket/prep", "packSize": 1024},
+            checkpoint={"save": "s3://bucket/claimed-ckpt"},
+        ),
+    ]
+
+
+def _own_location(spec: dict[str, Any], n: int) -> dict[str, Any]:
+    """``spec`` with ``-NNN`` appended to its outputDir or checkpoint.save, where it has one."""
+    if spec.get("outputDir"):
+        spec = {**spec, "outputDir": f"{spec['outputDir']}-{n:03d}"}
+    if isinstance(spec.get("checkpoint"), dict) and spec["checkpoint"].get("save"):
+        spec = {**spec, "checkpoint": {**spec["checkpoint"], "save": f"{spec['checkpoint']['save']}-{n:03d}"}}
+    return spec
 
 
 def invalid_crs() -> list[tuple[str, dict[str, Any]]]:
@@ -670,26 +678,23 @@ def invalid_crs() -> list[tuple[str, dict[str, Any]]]:
         ("SFTRun", "hostPath volume", r(volumes=[{"name": "h", "hostPath": {"path": "/var"}}])),
         ("SFTRun", "foreign ServiceAccount", r(serviceAccountName="default")),
         ("SFTRun", "literal WANDB_API_KEY", r(env=[{"name": "WANDB_API_KEY", "value": "not-a-real-key"}])),
-        # valid specs, but on the location a started CR of CLAIM_HOLDERS already writes to
-        ("SFTDataPrep", CLAIMED_LABEL, p(outputDir=CLAIMED_OUTPUT)),
-        ("SFTRun", CLAIMED_LABEL, r(checkpoint={"save": CLAIMED_SAVE})),
     ]
-    out = []
-    for n, (kind, label, spec) in enumerate(cases):
-        # Each its own output: a shared one would hold later CRs back as OutputInUse before their fault.
-        if label != CLAIMED_LABEL and spec.get("outputDir"):
-            spec = {**spec, "outputDir": f"{spec['outputDir']}-{n:03d}"}
-        if label != CLAIMED_LABEL and (spec.get("checkpoint") or {}).get("save"):
-            save = f"{spec['checkpoint']['save']}-{n:03d}"
-            spec = {**spec, "checkpoint": {**spec["checkpoint"], "save": save}}
-        body = {
-            "apiVersion": "sft.dev/v1alpha1",
-            "kind": kind,
-            "metadata": {"name": f"bad-{n:03d}", "namespace": NAMESPACE},
-            "spec": spec,
-        }
-        out.append((f"{kind}: {label}", body))
-    return out
+    # Each its own output: a shared one would hold later CRs back as OutputInUse before their fault.
+    cases = [(kind, label, _own_location(spec, n)) for n, (kind, label, spec) in enumerate(cases)]
+    # valid specs whose only fault is their location: the one a started claim holder writes to
+    cases += [(h["kind"], "output claimed by a started CR", h["spec"]) for h in claim_holders()]
+    return [
+        (
+            f"{kind}: {label}",
+            {
+                "apiVersion": "sft.dev/v1alpha1",
+                "kind": kind,
+                "metadata": {"name": f"bad-{n:03d}", "namespace": NAMESPACE},
+                "spec": spec,
+            },
+        )
+        for n, (kind, label, spec) in enumerate(cases)
+    ]
 
 
 def bench_invalid_crs(tmp: Path) -> dict[str, Any]:
@@ -707,11 +712,11 @@ def bench_invalid_crs(tmp: Path) -> dict[str, Any]:
             for holder in claim_holders():
                 kube.create(holder)
                 kind, name = holder["kind"], holder["metadata"]["name"]
-                deadline = time.monotonic() + 30
-                while not (kube.get(kind, name).get("status") or {}).get("jobRef"):
-                    if time.monotonic() > deadline:
-                        raise TimeoutError(f"{kind} {name} did not start within 30 s")
-                    time.sleep(0.1)
+                kube.wait_for(
+                    lambda kind=kind, name=name: (kube.get(kind, name).get("status") or {}).get("jobRef"),
+                    30,
+                    message=f"{kind} {name} started",
+                )
             accepted = []
             for label, body in invalid_crs():
                 try:
