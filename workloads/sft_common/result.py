@@ -30,6 +30,35 @@ from sft_common.redact import redact, redact_value
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
 LIMIT = 4096
 
+# Exit codes, the contract between the workloads, the rendered pod command and the backends' restart
+# policies (Job/JobSet podFailurePolicy, PyTorchJob's ExitCode policy: 1-127 permanent, 128-255 retryable).
+EXIT_FAILED = 1
+"""A failure that may pass on a retry (storage unavailable, NCCL, a crash): retryable."""
+EXIT_CONFIG = 2
+"""Bad input the user must fix (config, data, checkpoint mismatch): fail fast, never retried."""
+EXIT_PREEMPTED = 143
+"""128 + SIGTERM: the run saved a checkpoint at the current step and stopped; retryable, resumes."""
+
+
+class Reason:
+    """The ``reason`` values of :class:`FailureResult` that the operator's failure classifier reads
+    (beside the config reasons each workload defines: InvalidConfig, DataNotFound, ...)."""
+
+    PREEMPTED = "Preempted"
+    """SIGTERM: a checkpoint was saved at ``iteration`` (exit 143)."""
+    CHECKPOINT_MISMATCH = "CheckpointMismatch"
+    """The newest checkpoint in checkpoint.save was written by a run with another identity (exit 2)."""
+    NO_SPACE = "NoSpace"
+    """ENOSPC/EDQUOT while writing ``path`` (exit 1)."""
+    STORAGE_UNAVAILABLE = "StorageUnavailable"
+    """An object store or filesystem that answered before stopped answering (exit 1, retryable)."""
+    CUDA_OUT_OF_MEMORY = "CUDAOutOfMemory"
+    NCCL_TIMEOUT = "NCCLTimeout"
+    NCCL_ERROR = "NCCLError"
+    DATA_ERROR = "DataError"
+    """The data cannot train this model (token ids past the vocabulary, empty or unreadable shards,
+    a loss mask that trains nothing or everything): exit 2."""
+
 
 class Contract(ConfigModel):
     """camelCase out, unknown keys ignored on the way in (a newer workload may add some)."""
@@ -98,6 +127,20 @@ class PrepResult(ResultModel):
         return out
 
 
+class CheckpointInfo(Contract):
+    """The newest complete checkpoint of a run: written by sft-train's rank 0 into
+    ``status.progress.checkpoint`` (on each save) and into its :class:`TrainResult`; the operator shows it
+    as ``status.checkpoints``."""
+
+    latest_iteration: int | None = None
+    uri: str | None = None
+    """URI of the checkpoint directory of that iteration."""
+    time: str | None = None
+    """When its complete marker was written (RFC 3339, UTC)."""
+    resumed_from: int | None = None
+    """The iteration this process resumed from (None: it started fresh)."""
+
+
 class TrainResult(ResultModel):
     """What sft-train's global rank 0 reports when training ended without an error."""
 
@@ -109,6 +152,7 @@ class TrainResult(ResultModel):
     hf_export: str | None = None
     finished: bool = True
     """False when train.exit_interval stopped it before trainIters."""
+    checkpoints: CheckpointInfo | None = None
 
 
 class FailureResult(ResultModel):
@@ -118,8 +162,20 @@ class FailureResult(ResultModel):
 
     status: Literal["failed"] = "failed"
     reason: str = "Failed"
-    """CamelCase reason (InvalidConfig, DataError, ...)."""
+    """CamelCase reason (InvalidConfig, DataError, :class:`Reason` ...)."""
     message: str = ""
+    path: str | None = None
+    """The file or URI the failure is about (NoSpace, StorageUnavailable, DataError), when known."""
+    iteration: int | None = None
+    """The iteration the run stopped at (Preempted: the one saved), when known."""
+    checkpoints: CheckpointInfo | None = None
+
+    def payload(self) -> dict[str, Any]:
+        out = super().payload()
+        for key in ("path", "iteration", "checkpoints"):
+            if out.get(key) is None:
+                out.pop(key, None)  # optional detail: absent rather than null
+        return out
 
 
 SuccessT = TypeVar("SuccessT", PrepResult, TrainResult)
