@@ -51,6 +51,10 @@ class DataSpec(ConfigModel):
     metadata.json."""
     use_validation: bool = True
     """Evaluate on splits/valid when it holds shards."""
+    allow_full_loss_mask: bool = False
+    """Train on data whose loss mask trains (nearly) every token, prompts included (e.g. plain text
+    made into one-turn chats). Off: such data is refused before training, as it is the sign of a chat
+    template that marks every token as the assistant's."""
 
 
 class ModelSpec(ConfigModel):

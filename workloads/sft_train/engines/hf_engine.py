@@ -36,12 +36,12 @@ import torch.distributed as dist
 from sft_common import storage
 from sft_common.config import to_yaml
 from sft_common.progress import Progress
+from sft_train import prechecks
 from sft_train.config import TrainConfig
 from sft_train.engines import hf_checkpoint as ckpt
 from sft_train.engines.hf_batch import collate, forward_loss
 from sft_train.engines.hf_model import (
     apply_lora,
-    check_context_length,
     eos_token_id,
     load_adapter,
     load_base_model,
@@ -141,6 +141,7 @@ class HFTrainer:
         self.base_dir: Path | None = None
         self.resume_dir: Path | None = None
         self.resume_uri = ckpt.resolve_resume(config.checkpoint.load, config.checkpoint.save)
+        prechecks.run(config, info, prechecks.hf_model(config, self.resume_uri))  # before any weights
         self.reported_loss: float | None = None
         """The training loss as reported everywhere (log line, progress/status, result): see
         :func:`window_loss`; restored from the checkpoint, so a rerun of a finished run reports it."""
@@ -189,7 +190,6 @@ class HFTrainer:
                     if resume_dir is not None
                     else apply_lora(model, cfg.peft)
                 )
-        check_context_length(model, self.info.pack_size)
         model.to(self.ctx.device)
         model.train()
         optimizer = torch.optim.AdamW(

@@ -11,7 +11,7 @@ import torch
 
 from sft_common import storage
 from sft_train.config import LoraSpec
-from sft_train.errors import CheckpointNotFound, PackSizeMismatch, TrainInputError
+from sft_train.errors import CheckpointNotFound, TrainInputError
 
 # Megatron module name → the names the same layer has in Hugging Face models (Llama/Qwen/Mistral-style
 # attention and MLP, fused variants, and Mamba mixers, whose in_proj/out_proj keep their names).
@@ -64,17 +64,6 @@ def eos_token_id(model_dir: Path | None, model: torch.nn.Module) -> int | None:
     if isinstance(eos, list | tuple):
         eos = eos[0] if eos else None
     return eos if isinstance(eos, int) else None
-
-
-def check_context_length(model: torch.nn.Module, pack_size: int) -> None:
-    """A packed sub-sequence can be as long as the pack; the model must take that many positions."""
-    limit = getattr(model.config, "max_position_embeddings", None)
-    if isinstance(limit, int) and limit < pack_size - 1:
-        raise PackSizeMismatch(
-            f"the base model takes at most {limit} positions (max_position_embeddings) but the data was "
-            f"packed into bins of {pack_size} tokens; re-run sft-prep with pack_size <= {limit + 1} "
-            "or use a model with a longer context"
-        )
 
 
 def hf_lora_targets(module_names: Iterable[str], targets: Sequence[str]) -> list[str]:

@@ -19,7 +19,7 @@ from typing import Any
 
 from sft_common import storage
 from sft_common.progress import Progress
-from sft_train import checkpoint_staging
+from sft_train import checkpoint_staging, prechecks
 from sft_train.config import TrainConfig
 from sft_train.engines.megatron_plan import (
     MEGATRON_BRIDGE_VERSION,
@@ -259,6 +259,7 @@ def train(config: TrainConfig, info: DataInfo) -> TrainResult:
             file=sys.stderr,
         )
     check_parallelism_padding(cfg, info)
+    prechecks.run(config, info, prechecks.megatron_model(config, cfg, plan.resume_from))
     finetune = _import("megatron.bridge.training.finetune").finetune
     forward_step = _import("megatron.bridge.training.gpt_step").forward_step
     torch = _import("torch")
