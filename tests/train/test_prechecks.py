@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import types
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -263,7 +262,8 @@ def test_megatron_resume_of_a_lora_checkpoint_by_a_full_run(
         "checkpoint": {"save": str(ck)},
     }
     line, message = refused(capsys, config, tmp_path)
-    assert "full SFT" in line and "written by a LoRA run" in line and message["reason"] == "CheckpointMismatch"
+    assert "full SFT" in line and "written by a LoRA run" in line
+    assert message["reason"] == "CheckpointMismatch"
 
 
 # --------------------------------------------------------------------------- loss mask
