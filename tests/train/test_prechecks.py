@@ -328,3 +328,14 @@ def test_a_real_chat_mask_passes(tmp_path: Path) -> None:
     config = TrainConfig.model_validate({"engine": "hf", "data": {"path": str(data)}})
     facts = run(config, inspect_data(str(data)), ModelFacts(source="m", vocab_size=48, context=64))
     assert facts.mask is not None and facts.mask.trained == 20 * 57 and facts.rows["train"] > 0
+
+
+def test_the_sftrun_spec_carries_the_switch_into_the_trainer_config() -> None:
+    """``spec.data.allowFullLossMask`` of an SFTRun reaches the ConfigMap's ``data.allow_full_loss_mask``."""
+    from sft_operator.api.sftrun import SFTRunSpec
+
+    for value in (True, False):
+        spec = SFTRunSpec.model_validate(
+            {"data": {"uri": "s3://bkt/prep", "allowFullLossMask": value}, "train": {"globalBatchSize": 8}}
+        )
+        assert spec.train_config("s3://bkt/prep", None).data.allow_full_loss_mask is value

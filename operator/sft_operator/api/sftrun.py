@@ -64,6 +64,9 @@ class RunData(ConfigModel):
     from its metadata.json by the trainer."""
     use_validation: bool = True
     """Evaluate on splits/valid when it holds shards."""
+    allow_full_loss_mask: bool = False
+    """Train on data whose loss mask trains (nearly) every token, prompts included. Off: the trainer
+    refuses such data before training (DataError), as the sign of a chat template that marks every token."""
 
     @model_validator(mode="after")
     def _one_source(self) -> RunData:
@@ -213,7 +216,11 @@ class SFTRunSpec(TrainConfig, PodFields, BatchFields):
     def train_config(self, data_path: str, pack_size: int | None) -> TrainConfig:
         """The trainer config this spec carries, with the data resolved (what goes into the ConfigMap)."""
         dumped = self.model_dump(include=set(TrainConfig.model_fields) - {"data"})
-        dumped["data"] = {"path": data_path, "use_validation": self.data.use_validation}
+        dumped["data"] = {
+            "path": data_path,
+            "use_validation": self.data.use_validation,
+            "allow_full_loss_mask": self.data.allow_full_loss_mask,
+        }
         if pack_size is not None:
             dumped["model"]["seq_length"] = pack_size
         return TrainConfig.model_validate(dumped)
