@@ -336,6 +336,11 @@ def test_the_sftrun_spec_carries_the_switch_into_the_trainer_config() -> None:
 
     for value in (True, False):
         spec = SFTRunSpec.model_validate(
-            {"data": {"uri": "s3://bkt/prep", "allowFullLossMask": value}, "train": {"globalBatchSize": 8}}
+            {
+                "data": {"uri": "s3://bkt/prep", "allowFullLossMask": value},
+                "model": {"pretrainedCheckpoint": "s3://bkt/base"},
+                "train": {"globalBatchSize": 8},
+                "checkpoint": {"save": "s3://bkt/ck"},
+            }
         )
         assert spec.train_config("s3://bkt/prep", None).data.allow_full_loss_mask is value
