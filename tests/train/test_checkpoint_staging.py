@@ -126,6 +126,7 @@ def test_saves_are_uploaded_and_a_fresh_node_resumes_from_them(
     assert staged.checkpoint_uri(20) == f"{save}/iter_0000020"
     assert sorted(storage.list_sizes(f"{save}/iter_0000020")) == [
         ".metadata",
+        storage.COMPLETE,
         "__0_0.distcp",
         "__1_0.distcp",
         "train_state.pt",
@@ -165,6 +166,8 @@ def test_an_interrupted_upload_leaves_the_previous_checkpoint_and_is_redone_whol
         upload_as_one_node(staged, 20)
     monkeypatch.setattr(storage, "upload_file", real)
     assert staging.latest_iteration(save) == 10 and len(storage.list_sizes(f"{save}/iter_0000020")) == 2
+    assert staging.complete_iterations(save) == [10], "the cut upload of 20 is not listed"
+    assert storage.complete_dirs(save) == [f"{save}/iter_0000010"]
     # the restarted run (a fresh node) resumes from 10, and saves 20 again with other shards
     monkeypatch.setenv("SFT_SCRATCH", str(tmp_path / "node-c"))
     restarted = staging.stage(config(save=save))
@@ -172,9 +175,10 @@ def test_an_interrupted_upload_leaves_the_previous_checkpoint_and_is_redone_whol
     assert (restarted.local_save / staging.TRACKER_TXT).read_text() == "10"
     megatron_save(restarted.local_save, 20, range(1))
     upload_as_one_node(restarted, 20)
-    assert staging.latest_iteration(save) == 20
+    assert staging.latest_iteration(save) == 20 and staging.complete_iterations(save) == [10, 20]
     assert sorted(storage.list_sizes(f"{save}/iter_0000020")) == [
         ".metadata",
+        storage.COMPLETE,
         "__0_0.distcp",
         "train_state.pt",
     ]
@@ -215,7 +219,10 @@ def test_nodes_upload_their_own_shards_and_the_tracker_goes_last(
     for t in threads:
         t.join(120)
     assert not errors
-    assert seen_at_tracker == [[".metadata", *(f"__{r}_0.distcp" for r in range(4)), "train_state.pt"]]
+    # every node's files, then the complete marker, are there before the tracker names the iteration
+    assert seen_at_tracker == [
+        [".metadata", storage.COMPLETE, *(f"__{r}_0.distcp" for r in range(4)), "train_state.pt"]
+    ]
     assert staging.latest_iteration(save) == 30
 
 
@@ -309,9 +316,11 @@ def test_the_megatron_engine_trains_on_staged_paths_and_reports_the_remote_check
     assert staging.latest_iteration(save) == 4 and complete_checkpoint(save)
     assert sorted(storage.list_sizes(save)) == [
         "iter_0000002/.metadata",
+        f"iter_0000002/{storage.COMPLETE}",
         "iter_0000002/__0_0.distcp",
         "iter_0000002/train_state.pt",
         "iter_0000004/.metadata",
+        f"iter_0000004/{storage.COMPLETE}",
         "iter_0000004/__0_0.distcp",
         "iter_0000004/train_state.pt",
         staging.TRACKER_TXT,

@@ -11,6 +11,7 @@ the operator fills from Secret references, never from the spec.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fnmatch
 import glob as _glob
 import os
@@ -27,10 +28,116 @@ from sft_common.config import ConfigError
 class StorageError(OSError):
     """An I/O problem with a URI, phrased for the user (which URI, what went wrong)."""
 
+    path: str | None = None
+    """The file or URI it is about (the termination message's ``path``)."""
+
 
 class StorageAccessError(StorageError, ConfigError):
     """The store cannot be used at all as configured (no credentials, endpoint unreachable, access
     denied, no such bucket): a ConfigError, so a CLI exits 2 with this sentence, not a traceback."""
+
+
+class StorageFault(StorageError):
+    """A store that worked stopped working (a full disk, an endpoint that answered before and does not
+    now): exit 1 with this sentence and no traceback (``quiet``), so the run is retried and resumes."""
+
+    quiet = True
+    reason = "StorageFault"
+
+    def __init__(self, message: str, path: str | None) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class NoSpace(StorageFault):
+    """ENOSPC/EDQUOT while writing ``path`` (``sft_common.result.Reason.NO_SPACE``)."""
+
+    reason = "NoSpace"
+
+
+class StorageUnavailable(StorageFault):
+    """An S3 endpoint that answered earlier in this process stopped answering, after boto's own
+    retries with backoff (``sft_common.result.Reason.STORAGE_UNAVAILABLE``)."""
+
+    reason = "StorageUnavailable"
+
+
+_NO_SPACE_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
+_NO_SPACE_TEXT = (
+    "No space left on device",
+    "Disk quota exceeded",
+    "[Errno 28]",
+    "[Errno 122]",
+    # torch.save's PytorchStreamWriter after a short write: "[enforce fail at inline_container.cc:…] .
+    # unexpected pos N vs M" or "… file write failed" (the errno is lost there; a short write of a
+    # local file is a full disk or quota)
+    "unexpected pos",
+    "file write failed",
+)
+
+
+def _no_space_cause(exc: BaseException) -> BaseException | None:
+    """The out-of-space error in ``exc``'s chain: an OSError with ENOSPC/EDQUOT, or a wrapper whose text
+    carries one (torch's stream writer, torch.distributed.checkpoint's CheckpointException)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in _NO_SPACE_ERRNOS:
+            return current
+        if any(text in str(current) for text in _NO_SPACE_TEXT):
+            return current
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _free_space(path: str) -> str:
+    """Free bytes on the file system of ``path`` (its nearest existing ancestor), for the message."""
+    probe = Path(path.removeprefix("file://")).absolute()
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        usage = shutil.disk_usage(probe)
+    except OSError:
+        return "free space unknown"
+    return f"{_size(usage.free)} free of {_size(usage.total)}"
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"  # pragma: no cover - the loop returns
+
+
+def no_space(path: str, cause: BaseException) -> NoSpace:
+    """The :class:`NoSpace` for a write to ``path`` that ran out of room."""
+    return NoSpace(
+        f"no space left writing {path} ({type(cause).__name__}: {cause}); {_free_space(path)} there now "
+        "(a failed write is removed); free space on that volume or give it more (a bigger PVC or "
+        "node-local scratch, or fewer checkpoints kept), then rerun to resume",
+        path,
+    )
+
+
+@contextlib.contextmanager
+def space_guard(path: str) -> Iterator[None]:
+    """Turn running out of space inside the block into :class:`NoSpace` naming ``path`` (or the file
+    the OSError names): what checkpoint saves and every local write of this module run under. A remote
+    ``path`` is written through local scratch, which is then what fills up: the temp dir is named."""
+    try:
+        yield
+    except StorageFault:
+        raise
+    except Exception as exc:
+        cause = _no_space_cause(exc)
+        if cause is None:
+            raise
+        where = path if not is_remote(path) else tempfile.gettempdir()
+        if isinstance(cause, OSError) and cause.filename:
+            where = str(cause.filename)
+        raise no_space(where, cause) from exc
 
 
 def is_remote(uri: str) -> bool:
@@ -81,9 +188,25 @@ def _s3_client() -> Any:
         raise StorageError("s3:// URIs need boto3 (pip install 'sft-operator[prep]')") from exc
     from botocore.config import Config
 
-    # Bounded connect time and retries: an unreachable endpoint is reported in seconds, not minutes.
-    config = Config(connect_timeout=10, read_timeout=60, retries={"max_attempts": 3, "mode": "standard"})
-    return boto3.client("s3", endpoint_url=_endpoint(), config=config)
+    # Bounded connect time; boto's standard retry mode retries connection errors, throttling and 5xx
+    # with exponential backoff (AWS_MAX_ATTEMPTS / AWS_RETRY_MODE change it, as for any AWS client).
+    retries = {
+        "max_attempts": int(os.environ.get("AWS_MAX_ATTEMPTS") or 5),
+        "mode": os.environ.get("AWS_RETRY_MODE") or "standard",
+    }
+    config = Config(connect_timeout=10, read_timeout=60, retries=retries)
+    client = boto3.client("s3", endpoint_url=_endpoint(), config=config)
+    # "after-call" fires only when a response came back (an error status included), never when the
+    # request could not be sent: from then on a connection error is an outage, not a wrong endpoint.
+    client.meta.events.register("after-call.s3", _mark_answered)
+    return client
+
+
+_answered: dict[str, bool] = {}
+
+
+def _mark_answered(**_: Any) -> None:
+    _answered["s3"] = True
 
 
 def _endpoint() -> str | None:
@@ -93,33 +216,61 @@ def _endpoint() -> str | None:
 def reset_clients() -> None:
     """Forget cached clients (tests change the endpoint between cases)."""
     _s3_client.cache_clear()
+    _answered.clear()
 
 
 _DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403", "ExpiredToken"}
 
 
+_TRANSIENT_CODES = {"InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout", "500", "502", "503"}
+
+
+def _connection_error(exc: BaseException) -> BaseException | None:
+    """The connection-level error in ``exc``'s chain (boto3's S3UploadFailedError wraps one), or None."""
+    from botocore.exceptions import ConnectionError as BotoConnectionError
+    from botocore.exceptions import HTTPClientError
+
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, BotoConnectionError | HTTPClientError | ConnectionError | TimeoutError):
+            return current
+        current = current.__cause__ or current.__context__
+    return None
+
+
 def _s3_error(uri: str, exc: Exception) -> StorageError:
     """The exception as a sentence naming ``uri``; problems of the setup (credentials, endpoint,
-    access, bucket) become :class:`StorageAccessError` with the fix."""
+    access, bucket) become :class:`StorageAccessError` with the fix, and an endpoint that answered
+    before in this process and fails now is :class:`StorageUnavailable` (retryable, not the user's
+    config)."""
     if isinstance(exc, StorageError):
         return exc
+    full = _no_space_cause(exc)
+    if full is not None:  # the local side of a transfer (a download to a full disk)
+        return no_space(str(getattr(full, "filename", None) or uri), full)
     kind = type(exc).__name__
+    code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+    lost = _connection_error(exc)
+    if _answered.get("s3") and (lost is not None or code in _TRANSIENT_CODES):
+        detail = f"{type(lost).__name__}: {lost}" if lost is not None else f"{code}: {exc}"
+        return StorageUnavailable(
+            f"{uri}: the S3 endpoint {_endpoint() or '(AWS default)'} answered earlier but failed now, "
+            f"after retries ({detail}); the run stops with a retryable failure and resumes from its "
+            "last complete checkpoint once the store is back",
+            uri,
+        )
     if kind in ("NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError"):
         return StorageAccessError(
             f"{uri}: no S3 credentials ({exc}); set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
             "(the operator fills them from the CR's storage secret)"
         )
-    if kind in (
-        "EndpointConnectionError",
-        "ConnectTimeoutError",
-        "ConnectionClosedError",
-        "ProxyConnectionError",
-    ):
+    if lost is not None:  # first contact: the endpoint never answered this process
         return StorageAccessError(
-            f"{uri}: cannot reach the S3 endpoint {_endpoint() or '(AWS default)'} ({exc}); "
+            f"{uri}: cannot reach the S3 endpoint {_endpoint() or '(AWS default)'} ({lost}); "
             "check AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_S3 and the network"
         )
-    code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
     if code in _DENIED:
         return StorageAccessError(
             f"{uri}: access denied ({code}); check the credentials and the bucket policy for this prefix"
@@ -264,7 +415,8 @@ def download_file(uri: str, dest: Path) -> None:
             except Exception as exc:
                 raise _s3_error(uri, exc) from exc
         else:
-            shutil.copyfile(_local(uri), tmp_name)
+            with space_guard(str(dest)):
+                shutil.copyfile(_local(uri), tmp_name)
         os.replace(tmp_name, dest)
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -304,7 +456,8 @@ def atomic_write_path(uri: str) -> Iterator[Path]:
     if is_remote(uri):
         with tempfile.TemporaryDirectory(prefix="sft-up-") as scratch:
             path = Path(scratch) / (name(uri) or "object")
-            yield path
+            with space_guard(scratch):
+                yield path
             bucket, key = split_s3(uri)
             try:
                 _s3_client().upload_file(str(path), bucket, key)
@@ -312,16 +465,17 @@ def atomic_write_path(uri: str) -> Iterator[Path]:
                 raise _s3_error(uri, exc) from exc
         return
     dest = _local(uri)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        yield tmp
-        os.replace(tmp, dest)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+    with space_guard(uri):
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+        os.close(fd)
+        tmp = Path(tmp_name)
+        try:
+            yield tmp
+            os.replace(tmp, dest)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
 
 
 def write_bytes(uri: str, data: bytes) -> None:
@@ -368,6 +522,41 @@ def delete_tree(uri: str) -> None:
             delete(file_uri)
         return
     shutil.rmtree(_local(uri), ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- directories published whole
+
+COMPLETE = ".sft-complete"
+"""The object :func:`publish_tree` writes last into a directory: a directory (an S3 prefix) without it
+is an upload that was cut, never a checkpoint, and :func:`complete_dirs` does not list it. S3 has no
+rename, so this is how a multi-object upload becomes visible all at once."""
+
+
+def publish_tree(local: Path, uri: str, marker: bytes = b"") -> int:
+    """Upload every file below ``local`` to ``uri`` (same relative paths), then the :data:`COMPLETE`
+    marker last, holding ``marker``; returns how many files. A copy of the marker already in ``local``
+    (a mirrored checkpoint saved again) is not uploaded early."""
+    count = 0
+    for path in sorted(local.rglob("*")):
+        if path.is_file() and path.name != COMPLETE and not path.name.endswith(".part"):
+            upload_file(path, join(uri, path.relative_to(local).as_posix()))
+            count += 1
+    write_bytes(join(uri, COMPLETE), marker)
+    return count
+
+
+def is_complete(uri: str) -> bool:
+    """Whether the directory at ``uri`` was published whole (its :data:`COMPLETE` marker exists)."""
+    return exists(join(uri, COMPLETE))
+
+
+def complete_dirs(uri: str, pattern: str = "*") -> list[str]:
+    """URIs of the child directories of ``uri`` whose names match ``pattern`` and that hold the
+    :data:`COMPLETE` marker, sorted; a directory an interrupted upload left is not among them."""
+    names = {
+        rel.split("/")[0] for rel in list_sizes(uri) if rel.count("/") == 1 and rel.endswith(f"/{COMPLETE}")
+    }
+    return [join(uri, n) for n in sorted(names) if fnmatch.fnmatchcase(n, pattern)]
 
 
 # --------------------------------------------------------------------------- conditional writes

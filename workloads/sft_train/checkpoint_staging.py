@@ -12,8 +12,10 @@ samples keep the pretrained checkpoint and the saves in ``s3://``. So, when a lo
 * Megatron-Bridge then gets the local paths: it saves into a node-local staging directory;
 * **after each save** (Megatron-Bridge's ``on_checkpoint_save`` callback, which fires on every rank
   after the save and its closing barrier) local rank 0 of every node uploads that iteration's files
-  from its node, all ranks meet at a barrier, and global rank 0 uploads the tracker files
-  (``latest_train_state.pt``, ``latest_checkpointed_iteration.txt``) last. Every object PUT is
+  from its node, all ranks meet at a barrier, and global rank 0 writes the iteration's complete
+  marker (``iter_N/.sft-complete``, :func:`complete_iterations` lists only iterations with it) and
+  then the tracker files (``latest_train_state.pt``, ``latest_checkpointed_iteration.txt``) last.
+  Every object PUT is
   atomic, and the remote checkpoint is complete exactly when its tracker names the iteration, which
   happens only after all of the iteration's files are there (the rule
   :func:`sft_train.engines.megatron_plan.complete_checkpoint` reads). A pod killed mid-upload leaves
@@ -129,13 +131,27 @@ def mirror_iteration(uri: str, dest: Path, iteration: int | None) -> Path:
 
 
 def upload_files(local: Path, uri: str) -> int:
-    """Upload every file below ``local`` to ``uri`` (same relative paths); returns how many."""
+    """Upload every file below ``local`` to ``uri`` (same relative paths); returns how many. The
+    complete marker (:data:`sft_common.storage.COMPLETE`) is left out: it goes last, see :meth:`upload`."""
     count = 0
     for path in sorted(local.rglob("*")):
-        if path.is_file() and not path.name.endswith(".part"):
+        if path.is_file() and path.name != storage.COMPLETE and not path.name.endswith(".part"):
             storage.upload_file(path, storage.join(uri, path.relative_to(local).as_posix()))
             count += 1
     return count
+
+
+def complete_iterations(uri: str) -> list[int]:
+    """The iterations of a remote checkpoint location whose upload finished: their directory holds the
+    complete marker (written after every node's files), or the tracker names them (uploads made before
+    the marker existed). A directory a cut upload left is not listed."""
+    found = {
+        int(m.group(1)) for d in storage.complete_dirs(uri, "iter_*") if (m := _ITER.match(storage.name(d)))
+    }
+    latest = latest_iteration(uri)
+    if latest is not None:
+        found.add(latest)
+    return sorted(found)
 
 
 def on_local_rank_zero(work: Callable[[], Path], done: Path, poll_s: float = 2.0) -> Path:
@@ -184,6 +200,8 @@ class StagedCheckpoints:
                 if old.name != iteration_dir(iteration) and old.is_dir():
                     shutil.rmtree(old, ignore_errors=True)
         if rank == 0 and not already:
+            # every node's files are there (the barrier above): mark the iteration complete, then the trackers
+            storage.write_text(storage.join(remote_iter, storage.COMPLETE), f"{iteration}\n")
             for tracker in (TRACKER_STATE, TRACKER_TXT):  # the text tracker, read first, goes last
                 path = self.local_save / tracker
                 if path.is_file():
