@@ -26,6 +26,7 @@ from pydantic import ConfigDict, ValidationError
 
 from sft_common.config import ConfigError, ConfigModel
 from sft_common.redact import redact, redact_value
+from sft_common.storage import StorageError
 
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
 LIMIT = 4096
@@ -275,5 +276,7 @@ def run_main(main: Callable[[Sequence[str]], int | None], argv: Sequence[str] | 
         else:
             # the traceback is the pod log, which FallbackToLogsOnError may turn into the termination message
             print(redact(traceback.format_exc()), file=sys.stderr, end="")
-        report_failure(getattr(exc, "reason", type(exc).__name__), str(exc) or type(exc).__name__)
+        # a storage fault names the file or URI it is about (FailureResult.path)
+        path = exc.path if isinstance(exc, StorageError) else None
+        report_failure(getattr(exc, "reason", type(exc).__name__), str(exc) or type(exc).__name__, path=path)
         return 1

@@ -1,8 +1,10 @@
 """A loopback TCP proxy that can be taken down and brought back on the same port.
 
-Models an API server outage as a client sees it: while down, new connections are refused and open
-ones (watch streams included) are cut; once up again, the same address answers. Point a kubeconfig
-at ``proxy.url`` instead of the emulator's.
+Models an outage as a client sees it: while down, new connections are refused and open ones (watch
+streams, uploads) are cut; once up again, the same address answers. Point a kubeconfig (or
+``AWS_ENDPOINT_URL``) at ``proxy.url`` instead of the server's. ``cut_after``/``down_after`` make it
+happen in the middle of a transfer: once the bytes sent upstream pass a mark, the open connections are
+cut (once, still listening) or the proxy goes down.
 """
 
 from __future__ import annotations
@@ -26,6 +28,12 @@ class TcpProxy:
         self._thread = threading.Thread(target=self._loop.run_forever, name="tcp-proxy", daemon=True)
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self.bytes_up = 0
+        """Bytes forwarded from clients to the server so far."""
+        self.cuts = 0
+        """How many times :meth:`cut_after` cut the open connections."""
+        self._cut_at: int | None = None
+        self._down_at: int | None = None
 
     def __enter__(self) -> Self:
         self._thread.start()
@@ -46,6 +54,26 @@ class TcpProxy:
     def down(self) -> None:
         """Refuse new connections and cut the open ones."""
         self._call(self._stop())
+
+    def cut_after(self, nbytes: int) -> None:
+        """Once ``bytes_up`` reaches ``nbytes``: cut every open connection once, keep listening."""
+        self._cut_at = nbytes
+
+    def down_after(self, nbytes: int) -> None:
+        """Once ``bytes_up`` reaches ``nbytes``: go down (until :meth:`up`)."""
+        self._down_at = nbytes
+
+    async def _sent(self, count: int) -> None:
+        self.bytes_up += count
+        if self._cut_at is not None and self.bytes_up >= self._cut_at:
+            self._cut_at = None
+            self.cuts += 1
+            for writer in list(self._writers):
+                writer.close()
+            self._writers.clear()
+        if self._down_at is not None and self.bytes_up >= self._down_at:
+            self._down_at = None
+            await self._stop()
 
     def _call(self, coro: object) -> None:
         asyncio.run_coroutine_threadsafe(coro, self._loop).result(10)  # type: ignore[arg-type]
@@ -70,12 +98,16 @@ class TcpProxy:
             return
         self._writers |= {writer, up_writer}
 
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, upstream: bool) -> None:
             with contextlib.suppress(OSError, asyncio.CancelledError):
                 while data := await src.read(65536):
+                    if dst.is_closing():
+                        break
                     dst.write(data)
                     await dst.drain()
+                    if upstream:
+                        await self._sent(len(data))
             dst.close()
 
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        await asyncio.gather(pipe(reader, up_writer, True), pipe(up_reader, writer, False))
         self._writers -= {writer, up_writer}
