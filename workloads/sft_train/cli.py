@@ -9,11 +9,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 from collections.abc import Sequence
 from typing import Any
 
 import yaml
 
+from sft_common import storage
 from sft_common.config import ConfigError, load_config
 from sft_common.result import report_failure, report_success, run_main
 from sft_train.config import TrainConfig
@@ -136,14 +138,30 @@ def _main(argv: Sequence[str]) -> int:
     return 0
 
 
+def local_write_root(config: TrainConfig) -> str:
+    """Where training writes to this node's disk: ``checkpoint.save`` when it is local, else the scratch
+    a remote save is written through (the megatron engine's staging, the hf engine's temp dir)."""
+    save = config.checkpoint.save
+    if save and not storage.is_remote(save):
+        return save
+    if config.engine == "megatron":
+        from sft_train.checkpoint_staging import staging_root
+
+        return str(staging_root())
+    return tempfile.gettempdir()
+
+
 def _train(config: TrainConfig, info: DataInfo) -> Any:
-    if config.engine == "hf":
-        from sft_train.engines import hf_engine
+    # A full disk anywhere in training (a checkpoint save, mostly) is NoSpace naming the path, exit 1,
+    # not torch's "[enforce fail at inline_container.cc] unexpected pos" with a traceback.
+    with storage.space_guard(local_write_root(config)):
+        if config.engine == "hf":
+            from sft_train.engines import hf_engine
 
-        return hf_engine.train(config, info)
-    from sft_train.engines import megatron_engine
+            return hf_engine.train(config, info)
+        from sft_train.engines import megatron_engine
 
-    return megatron_engine.train(config, info)
+        return megatron_engine.train(config, info)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -297,8 +297,7 @@ class HFTrainer:
         save = self.config.checkpoint.save
         uri = None
         if save and self.is_main:
-            with storage.space_guard(save):  # a full disk: NoSpace naming save, not "unexpected pos"
-                uri = ckpt.save_checkpoint(save, iteration, lambda d: self._write_checkpoint(iteration, d))
+            uri = ckpt.save_checkpoint(save, iteration, lambda d: self._write_checkpoint(iteration, d))
         self.ctx.barrier()
         return uri or (storage.join(save, ckpt.iteration_name(iteration)) if save else None)
 

@@ -275,15 +275,14 @@ def train(config: TrainConfig, info: DataInfo) -> TrainResult:
     last: dict[str, Any] = {}
     if rank == 0 and plan.resume_from:
         print(f"resuming from {plan.resume_from}", flush=True)
-    with storage.space_guard(str(cfg.checkpoint.save)):  # a save on a full disk: NoSpace naming it
-        finetune(
-            config=cfg,
-            forward_step_func=forward_step,
-            callbacks=[
-                progress_callback(config, info.pack_size, progress, last),
-                staged.callback(_import("megatron.bridge.training.callbacks").Callback, _barrier(torch)),
-            ],
-        )
+    finetune(
+        config=cfg,
+        forward_step_func=forward_step,
+        callbacks=[
+            progress_callback(config, info.pack_size, progress, last),
+            staged.callback(_import("megatron.bridge.training.callbacks").Callback, _barrier(torch)),
+        ],
+    )
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
     progress.close()
