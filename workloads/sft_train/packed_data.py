@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from sft_common import storage
+from sft_common.result import Reason
 from sft_train.errors import DataError, PackSizeMismatch
 
 COLUMNS = ("input_ids", "loss_mask", "seq_start_id")
@@ -140,17 +141,22 @@ def split_row(
     return out
 
 
+def data_error(message: str) -> DataError:
+    """Data that is there but cannot be trained on (reason DataError, not DataNotFound)."""
+    return DataError(message, reason=Reason.DATA_ERROR)
+
+
 def validate_row(ids: np.ndarray, mask: np.ndarray, starts: np.ndarray, pack_size: int, where: str) -> None:
     if len(ids) != len(mask):
-        raise DataError(f"{where}: input_ids has {len(ids)} tokens but loss_mask has {len(mask)}")
+        raise data_error(f"{where}: input_ids has {len(ids)} tokens but loss_mask has {len(mask)}")
     if len(ids) == 0:
-        raise DataError(f"{where}: empty row")
+        raise data_error(f"{where}: empty row")
     if len(ids) > pack_size:
-        raise DataError(f"{where}: {len(ids)} tokens exceed the pack size {pack_size}")
+        raise data_error(f"{where}: {len(ids)} tokens exceed the pack size {pack_size}")
     if len(starts) == 0 or starts[0] != 0:
-        raise DataError(f"{where}: seq_start_id must start with 0, got {starts[:3].tolist()}")
+        raise data_error(f"{where}: seq_start_id must start with 0, got {starts[:3].tolist()}")
     if np.any(np.diff(starts) <= 0) or starts[-1] >= len(ids):
-        raise DataError(f"{where}: seq_start_id must be strictly increasing and below {len(ids)}")
+        raise data_error(f"{where}: seq_start_id must be strictly increasing and below {len(ids)}")
 
 
 class _Column:
@@ -181,16 +187,15 @@ class PackedSplit:
                 try:
                     table = pq.read_table(path, columns=list(COLUMNS))
                 except Exception as exc:  # pyarrow raises several types for missing columns / bad files
-                    raise DataError(
-                        f"{uri}: cannot read packed Parquet ({exc}); expected columns {COLUMNS}"
-                    ) from None
+                    message = f"{uri}: cannot read packed Parquet ({exc}); expected columns {COLUMNS}"
+                    raise data_error(message) from None
             if table.num_rows == 0:
                 continue
             self._parts.append((uri, {name: _Column(table.column(name)) for name in COLUMNS}))
             total += table.num_rows
             self._ends.append(total)
         if total == 0:
-            raise DataError(f"the shards {', '.join(shards)} hold no rows")
+            raise data_error(f"the shards {', '.join(shards)} hold no rows")
         self.num_rows = total
 
     def __len__(self) -> int:

@@ -39,7 +39,7 @@ from sft_common import storage
 from sft_common.result import Reason
 from sft_train.config import TrainConfig
 from sft_train.errors import DataError, PackSizeMismatch, TrainInputError
-from sft_train.packed_data import COLUMNS, DataInfo
+from sft_train.packed_data import COLUMNS, DataInfo, data_error
 
 
 @dataclass(frozen=True)
@@ -81,10 +81,6 @@ class DataFacts:
 
 class CheckpointMismatch(TrainInputError):
     reason = Reason.CHECKPOINT_MISMATCH
-
-
-def data_error(message: str) -> DataError:
-    return DataError(message, reason=Reason.DATA_ERROR)
 
 
 # --------------------------------------------------------------------------- the one entry point
