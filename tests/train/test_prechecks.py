@@ -266,6 +266,33 @@ def test_megatron_resume_of_a_lora_checkpoint_by_a_full_run(
     assert message["reason"] == "CheckpointMismatch"
 
 
+def test_megatron_pretrained_checkpoint_of_a_lora_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sft_train.engines import megatron_engine
+
+    monkeypatch.setattr(
+        megatron_engine,
+        "build_container",
+        lambda config, plan: types.SimpleNamespace(model=types.SimpleNamespace(vocab_size=48)),
+    )
+    monkeypatch.setattr(megatron_engine, "_import", _refuse)
+    base = tmp_path / "lora-run"
+    (base / "iter_0000100").mkdir(parents=True)
+    (base / "latest_checkpointed_iteration.txt").write_text("100")
+    lora = "peft:\n  _target_: megatron.bridge.peft.lora.LoRA\n"
+    (base / "iter_0000100" / "run_config.yaml").write_text(lora)
+    data = write_prep_output(tmp_path / "prep", pack(conversations()))
+    config = {
+        "data": {"path": str(data)},
+        "model": {"pretrained_checkpoint": str(base)},
+        "checkpoint": {"save": str(tmp_path / "ck")},
+    }
+    line, message = refused(capsys, config, tmp_path)
+    assert f"model.pretrained_checkpoint {base} was written by a LoRA run" in line
+    assert message["reason"] == "CheckpointMismatch"
+
+
 # --------------------------------------------------------------------------- loss mask
 
 

@@ -362,6 +362,13 @@ def megatron_model(config: TrainConfig, container: Any, resume: str | None) -> M
     ``vocab_size``, the unpadded vocabulary the recipe took from the model's Hugging Face config), and
     the resume checkpoint's kind against ``peft``. No context limit: Megatron-Bridge sizes its position
     handling from ``model.seq_length``, which the plan sets to the pack size."""
+    pretrained = config.model.pretrained_checkpoint
+    if pretrained and _megatron_peft(pretrained):
+        raise CheckpointMismatch(
+            f"model.pretrained_checkpoint {pretrained} was written by a LoRA run (run_config.yaml peft): "
+            "it holds adapters, not full weights; point it at the base model's Megatron checkpoint and, "
+            "to continue that LoRA run, at its checkpoint with checkpoint.load"
+        )
     if resume is not None:
         was_peft = _megatron_peft(resume)
         lora = config.peft is not None
