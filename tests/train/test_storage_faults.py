@@ -197,6 +197,7 @@ def test_megatron_staging_upload_cut_is_never_listed(
         for rank in range(4):
             (it / f"__{rank}_0.distcp").write_bytes(os.urandom(512 * 1024))
         (it / "train_state.pt").write_bytes(b"state %d" % iteration)
+        (it / storage.COMPLETE).write_text(json.dumps({"iteration": iteration, "identity": {"run": "a"}}))
         (staged.local_save / staging.TRACKER_STATE).write_bytes(b"state %d" % iteration)
         (staged.local_save / staging.TRACKER_TXT).write_text(str(iteration))
         if iteration == 20:
@@ -210,3 +211,7 @@ def test_megatron_staging_upload_cut_is_never_listed(
     assert staging.latest_iteration(save) == 10
     assert staging.complete_iterations(save) == [10]
     assert storage.complete_dirs(save) == [f"{save}/iter_0000010"]
+    # the marker is the record the run wrote into the saved directory, uploaded last, not before
+    record = json.loads(storage.read_text(f"{save}/iter_0000010/{storage.COMPLETE}"))
+    assert record == {"iteration": 10, "identity": {"run": "a"}}
+    assert not storage.exists(f"{save}/iter_0000020/{storage.COMPLETE}")

@@ -526,10 +526,12 @@ def delete_tree(uri: str) -> None:
 
 # --------------------------------------------------------------------------- directories published whole
 
-COMPLETE = ".sft-complete"
-"""The object :func:`publish_tree` writes last into a directory: a directory (an S3 prefix) without it
-is an upload that was cut, never a checkpoint, and :func:`complete_dirs` does not list it. S3 has no
-rename, so this is how a multi-object upload becomes visible all at once."""
+COMPLETE = "sft-checkpoint.json"
+"""The object written last into a directory published whole (:func:`publish_tree`, the checkpoint
+uploads): a directory (an S3 prefix) without it is an upload that was cut, never a checkpoint, and
+:func:`complete_dirs` does not list it. S3 has no rename, so this is how a multi-object upload becomes
+visible all at once. The same file carries a checkpoint's ledger record (the run's identity), so one
+file says both "complete" and "whose"."""
 
 
 def publish_tree(local: Path, uri: str, marker: bytes = b"") -> int:

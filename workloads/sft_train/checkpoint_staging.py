@@ -13,7 +13,7 @@ samples keep the pretrained checkpoint and the saves in ``s3://``. So, when a lo
 * **after each save** (Megatron-Bridge's ``on_checkpoint_save`` callback, which fires on every rank
   after the save and its closing barrier) local rank 0 of every node uploads that iteration's files
   from its node, all ranks meet at a barrier, and global rank 0 writes the iteration's complete
-  marker (``iter_N/.sft-complete``, :func:`complete_iterations` lists only iterations with it) and
+  marker (``iter_N/sft-checkpoint.json``, :func:`complete_iterations` lists only iterations with it) and
   then the tracker files (``latest_train_state.pt``, ``latest_checkpointed_iteration.txt``) last.
   Every object PUT is
   atomic, and the remote checkpoint is complete exactly when its tracker names the iteration, which
@@ -200,8 +200,11 @@ class StagedCheckpoints:
                 if old.name != iteration_dir(iteration) and old.is_dir():
                     shutil.rmtree(old, ignore_errors=True)
         if rank == 0 and not already:
-            # every node's files are there (the barrier above): mark the iteration complete, then the trackers
-            storage.write_text(storage.join(remote_iter, storage.COMPLETE), f"{iteration}\n")
+            # every node's files are there (the barrier above): the iteration's complete marker (its
+            # ledger record when the run wrote one into the saved directory), then the trackers
+            marker = self.local_save / iteration_dir(iteration) / storage.COMPLETE
+            body = marker.read_bytes() if marker.is_file() else json.dumps({"iteration": iteration}).encode()
+            storage.write_bytes(storage.join(remote_iter, storage.COMPLETE), body)
             for tracker in (TRACKER_STATE, TRACKER_TXT):  # the text tracker, read first, goes last
                 path = self.local_save / tracker
                 if path.is_file():
