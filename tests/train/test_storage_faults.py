@@ -137,6 +137,18 @@ def test_an_endpoint_lost_after_it_answered_is_storage_unavailable(proxied_s3: T
     assert not isinstance(info.value, storage.StorageAccessError)  # never a config error (exit 2)
 
 
+def test_reads_and_listings_after_the_endpoint_went_away(proxied_s3: TcpProxy) -> None:
+    storage.write_text("s3://bkt/p/a.txt", "a")
+    proxied_s3.down()
+    for call in (
+        lambda: storage.read_text("s3://bkt/p/a.txt"),
+        lambda: storage.exists("s3://bkt/p/a.txt"),
+        lambda: storage.listdir("s3://bkt/p"),
+    ):
+        with pytest.raises(storage.StorageUnavailable):
+            call()
+
+
 def test_a_connection_cut_once_is_retried(proxied_s3: TcpProxy) -> None:
     """The proxy cuts every open connection in the middle of an upload but keeps listening: boto's
     retry sends the object again and the upload succeeds."""

@@ -228,13 +228,16 @@ _TRANSIENT_CODES = {"InternalError", "ServiceUnavailable", "SlowDown", "RequestT
 def _connection_error(exc: BaseException) -> BaseException | None:
     """The connection-level error in ``exc``'s chain (boto3's S3UploadFailedError wraps one), or None."""
     from botocore.exceptions import ConnectionError as BotoConnectionError
-    from botocore.exceptions import HTTPClientError
+    from botocore.exceptions import HTTPClientError, IncompleteReadError
+    from urllib3.exceptions import HTTPError as Urllib3Error
 
+    boto: tuple[type[BaseException], ...] = (BotoConnectionError, HTTPClientError, IncompleteReadError)
+    lost = (*boto, Urllib3Error, ConnectionError, TimeoutError)
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if isinstance(current, BotoConnectionError | HTTPClientError | ConnectionError | TimeoutError):
+        if isinstance(current, lost):
             return current
         current = current.__cause__ or current.__context__
     return None
