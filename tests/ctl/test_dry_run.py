@@ -138,9 +138,8 @@ def test_o_yaml_and_json_round_trip_through_kubectl_apply_dry_run(
     which serves discovery, the Job/RBAC kinds and the backends' CRDs; nothing is created. kubeemu
     serves no OpenAPI document, so kubectl's own validation is off (--validate=false) and the built-in
     kinds are validated strictly against Kubernetes' schemas with kubernetes-validate instead."""
-    from kubernetes_validate.utils import latest_version
-
     from deploytools import validate_manifest
+    from kubernetes_validate.utils import latest_version
 
     kube.apply(PROJECT_CRDS)
     kube.install_trainer_crds()

@@ -329,6 +329,10 @@ def render_html(data: ReportData, png: bytes) -> str:
         )
     if vloss:
         summary.append(("validation loss", f"{vloss[-1]:.4f} (iteration {vsteps[-1]})"))
+    rates, windowed = windowed_throughput(data.metrics)
+    if rates:
+        window = f"last {THROUGHPUT_WINDOW} iterations" if windowed else "since start"
+        summary.append((f"tokens/s ({window})", f"{rates[-1][1]:,.0f} (iteration {rates[-1][0]})"))
     totals = meta.get("totals") or {}
     for key in ("rows", "rows_kept", "rows_dropped", "sequences", "tokens", "trainable_tokens", "bins"):
         if key in totals:
@@ -378,7 +382,7 @@ img {{ max-width: 100%; border: 1px solid #eee; }}
 <tr><th>split</th><th>files</th><th>sequences</th><th>tokens</th><th>bins</th></tr>{splits}</table>
 <ul class="notes">{notes}</ul>
 <p id="image-error">The chart image could not be decoded.</p>
-<img id="charts" alt="loss, learning rate and tokens/s curves; packing histogram; data counts"
+<img id="charts" alt="{esc(", ".join(panels(data)))}"
  src="data:image/png;base64,{image}">
 <script>
 (function () {{
