@@ -31,7 +31,7 @@ def printed_block(stdout: str) -> str:
     """The ``torchrun: |`` block as the terminal shows it, indentation removed (what a user selects)."""
     lines = stdout.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("torchrun:"))
-    assert lines[start].strip() == "torchrun: |", lines[start]
+    assert lines[start].strip() == "torchrun: |-", lines[start]
     block = []
     for line in lines[start + 1 :]:
         if line and not line.startswith(" "):
@@ -72,7 +72,7 @@ def test_the_printed_torchrun_pastes_into_bash_with_every_override(engine: str, 
     assert argv[argv.index("--config") + 1] == str(CONFIG)
     assert argv[0].startswith("--nnodes=")  # the launcher's own options came through too
     # the YAML value is the same command (a literal block keeps it byte for byte)
-    assert yaml.safe_load(proc.stdout)["torchrun"] == block.replace("\n", "\n    ") + "\n"
+    assert yaml.safe_load(proc.stdout)["torchrun"] == block.replace("\n", "\n    ")
     # LoRA is in the plan the command starts
     if engine == "megatron":
         assert yaml.safe_load(proc.stdout)["megatron_bridge"]["peft"] is not None

@@ -107,7 +107,7 @@ def command_block(argv: Sequence[str]) -> str:
     quoted = [shlex.quote(a) for a in argv]
     head = argv.index("--config") + 2 if "--config" in argv else len(argv)
     lines = [" ".join(quoted[:head]), *quoted[head:]]
-    return " \\\n    ".join(lines) + "\n"
+    return " \\\n    ".join(lines)
 
 
 class _Block(str):
