@@ -23,6 +23,10 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 
 
+class UsageError(RuntimeError):
+    """A combination kubectl refuses; said in kubectl's words, exit 1 as kubectl exits."""
+
+
 def _cluster(args: argparse.Namespace) -> Cluster:
     return Cluster.connect(args.kubeconfig, args.context, args.namespace)
 
@@ -102,13 +106,12 @@ def _selected(
             for info in kinds
             for cr in cluster.list(info, all_namespaces=all_namespaces, selector=selector)
         ]
-    if selector or all_namespaces:
-        # kubectl: "a resource cannot be retrieved by name across all namespaces" and names with a
-        # selector are refused (staging/src/k8s.io/kubectl/pkg/cmd/get/get.go, cli-runtime builder.go)
-        raise ManifestError(
-            "a name cannot be combined with -l/--selector or -A/--all-namespaces; give names, or a kind "
-            "(sftruns, sftdatapreps) with -l/-A"
-        )
+    # kubectl's refusals, word for word and with its exit code 1 (tests/ctl/test_kubectl_shape.py runs
+    # kubectl 1.35 for the same commands)
+    if all_namespaces:
+        raise UsageError("a resource cannot be retrieved by name across all namespaces")
+    if selector:
+        raise UsageError("name cannot be provided when a selector is specified")
     out: list[dict] = []
     for name in names:
         out += find(cluster, name)
@@ -205,7 +208,7 @@ def cmd_delete(args: argparse.Namespace) -> int:
             and all(n.lower() in KIND_WORDS for n in args.names)
             and not (args.selector or args.all)
         ):
-            raise ManifestError(f"delete {' '.join(args.names)}: add names, -l SELECTOR or --all")
+            raise UsageError("resource(s) were provided, but no name was specified")
         typed = [parse_ref(n) for n in args.names if "/" in n]
         if typed and len(typed) == len(args.names):  # KIND/NAME: deleted as named, like kubectl
             targets = [(info, name, None) for info, name in typed if info is not None]
@@ -215,7 +218,7 @@ def cmd_delete(args: argparse.Namespace) -> int:
                 targets.append((info, cr["metadata"]["name"], cr["metadata"].get("namespace")))
     missing = False
     if not targets:
-        print(_no_resources(cluster, False), file=sys.stderr)
+        print("No resources found")  # kubectl delete prints it on stdout
     for info, name, namespace in targets:
         if cluster.delete(info, name, namespace):
             # kubectl 1.35's words (the binary tests/ctl/test_kubectl_shape.py compares with)
@@ -499,7 +502,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "sftctl") -> int:
     except LocalRunError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except ClusterError as exc:
+    except (ClusterError, UsageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
