@@ -437,6 +437,9 @@ class LocalRunner:
             raise
         for w in workers:
             w.finish()
+        # The Job's status again, now that every worker has exited: the loop's last one may predate
+        # the exit of a worker that ended between its poll and the loop's end check.
+        job["status"] = _job_status(started, workers, [w.index for w in workers if w.poll() == 0], "Job")
         for w in workers:  # the progress lines read while finishing
             if w.progress:
                 cr["status"]["progress"]["workers"][str(w.index)] = w.progress
