@@ -267,3 +267,19 @@ def test_refusals_and_empty_answers_are_kubectls(
     code, out, err = sftctl(capsys, *ours)
     real = kubectl(*theirs)
     assert (code, out, err) == (real.returncode, real.stdout, real.stderr)
+
+
+def test_apply_o_name_prints_what_kubectl_apply_o_name_prints(
+    crds: KubeEmulator, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    prep, run = split_samples(tmp_path)
+    code, out, err = sftctl(capsys, "apply", "-f", str(prep), "-f", str(run), "-o", "name")
+    assert code == 0, err
+    assert out.splitlines() == ["sftdataprep.sft.dev/tiny", "sftrun.sft.dev/tiny"]
+    # server-side, as sftctl applies (kubeemu serves no OpenAPI document for kubectl's validation)
+    real = kubectl("apply", "--server-side", "--validate=false", "-f", str(run), "-o", "name")
+    assert real.returncode == 0, real.stderr
+    code, out, _ = sftctl(capsys, "apply", "-f", str(run), "-o", "name")
+    assert out == real.stdout == "sftrun.sft.dev/tiny\n"
+    code, out, _ = sftctl(capsys, "apply", "-f", str(run), "-o", "yaml")
+    assert yaml.safe_load(out)["spec"]["train"]["trainIters"] == 20

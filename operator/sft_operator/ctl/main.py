@@ -59,12 +59,17 @@ def cmd_apply(args: argparse.Namespace) -> int:
     manifest = _load(args)
     cluster = _cluster(args)
     _skip_others(manifest, "apply")
+    applied = []
     for resource in manifest.resources:
-        _, created = cluster.apply(resource.info, resource.body)
-        print(
-            f"{kind_group(resource.info)}/{resource.name} "
-            f"{'created' if created else 'configured'} ({cluster.where})"
-        )
+        obj, created = cluster.apply(resource.info, resource.body)
+        applied.append({**obj, "kind": resource.info.kind})
+        if not getattr(args, "output", None):
+            print(
+                f"{kind_group(resource.info)}/{resource.name} "
+                f"{'created' if created else 'configured'} ({cluster.where})"
+            )
+    if getattr(args, "output", None):
+        print_objects(applied, args.output)
     return 0
 
 
@@ -363,6 +368,12 @@ def build_parser(prog: str = "sftctl") -> tuple[argparse.ArgumentParser, dict[st
 
     p = command("apply", cmd_apply, "create or update the SFT resources of files (server-side apply)")
     _files(p, required=True)
+    p.add_argument(
+        "-o",
+        "--output",
+        choices=("yaml", "json", "name"),
+        help="print the applied objects (as kubectl apply -o)",
+    )
 
     p = command(
         "run", cmd_run, "apply files and watch them to the end; --local: run them here; --dry-run: render"
