@@ -47,7 +47,7 @@ def test_run_watch_logs_describe_preview_report_by_name(
     assert main(["preview", "tiny", "--color", "never"]) == 0
     assert "── sub-sequence 1/" in capsys.readouterr().out
 
-    assert main(["report", "tiny", "-o", str(tmp_path / "report")]) == 0
+    assert main(["report", "tiny", "--output-dir", str(tmp_path / "report")]) == 0
     assert (tmp_path / "report" / "report.png").exists()
     bins = kube.get("SFTDataPrep", "tiny")["status"]["outputs"]["totals"]["bins"]
     html = (tmp_path / "report" / "report.html").read_text()

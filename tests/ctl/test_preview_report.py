@@ -49,8 +49,10 @@ def test_preview_marks_exactly_the_trained_labels_and_every_sub_sequence(
     packed: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Independently of the preview's own code: the labels Megatron-Bridge trains in a bin are
-    input_ids[j+1] for every j with loss_mask[j] = 1 (never across a sub-sequence start); the
-    marked text must decode to exactly those tokens, sub-sequence by sub-sequence."""
+    input_ids[j+1] for every j with loss_mask[j] = 1 (never across a sub-sequence start) and
+    input_ids[j] not eos (0.6.2's packed collate: ``loss_mask[tokens == eos_id] = 0``, mirrored by
+    sft_train.packed_data.split_row for the hf engine); the marked text must decode to exactly those
+    tokens, sub-sequence by sub-sequence."""
     shard = sorted((packed / "splits" / "train").glob("*.parquet"))[0]
     row = pq.read_table(shard).slice(2, 1).to_pylist()[0]
     assert main(["preview", str(packed), "--bin", "2", "--color", "never"]) == 0
@@ -58,11 +60,12 @@ def test_preview_marks_exactly_the_trained_labels_and_every_sub_sequence(
     starts = row["seq_start_id"]
     assert out.count("── sub-sequence ") == len(starts) > 1
     tok = load_tokenizer(str(SAMPLES / "tokenizer"))
+    eos = tok.encode_many(["<|im_end|>"])[0][0]
     ids, mask = row["input_ids"], row["loss_mask"]
     bounds = [*starts, len(ids)]
     expected = []
     for begin, end in pairwise(bounds):
-        labels = [ids[j + 1] for j in range(begin, end - 1) if mask[j]]
+        labels = [ids[j + 1] for j in range(begin, end - 1) if mask[j] and ids[j] != eos]
         expected.append(labels)
     body = out.split("── sub-sequence ")[1:]
     for part, labels in zip(body, expected, strict=True):
@@ -74,6 +77,17 @@ def test_preview_marks_exactly_the_trained_labels_and_every_sub_sequence(
     assert main(["preview", str(packed), "--bin", "2", "--color", "always"]) == 0
     coloured = capsys.readouterr().out
     assert preview.GREEN in coloured and preview.OPEN not in coloured.split("legend")[1].split("\n", 1)[1]
+
+
+def test_preview_does_not_mark_the_newline_after_im_end_as_trained(
+    packed: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Both engines drop the label after eos, so the ``\\n`` closing an assistant turn is context: the
+    preview marked it trained (issue 21 point 11), though sft-prep's unrolled mask covers it."""
+    assert main(["preview", str(packed), "--bin", "0", "--color", "never"]) == 0
+    out = capsys.readouterr().out
+    assert f"<|im_end|>{preview.CLOSE}\n" in out
+    assert f"<|im_end|>\n{preview.CLOSE}" not in out
 
 
 def test_preview_errors_name_what_exists(packed: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -206,3 +220,54 @@ def test_report_html_renders_in_headless_chromium_without_console_errors(
     broken.write_text("<html><body><script>missingFunction();</script></body></html>")
     _, console = load(broken)
     assert "missingFunction" in console
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    head = path.read_bytes()[:24]  # PNG signature, IHDR length/type, then width and height
+    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+
+
+def test_report_throughput_is_over_the_last_iterations_not_since_start(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """20 slow iterations (1 s each) then 30 fast ones (0.1 s): the since-start mean the trainer
+    logs says ~2.2k tokens/s at the end, the last 20 iterations ran at 10k; after a resume
+    (elapsed_seconds restarts) the window restarts with it."""
+    records, elapsed = [], 0.0
+    for i in range(1, 51):
+        elapsed += 1.0 if i <= 20 else 0.1
+        records.append(
+            {
+                "iteration": i,
+                "loss": 1.0,
+                "tokens": 1000,
+                "elapsed_seconds": round(elapsed, 3),
+                "tokens_per_second": round(1000 * i / elapsed, 1),
+            }
+        )
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    rates, windowed = report.windowed_throughput(records)
+    assert windowed and rates[-1] == (50, pytest.approx(10_000))
+    assert records[-1]["tokens_per_second"] < 2_200
+    assert main(["report", str(folder)]) == 0
+    assert (
+        "<th>tokens/s (last 20 iterations)</th><td>10,000 (iteration 50)</td>"
+        in (folder / "report.html").read_text()
+    )
+    resumed = [*records, {"iteration": 51, "loss": 1.0, "tokens": 1000, "elapsed_seconds": 2.0}]
+    assert report.windowed_throughput(resumed)[0][-1] == (51, pytest.approx(500))
+
+
+def test_a_prep_only_report_has_no_empty_training_panels(
+    packed: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "report"
+    assert main(["report", str(packed), "--output-dir", str(out)]) == 0
+    data = report.from_dir(packed)
+    assert report.panels(data) == report.DATA_PANELS
+    width, height = png_size(out / "report.png")
+    assert height < width / 3  # one row of three charts (two rows before: loss, lr, tokens/s empty)
+    html = (out / "report.html").read_text()
+    assert "train loss" not in html and "tokens/s" not in html

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import yaml
@@ -51,6 +52,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         raise ConfigError("invalid command line (see usage above)") from None
 
 
+NOT_READ = "a dry run reads no remote storage, so it needs no credentials or network"
 ASSUMED_PACK_SIZE = 4096
 """The pack size a dry run without data assumes (sft-prep's default ``pack_size``)."""
 
@@ -59,8 +61,10 @@ def data_for_plan(config: TrainConfig) -> tuple[DataInfo, list[str]]:
     """The data as a dry run sees it: inspected when it is there, else a stand-in and the warnings
     that say what is missing (a plan can be previewed before sft-prep has run, or on another machine)."""
     try:
+        if storage.is_remote(config.data.path):
+            raise DataError(f"data.path {config.data.path} is not checked: {NOT_READ}")
         return inspect_data(config.data.path), []
-    except DataError as exc:
+    except (DataError, storage.StorageError) as exc:
         warnings = [f"data: {exc}"]
         seq = config.model.seq_length
         if seq is None:
@@ -77,12 +81,71 @@ def data_for_plan(config: TrainConfig) -> tuple[DataInfo, list[str]]:
         return info, warnings
 
 
+def offline_resume(
+    lookup: Callable[[TrainConfig], str | None], warnings: list[str], read_local: bool = True
+) -> Callable[[TrainConfig], str | None]:
+    """``lookup`` (where a run would resume) as a dry run does it: remote checkpoint locations (and,
+    with ``read_local`` False, any) are not read; a fresh start is shown, and said in ``warnings``."""
+
+    def find(config: TrainConfig) -> str | None:
+        places = [p for p in (config.checkpoint.load, config.checkpoint.save) if p]
+        unread = [p for p in places if storage.is_remote(p) or not read_local]
+        if unread:
+            warnings.append(
+                f"checkpoint: {', '.join(unread)} not checked for a checkpoint to resume from ({NOT_READ}); "
+                "the plan shows a fresh start"
+            )
+            return None
+        return lookup(config)
+
+    return find
+
+
+def command_block(argv: Sequence[str]) -> str:
+    """A command to paste into a shell: shell-quoted, everything up to ``--config FILE`` on the first
+    line, then one override per ``\\``-continued line, so no wrapping splits it and every override
+    stays an argument (a YAML-folded line made the overrides a separate shell command, issue 21)."""
+    quoted = [shlex.quote(a) for a in argv]
+    head = argv.index("--config") + 2 if "--config" in argv else len(argv)
+    lines = [" ".join(quoted[:head]), *quoted[head:]]
+    return " \\\n    ".join(lines)
+
+
+class _Block(str):
+    """A string YAML prints as a literal block (``|``), kept byte for byte."""
+
+
+class _ReportDumper(yaml.SafeDumper):
+    pass
+
+
+_ReportDumper.add_representer(
+    _Block, lambda dumper, value: dumper.represent_scalar("tag:yaml.org,2002:str", str(value), style="|")
+)
+
+
+def dump_report(report: dict[str, Any]) -> str:
+    """The dry-run YAML: no line folding, and the torchrun command as a copy-safe literal block."""
+    report = dict(report)
+    if isinstance(report.get("torchrun"), list):
+        report["torchrun"] = _Block(command_block(report["torchrun"]))
+    return yaml.dump(report, Dumper=_ReportDumper, sort_keys=False, width=float("inf"), allow_unicode=True)
+
+
 def dry_run_report(
-    config: TrainConfig, info: DataInfo, args: argparse.Namespace, warnings: Sequence[str] = ()
+    config: TrainConfig,
+    info: DataInfo,
+    args: argparse.Namespace,
+    warnings: Sequence[str] = (),
+    *,
+    read_local: bool = True,
 ) -> dict[str, Any]:
-    """Everything a run would do, as one YAML-able mapping (no Megatron-Bridge, no torch)."""
+    """Everything a run would do, as one YAML-able mapping (no Megatron-Bridge, no torch); it reads no
+    remote storage (``read_local`` False: no storage at all). ``torchrun`` is the argv."""
     from sft_train.engines.hf_checkpoint import resolve_resume
-    from sft_train.engines.megatron_plan import build_plan, torchrun_command
+    from sft_train.engines.megatron_plan import build_plan, resume_location, torchrun_command
+
+    more: list[str] = []
 
     seq = check_seq_length(info.pack_size, config.model.seq_length)
     report: dict[str, Any] = {
@@ -97,13 +160,27 @@ def dry_run_report(
     if warnings:
         report["warnings"] = list(warnings)
     if config.engine == "megatron":
-        plan = build_plan(config, info, args.config, args.nproc_per_node or 8, args.nnodes, args.overrides)
+        plan = build_plan(
+            config,
+            info,
+            args.config,
+            args.nproc_per_node or 8,
+            args.nnodes,
+            args.overrides,
+            find_resume=offline_resume(resume_location, more, read_local),
+        )
         report["megatron_bridge"] = plan.as_dict()
-        report["torchrun"] = report["megatron_bridge"].pop("torchrun")
+        report["megatron_bridge"].pop("torchrun")
+        report["torchrun"] = list(plan.torchrun)
     else:
         cmd = torchrun_command(args.config, args.nproc_per_node or 1, args.nnodes, args.overrides)
-        report["hf"] = {"resume_from": resolve_resume(config.checkpoint.load, config.checkpoint.save)}
-        report["torchrun"] = " ".join(cmd)
+        hf_resume = offline_resume(
+            lambda c: resolve_resume(c.checkpoint.load, c.checkpoint.save), more, read_local
+        )
+        report["hf"] = {"resume_from": hf_resume(config)}
+        report["torchrun"] = cmd
+    if more:
+        report["warnings"] = [*report.get("warnings", []), *more]
     return report
 
 
@@ -113,9 +190,10 @@ def _main(argv: Sequence[str]) -> int:
         config = load_config(TrainConfig, args.config, args.overrides)
         if args.dry_run:
             info, warnings = data_for_plan(config)
-            for warning in warnings:
+            report = dry_run_report(config, info, args, warnings)
+            for warning in report.get("warnings", []):
                 print(f"warning: {warning}", file=sys.stderr)
-            sys.stdout.write(yaml.safe_dump(dry_run_report(config, info, args, warnings), sort_keys=False))
+            sys.stdout.write(dump_report(report))
             return 0
         result = _train(config, inspect_data(config.data.path))
     except TrainInputError as exc:

@@ -133,9 +133,19 @@ class Cluster:
                 return None
             raise self._fail(f"get {info.kind}/{name}", exc) from None
 
-    def list(self, info: KindInfo) -> list[dict[str, Any]]:
+    def list(
+        self, info: KindInfo, *, all_namespaces: bool = False, selector: str | None = None
+    ) -> list[dict[str, Any]]:
+        """This namespace's CRs of a kind (every namespace's with ``all_namespaces``, as ``kubectl get
+        -A``), optionally only those matching a label ``selector`` (``-l``, the API server's syntax)."""
+        kwargs: dict[str, Any] = {"label_selector": selector} if selector else {}
         try:
-            body = self.custom.list_namespaced_custom_object(GROUP, VERSION, self.namespace, info.plural)
+            if all_namespaces:
+                body = self.custom.list_cluster_custom_object(GROUP, VERSION, info.plural, **kwargs)
+            else:
+                body = self.custom.list_namespaced_custom_object(
+                    GROUP, VERSION, self.namespace, info.plural, **kwargs
+                )
         except Exception as exc:
             if getattr(exc, "status", None) == 404:
                 return []  # the CRD is not installed: nothing of this kind
@@ -144,7 +154,25 @@ class Cluster:
         for item in items:  # list items carry no kind
             item.setdefault("kind", info.kind)
             item.setdefault("apiVersion", info.api_version)
-        return sorted(items, key=lambda o: o["metadata"]["name"])
+        return sorted(items, key=lambda o: (o["metadata"].get("namespace") or "", o["metadata"]["name"]))
+
+    def delete(self, info: KindInfo, name: str, namespace: str | None = None) -> bool:
+        """Delete one CR (background propagation, kubectl's default: the operator's children go with
+        it through their ownerReferences); False when there was none."""
+        try:
+            self.custom.delete_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                namespace or self.namespace,
+                info.plural,
+                name,
+                propagation_policy="Background",
+            )
+        except Exception as exc:
+            if getattr(exc, "status", None) == 404:
+                return False
+            raise self._fail(f"delete {info.kind}/{name}", exc) from None
+        return True
 
     def apply(self, info: KindInfo, body: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
         """Server-side apply (field manager ``sftctl``, as ``kubectl apply --server-side``); returns the

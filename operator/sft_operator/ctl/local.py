@@ -437,6 +437,9 @@ class LocalRunner:
             raise
         for w in workers:
             w.finish()
+        # The Job's status again, now that every worker has exited: the loop's last one may predate
+        # the exit of a worker that ended between its poll and the loop's end check.
+        job["status"] = _job_status(started, workers, [w.index for w in workers if w.poll() == 0], "Job")
         for w in workers:  # the progress lines read while finishing
             if w.progress:
                 cr["status"]["progress"]["workers"][str(w.index)] = w.progress
@@ -499,6 +502,7 @@ class LocalRunner:
             dumped["logging"]["metrics_file"] = str(folder / "metrics.jsonl")
         dumped = self._engine_here(resource, spec, dumped)
         config = type(train).model_validate(dumped)
+        check_base_model(resource, spec, config.model.pretrained_checkpoint, data.pack_size)
         config_path = folder / "config.yaml"
         config_path.write_text(to_yaml(config))
         cr["status"] = status_sftrun.derive(cr, None, [], now=utcnow_iso(), data=data)
@@ -613,6 +617,29 @@ class LocalRunner:
                     for line in tail:
                         self.echo(f"    {line}")
         self.echo(f"  status: {path}")
+
+
+def check_base_model(resource: Resource, spec: SFTRunSpec, local: str | None, pack_size: int | None) -> None:
+    """A base model on a local path must be there before the trainer starts: say how to make one."""
+    if not local or ("://" in local and not local.startswith("file://")):
+        return
+    path = Path(local.removeprefix("file://"))
+    if not path.is_absolute() or path.exists():
+        return
+    pack = f" --pack-size {pack_size}" if pack_size and pack_size > DEMO_MODEL_POSITIONS else ""
+    how = (
+        f"`sftctl init-demo-model {path.parent}{pack}` writes the demo's tiny random base model there"
+        if path.name == "base-model"
+        else f"`sftctl init-demo-model DIR{pack}` writes a tiny random base model to DIR/base-model"
+    )
+    raise LocalRunError(
+        f"{resource.ref}: model.pretrainedCheckpoint {spec.model.pretrained_checkpoint} is {path} here, "
+        f"which does not exist; {how}, or point it at a Hugging Face checkpoint (--volume maps a claim)"
+    )
+
+
+DEMO_MODEL_POSITIONS = 1024
+"""``sftctl init-demo-model``'s default context (the demo sample packs into 1024-token bins)."""
 
 
 def megatron_unavailable() -> str | None:

@@ -1,10 +1,13 @@
 """``sftctl preview DIR|NAME [--bin N]``: one packed bin decoded, trained tokens marked.
 
-The check that the loss mask is what the user meant. Reads sft-prep's Parquet as Megatron-Bridge
-does (``input_ids``, ``loss_mask``, ``seq_start_id``) and applies the label-aligned mask the way its
-packed collate does: ``loss_mask[j] = 1`` means the label ``input_ids[j+1]`` is trained, so the token
-at position ``p`` of a sub-sequence is shown as trained iff ``loss_mask[p-1]`` is 1 (the first token of
-a sub-sequence is never a label). Sub-sequences start at ``seq_start_id`` and are shown one by one.
+The check that the loss mask is what the user meant. The marks come from the trainer's
+own collate, :func:`sft_train.packed_data.split_row` (what both engines train on, Megatron-Bridge's
+packed collate): ``loss_mask[j] = 1`` means the label ``input_ids[j+1]`` is trained, except after an
+eos token (Megatron-Bridge 0.6.2 sets ``loss_mask[tokens == eos_id] = 0``), so the ``\n`` that follows
+``<|im_end|>`` is context, not trained; the first token of a sub-sequence is never a label. The eos
+is the prep tokenizer's (``metadata.json`` ``tokenizer.eos_token``; the trainer uses its base model's,
+which is the same token for a model and its own tokenizer). Sub-sequences start at ``seq_start_id``
+and are shown one by one.
 
 Trained text is green on a terminal (``--color always|never|auto``) and wrapped in ``⟦ ⟧`` otherwise.
 A warning names every field a custom chat template dropped (``metadata.json``
@@ -49,14 +52,20 @@ class SubSequence:
     spans: list[Span]
 
 
-def trained_positions(loss_mask: Sequence[int], starts: Sequence[int]) -> list[bool]:
-    """Per position of the bin: is this token a trained label (see the module docstring)."""
-    n = len(loss_mask)
-    out = [False] * n
-    bounds = [*starts, n]
-    for begin, end in pairwise(bounds):
-        for p in range(begin + 1, end):
-            out[p] = bool(loss_mask[p - 1])
+def trained_positions(
+    input_ids: Sequence[int], loss_mask: Sequence[int], starts: Sequence[int], eos_id: int | None
+) -> list[bool]:
+    """Per position of the bin: is this token a trained label, as the trainer's collate decides."""
+    import numpy as np
+
+    from sft_train.packed_data import boundaries, split_row
+
+    ids, mask, begins = np.asarray(input_ids), np.asarray(loss_mask), np.asarray(starts, dtype=np.int64)
+    out = [False] * len(ids)
+    spans = [(s, e) for s, e in boundaries(begins, len(ids)) if e - s >= 2]  # split_row skips the others
+    for (begin, _end), sub in zip(spans, split_row(ids, mask, begins, eos_id), strict=True):
+        for k in np.flatnonzero(sub.loss_mask):
+            out[begin + 1 + int(k)] = True
     return out
 
 
@@ -65,12 +74,13 @@ def split_bin(
     loss_mask: Sequence[int],
     starts: Sequence[int],
     decode: Callable[[Sequence[int]], str],
+    eos_id: int | None = None,
 ) -> list[SubSequence]:
     """The bin as sub-sequences of runs of trained / untrained tokens, decoded run by run."""
     if len(input_ids) != len(loss_mask):
         raise PreviewError(f"input_ids ({len(input_ids)}) and loss_mask ({len(loss_mask)}) differ in length")
     starts = list(starts) or [0]
-    trained = trained_positions(loss_mask, starts)
+    trained = trained_positions(input_ids, loss_mask, starts, eos_id)
     bounds = [*starts, len(input_ids)]
     out = []
     for begin, end in pairwise(bounds):
@@ -82,6 +92,13 @@ def split_bin(
                 run_start = p
         out.append(SubSequence(begin, end, sum(trained[begin:end]), spans))
     return out
+
+
+def eos_id_of(tokenizer: Any, meta: Mapping[str, Any]) -> int | None:
+    """The id of the eos token sft-prep recorded (``<|im_end|>`` for the chat templates)."""
+    eos = (meta.get("tokenizer") or {}).get("eos_token") or "<|im_end|>"
+    ids = tokenizer.encode_many([eos])[0]
+    return int(ids[0]) if len(ids) == 1 else None
 
 
 def render(subsequences: list[SubSequence], color: bool) -> str:
@@ -179,7 +196,13 @@ def run(
             f"cannot load tokenizer {tok_name} (from metadata.json; pass --tokenizer): {exc}"
         ) from None
     color = args.color == "always" or (args.color == "auto" and out.isatty())
-    subs = split_bin(row["input_ids"], row["loss_mask"], row.get("seq_start_id") or [0], tokenizer.decode)
+    subs = split_bin(
+        row["input_ids"],
+        row["loss_mask"],
+        row.get("seq_start_id") or [0],
+        tokenizer.decode,
+        eos_id_of(tokenizer, meta),
+    )
     trained = sum(s.trained_tokens for s in subs)
     n = len(row["input_ids"])
     pack = meta.get("pack_size")

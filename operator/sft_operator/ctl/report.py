@@ -24,6 +24,7 @@ import base64
 import html
 import io
 import json
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,11 @@ from sft_common import storage
 
 MAX_HISTOGRAM_SHARDS = 16
 """Shards read for the packing histogram (a sample of very large data sets)."""
+THROUGHPUT_WINDOW = 20
+"""Iterations the throughput curve averages over: a since-start mean hides a slow-down (a straggler
+node, a throttled disk) behind the hours before it, and a single iteration is too noisy."""
+TRAINING_PANELS = ("Loss", "Learning rate", "Throughput")
+DATA_PANELS = ("Packed bin lengths (train)", "Dropped / truncated by reason", "Data counts")
 
 
 @dataclass
@@ -60,6 +66,36 @@ def reported_losses(records: Sequence[Mapping[str, Any]], interval: int) -> list
             out.append((iteration, round(sum(window) / len(window), 4)))
             window = []
     return out
+
+
+def windowed_throughput(
+    records: Sequence[Mapping[str, Any]], window: int = THROUGHPUT_WINDOW
+) -> tuple[list[tuple[int, float]], bool]:
+    """(iteration, tokens/s over the last ``window`` iterations) per iteration, and whether it is
+    windowed: from the per-iteration ``tokens`` and the trainer's ``elapsed_seconds`` (seconds since the
+    process started; it restarts at 0 after a resume, and so does the window). Records without
+    ``elapsed_seconds`` (another writer) give their own ``tokens_per_second``, a since-start mean."""
+    rows = [r for r in records if "iteration" in r and ("tokens_per_second" in r or "elapsed_seconds" in r)]
+    if not rows or not all("elapsed_seconds" in r and "tokens" in r for r in rows):
+        return [
+            (int(r["iteration"]), float(r["tokens_per_second"])) for r in rows if "tokens_per_second" in r
+        ], False
+    out: list[tuple[int, float]] = []
+    segment: list[tuple[float, float]] = []  # (elapsed, tokens) since the process (re)started
+    for r in rows:
+        elapsed, tokens = float(r["elapsed_seconds"]), float(r["tokens"])
+        if segment and elapsed < segment[-1][0]:
+            segment = []
+        segment.append((elapsed, tokens))
+        if len(segment) > window:
+            start = segment[-window - 1][0]
+            done = sum(t for _, t in segment[-window:])
+        else:
+            start, done = 0.0, sum(t for _, t in segment)
+        span = elapsed - start
+        if span > 0:
+            out.append((int(r["iteration"]), done / span))
+    return out, True
 
 
 def _read_jsonl(uri: str) -> list[dict[str, Any]]:
@@ -163,16 +199,40 @@ def _series(records: Sequence[Mapping[str, Any]], key: str) -> tuple[list[int], 
     return [i for i, _ in rows], [v for _, v in rows]
 
 
+def panels(data: ReportData) -> tuple[str, ...]:
+    """The charts the report draws: the training ones only with training metrics, the data ones only
+    with sft-prep's metadata (a prep-only report has no empty loss panels); both rows when neither is
+    there, each then saying ``no data``."""
+    training, prepared = bool(data.metrics), data.metadata is not None
+    if training == prepared:
+        return (*TRAINING_PANELS, *DATA_PANELS)
+    return TRAINING_PANELS if training else DATA_PANELS
+
+
 def draw_png(data: ReportData) -> bytes:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, 3, figsize=(16, 9))
+    titles = panels(data)
+    rows = len(titles) // 3
+    fig, grid = plt.subplots(rows, 3, figsize=(16, 4.5 * rows), squeeze=False)
     fig.suptitle(f"sftctl report: {data.title}", fontsize=12)
-    loss_ax, lr_ax, rate_ax = axes[0]
-    hist_ax, reason_ax, totals_ax = axes[1]
+    axes = dict(zip(titles, grid.flat, strict=True))
+    if "Loss" in axes:
+        _draw_training(data, axes)
+    if "Data counts" in axes:
+        _draw_data(data, axes)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def _draw_training(data: ReportData, axes: Mapping[str, Any]) -> None:
+    loss_ax, lr_ax, rate_ax = (axes[t] for t in TRAINING_PANELS)
     steps, losses = _series(data.metrics, "loss")
     if steps:
         loss_ax.plot(steps, losses, color="#9bbbd9", linewidth=1, label="train loss (per iteration)")
@@ -195,10 +255,15 @@ def draw_png(data: ReportData) -> bytes:
         lr_ax.plot(lsteps, lrs, color="#5cb85c")
         lr_ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
     _frame(lr_ax, "Learning rate", "iteration", "lr", bool(lsteps))
-    rsteps, rates = _series(data.metrics, "tokens_per_second")
-    if rsteps:
-        rate_ax.plot(rsteps, rates, color="#f0ad4e")
-    _frame(rate_ax, "Throughput", "iteration", "tokens/s (since start)", bool(rsteps))
+    rates, windowed = windowed_throughput(data.metrics)
+    if rates:
+        rate_ax.plot([i for i, _ in rates], [v for _, v in rates], color="#f0ad4e")
+    unit = f"tokens/s (last {THROUGHPUT_WINDOW} iterations)" if windowed else "tokens/s (since start)"
+    _frame(rate_ax, "Throughput", "iteration", unit, bool(rates))
+
+
+def _draw_data(data: ReportData, axes: Mapping[str, Any]) -> None:
+    hist_ax, reason_ax, totals_ax = (axes[t] for t in DATA_PANELS)
     meta = data.metadata or {}
     if data.bin_lengths:
         pack = int(meta.get("pack_size") or max(data.bin_lengths))
@@ -206,26 +271,21 @@ def draw_png(data: ReportData) -> bytes:
         hist_ax.axvline(pack, color="black", linestyle="--", linewidth=1, label=f"pack size {pack}")
         eff = meta.get("packing_efficiency")
         hist_ax.legend(fontsize=8, title=f"efficiency {eff:.1%}" if isinstance(eff, float) else None)
-    _frame(hist_ax, "Packed bin lengths (train)", "tokens in bin", "bins", bool(data.bin_lengths))
+    _frame(hist_ax, DATA_PANELS[0], "tokens in bin", "bins", bool(data.bin_lengths))
     reasons = counts_by_reason(meta)
     if reasons:
         labels = list(reasons)
         reason_ax.barh(labels, [reasons[k] for k in labels], color="#d9534f")
         reason_ax.invert_yaxis()
         reason_ax.tick_params(axis="y", labelsize=8)
-    _frame(reason_ax, "Dropped / truncated by reason", "count", "", bool(reasons))
+    _frame(reason_ax, DATA_PANELS[1], "count", "", bool(reasons))
     totals = meta.get("totals") or {}
     if totals:
         keys = [k for k in ("rows", "rows_kept", "sequences", "bins") if k in totals]
         totals_ax.bar(keys, [totals[k] for k in keys], color="#1f5fa8")
         for i, k in enumerate(keys):
             totals_ax.annotate(str(totals[k]), (i, totals[k]), ha="center", va="bottom", fontsize=8)
-    _frame(totals_ax, "Data counts", "", "count", bool(totals))
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90)
-    plt.close(fig)
-    return buffer.getvalue()
+    _frame(totals_ax, DATA_PANELS[2], "", "count", bool(totals))
 
 
 def _frame(ax: Any, title: str, xlabel: str, ylabel: str, has_data: bool) -> None:
@@ -269,6 +329,10 @@ def render_html(data: ReportData, png: bytes) -> str:
         )
     if vloss:
         summary.append(("validation loss", f"{vloss[-1]:.4f} (iteration {vsteps[-1]})"))
+    rates, windowed = windowed_throughput(data.metrics)
+    if rates:
+        window = f"last {THROUGHPUT_WINDOW} iterations" if windowed else "since start"
+        summary.append((f"tokens/s ({window})", f"{rates[-1][1]:,.0f} (iteration {rates[-1][0]})"))
     totals = meta.get("totals") or {}
     for key in ("rows", "rows_kept", "rows_dropped", "sequences", "tokens", "trainable_tokens", "bins"):
         if key in totals:
@@ -318,7 +382,7 @@ img {{ max-width: 100%; border: 1px solid #eee; }}
 <tr><th>split</th><th>files</th><th>sequences</th><th>tokens</th><th>bins</th></tr>{splits}</table>
 <ul class="notes">{notes}</ul>
 <p id="image-error">The chart image could not be decoded.</p>
-<img id="charts" alt="loss, learning rate and tokens/s curves; packing histogram; data counts"
+<img id="charts" alt="{esc(", ".join(panels(data)))}"
  src="data:image/png;base64,{image}">
 <script>
 (function () {{
@@ -349,17 +413,21 @@ def write_report(data: ReportData, out_dir: Path) -> tuple[Path, Path]:
 def run(args: argparse.Namespace, connect: Callable[[argparse.Namespace], Any]) -> int:
     from sft_operator.ctl.cluster import ClusterError, find
 
+    output = args.output_dir
+    if getattr(args, "old_output", None):  # `report --output DIR`, before -o became an output format
+        print("warning: report --output is deprecated; use --output-dir", file=sys.stderr)
+        output = output or args.old_output
     target = Path(args.target)
     if target.is_dir():
         try:
             data = from_dir(target)
         except FileNotFoundError as exc:
             raise ClusterError(str(exc)) from None
-        out_dir = Path(args.output) if args.output else target
+        out_dir = Path(output) if output else target
     else:
         cluster = connect(args)
         data = from_cluster(find(cluster, args.target))
-        out_dir = Path(args.output or ".")
+        out_dir = Path(output or ".")
     png, page = write_report(data, out_dir)
     for note in data.notes:
         print(f"note: {note}")

@@ -7,7 +7,7 @@ prints exactly the rows ``sftctl get`` prints for the cluster.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,6 +15,9 @@ from sft_common.progress import format_number
 
 TERMINAL = ("Succeeded", "Failed")
 COLUMNS = ("NAME", "PHASE", "PROGRESS", "LOSS", "TOKENS/S", "ETA", "MESSAGE")
+WIDE_COLUMNS = (*COLUMNS[:-1], "AGE", "REASON", "CHILD", "MESSAGE")
+"""``-o wide``: the CRDs' priority-1 printer column (Ready's reason), the age and the child (Job,
+TrainJob, ...) before the message, which is then not cut."""
 MESSAGE_WIDTH = 70
 
 
@@ -71,15 +74,17 @@ def progress_of(cr: Mapping[str, Any]) -> dict[str, Any]:
     return {"progress": text, "loss": None, "rate": rate, "eta": eta}
 
 
-def row(cr: Mapping[str, Any]) -> tuple[str, ...]:
+def row(cr: Mapping[str, Any], *, wide: bool = False) -> tuple[str, ...]:
+    """The columns of :data:`COLUMNS` (``wide``: then :data:`WIDE_COLUMNS`, and the message in full,
+    as ``kubectl get -o wide`` adds the CRDs' priority-1 printer columns)."""
     status = cr.get("status") or {}
     facts = progress_of(cr)
     loss = f"{facts['loss']:.4f}" if isinstance(facts["loss"], int | float) else "-"
     rate = format_number(round(float(facts["rate"]))) if facts["rate"] else "-"
     message = str(status.get("message") or "")
-    if len(message) > MESSAGE_WIDTH:
+    if len(message) > MESSAGE_WIDTH and not wide:
         message = message[: MESSAGE_WIDTH - 3] + "..."
-    return (
+    cells = (
         ref(cr),
         str(status.get("phase") or "-"),
         facts["progress"],
@@ -88,13 +93,33 @@ def row(cr: Mapping[str, Any]) -> tuple[str, ...]:
         human_duration(facts["eta"]),
         message,
     )
+    if not wide:
+        return cells
+    ready: Mapping[str, Any] = next(
+        (c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {}
+    )
+    job = status.get("jobRef") or {}
+    child = f"{job.get('kind')}/{job.get('name')}" if job.get("name") else "-"
+    age = _age((cr.get("metadata") or {}).get("creationTimestamp"))
+    return (*cells[:-1], age, str(ready.get("reason") or "-"), child, cells[-1])
 
 
-def table(crs: Iterable[Mapping[str, Any]]) -> str:
-    rows = [COLUMNS, *(row(cr) for cr in crs)]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
-    lines = ["   ".join(cell.ljust(widths[i]) for i, cell in enumerate(r)).rstrip() for r in rows]
-    return "\n".join(lines)
+def table(
+    crs: Sequence[Mapping[str, Any]], *, wide: bool = False, namespaces: bool = False, header: bool = True
+) -> str:
+    """``wide``: :data:`WIDE_COLUMNS`; ``namespaces``: a NAMESPACE column first (``kubectl get -A``)."""
+    columns: tuple[str, ...] = WIDE_COLUMNS if wide else COLUMNS
+    rows = [row(cr, wide=wide) for cr in crs]
+    if namespaces:
+        columns = ("NAMESPACE", *columns)
+        rows = [
+            (str((cr.get("metadata") or {}).get("namespace") or "-"), *r)
+            for cr, r in zip(crs, rows, strict=True)
+        ]
+    every = [columns, *rows]
+    widths = [max(len(r[i]) for r in every) for i in range(len(columns))]
+    lines = ["   ".join(cell.ljust(widths[i]) for i, cell in enumerate(r)).rstrip() for r in every]
+    return "\n".join(lines if header else lines[1:])
 
 
 def all_terminal(crs: Sequence[Mapping[str, Any]]) -> bool:

@@ -28,7 +28,7 @@ import os
 import re
 import shlex
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -328,9 +328,11 @@ def build_plan(
     nproc_per_node: int = 8,
     nnodes: int = 1,
     cli_overrides: Sequence[str] = (),
+    find_resume: Callable[[TrainConfig], str | None] = resume_location,
 ) -> MegatronPlan:
+    """``find_resume``: a dry run passes one that reads no remote storage (sft_train.cli)."""
     pack_size = check_seq_length(info.pack_size, config.model.seq_length)
-    resume = resume_location(config)
+    resume = find_resume(config)
     kwargs: dict[str, Any] = (
         {"peft_scheme": "lora"} if config.peft is not None and "." not in config.model.recipe else {}
     )
