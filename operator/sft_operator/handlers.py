@@ -230,6 +230,7 @@ def build_registry(config: OperatorConfig | None = None) -> kopf.OperatorRegistr
             namespace: str | None,
             name: str,
             type: str | None,
+            body: kopf.Body,
             memo: kopf.Memo,
             _kind: str = kind,
             **kwargs: Any,
@@ -242,7 +243,8 @@ def build_registry(config: OperatorConfig | None = None) -> kopf.OperatorRegistr
                 queue.forget(key)
                 memo.runtime.context.forget(key)
                 return
-            queue.trigger(key)
+            if not memo.runtime.context.own_event(key, body):  # (our own status patch: nothing new)
+                queue.trigger(key)
 
     for child in CHILD_WATCHES:
 
@@ -255,7 +257,9 @@ def build_registry(config: OperatorConfig | None = None) -> kopf.OperatorRegistr
         async def on_child_event(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
             key = owner_key_of_child(body)
             if key is not None:
-                queue_of(memo, kwargs).trigger(key)
+                queue = queue_of(memo, kwargs)
+                if not memo.runtime.context.own_event(("child", body.get("metadata", {}).get("uid")), body):
+                    queue.trigger(key)
 
     handlers_sftrun.register(registry, queue_of)
     return registry
