@@ -205,8 +205,11 @@ def baseline_tree(ref: str) -> Iterator[Path]:
         yield Path(tmp)
 
 
-def run_once(count: int, concurrency: int, timeout: float, code: Path | None) -> dict[str, Any]:
-    """One benchmark run against a fresh emulator; ``code``: a baseline tree (None: this checkout)."""
+def run_once(
+    count: int, concurrency: int, timeout: float, code: Path | None, profile: Path | None = None
+) -> dict[str, Any]:
+    """One benchmark run against a fresh emulator; ``code``: a baseline tree (None: this checkout);
+    ``profile``: write the operator's cProfile stats there (it stops gracefully on SIGTERM)."""
     timeline = Timeline(count)
     with (
         tempfile.TemporaryDirectory() as tmp,
@@ -220,7 +223,7 @@ def run_once(count: int, concurrency: int, timeout: float, code: Path | None) ->
             env["PYTHONPATH"] = os.pathsep.join([str(code / "operator"), str(code / "workloads")])
         metrics_url = f"http://127.0.0.1:{free_port()}/metrics"
         cmd = [
-            sys.executable, "-m", "sft_operator", "--namespace", NAMESPACE, "--standalone",
+            sys.executable, *(["-m", "cProfile", "-o", str(profile)] if profile else []), "-m", "sft_operator", "--namespace", NAMESPACE, "--standalone",
             "--liveness", "none", "--readiness", "none", "--metrics", metrics_url,
             "--log-level", "WARNING", "--concurrency", str(concurrency),
         ]  # fmt: skip
@@ -337,7 +340,11 @@ def main(argv: list[str] | None = None) -> int:
         help="git commit whose operator is the 'before' (default %(default)s); 'none': this checkout only",
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.add_argument("--profile", type=Path, default=None, help="one run of this checkout under cProfile")
     args = parser.parse_args(argv)
+    if args.profile:
+        print(json.dumps(run_once(args.count, args.concurrency, args.timeout, None, args.profile), indent=2))
+        return 0
 
     print(f"sft-operator benchmark: {args.count} SFTDataPreps created at once (emulated API server)")
     print(f"  at start: {load()}")

@@ -22,6 +22,7 @@ from sft_common.redact import install_log_redaction
 from sft_operator import backends, handlers_sftrun, reconcile_dataprep, reconcile_sftrun
 from sft_operator.api.meta import DATAPREP, GROUP, MANAGED_BY, RUN, VERSION
 from sft_operator.context import Caches, Context, OwnerKey, owner_key_of_child, snapshot
+from sft_operator.essence import NoEssence
 from sft_operator.kube.client import KubeClient
 from sft_operator.metrics import OperatorMetrics, QueueStats
 from sft_operator.probes import Endpoints, Readiness
@@ -133,6 +134,7 @@ def build_registry(config: OperatorConfig | None = None) -> kopf.OperatorRegistr
         settings.watching.server_timeout = config.watch_server_timeout
         settings.watching.client_timeout = config.watch_client_timeout
         settings.persistence.finalizer = f"{GROUP}/finalizer"  # unused: no handler needs one
+        settings.persistence.diffbase_storage = NoEssence()  # no change handlers: no essence per event
         memo.runtime = runtime = Runtime()
         config.metrics.attach(
             queue=lambda: runtime.queue.stats() if runtime.queue is not None else QueueStats(),
