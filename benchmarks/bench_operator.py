@@ -223,7 +223,8 @@ def run_once(
             env["PYTHONPATH"] = os.pathsep.join([str(code / "operator"), str(code / "workloads")])
         metrics_url = f"http://127.0.0.1:{free_port()}/metrics"
         cmd = [
-            sys.executable, *(["-m", "cProfile", "-o", str(profile)] if profile else []), "-m", "sft_operator", "--namespace", NAMESPACE, "--standalone",
+            sys.executable, *(["-m", "cProfile", "-o", str(profile)] if profile else []),
+            "-m", "sft_operator", "--namespace", NAMESPACE, "--standalone",
             "--liveness", "none", "--readiness", "none", "--metrics", metrics_url,
             "--log-level", "WARNING", "--concurrency", str(concurrency),
         ]  # fmt: skip
@@ -246,7 +247,8 @@ def run_once(
                     time.sleep(0.2)
             time.sleep(1.0)  # let it finish its initial lists
             calls_before = kube.call(Counter, kube.server.calls)
-            cpu_before, emu_before, driver_before = process_cpu(proc), thread_cpu(emulator_thread), time.thread_time()
+            cpu_before, emu_before = process_cpu(proc), thread_cpu(emulator_thread)
+            driver_before = time.thread_time()
             for i in range(count):
                 kube.create(prep(f"bench-{i:04d}"))
             if not timeline.all_jobs.wait(timeout):
@@ -256,7 +258,8 @@ def run_once(
             if not timeline.all_succeeded.wait(timeout):
                 raise SystemExit(f"timed out waiting for Succeeded: {len(timeline.succeeded)}/{count}")
             time.sleep(1.0)  # let the operator settle (the reconciles its last writes trigger)
-            cpu_after, emu_after, driver_after = process_cpu(proc), thread_cpu(emulator_thread), time.thread_time()
+            cpu_after, emu_after = process_cpu(proc), thread_cpu(emulator_thread)
+            driver_after = time.thread_time()
             reconciles = scrape_reconciles(metrics_url) - reconciles_before
             calls = kube.call(Counter, kube.server.calls) - calls_before
         except SystemExit:
@@ -272,7 +275,9 @@ def run_once(
         jobs_total = len(kube.list("Job", NAMESPACE))
 
     names = sorted(timeline.created)
-    writes = {f"{m} {p}{'/' + s if s else ''}": n for (m, p, s), n in sorted(calls.items()) if m in WRITE_METHODS}
+    writes = {
+        f"{m} {p}{'/' + s if s else ''}": n for (m, p, s), n in sorted(calls.items()) if m in WRITE_METHODS
+    }
     reads = sum(n for (m, _, _), n in calls.items() if m == "GET")
     cpu = cpu_after - cpu_before
     return {
@@ -362,7 +367,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(
                     f"  run {repeat + 1} {label:6s}: {result['operator_cpu_ms_per_cr']} ms/CR, "
                     f"{result['reconciles_per_cr']} reconciles/CR, {result['writes_per_cr']} writes/CR, "
-                    f"create->Job p99 {result['create_to_job_s']['p99']} s, emulator {result['emulator_cpu_s']} CPU-s",
+                    f"create->Job p99 {result['create_to_job_s']['p99']} s, "
+                    f"emulator {result['emulator_cpu_s']} CPU-s",
                     flush=True,
                 )
     after = summary(runs["after"])

@@ -155,7 +155,7 @@ def rendered(ctx: Context, cr: Mapping[str, Any], render: Callable[[], T]) -> T:
         ctx.renders[key] = cached = (version, result)
     if isinstance(cached[1], InvalidSpec):
         raise cached[1].with_traceback(None)
-    return cached[1]  # type: ignore[no-any-return]
+    return cached[1]
 
 
 async def ensure_own_child(
