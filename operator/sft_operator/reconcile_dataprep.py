@@ -33,8 +33,12 @@ class DataPrepKind:
         if acted.child is None and not status.finished(cr):
             # (A finished CR whose Job was cleaned up by its TTL keeps its result: never run it again.)
             steps.check_claim(ctx, DATAPREP, cr)
-            await steps.ensure_workload_identity(ctx, DATAPREP, cr, desc)
-            acted.config_map = await steps.ensure_config_map(ctx, children.config_map, uid, desc)
+            # The ConfigMap along with the identity (the pods need both, and the Job needs the pods'
+            # ServiceAccount): three round trips before the Job instead of four.
+            acted.config_map = await steps.together(
+                steps.ensure_workload_identity(ctx, DATAPREP, cr, desc),
+                steps.ensure_config_map(ctx, children.config_map, uid, desc),
+            )
             ensured = await steps.ensure_own_child(ctx, JOBS, children.job, uid, desc)
             acted.child, acted.created = ensured.obj, ensured.created
         if acted.child is not None:

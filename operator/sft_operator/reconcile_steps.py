@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
@@ -214,6 +214,16 @@ async def ensure_workload_identity(
         await ctx.client.patch(
             ROLEBINDINGS, meta["namespace"], meta["name"], {"subjects": desired["subjects"]}
         )
+
+
+async def together(first: Awaitable[Any], second: Awaitable[T]) -> T:
+    """Run two independent steps concurrently (one round trip instead of two); the first one's error
+    wins, as if they had run in order. Returns the second's result."""
+    results = await asyncio.gather(first, second, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return results[1]  # type: ignore[return-value]
 
 
 async def write_status(ctx: Context, key: OwnerKey, info: KindInfo, patch_body: Mapping[str, Any]) -> bool:
