@@ -35,7 +35,10 @@ JOB_COMPLETE = {
 
 def reconciles(metrics: OperatorMetrics) -> float:
     return sum(
-        metrics.reconciles.labels("SFTDataPrep", result)._value.get()
+        metrics.registry.get_sample_value(
+            "sft_operator_reconciles_total", {"kind": "SFTDataPrep", "result": result}
+        )
+        or 0.0
         for result in ("success", "requeue", "error")
     )
 
