@@ -9,6 +9,7 @@ own ``sft_operator_reconciles_total``.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -20,7 +21,7 @@ from sft_operator.context import Context
 from sft_operator.errors import InvalidSpec
 from sft_operator.kube.client import KubeClient
 from sft_operator.metrics import OperatorMetrics
-from sft_operator.reconcile_steps import rendered
+from sft_operator.reconcile_steps import rendered, together
 
 JOB_COMPLETE = {
     "succeeded": 2,
@@ -136,3 +137,24 @@ def test_own_event_matches_only_the_resource_version_we_wrote() -> None:
     ctx.remember_child({"metadata": {"uid": "job-uid", "resourceVersion": "9"}})
     assert not ctx.own_event(("child", "job-uid"), {"metadata": {"resourceVersion": "10"}})
     assert ctx.own_event(("child", "job-uid"), {"metadata": {"resourceVersion": "9"}})
+
+
+def test_together_runs_both_and_the_first_error_wins() -> None:
+    ran: list[str] = []
+
+    async def step(name: str, error: Exception | None = None) -> str:
+        await asyncio.sleep(0)
+        ran.append(name)
+        if error is not None:
+            raise error
+        return name
+
+    assert asyncio.run(together(step("identity"), step("configmap"))) == "configmap"
+    first, second = InvalidSpec("identity conflict"), RuntimeError("configmap 500")
+    try:
+        asyncio.run(together(step("a", first), step("b", second)))
+    except InvalidSpec as exc:
+        assert exc is first
+    else:
+        raise AssertionError("the first step's error expected")
+    assert sorted(ran) == ["a", "b", "configmap", "identity"]  # both ran, even when one failed
