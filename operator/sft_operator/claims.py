@@ -35,13 +35,18 @@ def claimed_location(kind: str, cr: Mapping[str, Any]) -> str | None:
     >>> claimed_location("SFTRun", {"spec": {"checkpoint": {"save": "file:///ckpt/run/"}}})
     '/ckpt/run'
     """
+    value = _raw_location(kind, cr)
+    if not value:
+        return None
+    location = value.removeprefix("file://").rstrip("/")
+    return location or None
+
+
+def _raw_location(kind: str, cr: Mapping[str, Any]) -> str | None:
     value: Any = cr.get("spec") or {}
     for key in CLAIMED_FIELD[kind]:
         value = value.get(key) if isinstance(value, Mapping) else None
-    if not value:
-        return None
-    location = str(value).removeprefix("file://").rstrip("/")
-    return location or None
+    return str(value) if value else None
 
 
 def _order(cr: Mapping[str, Any]) -> tuple[str, str]:
@@ -70,6 +75,9 @@ def claimed_by(kind: str, cr: Mapping[str, Any], others: Iterable[Mapping[str, A
     mine = _order(cr)
     holders = []
     for other in others:
+        raw = _raw_location(kind, other)
+        if raw is None or location not in raw:  # (a location is part of its raw value: a cheap test
+            continue  # first, as every CR of the namespace is looked at)
         o_meta = other.get("metadata") or {}
         if (
             o_meta.get("uid") == meta.get("uid")

@@ -13,6 +13,8 @@ from sft_operator.render.pods import WorkloadDefaults
 
 OwnerKey = tuple[str, str, str]
 """(namespace, kind, name) of a custom resource: the key of the work queue and of every cache."""
+OWN_WRITES_KEPT = 100_000
+"""Bound of :attr:`Context.own_writes` (an entry whose event never comes, e.g. a child deleted at once)."""
 
 
 def owner_key_of_child(body: Mapping[str, Any]) -> OwnerKey | None:
@@ -88,6 +90,11 @@ class Context:
     """What ``spec.backend: auto`` means on this cluster (the chart's ``sftRun.backend``)."""
     written: dict[OwnerKey, Mapping[str, Any]] = field(default_factory=dict)
     """The CR as our last status patch returned it, until the watch cache has caught up with it."""
+    own_writes: dict[Hashable, str] = field(default_factory=dict)
+    """resourceVersion our own last write of an object returned (a CR's status: its OwnerKey; a child
+    we created or patched: ``("child", uid)``), until the watch delivers it (see :meth:`own_event`)."""
+    renders: dict[OwnerKey, tuple[tuple[str, int], Any]] = field(default_factory=dict)
+    """Per CR: ((uid, generation), what rendering that spec gave), see ``reconcile_steps.rendered``."""
     log_tails: dict[tuple[str, str], str] = field(default_factory=dict)
     """(namespace, pod) → fetched log tail, so a failed pod's log is read once."""
     recheck_base: float = 5.0
@@ -114,9 +121,40 @@ class Context:
 
     def remember(self, key: OwnerKey, obj: Mapping[str, Any]) -> None:
         self.written[key] = obj
+        self._own_write(key, obj)
+
+    def remember_child(self, obj: Mapping[str, Any]) -> None:
+        """Note a child as our create or patch returned it (its watch event then triggers nothing)."""
+        uid = (obj.get("metadata") or {}).get("uid")
+        if uid:
+            self._own_write(("child", uid), obj)
+
+    def own_event(self, key: Hashable, body: Mapping[str, Any]) -> bool:
+        """Whether a watch event delivers exactly the object our own last write of it returned.
+
+        Such an event carries nothing the reconcile that wrote it had not seen: that reconcile derived
+        the status from the very object (a created Job) or wrote it (a status patch), and every other
+        change comes with an event of its own, with another resourceVersion. Its reconcile would find
+        nothing to do, so the handlers skip it. Consumed on match: a re-list triggers again.
+        """
+        rv = (body.get("metadata") or {}).get("resourceVersion")
+        if rv and self.own_writes.get(key) == rv:
+            del self.own_writes[key]
+            return True
+        return False
+
+    def _own_write(self, key: Hashable, obj: Mapping[str, Any]) -> None:
+        rv = (obj.get("metadata") or {}).get("resourceVersion")
+        self.own_writes.pop(key, None)  # re-insert: the oldest entry comes first
+        if rv:
+            self.own_writes[key] = str(rv)
+            if len(self.own_writes) > OWN_WRITES_KEPT:  # an event we never saw (the object went away)
+                self.own_writes.pop(next(iter(self.own_writes)))
 
     def forget(self, key: OwnerKey) -> None:
         self.written.pop(key, None)
+        self.own_writes.pop(key, None)
+        self.renders.pop(key, None)
 
 
 def _rv(obj: Mapping[str, Any]) -> int | None:

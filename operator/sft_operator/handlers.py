@@ -22,6 +22,7 @@ from sft_common.redact import install_log_redaction
 from sft_operator import backends, handlers_sftrun, reconcile_dataprep, reconcile_sftrun
 from sft_operator.api.meta import DATAPREP, GROUP, MANAGED_BY, RUN, VERSION
 from sft_operator.context import Caches, Context, OwnerKey, owner_key_of_child, snapshot
+from sft_operator.essence import NoEssence
 from sft_operator.kube.client import KubeClient
 from sft_operator.metrics import OperatorMetrics, QueueStats
 from sft_operator.probes import Endpoints, Readiness
@@ -133,6 +134,7 @@ def build_registry(config: OperatorConfig | None = None) -> kopf.OperatorRegistr
         settings.watching.server_timeout = config.watch_server_timeout
         settings.watching.client_timeout = config.watch_client_timeout
         settings.persistence.finalizer = f"{GROUP}/finalizer"  # unused: no handler needs one
+        settings.persistence.diffbase_storage = NoEssence()  # no change handlers: no essence per event
         memo.runtime = runtime = Runtime()
         config.metrics.attach(
             queue=lambda: runtime.queue.stats() if runtime.queue is not None else QueueStats(),
@@ -230,6 +232,7 @@ def build_registry(config: OperatorConfig | None = None) -> kopf.OperatorRegistr
             namespace: str | None,
             name: str,
             type: str | None,
+            body: kopf.Body,
             memo: kopf.Memo,
             _kind: str = kind,
             **kwargs: Any,
@@ -242,7 +245,8 @@ def build_registry(config: OperatorConfig | None = None) -> kopf.OperatorRegistr
                 queue.forget(key)
                 memo.runtime.context.forget(key)
                 return
-            queue.trigger(key)
+            if not memo.runtime.context.own_event(key, body):  # (our own status patch: nothing new)
+                queue.trigger(key)
 
     for child in CHILD_WATCHES:
 
@@ -255,7 +259,9 @@ def build_registry(config: OperatorConfig | None = None) -> kopf.OperatorRegistr
         async def on_child_event(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
             key = owner_key_of_child(body)
             if key is not None:
-                queue_of(memo, kwargs).trigger(key)
+                queue = queue_of(memo, kwargs)
+                if not memo.runtime.context.own_event(("child", body.get("metadata", {}).get("uid")), body):
+                    queue.trigger(key)
 
     handlers_sftrun.register(registry, queue_of)
     return registry

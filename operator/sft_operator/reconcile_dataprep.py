@@ -10,7 +10,7 @@ from typing import Any
 from sft_operator import reconcile_steps as steps
 from sft_operator.api.meta import DATAPREP
 from sft_operator.context import Context, OwnerKey
-from sft_operator.kube.children import ensure_child, stale_reason
+from sft_operator.kube.children import stale_reason
 from sft_operator.kube.client import JOBS
 from sft_operator.render import dataprep as render
 from sft_operator.render.meta import is_controlled_by
@@ -29,13 +29,17 @@ class DataPrepKind:
         desc = f"SFTDataPrep {key[2]}"
         jobs = [j for j in ctx.caches.jobs_of(key) if is_controlled_by(j, uid)]
         acted.child = jobs[0] if jobs else None
-        children = render.render(cr, ctx.defaults)
+        children = steps.rendered(ctx, cr, lambda: render.render(cr, ctx.defaults))
         if acted.child is None and not status.finished(cr):
             # (A finished CR whose Job was cleaned up by its TTL keeps its result: never run it again.)
             steps.check_claim(ctx, DATAPREP, cr)
-            await steps.ensure_workload_identity(ctx, DATAPREP, cr, desc)
-            acted.config_map = await steps.ensure_config_map(ctx, children.config_map, uid, desc)
-            ensured = await ensure_child(ctx.client, JOBS, children.job, uid, desc)
+            # The ConfigMap along with the identity (the pods need both, and the Job needs the pods'
+            # ServiceAccount): three round trips before the Job instead of four.
+            acted.config_map = await steps.together(
+                steps.ensure_workload_identity(ctx, DATAPREP, cr, desc),
+                steps.ensure_config_map(ctx, children.config_map, uid, desc),
+            )
+            ensured = await steps.ensure_own_child(ctx, JOBS, children.job, uid, desc)
             acted.child, acted.created = ensured.obj, ensured.created
         if acted.child is not None:
             stale = stale_reason(acted.child, children.spec_hash, desc)
@@ -44,6 +48,7 @@ class DataPrepKind:
             patch = suspend_patch(acted.child, bool((cr.get("spec") or {}).get("suspend")))
             if patch is not None:
                 acted.child = await ctx.client.patch(JOBS, key[0], acted.child["metadata"]["name"], patch)
+                ctx.remember_child(acted.child)
 
     def pods(self, ctx: Context, key: OwnerKey, acted: steps.Acted) -> tuple[list[PodState], str]:
         return [pod_state(p, render.CONTAINER) for p in ctx.caches.pods_of(key)], render.CONTAINER

@@ -12,16 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from sft_operator.api.meta import GROUP, VERSION, KindInfo
 from sft_operator.claims import claim_message, claimed_by
 from sft_operator.context import Context, OwnerKey
 from sft_operator.errors import InvalidSpec
-from sft_operator.kube.children import ensure_child
+from sft_operator.kube.children import Ensured, ensure_child
 from sft_operator.kube.client import CONFIGMAPS, ROLEBINDINGS, ROLES, SERVICEACCOUNTS, ApiError, Resource
 from sft_operator.kube.events import record_event
 from sft_operator.render.identity import render_identity
@@ -30,6 +30,7 @@ from sft_operator.status.pods import PodState, describe_failure, latest_failed
 from sft_operator.status.pruned import FIELDS_PRUNED
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 WARNING_PHASES = frozenset({"Failed"})
 LOG_TAIL_CHARS = 4000
 LOG_TAIL_CACHE = 1000
@@ -131,6 +132,43 @@ def recheck_delay(ctx: Context, old_status: Mapping[str, Any] | None, reasons: f
     return max(ctx.recheck_base, min(blocked, ctx.recheck_max))
 
 
+def rendered(ctx: Context, cr: Mapping[str, Any], render: Callable[[], T]) -> T:
+    """``render()`` of ``cr``, computed once per spec generation (or the InvalidSpec it raised).
+
+    Rendering (spec validation, the pod template, the ConfigMap's YAML) is most of a reconcile's CPU,
+    and its result depends only on the spec, the CR's name, namespace and uid (all fixed for one
+    ``(uid, metadata.generation)``: the API server bumps the generation on every spec change) and the
+    operator's defaults (fixed for its life). A CR without a generation is rendered every time.
+    """
+    meta = cr.get("metadata") or {}
+    generation = meta.get("generation")
+    if not isinstance(generation, int):
+        return render()
+    key = (meta["namespace"], str(cr.get("kind")), meta["name"])
+    version = (str(meta.get("uid")), generation)
+    cached = ctx.renders.get(key)
+    if cached is None or cached[0] != version:
+        try:
+            result: Any = render()
+        except InvalidSpec as exc:
+            result = exc
+        ctx.renders[key] = cached = (version, result)
+    if isinstance(cached[1], InvalidSpec):
+        raise cached[1].with_traceback(None)
+    return cached[1]
+
+
+async def ensure_own_child(
+    ctx: Context, res: Resource, desired: Mapping[str, Any], owner_uid: str, owner_desc: str
+) -> Ensured:
+    """:func:`ensure_child` for the watched child that runs the pods: the one we create is noted, so
+    its ADDED event (the object this reconcile already derived the status from) triggers nothing."""
+    ensured = await ensure_child(ctx.client, res, desired, owner_uid, owner_desc)
+    if ensured.created:
+        ctx.remember_child(ensured.obj)
+    return ensured
+
+
 def cr_resource(info: KindInfo) -> Resource:
     return Resource(GROUP, VERSION, info.plural)
 
@@ -176,6 +214,16 @@ async def ensure_workload_identity(
         await ctx.client.patch(
             ROLEBINDINGS, meta["namespace"], meta["name"], {"subjects": desired["subjects"]}
         )
+
+
+async def together(first: Awaitable[Any], second: Awaitable[T]) -> T:
+    """Run two independent steps concurrently (one round trip instead of two); the first one's error
+    wins, as if they had run in order. Returns the second's result."""
+    results = await asyncio.gather(first, second, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return results[1]  # type: ignore[return-value]
 
 
 async def write_status(ctx: Context, key: OwnerKey, info: KindInfo, patch_body: Mapping[str, Any]) -> bool:

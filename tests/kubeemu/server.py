@@ -15,6 +15,7 @@ it from declared reactions and cannot add or drop CRD resources at runtime).
 from __future__ import annotations
 
 import asyncio
+import collections
 import copy
 import json
 import logging
@@ -93,6 +94,11 @@ class ApiServer(kmock.KubernetesScaffold):
 
     store: Store = attrs.field(factory=Store)
     record_requests: bool = True
+    #: Requests served, by (method, plural, subresource); a watch counts as method ``WATCH``. Kept even
+    #: with ``record_requests=False``: the benchmarks count the API calls of the operator with it.
+    calls: collections.Counter[tuple[str, str | None, str | None]] = attrs.field(
+        factory=collections.Counter, init=False
+    )
     _route_reaction: Any = attrs.field(default=None, init=False)
     _streams: set[asyncio.Task[Any]] = attrs.field(factory=set, init=False)
 
@@ -108,6 +114,7 @@ class ApiServer(kmock.KubernetesScaffold):
         try:
             request = await self._parse(raw_request)
             self._requests.append(request)
+            self._count(raw_request.method, request)
             try:
                 return await self._handle(request)
             except rendering.StreamingError as error:
@@ -124,6 +131,12 @@ class ApiServer(kmock.KubernetesScaffold):
             await self._stream_error(error, raw_response)
             await raw_response.write_eof()
             return raw_response
+
+    def _count(self, method: str, request: rendering.Request) -> None:
+        if method == "GET" and request.params.get("watch") in ("true", "1"):
+            method = "WATCH"
+        plural = request.resource.plural if request.resource is not None else None
+        self.calls[(method, plural, request.subresource)] += 1
 
     def _forget(self, request: rendering.Request) -> None:
         if request in self._requests:

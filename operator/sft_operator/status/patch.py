@@ -45,8 +45,9 @@ def aliases(model: Any) -> frozenset[str]:
 def operator_view(status: Mapping[str, Any] | None, shared: Mapping[str, frozenset[str]]) -> dict[str, Any]:
     """The part of ``status`` the operator owns. The one ownership rule for every kind: the operator
     owns every top-level key, except that under a ``shared`` key (written by the workload too) it owns
-    only the listed sub-keys."""
-    out = copy.deepcopy(dict(status or {}))
+    only the listed sub-keys. (A shallow view: the caller only reads it, and :func:`merge_patch` copies
+    what it puts into a patch.)"""
+    out = dict(status or {})
     for key, mine in shared.items():
         sub = out.pop(key, None)
         if isinstance(sub, Mapping):
