@@ -229,7 +229,7 @@ def test_a_refused_child_is_stalled_with_the_api_message(
         )
         proxy.remove(rule)  # the quota was raised: the re-check creates the Job
         kube.wait_for_object("Job", "demo-prep", timeout=WAIT)
-        wait_status(kube, PREP, "demo", lambda s: not condition(s, "Stalled")["status"] == "True")
+        wait_status(kube, PREP, "demo", lambda s: condition(s, "Stalled")["status"] != "True")
 
 
 def test_a_transient_error_keeps_the_status_and_says_retrying(
