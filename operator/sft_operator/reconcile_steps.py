@@ -117,7 +117,10 @@ async def reconcile(ctx: Context, key: OwnerKey, kind: Kind) -> float | None:
         await failed_pod_log_tail(ctx, cr, pods, key[0], container) if kind.child_failed(acted, pods) else {}
     )
     new_status = kind.derive(cr, acted, pods, now, log_tails)
-    created = acted.child if acted.created else None
+    # (also when an earlier try created it but lost the answer: the 409 said "exists", no status has it)
+    recorded = ((cr.get("status") or {}).get("jobRef") or {}).get("uid")
+    unannounced = acted.child is not None and recorded != acted.child["metadata"].get("uid")
+    created = acted.child if acted.created or unannounced else None
     await announce(ctx, cr, new_status, created=created, error=acted.error, now=now)
     if not await write_status(ctx, key, kind.info, kind.status_patch(cr, new_status)):
         return None

@@ -209,6 +209,11 @@ class FaultProxy:
             await self._runner.cleanup()
         if self._session is not None:
             await self._session.close()
+        current = asyncio.current_task()
+        pending = [t for t in asyncio.all_tasks() if t is not current]
+        for task in pending:  # streams still open (watches): end them with the loop
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
 
     async def _handle(self, request: aiohttp.web.Request) -> aiohttp.web.StreamResponse:
         method, path = request.method, request.path

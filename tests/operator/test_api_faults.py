@@ -106,8 +106,8 @@ def proxy(cluster: KubeEmulator) -> Iterator[FaultProxy]:
 
 def wait_ready(kube: KubeEmulator, op: Operator, ready: bool = True, timeout: float = WAIT) -> str:
     def check() -> str | None:
-        assert op.alive(), f"the operator exited ({op.proc.returncode}):\n{op.text()[-3000:]}"
         status, text = get(op.ready)
+        assert op.alive(), f"the operator exited ({op.proc.returncode}):\n{op.text()[-3000:]}"
         return (text or "ok") if (status == 200) == ready else None
 
     return kube.wait_for(check, timeout, message=f"/readyz {'200' if ready else '503'}; log {op.log}")
