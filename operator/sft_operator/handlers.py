@@ -146,6 +146,7 @@ def build_registry(config: OperatorConfig | None = None) -> kopf.OperatorRegistr
         # API faults: retried forever with backoff, watch errors restart the stream (never fatal)
         watching.install()
         runtime.health.observer = config.metrics
+        runtime.health.expect = tuple(f"{kind.plural}." for kind in KINDS)
         runtime.health.on_recovered = lambda: runtime.queue.recovered() if runtime.queue else None
         settings.networking.error_backoffs = watching.ApiBackoffs(runtime.health, cap=config.api_backoff_max)
         config.metrics.blind_streams = lambda: len(runtime.health.blind())

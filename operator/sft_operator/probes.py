@@ -85,9 +85,6 @@ class Readiness:
             return False, f"login failed: {error}"
         if info is None:
             return False, "not logged in to the API server yet"
-        problem = self.watch_problem()
-        if problem is not None:
-            return False, problem
         if self._client is None or self._client_for is not info:
             await self.close()
             self._client = KubeClient.from_connection_info(info, timeout=PROBE_TIMEOUT)
@@ -105,6 +102,9 @@ class Readiness:
             if exc.not_found:
                 return False, f"the API server does not serve {GROUP}/{VERSION}: install the CRDs"
             return False, f"the API server answered {exc.status} {exc.reason}: {exc.message}"
+        problem = self.watch_problem()  # the API answers, yet a watch may still fail (or not exist yet)
+        if problem is not None:
+            return False, problem
         return True, "ok"
 
     async def close(self) -> None:

@@ -71,6 +71,10 @@ class WatchHealth:
     on_recovered: Callable[[], None] | None = None
     """Called when a blind stream sees again (the work queue then retries its backed-off CRs)."""
     clock: Callable[[], float] = time.monotonic
+    expect: tuple[str, ...] = ()
+    """Streams (substrings of their names, e.g. a plural) that must have listed once before the
+    operator is ready: at start the watches do not exist yet, so nothing is blind but nothing is seen."""
+    _seen: set[str] = field(default_factory=set)
     _blind: dict[str, tuple[float, str]] = field(default_factory=dict)
     _failures: dict[str, int] = field(default_factory=dict)
 
@@ -85,6 +89,7 @@ class WatchHealth:
             self._blind[stream] = (self._blind[stream][0], error)
 
     def succeeded(self, stream: str) -> None:
+        self._seen.add(stream)
         self._failures.pop(stream, None)
         since = self._blind.pop(stream, None)
         if since is None:
@@ -95,6 +100,10 @@ class WatchHealth:
             self.observer.watch_recovered(stream, seconds)
         if self.on_recovered is not None:
             self.on_recovered()
+
+    def forget(self, stream: str) -> None:
+        self._blind.pop(stream, None)
+        self._failures.pop(stream, None)
 
     def next_delay(self, stream: str) -> float:
         """The backoff before the stream's next try after ``failures`` consecutive failures."""
@@ -109,6 +118,9 @@ class WatchHealth:
     def problem(self) -> str | None:
         """One line for ``/readyz`` while a stream is blind, else None."""
         blind = self.blind()
+        unseen = [e for e in self.expect if not any(e in seen for seen in self._seen)]
+        if not blind and unseen:
+            return f"not watching {', '.join(unseen)} yet (the first list has not succeeded)"
         if not blind:
             return None
         stream, seconds, error = blind[0]
@@ -176,7 +188,8 @@ def install() -> None:
                 finally:
                     _STREAM.reset(token)
                 yield item
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, GeneratorExit):
+            health.forget(stream)  # the watcher stops (CRD gone, operator ending): nothing to see
             raise
         except Exception as exc:  # WatchingError (an ERROR event), or an API error that escaped
             health.failed(stream, f"{type(exc).__name__}: {exc}")
