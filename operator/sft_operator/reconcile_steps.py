@@ -30,7 +30,7 @@ from sft_operator.context import Context, OwnerKey
 from sft_operator.errors import InvalidSpec
 from sft_operator.kube.children import ensure_child
 from sft_operator.kube.client import CONFIGMAPS, ROLEBINDINGS, ROLES, SERVICEACCOUNTS, ApiError, Resource
-from sft_operator.kube.events import record_event
+from sft_operator.kube.events import flush_events, record_event
 from sft_operator.render.identity import render_identity
 from sft_operator.status.conditions import (
     RECONCILING,
@@ -124,6 +124,9 @@ async def reconcile(ctx: Context, key: OwnerKey, kind: Kind) -> float | None:
     await announce(ctx, cr, new_status, created=created, error=acted.error, now=now)
     if not await write_status(ctx, key, kind.info, kind.status_patch(cr, new_status)):
         return None
+    unposted = await flush_events(ctx.client, str(cr["metadata"].get("uid")))
+    if unposted is not None:
+        raise unposted  # the Events kept back are posted again by the retry
     return acted.requeue
 
 

@@ -33,6 +33,7 @@ from kubeemu import KubeEmulator
 
 WAIT = 30.0
 PREP = "SFTDataPrep"
+pytestmark = pytest.mark.slow  # real operator processes, faults that take seconds to ride out
 
 
 def get(url: str) -> tuple[int, str]:
@@ -343,3 +344,25 @@ def test_two_replicas_started_together_one_active_and_takeover(
         assert time.monotonic() - died < 30
         assert standby.alive()
         assert json.dumps(kube.get("SFTDataPrep", "second").get("status") or {})
+
+
+def test_events_refused_for_a_while_do_not_hold_the_status_and_are_posted_later(
+    cluster: KubeEmulator, proxy: FaultProxy, tmp_path: Path
+) -> None:
+    """The Events API answers 503 (an EventRateLimit-like storm): the status still moves, and the kept
+    Events are posted once it answers again, each once."""
+    kube = cluster
+    rule = proxy.fail("POST", r"/events$", 503, "too many events", reason="ServiceUnavailable")
+    with operator_through(kube, proxy.url, tmp_path) as op:
+        wait_ready(kube, op)
+        kube.create(prep())
+        wait_status(kube, PREP, "demo", lambda s: s.get("jobRef"), "the status, Events failing", timeout=WAIT)
+        assert kube.events(NAMESPACE, "demo") == []
+        proxy.remove(rule)
+        kube.wait_for(
+            lambda: {"JobCreated", "Pending"} <= {e["reason"] for e in kube.events(NAMESPACE, "demo")},
+            WAIT,
+            message="the kept Events posted",
+        )
+        reasons = [e["reason"] for e in kube.events(NAMESPACE, "demo")]
+        assert len(reasons) == len(set(reasons)), reasons

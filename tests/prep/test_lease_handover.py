@@ -16,6 +16,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from prep.pipeline_support import CHATS, run_cli, write_config
 from sft_prep.lease import LEASE_NAME, OutputInUse, OutputLease
 
@@ -29,6 +31,7 @@ def _big_input(tmp_path: Path, copies: int = 40) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_sigterm_frees_the_lease_whatever_the_worker_count(tmp_path: Path) -> None:
     config = write_config(tmp_path, datasets=[{"name": "big", "path": str(_big_input(tmp_path))}])
     procs = [

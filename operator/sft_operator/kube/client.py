@@ -181,6 +181,8 @@ class KubeClient:
         """Called by the first call that succeeds after a failed one (unreachable, 429 or 5xx): the
         work queue then retries at once the CRs it had backed off while the API server failed."""
         self._failing = False
+        self.unposted_events: dict[str, tuple[list[dict[str, Any]], ApiError]] = {}
+        """CR uid → (Events a transient error kept back, that error): see ``kube.events``."""
 
     @classmethod
     def from_connection_info(cls, info: Any, timeout: float = 30.0) -> KubeClient:
