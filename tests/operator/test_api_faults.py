@@ -172,8 +172,8 @@ def test_retry_after_is_honoured(cluster: KubeEmulator, proxy: FaultProxy, tmp_p
         kube.create(prep())
         kube.wait_for_object("Job", "demo-prep", timeout=WAIT)
         posts = proxy.requests("POST", r"/jobs$")
-        assert [s for _, s in posts] == [429, 201], posts
-        assert posts[1][0] - rule.hits[0] >= 2.9
+        assert len(posts) >= 2 and posts[0][1] == 429 and rule.hits, posts
+        assert posts[1][0] - rule.hits[0] >= 2.9, (posts, op.text()[-3000:])
 
 
 def test_backoff_starts_over_once_the_api_answers(
