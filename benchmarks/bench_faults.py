@@ -1,6 +1,6 @@
 """Fault benchmark (``make bench-faults``; not a test): what kills, bad rows and bad CRs do, in one run.
 
-Four sections, each printed as figures from this run (loopback only, bounded in time):
+Five sections, each printed as figures from this run (loopback only, bounded in time):
 
 1. **sft-prep kills.** A clean run of the bundled sample chats gives the reference output. Then the
    prep is SIGKILLed at N random moments of its life, and at file events (the k-th path to appear
@@ -21,6 +21,9 @@ Four sections, each printed as figures from this run (loopback only, bounded in 
 4. **Invalid CRs.** Specs a user can get wrong, applied to the emulator with the real operator
    running in-process (``sft_operator.testing.run_operator``). Each must be rejected by the API
    (schema/CEL) or reach ``Stalled=True``; crashes are tracebacks in the operator's output.
+5. **API faults.** The operator process behind an HTTP fault proxy (watch ERROR events, 500s, 429 +
+   Retry-After, dropped responses, a 5 s outage): faults injected, children duplicated, status or
+   Events lost, operator exits (see :func:`bench_api_faults`).
 
     python benchmarks/bench_faults.py [--prep-random 6] [--prep-events 8] [--operator-random 2]
                                       [--seed 13] [--json out.json]
@@ -749,6 +752,115 @@ def bench_invalid_crs(tmp: Path) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------- main
 
 
+# ------------------------------------------------------------------------------- 5. API faults
+
+
+def bench_api_faults(tmp: Path, n_crs: int = 4) -> dict[str, Any]:
+    """A real ``python -m sft_operator`` behind ``tests/operator/fault_proxy.FaultProxy``: watch ERROR
+    events, 500s, 429 with Retry-After, dropped responses (request applied, answer lost) and a 5 s
+    outage of 503s while ``n_crs`` SFTDataPreps are created and their Jobs start. Counted: faults
+    injected, CRs with duplicated children, CRs whose status or Events miss a transition (or repeat
+    an Event), operator exits, and how long its watches were blind."""
+    import contextlib
+
+    from fault_proxy import FaultProxy
+    from test_api_faults import get, metric, operator_through, wait_ready
+    from test_operator_dataprep import make_pod, prep
+
+    started = time.monotonic()
+    with (
+        KubeEmulator(crds=[REPO / "manifests" / "crds"]) as kube,
+        FaultProxy(kube.url) as proxy,
+        operator_through(kube, proxy.url, tmp) as op,
+    ):
+        wait_ready(kube, op)
+        rules = [
+            proxy.watch_error(r"/sftdatapreps$", code=500, times=2),
+            proxy.fail("POST", r"/configmaps$", 500, times=2),
+            proxy.fail(
+                "POST", r"/jobs$", 429, reason="TooManyRequests", headers={"Retry-After": "1"}, times=1
+            ),
+            proxy.drop_response("POST", r"/jobs$", times=2),
+            proxy.drop_response("PATCH", r"/status$", times=2),
+            proxy.fail("POST", r"/events$", 500, times=2),
+            proxy.fail("PATCH", r"/status$", 503, reason="ServiceUnavailable", times=2),
+        ]
+        proxy.cut_streams()
+        names = [f"api{i}" for i in range(n_crs)]
+        for i, name in enumerate(names):
+            kube.create(prep(name, outputDir=f"s3://bucket/api{i}"))
+            if i == n_crs // 2:  # an outage in the middle
+                proxy.outage(503)
+                time.sleep(5)
+                outage_requests = sum(1 for _t, _m, _p, s in proxy.log if s == 503)
+                proxy.restore()
+        for name in names:
+            job = kube.wait_for_object("Job", f"{name}-prep", timeout=60)
+            kube.patch_status(
+                "Job", job["metadata"]["name"], {"active": 2, "startTime": "2026-11-25T10:00:00Z"}
+            )
+            make_pod(kube, job, 0, "Running")
+
+        def settled() -> bool:
+            return all(
+                (kube.get("SFTDataPrep", n).get("status") or {}).get("phase") == "Running" for n in names
+            )
+
+        with contextlib.suppress(AssertionError):  # counted below as status lost
+            kube.wait_for(settled, 60, message="every prep Running")
+        time.sleep(1.0)
+        verdicts = {}
+        for name in names:
+            cr = kube.get("SFTDataPrep", name)
+            uid, st = cr["metadata"]["uid"], cr.get("status") or {}
+            jobs = owned(kube, "Job", uid)
+            cms = owned(kube, "ConfigMap", uid)
+            reasons = [e["reason"] for e in kube.events(NAMESPACE, name)]
+            verdicts[name] = {
+                "duplicate_children": len(jobs) > 1 or len(cms) > 1,
+                "status_lost": not (
+                    st.get("phase") == "Running"
+                    and (st.get("jobRef") or {}).get("name") == f"{name}-prep"
+                    and st.get("observedGeneration") == cr["metadata"].get("generation")
+                ),
+                "events_lost": not {"JobCreated", "Pending", "Running"} <= set(reasons),
+                "events_repeated": len(reasons) != len(set(reasons)),
+            }
+        blind = metric(op.metrics, "sft_operator_watch_blind_seconds_total")
+        ready = get(op.ready)[0] == 200
+        exits = 0 if op.alive() else 1
+    faults = sum(len(r.hits) for r in rules) + outage_requests
+    return {
+        "faults_injected": faults,
+        "by_rule": {f"{r.kind} {r.method} {r.path.pattern}": len(r.hits) for r in rules},
+        "outage_requests": outage_requests,
+        "crs": verdicts,
+        "watch_blind_seconds": round(blind, 1),
+        "ready_at_end": ready,
+        "operator_exits": exits,
+        "seconds": round(time.monotonic() - started, 1),
+    }
+
+
+def report_api_faults(r: dict[str, Any]) -> bool:
+    crs = r["crs"].values()
+    dup = sum(v["duplicate_children"] for v in crs)
+    lost = sum(v["status_lost"] for v in crs)
+    ev_lost = sum(v["events_lost"] for v in crs)
+    ev_rep = sum(v["events_repeated"] for v in crs)
+    print(
+        f"\n5. API faults through a proxy ({len(r['crs'])} SFTDataPreps, {r['seconds']} s): "
+        f"faults injected {r['faults_injected']} (outage 503s {r['outage_requests']}), "
+        f"children duplicated {dup}, status lost {lost}, events lost {ev_lost} / repeated {ev_rep}, "
+        f"operator exits {r['operator_exits']}, watches blind {r['watch_blind_seconds']} s, "
+        f"ready at the end {r['ready_at_end']}"
+    )
+    for name, v in r["crs"].items():
+        if any(v.values()):
+            print(f"     {name}: {v}")
+    return dup == lost == ev_lost == ev_rep == r["operator_exits"] == 0 and r["ready_at_end"]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prep-random", type=int, default=6, help="sft-prep kills at random moments")
@@ -770,6 +882,7 @@ def main(argv: list[str] | None = None) -> int:
             ("operator_kills", lambda: bench_operator_kills(tmp, rng, args.operator_random)),
             ("malformed_rows", lambda: bench_malformed_rows(tmp)),
             ("invalid_crs", lambda: bench_invalid_crs(tmp)),
+            ("api_faults", lambda: bench_api_faults(tmp)),
         ):
             t0 = time.monotonic()
             results[name] = run_section()
@@ -834,6 +947,7 @@ def report(results: dict[str, Any]) -> bool:
     for label, verdict in verdicts.items():
         marker = "   " if verdict.startswith(("rejected", "Stalled")) else " !!"
         print(f"  {marker} {label:<52} {verdict}")
+    ok &= report_api_faults(results["api_faults"])
     print(f"\nseconds per section: {results['seconds']}")
     return ok
 

@@ -5,6 +5,19 @@ One active instance: kopf peering (``KopfPeering`` per namespace or ``ClusterKop
 installed with the CRDs); a newer instance gets a higher priority, so during a rolling update the old
 pod pauses as soon as the new one is up. ``--standalone`` disables peering (local runs, tests).
 
+The default priority is unique per instance (:func:`default_priority`: start time in microseconds and
+a hash of the pod name), because kopf pauses *every* instance when two share the highest priority, and
+two replicas of one Deployment start within the same second. Why peering and not a Lease: kopf's
+newest-wins peering hands a rollout over at once (the new pod works as soon as it is up, the old one
+pauses on the next peering event), and a standby is ready (see :mod:`sft_operator.probes`), so
+``maxSurge: 1, maxUnavailable: 0`` rolls 1 or 2 replicas without waiting for a lease to expire; the
+moment both run is harmless because every reconcile is idempotent (deterministic child and Event names,
+409 = already there). A replica killed without a goodbye is taken over once its keep-alive expires
+(``--peering-lifetime``, default 15 s).
+
+API faults never end the process: kopf's requests are retried forever with jittered backoff and a
+watch stream that fails (an ``ERROR`` event, an outage) starts over (:mod:`sft_operator.kube.watching`).
+
 Probes and metrics: ``--liveness`` (kopf's ``/healthz``: the event loop runs), ``--readiness``
 (``/readyz``: logged in and the API server accepts the credentials) and ``--metrics`` (Prometheus
 ``/metrics``); see :mod:`sft_operator.probes` and :mod:`sft_operator.metrics`. ``--log-format json``
@@ -17,7 +30,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
+import socket
 import time
+import zlib
 from collections.abc import Sequence
 
 import kopf
@@ -65,7 +81,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--priority",
         type=int,
         default=None,
-        help="peering priority (default: start time, so the newest instance wins)",
+        help="peering priority (default: start time in µs and a hash of the pod name, so the newest "
+        "instance wins and no two share one)",
+    )
+    parser.add_argument(
+        "--peering-lifetime",
+        type=int,
+        default=15,
+        help="seconds a replica's peering keep-alive lasts: a standby takes over this long after the "
+        "active replica died without a goodbye (default %(default)s)",
     )
     parser.add_argument("--log-level", default="INFO", choices=LEVELS, type=str.upper)
     parser.add_argument(
@@ -98,9 +122,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         log_tail_lines=max(0, args.log_tail_lines),
         readiness_endpoint=None if args.readiness == "none" else args.readiness,
         metrics_endpoint=None if args.metrics == "none" else args.metrics,
+        peering_lifetime=max(5, args.peering_lifetime),
     )
     registry = build_registry(config)
-    priority = args.priority if args.priority is not None else int(time.time()) % (2**31)
+    priority = args.priority if args.priority is not None else default_priority()
     asyncio.run(
         kopf.operator(
             registry=registry,
@@ -114,6 +139,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     )
     return 0
+
+
+def default_priority(now_ns: int | None = None, pod: str | None = None) -> int:
+    """Start time in microseconds ×1000 plus a hash of the pod name (mod 1000): newer instances win,
+    and two started in the same microsecond still differ unless their names collide mod 1000
+    (~1.8e18, inside the int64 Kubernetes stores)."""
+    now_ns = time.time_ns() if now_ns is None else now_ns
+    pod = pod or os.environ.get("POD_NAME") or socket.gethostname()
+    return (now_ns // 1000) * 1000 + zlib.crc32(f"{pod}/{os.getpid()}".encode()) % 1000
 
 
 def configure_logging(level_name: str, log_format: str) -> None:

@@ -23,6 +23,7 @@ from sft_operator import backends, handlers_sftrun, reconcile_dataprep, reconcil
 from sft_operator.api.meta import DATAPREP, GROUP, MANAGED_BY, RUN, VERSION
 from sft_operator.context import Caches, Context, OwnerKey, owner_key_of_child, snapshot
 from sft_operator.essence import NoEssence
+from sft_operator.kube import watching
 from sft_operator.kube.client import KubeClient
 from sft_operator.metrics import OperatorMetrics, QueueStats
 from sft_operator.probes import Endpoints, Readiness
@@ -94,6 +95,11 @@ class OperatorConfig:
     """Serve the readiness probe here, e.g. ``http://0.0.0.0:8081/readyz`` (None: not served)."""
     login_backoff: float | None = None
     """Seconds between login attempts after a failure (None: kopf's default)."""
+    api_backoff_max: float = watching.BACKOFF_MAX
+    """Longest wait between tries of a failing kopf request or watch stream (retried forever)."""
+    peering_lifetime: int = 15
+    """Seconds a replica's peering keep-alive is valid: a standby takes over this long after the active
+    replica died without saying goodbye (SIGKILL, node lost); kopf's default is 60."""
     reconcilers: dict[str, Reconciler] = field(
         default_factory=lambda: {
             DATAPREP.kind: reconcile_dataprep.reconcile,
@@ -119,6 +125,8 @@ class Runtime:
     login_error: str | None = None
     """Why the latest login attempt failed (None once one succeeds)."""
     endpoints: Endpoints | None = None
+    health: watching.WatchHealth = field(default_factory=watching.WatchHealth)
+    """Which of kopf's watch streams are blind (for /readyz and the metrics)."""
 
 
 def build_registry(config: OperatorConfig | None = None) -> kopf.OperatorRegistry:
@@ -135,14 +143,26 @@ def build_registry(config: OperatorConfig | None = None) -> kopf.OperatorRegistr
         settings.watching.client_timeout = config.watch_client_timeout
         settings.persistence.finalizer = f"{GROUP}/finalizer"  # unused: no handler needs one
         settings.persistence.diffbase_storage = NoEssence()  # no change handlers: no essence per event
+        settings.peering.lifetime = config.peering_lifetime
         memo.runtime = runtime = Runtime()
+        # API faults: retried forever with backoff, watch errors restart the stream (never fatal)
+        watching.install()
+        runtime.health.observer = config.metrics
+        runtime.health.expect = tuple(f"{kind.plural}." for kind in KINDS)
+        runtime.health.on_recovered = lambda: runtime.queue.recovered() if runtime.queue else None
+        settings.networking.error_backoffs = watching.ApiBackoffs(runtime.health, cap=config.api_backoff_max)
+        config.metrics.blind_streams = lambda: len(runtime.health.blind())
         config.metrics.attach(
             queue=lambda: runtime.queue.stats() if runtime.queue is not None else QueueStats(),
             resources=lambda: _cached_crs(runtime.caches),
         )
         runtime.endpoints = Endpoints(
             config.metrics,
-            Readiness(connection=lambda: runtime.connection, login_error=lambda: runtime.login_error),
+            Readiness(
+                connection=lambda: runtime.connection,
+                login_error=lambda: runtime.login_error,
+                watch_problem=runtime.health.problem,
+            ),
             metrics_url=config.metrics_endpoint,
             readiness_url=config.readiness_endpoint,
         )
@@ -216,6 +236,7 @@ def build_registry(config: OperatorConfig | None = None) -> kopf.OperatorRegistr
                 backoff_base=config.backoff_base,
                 backoff_max=config.backoff_max,
             )
+            client.on_recovered = runtime.queue.recovered
         return runtime.queue
 
     for info in KINDS:

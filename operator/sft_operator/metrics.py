@@ -18,6 +18,11 @@ controller-runtime's where the idea is the same (``workqueue_depth``, ``workqueu
   log their errors; they are not counted here.
 - ``sft_operator_children_created_total{kind}``: children created (ConfigMap, Job, PyTorchJob,
   ServiceAccount, Role, RoleBinding); an adopted child (409) is not counted.
+- ``sft_operator_watch_errors_total{stream}``: failed requests and ``ERROR`` events of kopf's watch
+  streams (``stream``: e.g. ``jobs.v1.batch in 'default'``), each retried with backoff
+  (:mod:`sft_operator.kube.watching`); ``sft_operator_watch_blind_seconds_total{stream}``: seconds a
+  stream was blind, added when it sees again; ``sft_operator_watch_blind_streams``: streams blind now
+  (``/readyz`` answers 503 meanwhile).
 
 Every instance has its own registry, so several operators in one process (tests) never collide, and
 collectors read the work queue and kopf's caches at scrape time on the operator's own event loop.
@@ -96,6 +101,20 @@ class OperatorMetrics:
             ["kind"],
             registry=self.registry,
         )
+        self.watch_errors = Counter(
+            f"{PREFIX}_watch_errors",
+            "Failed requests and ERROR events of the watch streams (retried with backoff).",
+            ["stream"],
+            registry=self.registry,
+        )
+        self.watch_blind_seconds = Counter(
+            f"{PREFIX}_watch_blind_seconds",
+            "Seconds a watch stream could not watch, added when it watches again.",
+            ["stream"],
+            registry=self.registry,
+        )
+        self.blind_streams: Callable[[], int] = lambda: 0
+        """Streams blind now (set by the operator's startup to its WatchHealth)."""
         for kind in PHASES:
             for result in ("success", "requeue", "error"):
                 self.reconciles.labels(kind, result)
@@ -133,6 +152,13 @@ class OperatorMetrics:
     def child_created(self, kind: str) -> None:
         self.children_created.labels(kind).inc()
 
+    # The two hooks of sft_operator.kube.watching.BlindObserver.
+    def watch_failed(self, stream: str) -> None:
+        self.watch_errors.labels(stream).inc()
+
+    def watch_recovered(self, stream: str, seconds: float) -> None:
+        self.watch_blind_seconds.labels(stream).inc(seconds)
+
     def queue_stats(self) -> QueueStats:
         return self._queue() if self._queue is not None else QueueStats()
 
@@ -161,6 +187,11 @@ class _StateCollector:
             ("workqueue_scheduled", stats.scheduled, "Keys with a pending re-check or backoff timer."),
         ):
             yield GaugeMetricFamily(f"{PREFIX}_{name}", text, value=value)
+        yield GaugeMetricFamily(
+            f"{PREFIX}_watch_blind_streams",
+            "Watch streams failing now (the operator is blind to their changes).",
+            value=self.metrics.blind_streams(),
+        )
         yield CounterMetricFamily(f"{PREFIX}_workqueue_adds", "Reconciles started.", value=stats.adds)
         yield CounterMetricFamily(
             f"{PREFIX}_workqueue_retries", "Reconciles retried after an error.", value=stats.retries

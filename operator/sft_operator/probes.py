@@ -5,8 +5,18 @@ runs, which is what a restart can fix. Readiness answers 200 only while the oper
 work: it has logged in, and the API server answers an authenticated request with those credentials
 (``GET /apis/sft.dev/v1alpha1``, allowed to every authenticated user by the default
 ``system:discovery`` role). Otherwise 503 with a one-line reason: not logged in yet (and the login
-handler's last error), the API server unreachable, or the credentials rejected (401/403). A result
-is reused for :data:`CACHE_SECONDS` so a burst of probes costs one API call.
+handler's last error), the API server unreachable, the credentials rejected (401/403), or a watch
+stream blind (it failed and has not listed or watched successfully since, see
+:mod:`sft_operator.kube.watching`; the pod turns ready again by itself once it sees). A result is
+reused for :data:`CACHE_SECONDS` so a burst of probes costs one API call.
+
+A standby replica paused by kopf peering answers 200 on purpose. Readiness gates a Deployment's
+rollout, not traffic (the operator serves none): with ``replicas: 2`` and a standby reported unready,
+the Deployment could never count ``replicas - maxUnavailable`` available pods (the chart's
+``maxUnavailable: 0``), so every rollout would stall until ``progressDeadlineSeconds`` and ``helm
+--wait`` would fail. Ready means "could take over now": logged in, the API server answers, every
+watch (the standby watches too: kopf's peering stream) sees. Which replica is active is in the
+peering object's status and the replicas' logs ("Pausing operations in favour of ...").
 
 Both are served on the operator's own event loop (aiohttp, started by a kopf startup handler), so
 ``/metrics`` reads kopf's caches and the work queue without locks. Endpoints are URLs like
@@ -53,6 +63,8 @@ class Readiness:
     """The current ``kopf.ConnectionInfo`` (None before the first successful login)."""
     login_error: Callable[[], str | None]
     """The login handler's last error, if its last attempt failed."""
+    watch_problem: Callable[[], str | None] = lambda: None
+    """Why a watch stream is blind now (``WatchHealth.problem``), else None."""
     _client: KubeClient | None = None
     _client_for: Any = None
     _checked_at: float = -1e9
@@ -90,6 +102,9 @@ class Readiness:
             if exc.not_found:
                 return False, f"the API server does not serve {GROUP}/{VERSION}: install the CRDs"
             return False, f"the API server answered {exc.status} {exc.reason}: {exc.message}"
+        problem = self.watch_problem()  # the API answers, yet a watch may still fail (or not exist yet)
+        if problem is not None:
+            return False, problem
         return True, "ok"
 
     async def close(self) -> None:

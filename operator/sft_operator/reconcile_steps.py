@@ -4,8 +4,15 @@ A kind (reconcile_dataprep, reconcile_sftrun) supplies only what differs: how it
 (render, ensure the children, patch suspend) and how it reads its pods and derives its status.
 
 Order matters for idempotency: children are created before the status records them (a crash in
-between is healed by the next run's 409 + ownership check), and the status is patched before the
-transition's Event is posted (a crash in between loses an Event, never duplicates work).
+between is healed by the next run's 409 + ownership check), and a transition's Events are posted
+before the status that records it is patched: Event names are deterministic per (CR, generation,
+reason) (:mod:`sft_operator.kube.events`), so a retry after a crash or a lost patch response posts
+them again as a 409, and no Event depends on the patch's response.
+
+API errors while acting (:func:`api_refusal`): a permanent refusal (RBAC or quota 403, 422...) is
+``Stalled`` with the API server's own message and re-checked with a growing interval; a transient one
+(unreachable, 429, 5xx) keeps the last status, says ``Reconciling: retrying ...`` and is retried by
+the work queue with backoff.
 """
 
 from __future__ import annotations
@@ -23,9 +30,15 @@ from sft_operator.context import Context, OwnerKey
 from sft_operator.errors import InvalidSpec
 from sft_operator.kube.children import Ensured, ensure_child
 from sft_operator.kube.client import CONFIGMAPS, ROLEBINDINGS, ROLES, SERVICEACCOUNTS, ApiError, Resource
-from sft_operator.kube.events import record_event
+from sft_operator.kube.events import flush_events, record_event
 from sft_operator.render.identity import render_identity
-from sft_operator.status.conditions import get_condition, ready_reason
+from sft_operator.status.conditions import (
+    RECONCILING,
+    condition,
+    get_condition,
+    ready_reason,
+    with_transition_times,
+)
 from sft_operator.status.pods import PodState, describe_failure, latest_failed
 from sft_operator.status.pruned import FIELDS_PRUNED
 
@@ -93,20 +106,65 @@ async def reconcile(ctx: Context, key: OwnerKey, kind: Kind) -> float | None:
             # What is in the way (an object not ours, a webhook's missing dependency) triggers nothing
             # here when it changes: look again later, less often the longer it lasts.
             acted.requeue = acted.requeue or recheck_delay(ctx, cr.get("status"), UNWATCHED_REASONS)
+    except ApiError as exc:
+        if not exc.refused:
+            await note_retrying(ctx, key, kind.info, cr, exc)
+            raise
+        acted.error = api_refusal(exc)
+        acted.requeue = acted.requeue or recheck_delay(ctx, cr.get("status"), UNWATCHED_REASONS)
     pods, container = kind.pods(ctx, key, acted)
     now = ctx.clock()
     log_tails = (
         await failed_pod_log_tail(ctx, cr, pods, key[0], container) if kind.child_failed(acted, pods) else {}
     )
     new_status = kind.derive(cr, acted, pods, now, log_tails)
+    # (also when an earlier try created it but lost the answer: the 409 said "exists", no status has it)
+    recorded = ((cr.get("status") or {}).get("jobRef") or {}).get("uid")
+    unannounced = acted.child is not None and recorded != acted.child["metadata"].get("uid")
+    created = acted.child if acted.created or unannounced else None
+    await announce(ctx, cr, new_status, created=created, error=acted.error, now=now)
     if not await write_status(ctx, key, kind.info, kind.status_patch(cr, new_status)):
         return None
-    created = acted.child if acted.created else None
-    await announce(ctx, cr, new_status, created=created, error=acted.error, now=now)
+    unposted = await flush_events(ctx.client, str(cr["metadata"].get("uid")))
+    if unposted is not None:
+        raise unposted  # the Events kept back are posted again by the retry
     return acted.requeue
 
 
-UNWATCHED_REASONS = frozenset({"ChildConflict", "ChildDenied", "OutputInUse"})
+REFUSED_REASONS = {"quota": "QuotaExceeded", 403: "Forbidden"}
+UNWATCHED_REASONS = frozenset(
+    {"ChildConflict", "ChildDenied", "OutputInUse", "Refused", *REFUSED_REASONS.values()}
+)
+
+
+def api_refusal(exc: ApiError) -> tuple[str, str]:
+    """(reason, message) of a permanent refusal: the API server's own message (it names the quota, or
+    the user and the verb RBAC denied) and what to do about it."""
+    what = f"the API server refused to {exc.verb or 'call'} {exc.resource or 'a child'}: {exc.message}"
+    if exc.quota_exceeded:
+        return REFUSED_REASONS["quota"], f"{what}; raise the quota or free some of it (re-checked)"
+    if exc.status == 403:
+        return REFUSED_REASONS[403], f"{what}; grant the operator's ServiceAccount this (re-checked)"
+    return "Refused", f"{what} ({exc.status} {exc.reason}; re-checked)"
+
+
+async def note_retrying(
+    ctx: Context, key: OwnerKey, info: KindInfo, cr: Mapping[str, Any], exc: ApiError
+) -> None:
+    """Keep the last status but say in its Reconciling condition that an API call is being retried
+    (once per distinct message; best effort: the API server may be what failed)."""
+    status = cr.get("status") or {}
+    message = f"retrying: the API server failed to {exc.verb or 'call'} {exc.resource}: {exc}"[:1024]
+    old = get_condition(status, RECONCILING)
+    if old is not None and old.get("message") == message:
+        return
+    retrying = condition(RECONCILING, True, "Retrying", message, (cr.get("metadata") or {}).get("generation"))
+    others = [c for c in status.get("conditions") or [] if c.get("type") != RECONCILING]
+    conditions = with_transition_times([*others, retrying], status.get("conditions"), ctx.clock())
+    try:
+        await write_status(ctx, key, info, {"conditions": conditions})
+    except ApiError as write_error:
+        log.info("%s/%s: could not note the retry in its status: %s", key[0], key[2], write_error)
 
 
 def check_claim(ctx: Context, info: KindInfo, cr: Mapping[str, Any]) -> None:

@@ -3,14 +3,20 @@
 kopf delivers events per object; our reconcile of one CR depends on three kinds of objects (the CR,
 its Job, the Job's pods). Every event only *triggers* the owner's key here; one worker per key runs
 the reconcile, and triggers that arrive while it runs collapse into one more run. Exceptions are
-retried with exponential backoff (transient API errors); user errors never raise (they become
-``Stalled``), so nothing crash-loops.
+retried with exponential backoff and jitter (transient API errors), never sooner than the API
+server's ``Retry-After``; user errors never raise (they become ``Stalled``), so nothing crash-loops.
+
+The backoff measures how long a CR's reconciles have been failing, not how many events arrived
+meanwhile: :meth:`WorkQueue.recovered` (called once the API server answers again) retries every
+backed-off key at once and starts its backoff over, so a burst of failures during an outage does
+not leave a CR's status a minute behind a healthy API server.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 
@@ -29,6 +35,12 @@ class _KeyState:
     failures: int = 0
     timer: asyncio.TimerHandle | None = None
     timer_at: float = 0.0
+    not_before: float = 0.0
+    """Loop time before which the key must not run: the API server's ``Retry-After`` (events that
+    arrive meanwhile wait for it too)."""
+    reset: bool = False
+    """:meth:`WorkQueue.recovered` restarted this key's backoff since its last success (once only, so
+    an error of this one CR, e.g. a webhook's 500, never hot-loops on other CRs' successes)."""
 
 
 @dataclass
@@ -61,6 +73,9 @@ class WorkQueue:
             state.timer = loop.call_later(delay, self._fire, key)
             state.timer_at = due
             return
+        if state.not_before - loop.time() > 0.01:
+            self.trigger(key, delay=state.not_before - loop.time())
+            return
         if state.running:
             state.dirty = True
             return
@@ -83,6 +98,7 @@ class WorkQueue:
             while True:
                 state.dirty = False
                 requeue: float | None = None
+                failed = False
                 try:
                     self._waiting += 1
                     try:
@@ -94,12 +110,18 @@ class WorkQueue:
                     finally:
                         self._semaphore.release()
                     state.failures = 0
+                    state.reset = False
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
+                    failed = True
                     state.failures += 1
                     self._retries += 1
-                    requeue = min(self.backoff_base * 2 ** (state.failures - 1), self.backoff_max)
+                    requeue = self.backoff(state.failures)
+                    retry_after = getattr(exc, "retry_after", None)  # kube.client.ApiError
+                    if isinstance(retry_after, int | float) and retry_after > requeue:
+                        requeue = float(retry_after)
+                        state.not_before = asyncio.get_running_loop().time() + requeue
                     log.warning(
                         "reconcile %s failed (attempt %d), retrying in %.1fs: %s",
                         key,
@@ -107,7 +129,10 @@ class WorkQueue:
                         requeue,
                         exc,
                     )
-                if requeue is not None and not state.dirty:
+                if requeue is not None and (failed or not state.dirty):
+                    # after a failure, events that came meanwhile wait for the backoff too (else a
+                    # stream of events would retry at once, ignoring Retry-After)
+                    state.dirty = False
                     state.running = False
                     self.trigger(key, delay=requeue)
                     return
@@ -117,6 +142,24 @@ class WorkQueue:
             state.running = False
             if state.timer is None and not state.dirty and state.failures == 0:
                 self._states.pop(key, None)
+
+    def backoff(self, failures: int) -> float:
+        """Seconds before retry number ``failures``: exponential, capped, with ±20 % jitter so CRs that
+        failed together (an outage) do not retry in lockstep."""
+        delay = min(self.backoff_base * 2 ** (failures - 1), self.backoff_max)
+        return delay * random.uniform(0.8, 1.2)
+
+    def recovered(self) -> None:
+        """The API server answers again: retry every key waiting on an error backoff now (spread over
+        ``backoff_base`` seconds) and start their backoff over."""
+        if self._closed:
+            return
+        for key, state in list(self._states.items()):
+            if state.failures and state.timer is not None and not state.running and not state.reset:
+                state.failures, state.reset = 0, True
+                state.timer.cancel()
+                state.timer = None
+                self.trigger(key, delay=random.uniform(0, self.backoff_base))
 
     def stats(self) -> QueueStats:
         """Depth (due, not started), in flight, timers pending, and the adds/retries counters."""

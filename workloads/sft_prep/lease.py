@@ -7,7 +7,15 @@ is a conditional write (:func:`sft_common.storage.put_if`: ``If-None-Match: *``/
 run share the lease (same owner) and each renews it every ``ttl/3`` seconds; a different run is
 refused with a message naming the holder until the lease expires (a crashed run blocks the output for
 at most ``ttl``). The worker that commits ``metadata.json`` releases it, as does a single-worker run
-that fails or gets SIGTERM (a deleted pod).
+that fails, and every worker that gets SIGTERM whatever the worker count (a deleted prep's pods all
+get it; the last one to renew must not hold the output for the TTL; a worker of a run that goes on
+re-creates the lease at its next renewal).
+
+A lease of another run that is no longer renewed (its run was deleted, its pods killed) is waited
+out rather than refused (:meth:`OutputLease.acquire`): the prep waits up to the lease's remaining
+time, saying which run holds it, and takes it when it expires. A lease that is renewed meanwhile
+belongs to a live run: refused (exit 1, retryable). The operator never starts a prep whose output
+another live CR claims, so in a cluster the waiting case is the replacement of a deleted prep.
 
 Clock skew between pods shifts expiry by the skew; keep node clocks in sync (NTP), as Kubernetes
 itself needs.
@@ -84,6 +92,9 @@ class OutputLease:
             "renewed_at": _iso(now),
             "expires_at": now + self.ttl,
             "expires_at_iso": _iso(now + self.ttl),
+            "ttl": self.ttl,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
         }
         return (json.dumps(record, indent=2) + "\n").encode()
 
@@ -105,12 +116,17 @@ class OutputLease:
 
     # ------------------------------------------------------------------------ take / renew / drop
     def acquire(self) -> None:
-        """Take or join the lease; raises OutputInUse naming the other run."""
+        """Take or join the lease; waits out another run's lease that is no longer renewed; raises
+        OutputInUse naming the other run when that run renews it."""
+        waited = False
         for _ in range(20):
             record, version = self._current()
             now = time.time()
             held = record is not None and record.get("owner") != self.owner
             if held and float(record.get("expires_at") or 0) > now:  # type: ignore[union-attr]
+                if not waited and self._wait_out(record, version):  # type: ignore[arg-type]
+                    waited = True
+                    continue
                 raise OutputInUse(
                     f"output_dir {self.output_dir} is in use by another sft-prep run "
                     f"(run {record.get('owner')}, {record.get('holder')}, lease renewed "  # type: ignore[union-attr]
@@ -123,6 +139,27 @@ class OutputLease:
                 self._start()
                 return
         raise OutputInUse(f"output_dir {self.output_dir}: could not take the lease {self.uri} (contended)")
+
+    def _wait_out(self, record: dict[str, Any], version: str | None) -> bool:
+        """Wait until another run's lease expires while nobody renews it; True when it did (take it
+        now), False when it was renewed or released (its run is alive, or just finished: a retry
+        decides) or its holder is a live process on this host. Polls about once a second."""
+        expires = float(record.get("expires_at") or 0)
+        if record.get("host") == socket.gethostname() and _pid_alive(record.get("pid")):
+            return False
+        print(
+            f"sft-prep: output_dir {self.output_dir} is leased by run {record.get('owner')} "
+            f"({record.get('holder')}, renewed {record.get('renewed_at')}); waiting until "
+            f"{record.get('expires_at_iso')} for it to expire (it is taken over unless renewed)",
+            file=sys.stderr,
+            flush=True,
+        )
+        while time.time() < expires:
+            time.sleep(min(1.0, max(0.05, expires - time.time())))
+            current, current_version = self._current()
+            if current is None or current.get("owner") != record.get("owner") or current_version != version:
+                return False  # renewed (alive), released (finished or stopped) or taken: not expired
+        return True
 
     def _read_version(self) -> str | None:
         found = storage.read_versioned(self.uri)
@@ -184,6 +221,18 @@ class OutputLease:
                 f"output_dir {self.output_dir}: this run's lease expired and {self.lost} took it; "
                 "not committing over another run"
             )
+
+
+def _pid_alive(pid: object) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def prepare_output_dir(output_dir: str) -> None:

@@ -230,11 +230,12 @@ class Worker:
             lease.acquire()  # inside: an interrupt just after the lease is written still frees it
             self._sweep_temp_files()
             result = self._run()
-        except BaseException:
+        except BaseException as exc:
             # Alone, nobody else renews it: free the output for a corrected config at once. With
-            # several workers the others may still be writing; it expires unless they renew it.
+            # several workers the others may still be writing; it expires unless they renew it. On
+            # SIGTERM (KeyboardInterrupt: the prep or its pods were deleted) every worker frees it.
             with contextlib.suppress(Exception):  # never hide why the run failed
-                if self.num_workers == 1:
+                if self.num_workers == 1 or isinstance(exc, KeyboardInterrupt):
                     lease.release()
                 else:
                     lease.stop()

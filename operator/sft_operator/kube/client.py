@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import email.utils
 import os
 import ssl
 import tempfile
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -59,15 +61,38 @@ ROLES = Resource("rbac.authorization.k8s.io", "v1", "roles")
 ROLEBINDINGS = Resource("rbac.authorization.k8s.io", "v1", "rolebindings")
 
 
-class ApiError(Exception):
-    """A failed API call. ``status`` 0 means the server could not be reached."""
+RETRY_AFTER_MAX = 300.0
+"""Longest ``Retry-After`` the operator obeys (seconds): a server asking for more is retried after this
+long, so one bad header cannot park a CR for hours. API Priority and Fairness asks for 1-10 s."""
 
-    def __init__(self, status: int, reason: str, message: str, body: Mapping[str, Any] | None = None) -> None:
+
+class ApiError(Exception):
+    """A failed API call. ``status`` 0 means the server could not be reached.
+
+    ``retry_after`` is the server's ``Retry-After`` (429, 503) in seconds, capped at
+    :data:`RETRY_AFTER_MAX`; the work queue waits at least that long before the CR's next try.
+    ``verb`` and ``resource`` (e.g. ``create``, ``jobs``) say which call failed, for status messages.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        reason: str,
+        message: str,
+        body: Mapping[str, Any] | None = None,
+        *,
+        retry_after: float | None = None,
+        verb: str = "",
+        resource: str = "",
+    ) -> None:
         super().__init__(f"{status} {reason}: {message}")
         self.status = status
         self.reason = reason
         self.message = message
         self.body = dict(body or {})
+        self.retry_after = retry_after
+        self.verb = verb
+        self.resource = resource
 
     @property
     def not_found(self) -> bool:
@@ -87,6 +112,18 @@ class ApiError(Exception):
         """Worth retrying with backoff: unreachable, throttled, server-side errors, timeouts."""
         return self.status in (0, 408, 429) or self.status >= 500
 
+    @property
+    def refused(self) -> bool:
+        """A permanent refusal of this request (RBAC or quota 403, 422, 400...): retrying the same call
+        fails the same way until a person changes something (the spec, a Role, a ResourceQuota)."""
+        return 400 <= self.status < 500 and self.status not in (401, 404, 408, 409, 429)
+
+    @property
+    def quota_exceeded(self) -> bool:
+        """403 from the ResourceQuota admission plugin (its message names the quota: "exceeded quota: q,
+        requested: ..., used: ..., limited: ...", k8s.io/apiserver/pkg/admission/plugin/resourcequota)."""
+        return self.status == 403 and "exceeded quota" in self.message
+
 
 class ApiObserver(Protocol):
     """Told about failed calls and created children (``sft_operator.metrics.OperatorMetrics``)."""
@@ -94,6 +131,25 @@ class ApiObserver(Protocol):
     def api_error(self, verb: str, code: int) -> None: ...
 
     def child_created(self, kind: str) -> None: ...
+
+
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """``Retry-After`` (RFC 9110: delay-seconds or an HTTP-date) in seconds, capped at
+    :data:`RETRY_AFTER_MAX`; None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if seconds != seconds:  # NaN
+        return None
+    return min(max(seconds, 0.0), RETRY_AFTER_MAX)
 
 
 VERBS = {"GET": "get", "POST": "create", "PATCH": "patch", "PUT": "update", "DELETE": "delete"}
@@ -121,6 +177,12 @@ class KubeClient:
         """Returns a fresh ``ConnectionInfo`` after a 401 (rotated service-account tokens)."""
         self.observer: ApiObserver | None = None
         """Counts failed calls (and, in :func:`sft_operator.kube.children.ensure_child`, creations)."""
+        self.on_recovered: Callable[[], None] | None = None
+        """Called by the first call that succeeds after a failed one (unreachable, 429 or 5xx): the
+        work queue then retries at once the CRs it had backed off while the API server failed."""
+        self._failing = False
+        self.unposted_events: dict[str, tuple[list[dict[str, Any]], ApiError]] = {}
+        """CR uid → (Events a transient error kept back, that error): see ``kube.events``."""
 
     @classmethod
     def from_connection_info(cls, info: Any, timeout: float = 30.0) -> KubeClient:
@@ -161,12 +223,21 @@ class KubeClient:
         text: bool = False,
         verb: str | None = None,
     ) -> Any:
+        verb = verb or VERBS.get(method, method.lower())
         try:
-            return await self._request(method, path, body, params, content_type, text)
+            result = await self._request(method, path, body, params, content_type, text)
         except ApiError as exc:
+            exc.verb, exc.resource = verb, _resource_of(path)
+            if exc.transient:
+                self._failing = True
             if self.observer is not None:
-                self.observer.api_error(verb or VERBS.get(method, method.lower()), exc.status)
+                self.observer.api_error(verb, exc.status)
             raise
+        if self._failing:
+            self._failing = False
+            if self.on_recovered is not None:
+                self.on_recovered()
+        return result
 
     async def _request(
         self,
@@ -255,9 +326,30 @@ async def _error(resp: aiohttp.ClientResponse) -> ApiError:
         body = {"message": (await resp.text())[:500]}
     if not isinstance(body, dict):
         body = {"message": str(body)[:500]}
+    retry_after = retry_after_seconds(resp.headers.get("Retry-After"))
+    if retry_after is None:  # the older form: a Status' details.retryAfterSeconds
+        details = body.get("details")
+        if isinstance(details, dict) and details.get("retryAfterSeconds") is not None:
+            retry_after = retry_after_seconds(str(details["retryAfterSeconds"]))
     return ApiError(
-        resp.status, str(body.get("reason") or resp.reason or ""), str(body.get("message") or ""), body
+        resp.status,
+        str(body.get("reason") or resp.reason or ""),
+        str(body.get("message") or ""),
+        body,
+        retry_after=retry_after,
     )
+
+
+def _resource_of(path: str) -> str:
+    """The plural (with a subresource) a request path names: ``.../jobs/x`` → ``jobs``."""
+    parts = [p for p in path.split("?")[0].split("/") if p]
+    if "namespaces" in parts:
+        i = parts.index("namespaces")
+        parts = parts[:i] + parts[i + 2 :]
+    tail = parts[2:] if parts[:1] == ["api"] else parts[3:]
+    if len(tail) >= 3:
+        return f"{tail[0]}/{tail[2]}"
+    return tail[0] if tail else path
 
 
 def _ssl_context(info: Any) -> ssl.SSLContext:
