@@ -17,10 +17,10 @@ import pytest
 import yaml
 from operator_harness import NAMESPACE, WAIT, run_operator
 from prometheus_client.parser import text_string_to_metric_families
-from tcp_proxy import TcpProxy
 from test_operator_dataprep import make_pod, prep, wait_status
 
 from kubeemu import KubeEmulator
+from tcp_proxy import TcpProxy
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
