@@ -310,9 +310,11 @@ def test_the_megatron_engine_trains_on_staged_paths_and_reports_the_remote_check
     assert sorted(storage.list_sizes(save)) == [
         "iter_0000002/.metadata",
         "iter_0000002/__0_0.distcp",
+        "iter_0000002/sft-checkpoint.json",  # the ledger record (sft_train.ledger), uploaded with it
         "iter_0000002/train_state.pt",
         "iter_0000004/.metadata",
         "iter_0000004/__0_0.distcp",
+        "iter_0000004/sft-checkpoint.json",
         "iter_0000004/train_state.pt",
         staging.TRACKER_TXT,
         staging.TRACKER_STATE,

@@ -50,7 +50,9 @@ def _losses(metrics: Path) -> list[float]:
     return [r["loss"] for r in records if "loss" in r]
 
 
-def _sigterm_after(argv: list[str], env: dict[str, str], metrics: Path, after: int) -> subprocess.CompletedProcess[str]:
+def _sigterm_after(
+    argv: list[str], env: dict[str, str], metrics: Path, after: int
+) -> subprocess.CompletedProcess[str]:
     """Start ``argv``, send SIGTERM (to that process only, as the kubelet signals a container's PID 1)
     once ``metrics`` shows iteration ``after``, and wait for it."""
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -121,7 +123,9 @@ def test_sigterm_between_saves_saves_that_step_exits_143_and_resumes_exactly(
     straight = hf_engine.train(
         validate(TrainConfig, _config(data, tiny_model, tmp_path / "straight")), inspect_data(str(data))
     )
-    assert _losses(tmp_path / "metrics.jsonl") == pytest.approx([loss for _, loss in straight.losses], abs=1e-6)
+    assert _losses(tmp_path / "metrics.jsonl") == pytest.approx(
+        [loss for _, loss in straight.losses], abs=1e-6
+    )
 
 
 @pytest.mark.slow
@@ -167,7 +171,9 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> 
     data = write_prep_output(root / "data", rows)
     meta = {"version": 1, "pack_size": 64, "config_hash": "aaaa", "tokenizer": {"model": "tok-a"}}
     (data / "metadata.json").write_text(json.dumps(meta))
-    config = hf_config(data, tiny_model, root / "ck", **{"train.train_iters": 2, "checkpoint.save_interval": 2})
+    config = hf_config(
+        data, tiny_model, root / "ck", **{"train.train_iters": 2, "checkpoint.save_interval": 2}
+    )
     result = hf_engine.train(validate(TrainConfig, config), inspect_data(str(data)))
     assert result.last_iteration == 2
     return config
@@ -236,7 +242,9 @@ def test_a_run_with_another_identity_refuses_the_checkpoint(
 def test_other_data_or_tokenizer_refuses_the_checkpoint(
     finished_run: dict[str, Any], tmp_path: Path, meta: dict[str, Any], said: str
 ) -> None:
-    code, message, text = _rerun(finished_run, tmp_path, f"data.path={_other_data(tmp_path, finished_run, **meta)}")
+    code, message, text = _rerun(
+        finished_run, tmp_path, f"data.path={_other_data(tmp_path, finished_run, **meta)}"
+    )
     assert code == 2 and message["reason"] == "CheckpointMismatch" and said in text
 
 
@@ -252,7 +260,11 @@ def test_another_pack_size_names_the_sequence_length(finished_run: dict[str, Any
 
 def test_each_identity_key_is_guarded() -> None:
     """Every identity key but the data's (tested above) has a parametrized case here."""
-    covered = {g[0].split("=")[0] for g in GUARDED} | {"data.fingerprint", "data.tokenizer", "model.seq_length"}
+    covered = {g[0].split("=")[0] for g in GUARDED} | {
+        "data.fingerprint",
+        "data.tokenizer",
+        "model.seq_length",
+    }
     config = validate(TrainConfig, {"data": {"path": "/d"}})
     from sft_train.packed_data import DataInfo
 
@@ -271,7 +283,10 @@ def test_each_identity_key_is_guarded() -> None:
 
 
 def test_ledger_differences_name_old_and_new() -> None:
-    assert ledger.differences({"a": 1, "b": None}, {"a": 2, "b": None, "c": [1, 2]}) == ["a 1 → 2", "c unset → [1,2]"]
+    assert ledger.differences({"a": 1, "b": None}, {"a": 2, "b": None, "c": [1, 2]}) == [
+        "a 1 → 2",
+        "c unset → [1,2]",
+    ]
 
 
 # -- resume modes and continuing a run ----------------------------------------------------------
@@ -299,8 +314,14 @@ def test_resume_never_trains_fresh_in_a_sub_location(
     assert message["checkpoints"].get("resumedFrom") is None  # fresh
     assert f"this run's checkpoints go to {Path(checkpoint).parent}" in capsys.readouterr().err
     # a restart of that same run (a preempted pod) resumes in its sub-location, not from scratch
-    code, again, _ = _rerun(finished_run, tmp_path, "optimizer.lr=0.02", "checkpoint.resume=never", "train.train_iters=3")
-    assert code == 0 and again["checkpoint"].endswith("/iter_0000003") and again["checkpoints"]["resumedFrom"] == 2
+    code, again, _ = _rerun(
+        finished_run, tmp_path, "optimizer.lr=0.02", "checkpoint.resume=never", "train.train_iters=3"
+    )
+    assert (
+        code == 0
+        and again["checkpoint"].endswith("/iter_0000003")
+        and again["checkpoints"]["resumedFrom"] == 2
+    )
 
 
 def test_train_iters_may_grow_and_a_finished_run_with_another_lr_is_refused(
@@ -342,7 +363,9 @@ def test_a_checkpoint_from_before_the_ledger_is_resumed_unchecked(tmp_path: Path
     (tmp_path / "latest").write_text("iter_0000004\n")
     assert ckpt.newest_checkpoint(str(tmp_path)) == (str(tmp_path / "iter_0000004"), 4)
     assert ckpt.clean_leftovers(str(tmp_path)) == []
-    config = validate(TrainConfig, {"engine": "hf", "data": {"path": "/d"}, "checkpoint": {"save": str(tmp_path)}})
+    config = validate(
+        TrainConfig, {"engine": "hf", "data": {"path": "/d"}, "checkpoint": {"save": str(tmp_path)}}
+    )
     from sft_train.packed_data import DataInfo
 
     res = ledger.resolve(config, DataInfo("/d", 64, {}), ckpt.newest_checkpoint)
@@ -369,3 +392,111 @@ def test_trim_metrics_keeps_records_up_to_the_resumed_iteration(tmp_path: Path) 
     hf_engine.trim_metrics(str(path), 2)
     kept = [json.loads(line) for line in path.read_text().splitlines()]
     assert kept == [lines[0], lines[1], lines[3]]
+
+
+# -- the megatron engine's side (stand-ins for finetune() as Megatron-Bridge 0.6.2 behaves) --------
+
+
+def _megatron_run(
+    tmp_path: Path,
+    make_data: Callable[..., Path],
+    monkeypatch: pytest.MonkeyPatch,
+    stop_at: int | None,
+    lr: float = 1e-4,
+    **train: Any,
+) -> Any:
+    """megatron_engine.train with a finetune() stand-in that trains ``train_iters`` steps, saves every
+    2 and, when ``stop_at`` is set, does what 0.6.2's training/train.py does after a SIGTERM with
+    exit_signal_handler: saves at that step (firing on_checkpoint_save) and calls sys.exit(0)."""
+    import types
+
+    import torch
+
+    from sft_train.engines import megatron_engine
+
+    class Callback:
+        def on_checkpoint_save(self, context: Any) -> None:
+            pass
+
+        def on_train_step_end(self, context: Any) -> None:
+            pass
+
+    def build_container(config: TrainConfig, plan: Any) -> Any:
+        values = dict(o.split("=", 1) for o in plan.overrides)
+        assert values["train.exit_signal_handler"] == "true"
+        model = types.SimpleNamespace(tensor_model_parallel_size=1, context_parallel_size=1)
+        return types.SimpleNamespace(
+            model=model, checkpoint=types.SimpleNamespace(save=values["checkpoint.save"])
+        )
+
+    def save(local: Path, step: int, callbacks: list[Any], ctx: Any) -> None:
+        (local / f"iter_{step:07d}").mkdir(parents=True, exist_ok=True)
+        (local / f"iter_{step:07d}" / "train_state.pt").write_text(str(step))
+        (local / "latest_checkpointed_iteration.txt").write_text(str(step))
+        ctx.state.train_state.step = step
+        for cb in callbacks:
+            cb.on_checkpoint_save(ctx)
+
+    def finetune(config: Any, forward_step_func: Any, callbacks: list[Any]) -> None:
+        local = Path(config.checkpoint.save)
+        total = train.get("train_iters", 6)
+        for step in range(total):
+            ctx = types.SimpleNamespace(
+                state=types.SimpleNamespace(train_state=types.SimpleNamespace(step=step)),
+                loss_dict={},
+                optimizer=None,
+            )
+            for cb in callbacks:
+                cb.on_train_step_end(ctx)
+            if stop_at is not None and step + 1 == stop_at:
+                save(local, step + 1, callbacks, ctx)
+                sys.exit(0)  # checkpoint_and_decide_exit → True → train() ends with sys.exit(exit_code=0)
+            if (step + 1) % 2 == 0:
+                save(local, step + 1, callbacks, ctx)
+
+    fake = {
+        "megatron.bridge.training.finetune": types.SimpleNamespace(finetune=finetune),
+        "megatron.bridge.training.gpt_step": types.SimpleNamespace(forward_step=object()),
+        "megatron.bridge.training.callbacks": types.SimpleNamespace(Callback=Callback),
+        "torch": torch,
+    }
+    monkeypatch.setattr(megatron_engine, "_import", fake.__getitem__)
+    monkeypatch.setattr(megatron_engine, "build_container", build_container)
+    base = tmp_path / "base"
+    base.mkdir(exist_ok=True)
+    cfg = validate(
+        TrainConfig,
+        {
+            "data": {"path": str(make_data())},
+            "model": {"pretrained_checkpoint": str(base)},
+            "train": {"train_iters": 6, **train},
+            "optimizer": {"lr": lr},
+            "checkpoint": {"save": str(tmp_path / "ck"), "save_interval": 2, "hf_export_enabled": False},
+        },
+    )
+    return megatron_engine.train(cfg, inspect_data(cfg.data.path))
+
+
+def test_megatron_exit_after_a_signal_is_preempted_with_the_ledger(
+    tmp_path: Path, make_data: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sft_train.engines.outcome import Preempted
+
+    with pytest.raises(Preempted) as info:
+        _megatron_run(tmp_path, make_data, monkeypatch, stop_at=3)
+    assert info.value.iteration == 3 and info.value.checkpoint == str(tmp_path / "ck" / "iter_0000003")
+    assert info.value.info is not None and info.value.info.latest_iteration == 3
+    record = ledger.read_record(str(tmp_path / "ck" / "iter_0000003"))
+    assert record is not None and record["identity"]["engine"] == "megatron"
+    # a finished run, and a rerun with another lr: the guard reads the megatron checkpoint's record
+    result = _megatron_run(tmp_path, make_data, monkeypatch, stop_at=None)
+    assert result.finished and result.checkpoints.latest_iteration == 6
+    with pytest.raises(ledger.CheckpointMismatch, match=r"optimizer\.lr 0\.0001 → 0\.001"):
+        _megatron_run(tmp_path, make_data, monkeypatch, stop_at=None, lr=1e-3)
+
+
+def test_megatron_exit_interval_is_a_stop_not_a_preemption(
+    tmp_path: Path, make_data: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    result = _megatron_run(tmp_path, make_data, monkeypatch, stop_at=4, exit_interval=4)
+    assert not result.finished and result.last_iteration == 4

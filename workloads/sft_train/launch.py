@@ -32,7 +32,7 @@ FORWARDED = (signal.SIGTERM, signal.SIGINT)
 
 
 def torchrun_argv(args: Sequence[str]) -> list[str]:
-    """torchrun as this interpreter runs it (the ``torchrun`` script is ``python -m torch.distributed.run``)."""
+    """torchrun as this interpreter runs it (the ``torchrun`` script is ``torch.distributed.run``)."""
     return [sys.executable, "-m", "torch.distributed.run", *args]
 
 

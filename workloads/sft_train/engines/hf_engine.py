@@ -115,9 +115,8 @@ class StopFlag:
 
     def __call__(self, signum: int, frame: object) -> None:
         if not self.received:
-            print(
-                "SIGTERM: finishing this step, then saving a checkpoint and exiting", file=sys.stderr, flush=True
-            )
+            message = "SIGTERM: finishing this step, then saving a checkpoint and exiting"
+            print(message, file=sys.stderr, flush=True)
         self.received = True
 
 

@@ -256,7 +256,12 @@ def newest_checkpoint(save: str) -> tuple[str, int] | None:
 
 
 def ledger_callbacks(
-    base: type, local_save: str, final_uri: Any, ident: dict[str, Any], progress: Progress, last: dict[str, Any]
+    base: type,
+    local_save: str,
+    final_uri: Any,
+    ident: dict[str, Any],
+    progress: Progress,
+    last: dict[str, Any],
 ) -> tuple[Any, Any]:
     """Two Megatron-Bridge callbacks around the upload of a save (``on_checkpoint_save`` fires on every
     rank after the save): the first writes the ledger record into the local iteration directory
@@ -265,7 +270,7 @@ def ledger_callbacks(
     def rank() -> int:
         return int(os.environ.get("RANK", "0"))
 
-    class _Record(base):  # type: ignore[valid-type,misc]
+    class _Record(base):
         def on_checkpoint_save(self, context: Any) -> None:
             iteration = int(context.state.train_state.step)
             last["saved"] = iteration
@@ -277,7 +282,7 @@ def ledger_callbacks(
                 tmp.write_text(json.dumps(ledger.record(iteration, ident), sort_keys=True))
                 os.replace(tmp, directory / ledger.RECORD)
 
-    class _Report(base):  # type: ignore[valid-type,misc]
+    class _Report(base):
         def on_checkpoint_save(self, context: Any) -> None:
             iteration = int(context.state.train_state.step)
             info = ledger.checkpoint_info(final_uri(iteration), iteration, last.get("resumed_from"))
@@ -364,9 +369,9 @@ def train(config: TrainConfig, info: DataInfo) -> TrainResult:
         torch.distributed.destroy_process_group()
     progress.close()
     step = int(last.get("saved") or last.get("step") or start)
-    info: CheckpointInfo | None = last.get("info")
+    saved: CheckpointInfo | None = last.get("info")
     if stop is not None and stopped_by_signal(stop, step, config):
-        raise Preempted(step, staged.checkpoint_uri(step), info)
+        raise Preempted(step, staged.checkpoint_uri(step), saved)
     if stop is not None and stop.code not in (0, None):
         raise stop
     save = str(cfg.checkpoint.save)
@@ -393,9 +398,8 @@ def train(config: TrainConfig, info: DataInfo) -> TrainResult:
             hf_export = target
     finished = finished_step(step, config)
     return TrainResult(
-        staged.checkpoint_uri(step), step, last.get("loss"), [], hf_export, finished, None, start, info
+        staged.checkpoint_uri(step), step, last.get("loss"), [], hf_export, finished, None, start, saved
     )
-
 
 
 def _barrier(torch: Any) -> Any:

@@ -11,11 +11,8 @@ class Preempted(Exception):
     """SIGTERM: every rank finished its step and a checkpoint of that iteration is saved (exit 143)."""
 
     def __init__(self, iteration: int, checkpoint: str | None, info: result.CheckpointInfo | None) -> None:
-        super().__init__(
-            f"preempted (SIGTERM) at iteration {iteration}; checkpoint {checkpoint} saved, a rerun resumes there"
-            if checkpoint
-            else f"preempted (SIGTERM) at iteration {iteration}; no checkpoint.save, nothing saved"
-        )
+        where = f"checkpoint {checkpoint} saved, a rerun resumes there" if checkpoint else "nothing saved"
+        super().__init__(f"preempted (SIGTERM) at iteration {iteration}; {where}")
         self.iteration = iteration
         self.checkpoint = checkpoint
         self.info = info
