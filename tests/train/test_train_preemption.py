@@ -500,3 +500,43 @@ def test_megatron_exit_interval_is_a_stop_not_a_preemption(
 ) -> None:
     result = _megatron_run(tmp_path, make_data, monkeypatch, stop_at=4, exit_interval=4)
     assert not result.finished and result.last_iteration == 4
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "\nState:\tZ" not in state
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc (Linux) to watch torchrun's pid")
+def test_a_sigkilled_launcher_takes_torchrun_with_it(tmp_path: Path) -> None:
+    """The kubelet's SIGKILL at the end of the grace period (and the emulator's node kill) reach the
+    launcher's process group only; torchrun, in its own session, dies with it (PR_SET_PDEATHSIG)."""
+    script = tmp_path / "worker.py"
+    pids = tmp_path / "pids"
+    record = f"open({str(pids)!r}, 'w').write(f'{{os.getppid()}} {{os.getpid()}}')"
+    script.write_text(f"import os, time\n{record}\ntime.sleep(120)\n")
+    argv = [sys.executable, "-m", "sft_train.launch", "--standalone", "--nproc-per-node=1", str(script)]
+    proc = subprocess.Popen(
+        argv, env=_env(tmp_path, "k"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    worker = 0
+    try:
+        deadline = time.monotonic() + 60
+        while not (pids.exists() and pids.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        torchrun, worker = map(int, pids.read_text().split())
+        assert _alive(torchrun)
+        proc.kill()
+        proc.wait(10)
+        deadline = time.monotonic() + 10
+        while _alive(torchrun) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(torchrun)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if worker and _alive(worker):
+            os.kill(worker, signal.SIGKILL)  # torchrun's worker: its own session, as in torchrun itself

@@ -7,7 +7,11 @@ multiprocessing/api.py, ``_close``). Exit 1 reads as a permanent failure to PyTo
 ``restartPolicy: ExitCode`` and to the operator's podFailurePolicy, though the workers saved a
 checkpoint and the run would resume. So this launcher:
 
-* runs torchrun as a child in its own process group (its workers start their own sessions);
+* runs torchrun as a child in its own process group (its workers start their own sessions), so a
+  SIGTERM sent to the container's process group reaches torchrun once, from here: a second SIGTERM
+  would abort torchrun's graceful wait for its workers; the child gets ``PR_SET_PDEATHSIG`` SIGKILL
+  (Linux), so a SIGKILL of this launcher (the kubelet's at the end of the grace period, a node
+  failure emulated by killing the container's processes) takes torchrun with it;
 * forwards SIGTERM and SIGINT to it, so its workers finish their step and save
   (``sft_train.engines.hf_engine``; Megatron-Bridge's ``train.exit_signal_handler``);
 * gives the workers time to save: ``TORCH_ELASTIC_SHUTDOWN_TIMEOUT`` defaults to
@@ -36,6 +40,23 @@ def torchrun_argv(args: Sequence[str]) -> list[str]:
     return [sys.executable, "-m", "torch.distributed.run", *args]
 
 
+PR_SET_PDEATHSIG = 1
+"""linux/prctl.h: the signal a process gets when its parent dies."""
+
+
+def _die_with_parent(parent: int) -> None:
+    """In the child, before exec: SIGKILL when the launcher dies (Linux; elsewhere nothing)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the launcher died before prctl took effect
+        os._exit(137)
+
+
 def run(args: Sequence[str]) -> int:
     env = dict(os.environ)
     env.setdefault("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", str(SHUTDOWN_TIMEOUT_S))
@@ -49,7 +70,13 @@ def run(args: Sequence[str]) -> int:
 
     previous = {sig: signal.signal(sig, forward) for sig in FORWARDED}
     try:
-        child = subprocess.Popen(torchrun_argv(args), env=env, start_new_session=True)
+        parent = os.getpid()
+        child = subprocess.Popen(
+            torchrun_argv(args),
+            env=env,
+            start_new_session=True,
+            preexec_fn=lambda: _die_with_parent(parent),  # the launcher has one thread: fork-safe
+        )
         if received and child.poll() is None:  # a signal that came while it was starting
             child.send_signal(received[-1])
         code = child.wait()
