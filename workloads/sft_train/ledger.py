@@ -212,7 +212,7 @@ def resolve(
         return Resolution(save, ident)
     uri, iteration = found
     rec = read_record(uri)
-    if rec is None or not isinstance(rec.get("identity"), dict):
+    if rec is None or not isinstance(rec.get("identity"), dict) or not rec["identity"]:
         return Resolution(
             save,
             ident,
