@@ -1,6 +1,6 @@
 """Fault benchmark (``make bench-faults``; not a test): what kills, bad rows and bad CRs do, in one run.
 
-Five sections, each printed as figures from this run (loopback only, bounded in time):
+Six sections, each printed as figures from this run (loopback only, bounded in time):
 
 1. **sft-prep kills.** A clean run of the bundled sample chats gives the reference output. Then the
    prep is SIGKILLed at N random moments of its life, and at file events (the k-th path to appear
@@ -24,9 +24,19 @@ Five sections, each printed as figures from this run (loopback only, bounded in 
 5. **API faults.** The operator process behind an HTTP fault proxy (watch ERROR events, 500s, 429 +
    Retry-After, dropped responses, a 5 s outage): faults injected, children duplicated, status or
    Events lost, operator exits (see :func:`bench_api_faults`).
+6. **Preemption.** ``sft-train`` (engine hf, a tiny random Llama, fp32, one CPU process) trains
+   ``PREEMPT_ITERS`` iterations saving every ``PREEMPT_SAVE_INTERVAL``; it is SIGTERMed at N random
+   iterations between saves and rerun to completion each time. Per trial: the exit code (143), the
+   *iterations lost beyond the save in flight* (iterations computed before the exit minus the
+   iteration the preemption checkpoint holds; must be 0, where the periodic saves alone would lose
+   the iterations since the last multiple of the interval), iterations logged twice in metrics.jsonl,
+   and *resume exactness*: the largest difference of the per-iteration losses and of the final
+   weights between the preempted + resumed run and an uninterrupted one. Tolerance 0: weights and
+   optimizer state are saved in fp32 and the data order and random streams are functions of the
+   iteration, so on the same CPU and thread count the two runs do the same arithmetic.
 
     python benchmarks/bench_faults.py [--prep-random 6] [--prep-events 8] [--operator-random 2]
-                                      [--seed 13] [--json out.json]
+                                      [--preempt-trials 3] [--seed 13] [--json out.json]
 """
 
 from __future__ import annotations
@@ -861,12 +871,125 @@ def report_api_faults(r: dict[str, Any]) -> bool:
     return dup == lost == ev_lost == ev_rep == r["operator_exits"] == 0 and r["ready_at_end"]
 
 
+# --------------------------------------------------------------------------------------- preemption
+
+PREEMPT_ITERS = 16
+PREEMPT_SAVE_INTERVAL = 5
+
+
+def _metrics(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if "loss" in record:
+            out.append(record)
+    return out
+
+
+def _train_run(config: Path, metrics: Path, stop_after: int | None, env: dict[str, str]) -> tuple[int, float]:
+    """``sft-train`` as a process; SIGTERM it once ``metrics`` shows iteration ``stop_after``."""
+    argv = [sys.executable, "-m", "sft_train", "--config", str(config), f"logging.metrics_file={metrics}"]
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    signalled_at = 0.0
+    deadline = time.monotonic() + 300
+    while stop_after is not None and proc.poll() is None and time.monotonic() < deadline:
+        done = _metrics(metrics)
+        if done and done[-1]["iteration"] >= stop_after:
+            proc.send_signal(signal.SIGTERM)
+            signalled_at = time.monotonic()
+            break
+        time.sleep(0.005)
+    code = proc.wait(timeout=300)
+    return code, (time.monotonic() - signalled_at) if signalled_at else 0.0
+
+
+def _weights(checkpoint: Path) -> dict[str, Any]:
+    from safetensors.torch import load_file
+
+    return load_file(str(checkpoint / "model" / "model.safetensors"))
+
+
+def bench_preemption(tmp: Path, rng: random.Random, n_trials: int) -> dict[str, Any]:
+    sys.path.insert(0, str(REPO / "tests" / "train"))
+    import numpy as np
+    from trainfixtures import build_tiny_llama, hf_config, pack, random_conversation, write_prep_output
+
+    root = tmp / "preempt"
+    gen = np.random.default_rng(0)
+    data = write_prep_output(root / "data", pack([random_conversation(gen) for _ in range(40)]))
+    model = build_tiny_llama(root / "model")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "SFT_PROGRESS": "off", "SFT_TERMINATION_LOG": ""}
+
+    def config(name: str) -> Path:
+        cfg = hf_config(data, model, root / name / "ck")
+        cfg["train"]["train_iters"] = PREEMPT_ITERS
+        cfg["checkpoint"]["save_interval"] = PREEMPT_SAVE_INTERVAL
+        path = root / name / "run.yaml"
+        path.parent.mkdir(parents=True)
+        path.write_text(yaml.safe_dump(cfg))
+        return path
+
+    t0 = time.monotonic()
+    ref_metrics = root / "reference.jsonl"
+    ref_code, _ = _train_run(config("reference"), ref_metrics, None, env)
+    reference_s = round(time.monotonic() - t0, 1)
+    ref_losses = [r["loss"] for r in _metrics(ref_metrics)]
+    ref_weights = _weights(root / "reference" / "ck" / f"iter_{PREEMPT_ITERS:07d}")
+    between = [i for i in range(2, PREEMPT_ITERS - 1) if i % PREEMPT_SAVE_INTERVAL]
+    trials = []
+    for n, at in enumerate(sorted(rng.sample(between, min(n_trials, len(between))))):
+        name = f"trial{n}"
+        metrics = root / f"{name}.jsonl"
+        term = root / f"{name}.termination-log"
+        code, exit_s = _train_run(config(name), metrics, at, {**env, "SFT_TERMINATION_LOG": str(term)})
+        message = json.loads(term.read_text()) if term.exists() else {}
+        saved = message.get("iteration")
+        computed = max((r["iteration"] for r in _metrics(metrics)), default=0)
+        resumed_code, _ = _train_run(root / name / "run.yaml", metrics, None, env)
+        records = _metrics(metrics)
+        iterations = [r["iteration"] for r in records]
+        losses = [r["loss"] for r in records]
+        loss_diff = (
+            max(abs(a - b) for a, b in zip(losses, ref_losses, strict=True))
+            if len(losses) == len(ref_losses)
+            else float("inf")
+        )
+        weights = _weights(root / name / "ck" / f"iter_{PREEMPT_ITERS:07d}")
+        weight_diff = max(float((weights[k] - ref_weights[k]).abs().max()) for k in ref_weights)
+        trials.append(
+            {
+                "signalled_after": at,
+                "exit_code": code,
+                "reason": message.get("reason"),
+                "saved_iteration": saved,
+                "lost_beyond_save": computed - saved if saved is not None else computed,
+                "lost_without_handler": computed
+                - (computed // PREEMPT_SAVE_INTERVAL) * PREEMPT_SAVE_INTERVAL,
+                "exit_seconds": round(exit_s, 2),
+                "resume_exit_code": resumed_code,
+                "logged_twice": len(iterations) - len(set(iterations)),
+                "all_logged": sorted(set(iterations)) == list(range(1, PREEMPT_ITERS + 1)),
+                "max_loss_diff": loss_diff,
+                "max_weight_diff": weight_diff,
+            }
+        )
+    return {"reference_s": reference_s, "reference_exit": ref_code, "trials": trials}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prep-random", type=int, default=6, help="sft-prep kills at random moments")
     parser.add_argument("--prep-events", type=int, default=8, help="sft-prep kills at file events")
     parser.add_argument(
         "--operator-random", type=int, default=2, help="operator kills at random moments, per kind"
+    )
+    parser.add_argument(
+        "--preempt-trials", type=int, default=3, help="sft-train SIGTERMs at random iterations"
     )
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--json", type=Path, default=None, help="also write every trial here")
@@ -883,6 +1006,7 @@ def main(argv: list[str] | None = None) -> int:
             ("malformed_rows", lambda: bench_malformed_rows(tmp)),
             ("invalid_crs", lambda: bench_invalid_crs(tmp)),
             ("api_faults", lambda: bench_api_faults(tmp)),
+            ("preemption", lambda: bench_preemption(tmp, rng, args.preempt_trials)),
         ):
             t0 = time.monotonic()
             results[name] = run_section()
@@ -948,7 +1072,40 @@ def report(results: dict[str, Any]) -> bool:
         marker = "   " if verdict.startswith(("rejected", "Stalled")) else " !!"
         print(f"  {marker} {label:<52} {verdict}")
     ok &= report_api_faults(results["api_faults"])
+    ok &= report_preemption(results["preemption"])
     print(f"\nseconds per section: {results['seconds']}")
+    return ok
+
+
+def report_preemption(pre: dict[str, Any]) -> bool:
+    trials = pre["trials"]
+    print(
+        f"\n6. sft-train SIGTERM + rerun (engine hf, {PREEMPT_ITERS} iterations, saves every "
+        f"{PREEMPT_SAVE_INTERVAL}; uninterrupted reference {pre['reference_s']} s)"
+    )
+    ok = pre["reference_exit"] == 0
+    for t in trials:
+        good = (
+            t["exit_code"] == 143
+            and t["reason"] == "Preempted"
+            and t["lost_beyond_save"] == 0
+            and t["resume_exit_code"] == 0
+            and t["logged_twice"] == 0
+            and t["all_logged"]
+            and t["max_loss_diff"] == 0
+            and t["max_weight_diff"] == 0
+        )
+        ok &= good
+        print(
+            f"   {'ok' if good else '!!'} SIGTERM after iteration {t['signalled_after']:>2}: "
+            f"exit {t['exit_code']} "
+            f"{t['reason']} saved {t['saved_iteration']} in {t['exit_seconds']} s, lost beyond the save "
+            f"{t['lost_beyond_save']} (periodic saves alone: {t['lost_without_handler']}), logged twice "
+            f"{t['logged_twice']}, max |loss diff| {t['max_loss_diff']:.1e}, max |weight diff| "
+            f"{t['max_weight_diff']:.1e}"
+        )
+    lost = sum(t["lost_beyond_save"] for t in trials)
+    print(f"   iterations lost beyond the save in flight: {lost} over {len(trials)} preemptions (must be 0)")
     return ok
 
 

@@ -10,7 +10,11 @@ Megatron checkpoint with ``AutoBridge.import_ckpt``; then for CP 1 and CP 2 (CP 
 full SFT and LoRA, ``sft-train`` (engine megatron, under torchrun) runs 10 of 20 iterations and
 stops (``train.exit_interval``), and a rerun resumes from the saved checkpoint to iteration 20. Each
 case passes when the resumed run says it resumed and continues at iteration 11, and the loss falls
-(mean of the last 5 iterations below the mean of the first 5). Exits 0 with ``SKIP`` and the reason
+(mean of the last 5 iterations below the mean of the first 5). A preemption case runs the pod's
+entry point (``sft-torchrun … -m sft_train``, Megatron-Bridge's ``train.exit_signal_handler``), sends
+SIGTERM to the launcher after iteration 5 and passes when it exits 143 with a ``Preempted``
+termination message naming the iteration whose checkpoint (with its ledger record) was saved, and a
+rerun resumes there and finishes. Exits 0 with ``SKIP`` and the reason
 when there is no GPU or no Megatron-Bridge; non-zero when a case fails. One JSON line per case.
 """
 
@@ -20,6 +24,7 @@ import argparse
 import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -145,6 +150,71 @@ def run_case(out: Path, data: Path, hf_model: Path, mcore: Path, cp: int, lora: 
     return result
 
 
+def run_preemption_case(out: Path, data: Path, hf_model: Path, mcore: Path) -> dict[str, Any]:
+    """SIGTERM to ``sft-torchrun`` mid-run: checkpoint at that step, exit 143, then an exact resume."""
+    work = out / "preempt"
+    work.mkdir(parents=True, exist_ok=True)
+    config = {
+        "engine": "megatron",
+        "data": {"path": str(data)},
+        "model": {"recipe": "train_gpu_recipe.tiny_sft_config", "pretrained_checkpoint": str(mcore)},
+        "train": {"train_iters": ITERS, "global_batch_size": 4},
+        "optimizer": {"lr": 3e-4},
+        "scheduler": {"lr_warmup_iters": 2},
+        "parallelism": {"context_parallel_size": 1, "tensor_parallel_size": 1, "sequence_parallel": False},
+        "checkpoint": {"save": str(work / "ckpt"), "save_interval": 1000, "hf_export_enabled": False},
+        "logging": {"log_interval": 1},
+    }
+    path = work / "run.yaml"
+    path.write_text(yaml.safe_dump(config))
+    env = {
+        **os.environ,
+        "SFT_TEST_HF_MODEL": str(hf_model),
+        "SFT_TERMINATION_LOG": str(work / "termination-log"),
+        "SFT_SCRATCH": str(work / "scratch"),
+        "SFT_PROGRESS_LOG_INTERVAL": "0",
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "tests" / "train"), os.environ.get("PYTHONPATH", "")]),
+    }
+    argv = [sys.executable, "-m", "sft_train.launch", "--standalone", "--nproc-per-node=1"]
+    argv += ["-m", "sft_train", "--config", str(path)]
+    started = time.monotonic()
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen: list[str] = []
+    assert proc.stderr is not None
+    for line in proc.stderr:  # progress lines: SIGTERM once iteration 5 is done
+        seen.append(line)
+        if losses(line) and max(losses(line)) >= 5:
+            proc.send_signal(signal.SIGTERM)
+            break
+    out_text, err_rest = proc.communicate(timeout=300)
+    first_err = "".join(seen) + err_rest
+    message = (
+        json.loads((work / "termination-log").read_text()) if (work / "termination-log").exists() else {}
+    )
+    saved = int(message.get("iteration") or 0)
+    tracker = work / "ckpt" / "latest_checkpointed_iteration.txt"
+    second = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+    final = json.loads((work / "termination-log").read_text()) if (work / "termination-log").exists() else {}
+    checks = {
+        "exit 143 after SIGTERM": proc.returncode == 143,
+        "Preempted between 5 and the end": message.get("reason") == "Preempted" and 5 <= saved < ITERS,
+        "checkpoint of that iteration": tracker.is_file() and tracker.read_text().strip() == str(saved),
+        "ledger record": (work / "ckpt" / f"iter_{saved:07d}" / "sft-checkpoint.json").is_file(),
+        "rerun continued after it": min(losses(second.stderr), default=0) == saved + 1,
+        "finished": second.returncode == 0 and final.get("lastIteration") == ITERS,
+    }
+    result = {
+        "case": "preempt-sigterm",
+        "ok": all(checks.values()),
+        "checks": checks,
+        "saved": saved,
+        "seconds": round(time.monotonic() - started, 1),
+    }
+    if not result["ok"]:
+        result["log_tail"] = (out_text + first_err)[-2000:] + (second.stdout + second.stderr)[-2000:]
+    return result
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=None, help="work dir (default: a temp dir)")
@@ -175,7 +245,11 @@ def main() -> int:
         result = run_case(out, data[cp], hf_model, mcore, cp, lora)
         print(json.dumps(result), flush=True)
         failed += not result["ok"]
-    print(f"{len(cases) - failed} passed, {failed} failed")
+    result = run_preemption_case(out, data[1], hf_model, mcore)
+    print(json.dumps(result), flush=True)
+    failed += not result["ok"]
+    total = len(cases) + 1
+    print(f"{total - failed} passed, {failed} failed")
     return 1 if failed else 0
 
 

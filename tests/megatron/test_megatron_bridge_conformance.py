@@ -23,6 +23,7 @@ import dataclasses
 import errno
 import inspect
 import shutil
+import signal
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -264,6 +265,8 @@ def test_every_override_the_plan_emits_is_accepted_by_a_real_config_container(
     assert cfg.model.seq_length == PACK and cfg.train.train_iters == 20 and cfg.train.exit_interval == 10
     assert cfg.checkpoint.finetune is True and cfg.checkpoint.pretrained_checkpoint == str(tmp_path / "base")
     assert cfg.mixed_precision == "bf16_mixed"
+    # preemption: SIGTERM → finish the step, save, exit (megatron.training.config TrainingConfig)
+    assert cfg.train.exit_signal_handler is True and cfg.train.exit_signal == signal.SIGTERM
     assert cfg.logger.wandb_exp_name == ("nemotron_3_super-lora" if lora else "nemotron_3_super-sft")
     assert cfg.optimizer.lr == config.lr and cfg.scheduler.lr_decay_iters == 20
     assert isinstance(cfg.dataset, mb.builders.GPTSFTDatasetConfig)
@@ -293,6 +296,20 @@ def _source(module: str) -> Path:
     path = root.joinpath(*module.split(".")[2:]).with_suffix(".py")
     assert path.is_file(), f"Megatron-Bridge {MEGATRON_BRIDGE_VERSION} has no {module}"
     return path
+
+
+def test_a_signal_saves_a_checkpoint_then_exits_zero_from_finetune() -> None:
+    """What megatron_engine.stopped_by_signal relies on, in the installed training loop: with
+    exit_signal_handler, a received signal saves (when checkpoint.save is set) and makes train() end
+    through ``sys.exit(exit_code)``, exit_code staying 0 on that path."""
+    tree = ast.parse(_source("megatron.bridge.training.train").read_text())
+    funcs = {n.name: n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
+    decide = ast.unparse(funcs["checkpoint_and_decide_exit"])
+    assert "state.cfg.train.exit_signal_handler" in decide and "signals_received()" in decide
+    branch = decide[decide.index("signals_received()") :]
+    assert branch.index("save_checkpoint_and_time") < branch.index("return True")
+    train = ast.unparse(funcs["train"])
+    assert "exit_code = 0" in train and "sys.exit(exit_code)" in train
 
 
 def _defines(module: str, function: str) -> inspect.Signature | None:

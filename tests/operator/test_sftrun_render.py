@@ -60,7 +60,7 @@ def test_pytorchjob_has_master_and_workers_with_gpus_and_shm() -> None:
 def test_torchrun_command_and_rendezvous() -> None:
     container = the_container(render.render(cr(maxRestarts=3), DATA, DEFAULTS).job)
     assert container["command"] == [
-        "torchrun",
+        "sft-torchrun",
         "--nnodes=4",
         "--nproc-per-node=8",
         "--node-rank=$(RANK)",

@@ -64,6 +64,7 @@ def test_dry_run_full_sft(
         "train.train_iters=100",
         "train.global_batch_size=16",
         "train.micro_batch_size=1",
+        "train.exit_signal_handler=true",  # SIGTERM: finish the step, save, exit (→ Preempted, 143)
         "optimizer.lr=5e-06",
         "optimizer.min_lr=0.0",
         "optimizer.adam_beta1=0.9",

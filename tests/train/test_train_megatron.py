@@ -89,7 +89,13 @@ def _install_fake_mb(monkeypatch: pytest.MonkeyPatch, calls: list[Any]) -> None:
                     "calculate_per_token_loss": False,
                     "mtp_loss_scaling_factor": 0.1,
                 },
-                "train": {"train_iters": 1, "global_batch_size": 1, "micro_batch_size": 1},
+                # Megatron-Bridge's TrainingConfig (megatron.training.config) has exit_signal_handler
+                "train": {
+                    "train_iters": 1,
+                    "global_batch_size": 1,
+                    "micro_batch_size": 1,
+                    "exit_signal_handler": False,
+                },
                 "optimizer": dict.fromkeys(
                     ["lr", "min_lr", "adam_beta1", "adam_beta2", "adam_eps", "weight_decay", "clip_grad"], 0
                 ),

@@ -18,8 +18,9 @@ import yaml
 
 from sft_common import storage
 from sft_common.config import ConfigError, load_config
-from sft_common.result import report_failure, report_success, run_main
+from sft_common.result import EXIT_PREEMPTED, Reason, report_failure, report_success, run_main
 from sft_train.config import TrainConfig
+from sft_train.engines.outcome import Preempted
 from sft_train.errors import DataError, TrainInputError
 from sft_train.packed_data import SPLITS, DataInfo, check_seq_length, inspect_data
 
@@ -200,6 +201,11 @@ def _main(argv: Sequence[str]) -> int:
         print(f"error: {exc}", file=sys.stderr)
         report_failure(exc.reason, str(exc))
         return 2
+    except Preempted as exc:
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(str(exc), file=sys.stderr)
+            report_failure(Reason.PREEMPTED, str(exc), iteration=exc.iteration, checkpoints=exc.info)
+        return EXIT_PREEMPTED
     if int(os.environ.get("RANK", "0")) == 0:
         done = "finished" if result.finished else "stopped early (train.exit_interval)"
         if result.start_iteration is not None and result.start_iteration >= result.last_iteration:

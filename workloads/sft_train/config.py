@@ -18,6 +18,7 @@ from pydantic import Field, field_validator, model_validator
 from sft_common.config import ConfigModel
 
 Engine = Literal["megatron", "hf"]
+ResumeMode = Literal["auto", "never", "force"]
 DecayStyle = Literal["cosine", "linear", "constant"]
 Precision = Literal["bf16", "fp32"]
 
@@ -172,6 +173,11 @@ class CheckpointSpec(ConfigModel):
     """Save every this many iterations (and always at the end)."""
     load: str | None = None
     """Resume from this checkpoint location instead of save; it must hold a complete checkpoint."""
+    resume: ResumeMode = "auto"
+    """What to do with the newest checkpoint in save: auto resumes it only when it was written by this
+    run (same data, model, tokenizer, batch sizes, parallelism, PEFT, optimizer, schedule, sequence
+    length; train_iters may grow) and otherwise refuses to start (CheckpointMismatch); never trains
+    fresh in the sub-location save/runs/<identity id>; force resumes it anyway."""
     hf_export: str | None = None
     """Where to also write the final model in Hugging Face format; default {save}/hf."""
     hf_export_enabled: bool | None = None

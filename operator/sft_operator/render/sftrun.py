@@ -3,12 +3,16 @@
 What every backend shares is built here: the pod template (hardened, ``nvidia.com/gpu`` =
 gpusPerNode, a memory-backed /dev/shm) and the torchrun command. Each pod's command is::
 
-    torchrun --nnodes=N --nproc-per-node=G --node-rank=<rank> --master-addr=<addr>
+    sft-torchrun --nnodes=N --nproc-per-node=G --node-rank=<rank> --master-addr=<addr>
              --master-port=<port> --max-restarts=R --no-python sft-train --config /etc/sft/config.yaml
 
 where rank, address and port are what the backend's controller provides (see
 :mod:`sft_operator.backends`); the values the operator knows at render time (nodes, GPUs) are spelled
 out for ``kubectl get -o yaml``. torchrun's default ``static`` rendezvous uses exactly these.
+``sft-torchrun`` (the trainer image's ``sft_train.launch``) takes torchrun's arguments and runs
+torchrun, forwarding SIGTERM to it and exiting 143 when it was signalled: torchrun alone turns a
+preemption, after the workers saved a checkpoint, into exit 1, which restart policies read as
+permanent.
 """
 
 from __future__ import annotations
@@ -67,7 +71,7 @@ def torchrun_command(spec: SFTRunSpec, backend: Backend | None = None, child_nam
     rdzv = backend.rendezvous(child_name)
     restarts = 0 if backend.group_restarts else spec.max_restarts
     return [
-        "torchrun",
+        "sft-torchrun",
         f"--nnodes={spec.nodes}",
         f"--nproc-per-node={nproc_per_node(spec)}",
         f"--node-rank={rdzv.node_rank}",

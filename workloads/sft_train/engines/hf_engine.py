@@ -13,7 +13,13 @@ Meant for CPUs and single GPUs (tests, demos, small models); it runs under ``tor
 
 Resume state: model (or adapter) weights and optimizer state are saved; the schedule, the data
 position and the random streams are pure functions of (seed, iteration, rank), so the iteration
-count restores them exactly.
+count restores them exactly. Each checkpoint carries the run's identity (:mod:`sft_train.ledger`),
+checked against the run before anything is loaded.
+
+Preemption: SIGTERM (the kubelet's, or torchrun's forward of it) only sets a flag; every rank
+finishes its step, the ranks agree through an all-reduce of the flag after each step (one rank
+signalled is enough), a checkpoint of that iteration is saved, and :class:`Preempted` ends the run
+(exit 143, a ``Preempted`` termination message naming the checkpoint).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -36,7 +43,7 @@ import torch.distributed as dist
 from sft_common import storage
 from sft_common.config import to_yaml
 from sft_common.progress import Progress
-from sft_train import prechecks
+from sft_train import ledger, prechecks
 from sft_train.config import TrainConfig
 from sft_train.engines import hf_checkpoint as ckpt
 from sft_train.engines.hf_batch import collate, forward_loss
@@ -48,7 +55,7 @@ from sft_train.engines.hf_model import (
     localize_checkpoint,
     param_groups,
 )
-from sft_train.engines.outcome import TrainResult
+from sft_train.engines.outcome import Preempted, TrainResult
 from sft_train.engines.schedule import learning_rate
 from sft_train.errors import CheckpointNotFound, TrainInputError
 from sft_train.packed_data import DataInfo, PackedSplit, check_seq_length, sample_order
@@ -91,6 +98,41 @@ class DistContext:
         if self.active:
             dist.barrier()
 
+    def any(self, flag: bool) -> bool:
+        """True on every rank when ``flag`` is true on any rank (a collective: all ranks call it)."""
+        if not self.active:
+            return flag
+        (total,) = self.all_sum(1.0 if flag else 0.0)
+        return total > 0
+
+
+class StopFlag:
+    """Set by SIGTERM; read between steps (a signal handler must not save or talk to other ranks)."""
+
+    def __init__(self) -> None:
+        self.received = False
+
+    def __call__(self, signum: int, frame: object) -> None:
+        if not self.received:
+            message = "SIGTERM: finishing this step, then saving a checkpoint and exiting"
+            print(message, file=sys.stderr, flush=True)
+        self.received = True
+
+
+@contextlib.contextmanager
+def on_sigterm(flag: StopFlag) -> Iterator[StopFlag]:
+    """Route SIGTERM to ``flag`` while training (main thread only; elsewhere nothing changes)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+    previous = signal.signal(signal.SIGTERM, flag)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
 
 @contextlib.contextmanager
 def distributed() -> Iterator[DistContext]:
@@ -126,12 +168,30 @@ def _seed_everything(seed: int) -> None:
 class HFTrainer:
     """One training run of the hf engine on one rank."""
 
-    def __init__(self, config: TrainConfig, info: DataInfo, ctx: DistContext, scratch: Path) -> None:
-        self.config = config
+    def __init__(
+        self,
+        config: TrainConfig,
+        info: DataInfo,
+        ctx: DistContext,
+        scratch: Path,
+        stop: StopFlag | None = None,
+    ) -> None:
         self.info = info
         self.ctx = ctx
         self.scratch = scratch
         self.is_main = ctx.rank == 0
+        self.stop = stop or StopFlag()
+        # The drift guard, before anything is loaded: a checkpoint of another run is refused here.
+        self.resolution = ledger.resolve(config, info, ckpt.newest_checkpoint)
+        if self.resolution.save != config.checkpoint.save:
+            config = ledger.with_save(config, self.resolution.save)
+        self.config = config
+        if self.is_main:
+            if self.resolution.note:
+                print(self.resolution.note, file=sys.stderr, flush=True)
+            removed = ckpt.clean_leftovers(config.checkpoint.save)
+            if removed:
+                print(f"removed leftovers of interrupted saves: {', '.join(removed)}", file=sys.stderr)
         check_seq_length(info.pack_size, config.model.seq_length)
         gbs = config.train.global_batch_size
         if gbs % ctx.world:
@@ -297,7 +357,12 @@ class HFTrainer:
         save = self.config.checkpoint.save
         uri = None
         if save and self.is_main:
-            uri = ckpt.save_checkpoint(save, iteration, lambda d: self._write_checkpoint(iteration, d))
+            uri = ckpt.save_checkpoint(
+                save,
+                iteration,
+                lambda d: self._write_checkpoint(iteration, d),
+                ledger.record(iteration, self.resolution.identity),
+            )
         self.ctx.barrier()
         return uri or (storage.join(save, ckpt.iteration_name(iteration)) if save else None)
 
@@ -349,6 +414,8 @@ class HFTrainer:
             initial=self.start_iteration,
         )
         progress.update()
+        if cfg.logging.metrics_file and self.is_main:
+            trim_metrics(cfg.logging.metrics_file, self.start_iteration)
         metrics = open(cfg.logging.metrics_file, "a") if cfg.logging.metrics_file and self.is_main else None  # noqa: SIM115
         wandb_run = _wandb_start(cfg) if self.is_main else None
         if self.is_main and self.start_iteration:
@@ -356,6 +423,8 @@ class HFTrainer:
         losses: list[tuple[int, float]] = []
         window: list[float] = []
         last_ckpt = self.resume_uri
+        saved_at = self.start_iteration
+        info = ledger.checkpoint_info(last_ckpt, self.start_iteration, self.start_iteration)
         tokens = 0
         iteration = self.start_iteration
         finished = iteration >= total
@@ -399,8 +468,18 @@ class HFTrainer:
                         )
                 interval = cfg.checkpoint.save_interval
                 exiting = bool(cfg.train.exit_interval and iteration % cfg.train.exit_interval == 0)
-                if iteration == total or exiting or (interval and iteration % interval == 0):
+                preempted = self.ctx.any(self.stop.received)
+                if iteration == total or exiting or preempted or (interval and iteration % interval == 0):
                     last_ckpt = self.save(iteration)
+                    saved_at = iteration
+                    if last_ckpt and self.is_main:
+                        info = ledger.checkpoint_info(last_ckpt, iteration, self.start_iteration)
+                        ledger.report_checkpoint(progress, info)
+                if preempted:
+                    if self.is_main:
+                        print(f"preempted: checkpoint of iteration {saved_at} saved; exiting", flush=True)
+                    progress.close()
+                    raise Preempted(iteration, last_ckpt if cfg.checkpoint.save else None, info)
                 if exiting and iteration < total:
                     if self.is_main:
                         print(
@@ -427,8 +506,27 @@ class HFTrainer:
         final = self.reported_loss
         progress.close(loss=final) if final is not None else progress.close()
         return TrainResult(
-            last_ckpt, iteration, final, losses, hf_export, finished, valid_loss, self.start_iteration
+            last_ckpt, iteration, final, losses, hf_export, finished, valid_loss, self.start_iteration, info
         )
+
+
+def trim_metrics(path: str, iteration: int) -> None:
+    """Drop the records after ``iteration`` from a metrics file before this process appends to it:
+    a resumed run logs the iterations after its checkpoint again, and each must appear once."""
+    file = Path(path)
+    if not file.is_file():
+        return
+    kept = []
+    for line in file.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue  # a line cut by a kill
+        if isinstance(record, dict) and int(record.get("iteration", 0)) <= iteration:
+            kept.append(line)
+    tmp = file.with_name(f".{file.name}.tmp-{os.getpid()}")
+    tmp.write_text("".join(line + "\n" for line in kept))
+    os.replace(tmp, file)
 
 
 LOSS_DIGITS = 4
@@ -502,6 +600,10 @@ def train(config: TrainConfig, info: DataInfo) -> TrainResult:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # our Progress is the one progress display
-    with distributed() as ctx, tempfile.TemporaryDirectory(prefix="sft-train-") as scratch:
-        trainer = HFTrainer(config, info, ctx, Path(scratch))
+    with (
+        on_sigterm(StopFlag()) as stop,
+        distributed() as ctx,
+        tempfile.TemporaryDirectory(prefix="sft-train-") as scratch,
+    ):
+        trainer = HFTrainer(config, info, ctx, Path(scratch), stop)
         return trainer.run()

@@ -5,11 +5,20 @@ else: the package, its tests and ``--dry-run`` work on a CPU machine without it.
 from the recipe function, then our settings (:mod:`sft_train.engines.megatron_plan`), then the user's
 ``overrides``, applied with Megatron-Bridge's own OmegaConf/Hydra helpers so an unknown key fails
 with Megatron-Bridge's message.
+
+Preemption: the container sets ``train.exit_signal_handler``, so on SIGTERM Megatron-Bridge 0.6.2
+finishes the step, saves a checkpoint (firing ``on_checkpoint_save``) and leaves ``finetune()``
+through ``sys.exit(0)`` (training/train.py, ``checkpoint_and_decide_exit`` and the end of ``train``).
+A ``SystemExit(0)`` before ``train_iters`` that ``train.exit_interval`` does not explain is that
+exit: it becomes :class:`Preempted` (exit 143), as on the hf engine. Each save gets its ledger record
+(:mod:`sft_train.ledger`) in the iteration's directory before it is uploaded, and the run's identity is
+checked against the newest checkpoint before anything starts.
 """
 
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import sys
 import tempfile
@@ -19,7 +28,8 @@ from typing import Any
 
 from sft_common import storage
 from sft_common.progress import Progress
-from sft_train import checkpoint_staging, prechecks
+from sft_common.result import CheckpointInfo
+from sft_train import checkpoint_staging, ledger, prechecks
 from sft_train.config import TrainConfig
 from sft_train.engines.megatron_plan import (
     MEGATRON_BRIDGE_VERSION,
@@ -31,7 +41,7 @@ from sft_train.engines.megatron_plan import (
     required_pad_multiple,
     resume_location,
 )
-from sft_train.engines.outcome import TrainResult
+from sft_train.engines.outcome import Preempted, TrainResult
 from sft_train.errors import CheckpointNotFound, InvalidOverride, PadMultipleMismatch, TrainInputError
 from sft_train.packed_data import DataInfo
 
@@ -237,11 +247,73 @@ def finished_step(step: int, config: TrainConfig) -> bool:
     return step >= config.train.train_iters
 
 
+def newest_checkpoint(save: str) -> tuple[str, int] | None:
+    """(URI, iteration) of the newest complete Megatron-Bridge checkpoint under ``save`` (its tracker)."""
+    iteration = checkpoint_staging.latest_iteration(save)
+    if not iteration:
+        return None
+    return storage.join(save, checkpoint_staging.iteration_dir(iteration)), iteration
+
+
+def ledger_callbacks(
+    base: type,
+    local_save: str,
+    final_uri: Any,
+    ident: dict[str, Any],
+    progress: Progress,
+    last: dict[str, Any],
+) -> tuple[Any, Any]:
+    """Two Megatron-Bridge callbacks around the upload of a save (``on_checkpoint_save`` fires on every
+    rank after the save): the first writes the ledger record into the local iteration directory
+    (rank 0, before the upload takes it along), the second reports the complete checkpoint."""
+
+    def rank() -> int:
+        return int(os.environ.get("RANK", "0"))
+
+    class _Record(base):
+        def on_checkpoint_save(self, context: Any) -> None:
+            iteration = int(context.state.train_state.step)
+            last["saved"] = iteration
+            if rank() != 0:
+                return
+            directory = Path(local_save) / checkpoint_staging.iteration_dir(iteration)
+            if directory.is_dir():
+                tmp = directory / f".{ledger.RECORD}.tmp"
+                tmp.write_text(json.dumps(ledger.record(iteration, ident), sort_keys=True))
+                os.replace(tmp, directory / ledger.RECORD)
+
+    class _Report(base):
+        def on_checkpoint_save(self, context: Any) -> None:
+            iteration = int(context.state.train_state.step)
+            info = ledger.checkpoint_info(final_uri(iteration), iteration, last.get("resumed_from"))
+            last["info"] = info
+            if rank() == 0:
+                ledger.report_checkpoint(progress, info)
+
+    return _Record(), _Report()
+
+
+def stopped_by_signal(exc: SystemExit, step: int, config: TrainConfig) -> bool:
+    """Megatron-Bridge's ``sys.exit(0)`` before the last iteration, not at a ``train.exit_interval``
+    multiple: the exit after a signal's checkpoint (any other exit code is a failure, re-raised)."""
+    if exc.code not in (0, None) or finished_step(step, config):
+        return False
+    interval = config.train.exit_interval
+    return not (interval and step and step % interval == 0)
+
+
 def train(config: TrainConfig, info: DataInfo) -> TrainResult:
     if not config.checkpoint.save:
         raise TrainInputError(
             "checkpoint.save is required: it is where checkpoints go and where a restart resumes"
         )
+    resolution = ledger.resolve(config, info, newest_checkpoint)  # the drift guard, before anything
+    rank = int(os.environ.get("RANK", "0"))
+    if resolution.note and rank == 0:
+        print(resolution.note, file=sys.stderr, flush=True)
+    if resolution.save != config.checkpoint.save:
+        config = ledger.with_save(config, resolution.save)
+    resumed = newest_checkpoint(str(config.checkpoint.save)) if not config.checkpoint.load else None
     check_base_checkpoint(config, resume_location(config))
     problem = pad_multiple_problem(required_pad_multiple(config), info)
     if problem:
@@ -263,7 +335,7 @@ def train(config: TrainConfig, info: DataInfo) -> TrainResult:
     finetune = _import("megatron.bridge.training.finetune").finetune
     forward_step = _import("megatron.bridge.training.gpt_step").forward_step
     torch = _import("torch")
-    rank = int(os.environ.get("RANK", "0"))
+    start = resumed[1] if resumed else 0
     progress = Progress(
         "train",
         total=config.train.train_iters,
@@ -271,22 +343,38 @@ def train(config: TrainConfig, info: DataInfo) -> TrainResult:
         rates=("tokens",),
         mode=None if rank == 0 else "off",
         owner=rank == 0,
+        initial=start,
     )
-    last: dict[str, Any] = {}
+    last: dict[str, Any] = {"resumed_from": start or None}
     if rank == 0 and plan.resume_from:
         print(f"resuming from {plan.resume_from}", flush=True)
-    finetune(
-        config=cfg,
-        forward_step_func=forward_step,
-        callbacks=[
-            progress_callback(config, info.pack_size, progress, last),
-            staged.callback(_import("megatron.bridge.training.callbacks").Callback, _barrier(torch)),
-        ],
+    base = _import("megatron.bridge.training.callbacks").Callback
+    record, report = ledger_callbacks(
+        base, str(cfg.checkpoint.save), staged.checkpoint_uri, resolution.identity, progress, last
     )
+    stop: SystemExit | None = None
+    try:
+        finetune(
+            config=cfg,
+            forward_step_func=forward_step,
+            callbacks=[
+                progress_callback(config, info.pack_size, progress, last),
+                record,
+                staged.callback(base, _barrier(torch)),
+                report,
+            ],
+        )
+    except SystemExit as exc:  # Megatron-Bridge leaves train() with sys.exit after a signal or exit_interval
+        stop = exc
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
     progress.close()
-    step = int(last.get("step", 0))
+    step = int(last.get("saved") or last.get("step") or start)
+    saved: CheckpointInfo | None = last.get("info")
+    if stop is not None and stopped_by_signal(stop, step, config):
+        raise Preempted(step, staged.checkpoint_uri(step), saved)
+    if stop is not None and stop.code not in (0, None):
+        raise stop
     save = str(cfg.checkpoint.save)
     checkpoint = storage.join(save, f"iter_{step:07d}") if step else save  # local for the export
     hf_export = None
@@ -310,7 +398,9 @@ def train(config: TrainConfig, info: DataInfo) -> TrainResult:
                 bridge.export_ckpt(megatron_path=checkpoint, hf_path=target)
             hf_export = target
     finished = finished_step(step, config)
-    return TrainResult(staged.checkpoint_uri(step), step, last.get("loss"), [], hf_export, finished)
+    return TrainResult(
+        staged.checkpoint_uri(step), step, last.get("loss"), [], hf_export, finished, None, start, saved
+    )
 
 
 def _barrier(torch: Any) -> Any:

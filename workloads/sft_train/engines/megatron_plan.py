@@ -223,6 +223,9 @@ def mb_overrides(config: TrainConfig, pack_size: int, resume: str | None) -> lis
     ]
     if config.train.exit_interval:
         items.append(("train.exit_interval", config.train.exit_interval))
+    # SIGTERM (a preemption): Megatron-Bridge finishes the step, saves a checkpoint and exits (0.6.2
+    # training/train.py checkpoint_and_decide_exit → sys.exit(0)); megatron_engine reports it as Preempted.
+    items.append(("train.exit_signal_handler", True))
     opt = config.optimizer
     items += [
         ("optimizer.lr", config.lr),
