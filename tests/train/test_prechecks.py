@@ -200,6 +200,7 @@ def test_pack_size_longer_than_the_models_context(
     assert message["reason"] == "PackSizeMismatch"
 
 
+@pytest.mark.parametrize("resume", ["auto", "force"])
 @pytest.mark.parametrize(("first", "then"), [(None, "lora"), ("lora", None)])
 def test_peft_against_the_kind_of_the_checkpoint_to_resume(
     tmp_path: Path,
@@ -208,17 +209,26 @@ def test_peft_against_the_kind_of_the_checkpoint_to_resume(
     monkeypatch: pytest.MonkeyPatch,
     first: str | None,
     then: str | None,
+    resume: str,
 ) -> None:
     """A LoRA run on a full run's location died on ``adapter_config.json`` with a traceback (and a full
-    run on a LoRA run's location on a missing ``config.json``)."""
+    run on a LoRA run's location on a missing ``config.json``). The ledger's drift guard refuses it
+    first (``auto``); with ``checkpoint.resume: force`` the guard steps aside and the pre-check on the
+    checkpoint's kind still refuses what cannot be loaded."""
     data = write_prep_output(tmp_path / "prep", pack(conversations()))
     config = hf_config(data, tiny_model, tmp_path / "ck", peft=first, **{"train.exit_interval": 3})
     assert main(["--config", str(write_config(tmp_path / "a.yaml", config))]) == 0
     capsys.readouterr()
     monkeypatch.setattr(hf_engine, "load_base_model", _refuse)
     config["peft"] = then
+    config["checkpoint"]["resume"] = resume
     line, message = refused(capsys, config, tmp_path)
-    assert str(tmp_path / "ck" / "iter_0000003") in line and "peft" in line
+    where = (
+        "checkpoint.save " + str(tmp_path / "ck")
+        if resume == "auto"
+        else str(tmp_path / "ck" / "iter_0000003")
+    )
+    assert where in line and "peft" in line
     assert message["reason"] == "CheckpointMismatch"
 
 
