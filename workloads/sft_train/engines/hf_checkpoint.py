@@ -71,7 +71,7 @@ def save_checkpoint(save: str, iteration: int, write: Callable[[Path], None]) ->
         staging = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=root))
         try:
             write(staging)
-            os.chmod(staging, 0o755)  # mkdtemp makes it private; readers (export jobs) need access
+            storage.respect_umask(staging)  # mkdtemp and safetensors make it private; readers need access
             final = root / name
             if final.exists():  # left by a run that crashed between rename and marker
                 shutil.rmtree(final)
