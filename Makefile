@@ -12,14 +12,12 @@ STAMP     := $(VENV)/.stamp-$(STAMP_ID)
 RUN_STAMP := $(VENV)/.stamp-run-$(STAMP_ID)
 RUN_EXTRAS := prep,train,operator,ctl
 
-.PHONY: help venv test test-fast test-megatron lint mypy format crds chart-sync demo bench bench-prep bench-operator bench-faults images e2e-kind clean
+.PHONY: help venv test test-megatron lint mypy format crds chart-sync demo bench bench-prep bench-operator bench-faults images e2e-kind clean
 
 help:
 	@echo "make demo      sftctl run --local on manifests/samples/pipeline-local.yaml (prep + a tiny CPU fine-tune;"
 	@echo "               installs only what it runs, no dev tools)"
 	@echo "make test      lint + mypy + the whole test suite (GPU/kind tests skip without them)"
-	@echo "make test-fast the fast tier (< 2 min): the suite without the tests marked slow (end-to-end runs,"
-	@echo "               real operator processes, training runs; see tests/conftest.py)"
 	@echo "make test-megatron  the Megatron-Bridge conformance tier (.venv-mb, Python 3.12, ~6 GB download)"
 	@echo "make lint      ruff"
 	@echo "make crds      regenerate manifests/crds from the pydantic models (and sync the Helm chart)"
@@ -59,9 +57,6 @@ mypy: $(STAMP)
 
 test: lint mypy
 	$(PY) -m pytest -n 2 tests
-
-test-fast: $(STAMP)
-	$(PY) -m pytest -x -q tests -m "not slow"
 
 # The Megatron-Bridge conformance tier (tests marked `megatron`): Megatron-Bridge's own dataset, builder,
 # collate and config code run on this CPU against our shards. A separate Python 3.12 venv, .venv-mb:
