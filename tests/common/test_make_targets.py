@@ -39,7 +39,8 @@ def test_the_demo_imports_nothing_from_the_dev_extra() -> None:
     engine) imports without a dev-only package."""
     code = (
         "import sys\n"
-        "import sft_operator.ctl.demo, sft_operator.ctl.main, sft_operator.ctl.local, sft_operator.ctl.report\n"
+        "import sft_operator.ctl.demo, sft_operator.ctl.main, sft_operator.ctl.local\n"
+        "import sft_operator.ctl.report\n"
         "import sft_prep.cli, sft_prep.pipeline, sft_train.cli, sft_train.demo, sft_train.engines.hf_engine\n"
         f"print(sorted(m for m in {DEV_ONLY!r} if m in sys.modules))\n"
     )
