@@ -125,7 +125,11 @@ def test_outputs_respect_the_umask_through_sft_prep_and_sft_train(tmp_path: Path
         preexec_fn=umask_022,
     )
     assert done.returncode == 0, done.stderr
-    base = build_base_model(tmp_path / "models", 1024)
+    previous = os.umask(0o022)
+    try:
+        base = build_base_model(tmp_path / "models", 1024)  # what make demo writes for the run to read
+    finally:
+        os.umask(previous)
     train = tmp_path / "train.yaml"
     train.write_text(
         yaml.safe_dump(
@@ -149,7 +153,7 @@ def test_outputs_respect_the_umask_through_sft_prep_and_sft_train(tmp_path: Path
         preexec_fn=umask_022,
     )
     assert done.returncode == 0, done.stderr
-    for root in ("prep", "ckpt", "hf"):
+    for root in ("prep", "ckpt", "hf", "models"):
         modes = _modes(tmp_path / root)
         files = {k: v for k, v in modes.items() if (tmp_path / root / k).is_file()}
         dirs = {k: v for k, v in modes.items() if (tmp_path / root / k).is_dir()}
