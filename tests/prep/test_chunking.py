@@ -179,7 +179,7 @@ def test_template_mismatch_is_a_row_error(split: Split) -> None:
     with pytest.raises(RowError) as info:
         split(row)
     assert info.value.reason == "template_mismatch"
-    assert info.value.detail == "Template mismatch at message 1"
+    assert info.value.detail == "Template mismatch at message 1 (assistant)"
 
 
 def test_generic_chunker_with_a_foreign_template() -> None:

@@ -332,11 +332,11 @@ def test_a_run_where_every_row_is_dropped_fails_with_the_reasons(tmp_path: Path)
     )
     code, _ = run_cli("--config", str(config), "num_shards=1")
     msg = termination()
-    assert code == 1 and msg["reason"] == "NoTrainingData"
+    assert code == 2 and msg["reason"] == "NoTrainingData"  # the data's fault: fail fast, like a config error
     assert "missing_messages" in msg["message"] and "messages_field" in msg["message"]
     meta = json.loads((tmp_path / "out" / "metadata.json").read_text())
     assert meta["totals"]["bins"] == 0 and meta["dropped"]["missing_messages"] > 0
-    assert run_cli("--config", str(config), "num_shards=1")[0] == 1, "a rerun does not turn it into a success"
+    assert run_cli("--config", str(config), "num_shards=1")[0] == 2, "a rerun does not turn it into a success"
 
 
 def test_file_uris_for_input_and_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

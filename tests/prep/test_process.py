@@ -113,7 +113,7 @@ def test_reader_errors_and_mismatches_are_counted_not_raised(processor: RowProce
     result = processor.process(rows)
     assert dict(result.counts.dropped) == {"bad_json": 1, "template_mismatch": 1}
     assert result.counts.examples["template_mismatch"] == [
-        {"dataset": "d", "row": "a.jsonl:2", "detail": "Template mismatch at message 1"}
+        {"dataset": "d", "row": "a.jsonl:2", "detail": "Template mismatch at message 1 (assistant)"}
     ]
     assert [s.row_index for s in result.sequences] == ["a.jsonl:3"]
 

@@ -223,7 +223,8 @@ def test_dry_run_of_the_shipped_default_without_data(capsys: pytest.CaptureFixtu
     mb = report["megatron_bridge"]
     assert "model.seq_length=4096" in mb["overrides"] and "optimizer.lr=5e-06" in mb["overrides"]
     assert mb["dataset"]["do_validation"] is False
-    assert report["torchrun"].startswith("torchrun --nnodes=1 --nproc-per-node=8 -m sft_train")
+    # the recipe's EP 16 needs 16 GPUs: two nodes of 8, not one (issue 21)
+    assert report["torchrun"].startswith("torchrun --nnodes=2 --nproc-per-node=8 -m sft_train")
     # ... and LoRA on the same config previews the LoRA rate, with the given sequence length
     assert main(["--dry-run", "--config", str(default), "peft=lora", "model.seq_length=8192"]) == 0
     captured = capsys.readouterr()

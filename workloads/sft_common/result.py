@@ -253,9 +253,20 @@ def report_success(result: PrepResult | TrainResult) -> None:
 
 
 def report_failure(reason: str, message: str, **extra: Any) -> None:
+    """The failure as JSON: always in the termination message, and as a ``result`` line in the log
+    unless stderr is a terminal, where the ``error:`` line already said it (a person reads it; log
+    collectors and ``sftctl`` read a pipe)."""
     payload = redact_value(FailureResult(reason=reason, message=message, **extra).payload())
-    print(json.dumps({"event": "result", **payload}, default=str), file=sys.stderr, flush=True)
+    if not _is_terminal(sys.stderr):
+        print(json.dumps({"event": "result", **payload}, default=str), file=sys.stderr, flush=True)
     write_termination_message(payload)
+
+
+def _is_terminal(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # replaced or closed stream
+        return False
 
 
 def run_main(main: Callable[[Sequence[str]], int | None], argv: Sequence[str] | None = None) -> int:

@@ -15,6 +15,7 @@ import errno
 import fnmatch
 import glob as _glob
 import os
+import secrets
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -408,8 +409,7 @@ def local_path(uri: str) -> Iterator[Path]:
 def download_file(uri: str, dest: Path) -> None:
     """Copy one file or object to ``dest`` atomically (a temp name in its directory, then a rename)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    os.close(fd)
+    tmp_name = str(create_temp(dest.parent, f".{dest.name}.", ".part"))
     try:
         if is_remote(uri):
             bucket, key = split_s3(uri)
@@ -453,6 +453,50 @@ def makedirs(uri: str) -> None:
         _local(uri).mkdir(parents=True, exist_ok=True)
 
 
+def create_temp(directory: Path, prefix: str, suffix: str) -> Path:
+    """A new empty file in ``directory`` with a unique name, mode 0666 less the umask.
+
+    Not ``tempfile.mkstemp``: it creates 0600 whatever the umask, and the file keeps that mode when it
+    is renamed into place, so on a shared volume another uid (the trainer reading the prep's shards)
+    could not read it. Created with O_EXCL like mkstemp, so the name is ours alone."""
+    for _ in range(100):
+        path = directory / f"{prefix}{secrets.token_hex(6)}{suffix}"
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666))
+        except FileExistsError:
+            continue
+        return path
+    raise FileExistsError(f"{directory}: no free temporary name for {prefix}*{suffix}")
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it (``os.umask`` can only swap it, which races with
+    other threads creating files); Linux reports it in /proc/self/status."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def respect_umask(root: Path) -> None:
+    """Give ``root`` and everything below it the modes a plain create would (0666/0777 less the umask).
+
+    For trees written by libraries that create private files (safetensors 0.8 writes 0600, like
+    ``mkstemp``/``mkdtemp``) before they are published on a volume that other uids read."""
+    mask = current_umask()
+    os.chmod(root, 0o777 & ~mask)
+    for path in root.rglob("*"):
+        if path.is_symlink():
+            continue
+        os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
+
+
 @contextlib.contextmanager
 def atomic_write_path(uri: str) -> Iterator[Path]:
     """Yield a temp path to write; on success it becomes ``uri`` atomically, on error it vanishes."""
@@ -470,9 +514,7 @@ def atomic_write_path(uri: str) -> Iterator[Path]:
     dest = _local(uri)
     with space_guard(uri):
         dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-        os.close(fd)
-        tmp = Path(tmp_name)
+        tmp = create_temp(dest.parent, f".{dest.name}.", ".tmp")
         try:
             yield tmp
             os.replace(tmp, dest)

@@ -19,6 +19,14 @@ Accepted shape (one row, already decoded from JSON or Parquet)::
 Content given as a list of parts is accepted when every part is a text part; the texts are joined
 with no separator (the OpenAI API's own meaning of a multi-part text message). Image, audio or file
 parts are rejected (``non_text_content``): this pipeline trains a text model.
+
+Reasoning written inline — an assistant ``content`` that opens with ``<think>…</think>`` and has no
+``reasoning_content`` (the common export format of reasoning models and of vLLM/SGLang without a
+reasoning parser) — is split into ``reasoning_content`` and the answer after ``</think>``
+(:func:`split_inline_reasoning`), so it renders, masks and splits into per-user-turn sequences exactly
+as the same row written with ``reasoning_content`` (the field the reference nano3 template renders).
+Without the split the nano3 template keeps the tags verbatim in the content, so the turn no longer
+starts with the generation prompt and the row was dropped as ``template_mismatch``.
 """
 
 from __future__ import annotations
@@ -275,6 +283,30 @@ def _tools(raw: Any) -> tuple[dict[str, Any], ...] | None:
     return tuple(raw) or None
 
 
+THINK_OPEN = "<think>"
+THINK_CLOSE = "</think>"
+
+
+def split_inline_reasoning(content: str) -> tuple[str | None, str]:
+    """``(reasoning, answer)`` of an assistant content that opens with an inline ``<think>`` block.
+
+    The inverse of the nano3 render ``<think>\\n{reasoning}\\n</think>\\n{content}``: the newlines
+    the template adds around the reasoning and before the answer are removed (the same rule as the
+    Qwen3 template's own split), so ``<think>\\nR\\n</think>\\nA`` gives back exactly ``(R, A)``.
+    Content that does not open with ``<think>`` (after leading whitespace), or has no ``</think>``
+    after it, is returned unchanged with ``None`` reasoning: only a leading block is reasoning.
+    """
+    head = content.lstrip()
+    if not head.startswith(THINK_OPEN):
+        return None, content
+    end = head.find(THINK_CLOSE, len(THINK_OPEN))
+    if end < 0:
+        return None, content
+    reasoning = head[len(THINK_OPEN) : end].strip("\n")
+    answer = head[end + len(THINK_CLOSE) :].lstrip("\n")
+    return reasoning, answer
+
+
 def _optional_str(msg: Mapping[str, Any], key: str, where: str) -> str | None:
     value = msg.get(key)
     if value is None or isinstance(value, str):
@@ -314,6 +346,8 @@ def parse_conversation(
                 raise RowError(
                     "bad_reasoning_type", f"{where}.reasoning_content is a {type(reasoning).__name__}"
                 )
+            if reasoning is None and THINK_OPEN in content:
+                reasoning, content = split_inline_reasoning(content)
             messages.append(Message(role, content, reasoning, _tool_calls(msg.get("tool_calls"), where)))
         elif role == "tool":
             name = _optional_str(msg, "name", where)

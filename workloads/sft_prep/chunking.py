@@ -120,6 +120,21 @@ class _GenericRenderer:
         return self.render(i + 1, add_generation_prompt=role in ("user", "tool") and next_is_assistant)
 
 
+def mismatch(messages: Sequence[Message], i: int, prompt_only: bool) -> RowError:
+    """The error for prefix ``messages[:i+1]`` not being a prefix of the full render.
+
+    ``prompt_only``: the prefix itself matched and only the generation prompt appended for the next
+    (assistant) turn did not, so that assistant turn is the one that renders unexpectedly (e.g. think
+    tags in the middle of its content); name it, not the user turn before it."""
+    if prompt_only and i + 1 < len(messages):
+        return RowError(
+            "template_mismatch",
+            f"Template mismatch at message {i + 1} (assistant): its render does not start with the "
+            "generation prompt (think tags inside the content?)",
+        )
+    return RowError("template_mismatch", f"Template mismatch at message {i} ({messages[i].role})")
+
+
 def _chunks_from(
     renderer: _GenericRenderer, messages: Sequence[Message], full: str, start: int, previous: int
 ) -> list[Chunk]:
@@ -129,7 +144,7 @@ def _chunks_from(
             continue
         text = renderer.prefix(messages, i)
         if not full.startswith(text):
-            raise RowError("template_mismatch", f"Template mismatch at message {i}")
+            raise mismatch(messages, i, full.startswith(renderer.render(i + 1)))
         out.append(Chunk(messages[i].role, full[previous : len(text)]))
         previous = len(text)
     if previous != len(full):
@@ -165,7 +180,7 @@ def split_generic(conv: Conversation, template: ChatTemplate) -> list[list[Chunk
         system_end = system_block_end(full)
         context = renderer.prefix(sub, last_user)
         if not full.startswith(context):
-            raise RowError("template_mismatch", f"Template mismatch at message {last_user}")
+            raise mismatch(sub, last_user, full.startswith(renderer.render(last_user + 1)))
         head = [Chunk("system", full[:system_end]), Chunk("user", full[system_end : len(context)])]
         sequences.append(head + _chunks_from(renderer, sub, full, last_user + 1, len(context)))
     return sequences

@@ -31,7 +31,10 @@ class DatasetSpec(ConfigModel):
     weight: float = Field(default=1.0, gt=0)
     """Relative weight of this dataset in blend.json."""
     split: str = "train"
-    """Split of a hub dataset to read (hf:// only)."""
+    """Split of a hub dataset to read (hf:// only); where the rows go is output_split."""
+    output_split: Literal["train", "valid", "test"] | None = None
+    """Put every row of this dataset into this output split (e.g. valid: a validation set of its own,
+    however small); unset: the dataset's shards are drawn into valid/test by valid_ratio/test_ratio."""
     subset: str | None = None
     """Subset (configuration) of a hub dataset (hf:// only)."""
     messages_field: str = "messages"
@@ -116,6 +119,11 @@ class PrepConfig(ConfigModel):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"dataset names must be unique; repeated: {', '.join(dupes)}")
+        if self.datasets and all(d.output_split in ("valid", "test") for d in self.datasets):
+            raise ValueError(
+                "datasets: every dataset has output_split valid or test, so nothing is left to train on; "
+                "leave output_split unset (or train) on the training datasets"
+            )
         if self.valid_ratio + self.test_ratio >= 1:
             raise ValueError("valid_ratio + test_ratio must leave shards for train (sum < 1)")
         if self.max_doc_tokens is not None and self.max_doc_tokens > self.pack_size:

@@ -19,10 +19,11 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sft_prep.chat import Conversation, Message, RowError
+from sft_prep.chat import Conversation, Message
 from sft_prep.chunking import (
     EMPTY_THINK_PROMPT,
     Chunk,
+    mismatch,
     reasoning_renders_empty,
     split_leading_system,
     system_block_end,
@@ -228,12 +229,12 @@ class _Sub:
         if self.differ_before[i + 1] == self.differ_before[max(prefix_user, 0)]:
             pos = self.ends[i]
             if not self.full.startswith(tail, pos):
-                raise RowError("template_mismatch", f"Template mismatch at message {i}")
+                raise mismatch(msgs[: self.end], i, prompt_only=True)
             return pos + len(tail)
-        text = r.system + "".join(r.segment(t, t < prefix_user, i + 1) for t in range(r.offset, i + 1)) + tail
-        if not self.full.startswith(text):
-            raise RowError("template_mismatch", f"Template mismatch at message {i}")
-        return len(text)
+        text = r.system + "".join(r.segment(t, t < prefix_user, i + 1) for t in range(r.offset, i + 1))
+        if not self.full.startswith(text + tail):
+            raise mismatch(msgs[: self.end], i, prompt_only=self.full.startswith(text))
+        return len(text) + len(tail)
 
     def chunks(self, start: int, previous: int, thinking: bool) -> list[Chunk]:
         msgs = self.r.messages

@@ -60,8 +60,9 @@ BATCH_ROWS = 256
 """Rows handed to the processor at once: large enough for batched tokenization, small for memory."""
 
 
-class NoTrainingData(RuntimeError):
-    """Every row was dropped: almost always a wrong messages_field, template or input; fail loudly."""
+class NoTrainingData(ConfigError):
+    """Every row was dropped: almost always a wrong messages_field, template or input; fail loudly
+    and fast (exit 2, one line: rerunning the same data cannot help)."""
 
     reason = "NoTrainingData"
 
@@ -198,8 +199,9 @@ class Worker:
         )
         self.warnings: list[str] = []
         """Said on stdout now and kept in metadata.json and the summary."""
+        lowered = None
         if num_shards < cfg.num_shards:
-            self.warnings.append(
+            lowered = (
                 f"num_shards {cfg.num_shards} lowered to {num_shards}: {total_bytes:,} bytes of input give "
                 f"each shard at least {MIN_SHARD_BYTES_PER_PACK_TOKEN} x pack_size bytes, or bins would "
                 "be packed from a few rows each"
@@ -207,7 +209,11 @@ class Worker:
         self.shards: list[Shard] = plan_shards(
             self.inputs, num_shards, cfg.valid_ratio, cfg.test_ratio, cfg.seed, cfg.sample
         )
-        self.warnings += plan_split_warnings(cfg.valid_ratio, cfg.test_ratio, self.shards)
+        drawn = [s for s in self.shards if self.specs[s.dataset].output_split is None]
+        split_warnings = plan_split_warnings(cfg.valid_ratio, cfg.test_ratio, drawn, lowered)
+        if lowered and not any(w.startswith(lowered) for w in split_warnings):
+            self.warnings.append(lowered)
+        self.warnings += split_warnings
         for warning in self.warnings:
             print(f"sft-prep: WARNING: {warning}", file=self.stdout)
         self.mine = [s for s in self.shards if s.index % self.num_workers == self.worker_index]

@@ -35,8 +35,10 @@ def build_qwen_tokenizer() -> Tokenizer:
     return tok
 
 
-def save_qwen_tokenizer(dest: Path, chat_template: str | None = None) -> Path:
-    """Write ``tokenizer.json`` + ``tokenizer_config.json`` to ``dest`` (reused if already there)."""
+def save_qwen_tokenizer(dest: str | Path, chat_template: str | None = None) -> Path:
+    """Write ``tokenizer.json`` + ``tokenizer_config.json`` to ``dest`` (a path or str; reused if already
+    there) and return it as a Path (what ``tokenizer.model`` names)."""
+    dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     target = dest / "tokenizer.json"
     if not target.exists():

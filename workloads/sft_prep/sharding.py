@@ -207,31 +207,50 @@ def plan_shards(
     counts = shards_per_dataset(
         [sum(f.size for f in files) for _, files in datasets], num_shards, sample is not None
     )
-    splits = assign_splits(num_shards, valid_ratio, test_ratio, seed)
+    # A dataset with output_split keeps all its shards in that split; the ratios draw from the others'
+    # shards only (with none set this is the whole pool, as before).
+    fixed: list[str | None] = []
+    for (spec, _), count in zip(datasets, counts, strict=True):
+        fixed += [spec.output_split] * count
+    pool = [i for i, split in enumerate(fixed) if split is None]
+    drawn = dict(zip(pool, assign_splits(len(pool), valid_ratio, test_ratio, seed), strict=True))
     shards = []
     index = 0
     for (spec, files), count in zip(datasets, counts, strict=True):
         sizes = {f.uri: f.size for f in files}
         for sources in assign_files(files, count, sample):
             read = sum(sizes.get(u, 0) for s in sources for u in s.files)
-            shards.append(Shard(index, spec.name, spec.weight, splits[index], sources, read))
+            split = fixed[index] or drawn[index]
+            shards.append(Shard(index, spec.name, spec.weight, split, sources, read))
             index += 1
     return shards
 
 
-def plan_split_warnings(valid_ratio: float, test_ratio: float, shards: list[Shard]) -> list[str]:
-    """A ratio asked for that whole shards cannot give (no shard, or far from the ratio)."""
+def plan_split_warnings(
+    valid_ratio: float, test_ratio: float, shards: list[Shard], lowered: str | None = None
+) -> list[str]:
+    """A ratio asked for that whole shards cannot give (no shard, or far from the ratio). ``shards``:
+    those the ratios draw from (not those of a dataset with ``output_split``).
+
+    ``lowered``: why num_shards was lowered for a small input; raising num_shards cannot help then,
+    so the message gives the one way left (a dataset of its own with ``output_split``), once."""
     out = []
     for split, ratio in (("valid", valid_ratio), ("test", test_ratio)):
         if ratio <= 0:
             continue
         got = sum(1 for s in shards if s.split == split)
-        if got == 0:
+        own = f"give the {split} rows as a dataset of their own with output_split: {split} (any size)"
+        if got == 0 and lowered:
+            out.append(
+                f"{lowered}; so {split}_ratio {ratio} gives no {split} split (splits take whole shards, "
+                f"and with ≤ 2 shards all are train): {own}"
+            )
+        elif got == 0:
             why = "are all train (≤ 2 shards)" if len(shards) <= 2 else "round to 0"
             out.append(
                 f"{split}_ratio {ratio} gives no {split} split: splits take whole shards and "
                 f"{len(shards)} shard(s) {why}; "
-                f"raise num_shards (≥ {max(3, math.ceil(1 / ratio))}) or give a separate {split} dataset"
+                f"raise num_shards (≥ {max(3, math.ceil(1 / ratio))}) or {own}"
             )
         elif abs(got / len(shards) - ratio) > 0.5 * ratio:
             out.append(

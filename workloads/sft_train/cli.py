@@ -39,9 +39,17 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         "train nothing (missing or unreadable data is a warning, not an error)",
     )
     parser.add_argument(
-        "--nproc-per-node", type=int, default=None, help="GPUs per node (for the printed command)"
+        "--nproc-per-node",
+        type=int,
+        default=None,
+        help="GPUs per node (for the printed command; default 8 for engine megatron, 1 for hf)",
     )
-    parser.add_argument("--nnodes", type=int, default=1, help="nodes (for the printed command)")
+    parser.add_argument(
+        "--nnodes",
+        type=int,
+        default=None,
+        help="nodes (for the printed command; default: the fewest that hold the parallelism, 1 for hf)",
+    )
     parser.add_argument(
         "overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.train_iters=10"
     )
@@ -133,6 +141,44 @@ def dump_report(report: dict[str, Any]) -> str:
     return yaml.dump(report, Dumper=_ReportDumper, sort_keys=False, width=float("inf"), allow_unicode=True)
 
 
+def config_warnings(config: TrainConfig) -> list[str]:
+    """Settings that are valid but almost certainly not meant (printed before a run or a dry run)."""
+    out = []
+    warmup, iters = config.scheduler.lr_warmup_iters, config.train.train_iters
+    if warmup >= iters:
+        # Megatron's warm-up: the step of iteration i (0-based) uses lr × i / warmup (engines/schedule.py)
+        peak = config.lr * (iters - 1) / warmup
+        out.append(
+            f"scheduler.lr_warmup_iters {warmup} is not below train.train_iters {iters}: the learning rate "
+            f"never reaches optimizer.lr {config.lr:g} (it peaks at {peak:.3g} on the last iteration); "
+            f"set scheduler.lr_warmup_iters below {iters} (e.g. {max(iters // 10, 0)})"
+        )
+    return out
+
+
+def megatron_world(config: TrainConfig, args: argparse.Namespace) -> tuple[int, int]:
+    """(GPUs per node, nodes) of the printed torchrun, checked against the parallelism the run gets
+    (the config's sizes, else the recipe's): a plan that Megatron would refuse at start-up is a config
+    error here. Without ``--nnodes``, the fewest nodes that hold the parallelism."""
+    from sft_train.engines.megatron_plan import run_parallelism
+    from sft_train.parallel import min_nodes, world_problem
+
+    par = run_parallelism(config)
+    nproc = args.nproc_per_node or 8
+    nnodes = args.nnodes or min_nodes(par, nproc)
+    problem = world_problem(
+        par,
+        nnodes,
+        nproc,
+        config.train.global_batch_size,
+        config.train.micro_batch_size,
+        where="--nnodes × --nproc-per-node",
+    )
+    if problem:
+        raise TrainInputError(problem)
+    return nproc, nnodes
+
+
 def dry_run_report(
     config: TrainConfig,
     info: DataInfo,
@@ -161,12 +207,21 @@ def dry_run_report(
     if warnings:
         report["warnings"] = list(warnings)
     if config.engine == "megatron":
+        from sft_train.engines.megatron_plan import run_parallelism
+
+        nproc, nnodes = megatron_world(config, args)
+        par = run_parallelism(config)
+        report["parallelism"] = {
+            **par.as_config(),
+            "gpus": nproc * nnodes,
+            "data_parallel_size": nproc * nnodes // (par.tp * par.pp * par.cp),
+        }
         plan = build_plan(
             config,
             info,
             args.config,
-            args.nproc_per_node or 8,
-            args.nnodes,
+            nproc,
+            nnodes,
             args.overrides,
             find_resume=offline_resume(resume_location, more, read_local),
         )
@@ -189,6 +244,9 @@ def _main(argv: Sequence[str]) -> int:
     args = parse_args(argv)
     try:
         config = load_config(TrainConfig, args.config, args.overrides)
+        if int(os.environ.get("RANK", "0")) == 0:
+            for warning in config_warnings(config):
+                print(f"warning: {warning}", file=sys.stderr)
         if args.dry_run:
             info, warnings = data_for_plan(config)
             report = dry_run_report(config, info, args, warnings)

@@ -64,6 +64,9 @@ def save_tiny_llama(
     )
     target.mkdir(parents=True, exist_ok=True)
     LlamaForCausalLM(llama).save_pretrained(str(target))
+    from sft_common import storage
+
+    storage.respect_umask(target)  # safetensors writes 0600; the trainer may run as another uid
     return target
 
 

@@ -162,10 +162,16 @@ class SFTRunSpec(TrainConfig, PodFields, BatchFields):
         gbs, mbs = self.train.global_batch_size, self.train.micro_batch_size
         if self.engine != "megatron":
             if gbs % (mbs * world):
+                # gpusPerNode defaults to 8 (the megatron engine's DGX node); an hf run on CPU must say 0
+                cpu = (
+                    "; for a CPU run set gpusPerNode: 0 (one process per pod; gpusPerNode defaults to 8 GPUs)"
+                    if self.gpus_per_node
+                    else ""
+                )
                 raise ValueError(
                     f"train.globalBatchSize {gbs} is not a multiple of microBatchSize ({mbs}) × the {world} "
                     f"processes (nodes {self.nodes} × {self.gpus_per_node or 1} per node); set "
-                    f"globalBatchSize to a multiple of {mbs * world} or change the process count"
+                    f"globalBatchSize to a multiple of {mbs * world} or change the process count{cpu}"
                 )
             return
         par = self.parallelism

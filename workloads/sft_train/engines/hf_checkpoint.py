@@ -138,7 +138,7 @@ def save_checkpoint(
         try:
             write(staging)
             (staging / RECORD).write_text(text)
-            os.chmod(staging, 0o755)  # mkdtemp makes it private; readers (export jobs) need access
+            storage.respect_umask(staging)  # mkdtemp and safetensors make it private; readers need access
             final = root / name
             if final.exists():  # left by a run that crashed between rename and marker
                 shutil.rmtree(final)

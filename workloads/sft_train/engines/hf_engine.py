@@ -569,7 +569,7 @@ def publish_dir(local: Path, uri: str) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
     shutil.copytree(local, staging, dirs_exist_ok=True)
-    os.chmod(staging, 0o755)
+    storage.respect_umask(staging)  # mkdtemp and safetensors make it private; readers need access
     if dest.exists():
         shutil.rmtree(dest)
     os.replace(staging, dest)

@@ -35,6 +35,7 @@ from typing import Any
 from sft_common import storage
 from sft_train.config import TrainConfig, pad_multiple
 from sft_train.packed_data import DataInfo, check_seq_length, pad_multiple_of
+from sft_train.parallel import Parallelism, resolve
 
 MEGATRON_BRIDGE_VERSION = "0.6.2"
 """The Megatron-Bridge release the trainer image installs and this plan is written and tested against."""
@@ -50,27 +51,29 @@ class Recipe:
     peft: str
     hf_model_id: str
     """The Hugging Face architecture the recipe builds (used for the Hugging Face export)."""
-    sft_parallelism: tuple[int, int, bool]
-    """(TP, CP, sequence parallel) of the full-SFT function."""
-    peft_parallelism: tuple[int, int, bool]
-    """(TP, CP, sequence parallel) of the PEFT function."""
+    sft_parallelism: Parallelism
+    """The sizes the full-SFT function sets (what an unset ``parallelism`` key keeps)."""
+    peft_parallelism: Parallelism
+    """The sizes the PEFT function sets."""
 
     def target(self, peft: bool) -> str:
         return self.peft if peft else self.sft
 
-    def parallelism(self, peft: bool) -> tuple[int, int, bool]:
+    def parallelism(self, peft: bool) -> Parallelism:
         return self.peft_parallelism if peft else self.sft_parallelism
 
 
 _H100 = "megatron.bridge.recipes.nemotronh.h100"
 RECIPES: dict[str, Recipe] = {
-    # The reference recipe's full SFT and LoRA (TP 1, EP 1), as named in Megatron-Bridge 0.6.2.
+    # The reference recipe's full SFT and LoRA (TP 1, EP 1), as named in Megatron-Bridge 0.6.2; the
+    # sizes are those the functions set (recipes/nemotronh/h100/nemotron_3_super.py: the 16-GPU full
+    # SFT is TP 8, PP 1, CP 1, EP 16, ETP 1 with sequence parallelism).
     "nemotron_3_super": Recipe(
         sft=f"{_H100}.nemotron_3_super.nemotron_3_super_sft_16gpu_h100_bf16_config",
         peft=f"{_H100}.nemotron_3_super.nemotron_3_super_peft_1gpu_h100_bf16_config",
         hf_model_id="nvidia/NVIDIA-Nemotron-3-Super-120B-A12B-BF16",
-        sft_parallelism=(8, 1, True),
-        peft_parallelism=(1, 1, True),
+        sft_parallelism=Parallelism(tp=8, pp=1, cp=1, ep=16, etp=1, sp=True),
+        peft_parallelism=Parallelism(tp=1, pp=1, cp=1, ep=1, etp=1, sp=True),
     ),
 }
 MIXED_PRECISION = {"bf16": "bf16_mixed"}
@@ -132,13 +135,23 @@ def required_pad_multiple(config: TrainConfig) -> int:
     parallelism (TP > 1) on top, each CP rank's share is split over TP ranks too, so the multiple is
     lcm(2·CP, CP·TP) — the rule Nemotron's recipe uses. Without CP nothing is padded (1).
     """
+    par = run_parallelism(config)
+    return pad_multiple(par.tp, par.cp, par.sp)
+
+
+def run_parallelism(config: TrainConfig) -> Parallelism:
+    """The sizes the run gets: the config's, else the named recipe's (a dotted recipe: 1)."""
     par = config.parallelism
     known = RECIPES.get(config.model.recipe)
-    tp0, cp0, sp0 = known.parallelism(config.peft is not None) if known else (1, 1, False)
-    tp = par.tensor_parallel_size or tp0
-    cp = par.context_parallel_size or cp0
-    sp = par.sequence_parallel if par.sequence_parallel is not None else sp0
-    return pad_multiple(tp, cp, sp)
+    return resolve(
+        known.parallelism(config.peft is not None) if known else None,
+        tp=par.tensor_parallel_size,
+        pp=par.pipeline_parallel_size,
+        cp=par.context_parallel_size,
+        ep=par.expert_parallel_size,
+        etp=par.expert_tensor_parallel_size,
+        sp=par.sequence_parallel,
+    )
 
 
 def pad_multiple_problem(required: int, info: DataInfo) -> str | None:

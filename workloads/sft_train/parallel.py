@@ -1,0 +1,110 @@
+"""Model parallelism as Megatron lays it over the GPUs: the one check of sizes against a world size.
+
+Pure (no torch, no Megatron-Bridge, no pydantic): ``sft-train --dry-run`` checks the plan it prints
+with it, and the operator checks an SFTRun's sizes with it before any pod starts.
+
+Megatron-Core's rules (``parallel_state.initialize_model_parallel``, 0.19): the world is
+``TP × PP × CP × DP``, so ``TP × PP × CP`` must divide it; the experts' layout is
+``ETP × EP × expert-DP × PP`` over the same world, so ``EP × ETP`` must divide ``world / PP``; and the
+training loop needs ``global_batch_size`` to be a multiple of ``micro_batch_size × DP``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Parallelism:
+    """Resolved sizes (every one set)."""
+
+    tp: int = 1
+    pp: int = 1
+    cp: int = 1
+    ep: int = 1
+    etp: int = 1
+    sp: bool = False
+
+    def as_config(self) -> dict[str, int | bool]:
+        """The sizes under the config's ``parallelism`` keys."""
+        return {
+            "tensor_parallel_size": self.tp,
+            "pipeline_parallel_size": self.pp,
+            "context_parallel_size": self.cp,
+            "expert_parallel_size": self.ep,
+            "expert_tensor_parallel_size": self.etp,
+            "sequence_parallel": self.sp,
+        }
+
+    def min_world(self) -> int:
+        """The fewest GPUs that hold these sizes (every valid world size is a multiple of it)."""
+        return math.lcm(self.tp * self.pp * self.cp, self.ep * self.etp * self.pp)
+
+
+def resolve(
+    recipe: Parallelism | None,
+    tp: int | None = None,
+    pp: int | None = None,
+    cp: int | None = None,
+    ep: int | None = None,
+    etp: int | None = None,
+    sp: bool | None = None,
+) -> Parallelism:
+    """The sizes a run gets: each one set, else the recipe's (Megatron-Bridge keeps the recipe
+    function's value for a key we do not override), else 1."""
+    base = recipe or Parallelism()
+    return Parallelism(
+        tp=tp or base.tp,
+        pp=pp or base.pp,
+        cp=cp or base.cp,
+        ep=ep or base.ep,
+        etp=etp or base.etp,
+        sp=base.sp if sp is None else sp,
+    )
+
+
+def min_nodes(par: Parallelism, gpus_per_node: int) -> int:
+    """The fewest nodes of ``gpus_per_node`` GPUs whose world fits ``par``."""
+    need = par.min_world()
+    return next(n for n in range(1, need + 1) if (n * gpus_per_node) % need == 0)
+
+
+def world_problem(
+    par: Parallelism,
+    nodes: int,
+    gpus_per_node: int,
+    global_batch_size: int,
+    micro_batch_size: int,
+    where: str = "nodes × gpusPerNode",
+) -> str | None:
+    """Why ``par`` cannot run on ``nodes × gpus_per_node`` GPUs with this batch, or None.
+
+    ``where`` names the settings that made the world size (the CR's fields, or the dry run's flags),
+    so the message says what to change."""
+    world = nodes * gpus_per_node
+    model = par.tp * par.pp * par.cp
+    fits = f"the smallest world these sizes fit is {par.min_world()} GPUs"
+    if gpus_per_node > 0:
+        fits += f" ({min_nodes(par, gpus_per_node)} nodes of {gpus_per_node})"
+    if world % model:
+        return (
+            f"parallelism: tensor ({par.tp}) × pipeline ({par.pp}) × context ({par.cp}) = {model} does not "
+            f"divide the {world} GPUs ({where}: {nodes} × {gpus_per_node}); {fits}: change the sizes or "
+            "the GPU count"
+        )
+    if (world // par.pp) % (par.ep * par.etp):
+        return (
+            f"parallelism: expert ({par.ep}) × expert tensor ({par.etp}) = {par.ep * par.etp} does not "
+            f"divide the {world // par.pp} GPUs of a pipeline stage ({where}: {nodes} × {gpus_per_node}); "
+            f"{fits}: change expert_parallel_size or the GPU count"
+        )
+    dp = world // model
+    if global_batch_size % (micro_batch_size * dp):
+        return (
+            f"train.global_batch_size {global_batch_size} is not a multiple of micro_batch_size "
+            f"({micro_batch_size}) × data-parallel size {dp} (= {world} GPUs / (tensor {par.tp} × "
+            f"pipeline {par.pp} × context {par.cp})); set it to a multiple of {micro_batch_size * dp}, "
+            "or change the parallel sizes or the GPU count"
+        )
+    return None
