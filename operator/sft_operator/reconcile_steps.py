@@ -222,8 +222,10 @@ async def announce(
     for type_ in WARNING_CONDITIONS:  # e.g. Hung: announced when it turns True or its reason changes
         cond = get_condition(new_status, type_)
         before = get_condition(old, type_) or {}
-        if cond is not None and cond.get("status") == "True" and (
-            before.get("status") != "True" or before.get("reason") != cond.get("reason")
+        if (
+            cond is not None
+            and cond.get("status") == "True"
+            and (before.get("status") != "True" or before.get("reason") != cond.get("reason"))
         ):
             await record_event(ctx.client, cr, "Warning", f"{type_}{cond['reason']}", cond["message"], now)
     new_reason = ready_reason(new_status)

@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.emulator.test_emu_jobset import condition, jobset, pods_of
 
 from kubeemu import KubeEmulator, PodRunner
 from sft_operator.backends.base import failure_rules, group_failure_rules
-from tests.emulator.test_emu_jobset import condition, jobset, pods_of
 
 # The first pod holds (so it can be disrupted), its replacement finishes (the marker is in a directory
 # both share).
@@ -177,7 +177,11 @@ def test_pytorchjob_exit_code_policy_retries_143_without_using_backoff_limit(
     kube: KubeEmulator, pod_runner: PodRunner, tmp_path: Path
 ) -> None:
     kube.install_pytorchjob_crd()
-    container = {"name": "pytorch", "image": "local", "command": [sys.executable, "-c", HOLD_ONCE, str(tmp_path)]}
+    container = {
+        "name": "pytorch",
+        "image": "local",
+        "command": [sys.executable, "-c", HOLD_ONCE, str(tmp_path)],
+    }
     replica = {"replicas": 1, "restartPolicy": "ExitCode", "template": {"spec": {"containers": [container]}}}
     body = {
         "apiVersion": "kubeflow.org/v1",

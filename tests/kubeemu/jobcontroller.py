@@ -36,7 +36,9 @@ def match_pod_failure_policy(policy: Json | None, pod: Json) -> tuple[str, str]:
         action = rule["action"]
         on_codes = rule.get("onExitCodes")
         if on_codes is not None:
-            for container in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []):
+            for container in (status.get("initContainerStatuses") or []) + (
+                status.get("containerStatuses") or []
+            ):
                 if on_codes.get("containerName") not in (None, container.get("name")):
                     continue
                 code = ((container.get("state") or {}).get("terminated") or {}).get("exitCode")
@@ -51,7 +53,9 @@ def match_pod_failure_policy(policy: Json | None, pod: Json) -> tuple[str, str]:
                     return action, message
         for pattern in rule.get("onPodConditions") or []:
             for cond in status.get("conditions") or []:
-                if cond.get("type") == pattern.get("type") and cond.get("status") == pattern.get("status", "True"):
+                if cond.get("type") == pattern.get("type") and cond.get("status") == pattern.get(
+                    "status", "True"
+                ):
                     message = (
                         f"Pod {meta.get('namespace')}/{meta['name']} has condition {cond['type']} matching "
                         f"{action} rule at index {index}"

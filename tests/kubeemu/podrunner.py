@@ -273,7 +273,9 @@ class PodRunner:
             resource = self.store.resources[POD_KEY]
             pod = self.store.get(resource, namespace, name)
             status = copy.deepcopy(pod.get("status") or {})
-            set_condition(status.setdefault("conditions", []), "DisruptionTarget", "True", reason, message, None)
+            set_condition(
+                status.setdefault("conditions", []), "DisruptionTarget", "True", reason, message, None
+            )
             self.jobs.write_status(POD_KEY, pod, status)
 
         self.kube.submit(mark()).result(10)

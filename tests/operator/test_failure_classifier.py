@@ -18,22 +18,22 @@ import json
 from typing import Any
 
 import pytest
+from sftrun_objects import T2, cr, pod, ptj
 
 from sft_common.result import CheckpointInfo, FailureResult, Reason
 from sft_operator.backends import pytorchjob
 from sft_operator.status import sftrun as status
 from sft_operator.status.failure import CATEGORIES, RETRYABLE, classify
 from sft_operator.status.pods import PodState, pod_state
-from tests.operator.sftrun_objects import T2, cr, pod, ptj
 
 CUDA_OOM_LOG = """\
 [rank0]: Traceback (most recent call last):
 [rank0]:   File "/opt/sft/sft_train/engines/hf_engine.py", line 412, in train_step
-[rank0]: torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity \
-of 79.10 GiB of which 1.12 GiB is free. Including non-PyTorch memory, this process has 77.97 GiB memory in use. \
-Of the allocated memory 75.20 GiB is allocated by PyTorch, and 1.51 GiB is reserved by PyTorch but unallocated. \
-If reserved but unallocated memory is large try setting PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True to \
-avoid fragmentation.
+[rank0]: torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total \
+capacity of 79.10 GiB of which 1.12 GiB is free. Including non-PyTorch memory, this process has 77.97 GiB \
+memory in use. Of the allocated memory 75.20 GiB is allocated by PyTorch, and 1.51 GiB is reserved by \
+PyTorch but unallocated. If reserved but unallocated memory is large try setting \
+PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True to avoid fragmentation.
 """
 NCCL_TIMEOUT_LOG = """\
 [rank3]:[E1218 20:27:21.426415540 ProcessGroupNCCL.cpp:629] [Rank 3] Watchdog caught collective operation \
@@ -56,11 +56,13 @@ Root Cause (first observed failure):
   traceback : Signal 6 (SIGABRT) received by PID 1886
 ============================================================
 """
-NCCL_ERROR_LOG = """\
-[rank5]: torch.distributed.DistBackendError: NCCL error in: ../torch/csrc/distributed/c10d/ProcessGroupNCCL.cpp:1970, \
-unhandled system error (run with NCCL_DEBUG=INFO for details), NCCL version 2.21.5
-[rank5]: ncclSystemError: System call (e.g. socket, malloc) or external library call failed or device error.
-"""
+NCCL_ERROR_LOG = (
+    "[rank5]: torch.distributed.DistBackendError: NCCL error in: "
+    "../torch/csrc/distributed/c10d/ProcessGroupNCCL.cpp:1970, unhandled system error "
+    "(run with NCCL_DEBUG=INFO for details), NCCL version 2.21.5\n"
+    "[rank5]: ncclSystemError: System call (e.g. socket, malloc) or external library call failed or "
+    "device error.\n"
+)
 ENOSPC_LOG = """\
 Traceback (most recent call last):
 OSError: [Errno 28] No space left on device: '/ckpt/run/iter_0000015/__0_0.distcp'
@@ -137,7 +139,10 @@ CASES: list[tuple[str, PodState, str | None, str, list[str]]] = [
     ),
     (
         "taint-manager",
-        _pod(exit_code=137, disruption=("DeletionByTaintManager", "Taint manager: deleting due to NoExecute taint")),
+        _pod(
+            exit_code=137,
+            disruption=("DeletionByTaintManager", "Taint manager: deleting due to NoExecute taint"),
+        ),
         None,
         "NodeLost",
         ["gpu-node-7", "unreachable"],
@@ -151,7 +156,10 @@ CASES: list[tuple[str, PodState, str | None, str, list[str]]] = [
     ),
     (
         "node-lost-reason",
-        _pod(phase="Running", pod_reason=("NodeLost", "Node gpu-node-7 which was running pod x is unresponsive")),
+        _pod(
+            phase="Running",
+            pod_reason=("NodeLost", "Node gpu-node-7 which was running pod x is unresponsive"),
+        ),
         None,
         "NodeLost",
         ["gpu-node-7"],
@@ -190,7 +198,13 @@ CASES: list[tuple[str, PodState, str | None, str, list[str]]] = [
         "CUDAOutOfMemory",
         ["microBatchSize", "tensorParallelSize"],
     ),
-    ("cuda-oom-result", _pod(exit_code=1, message=_result(Reason.CUDA_OUT_OF_MEMORY)), None, "CUDAOutOfMemory", []),
+    (
+        "cuda-oom-result",
+        _pod(exit_code=1, message=_result(Reason.CUDA_OUT_OF_MEMORY)),
+        None,
+        "CUDAOutOfMemory",
+        [],
+    ),
     (
         "nccl-timeout-log",
         _pod(exit_code=1),
@@ -213,7 +227,13 @@ CASES: list[tuple[str, PodState, str | None, str, list[str]]] = [
         "NoSpace",
         ["/ckpt/run/iter_0000015"],
     ),
-    ("no-space-log", _pod(exit_code=1, message=ENOSPC_LOG), None, "NoSpace", ["/ckpt/run/iter_0000015/__0_0.distcp"]),
+    (
+        "no-space-log",
+        _pod(exit_code=1, message=ENOSPC_LOG),
+        None,
+        "NoSpace",
+        ["/ckpt/run/iter_0000015/__0_0.distcp"],
+    ),
     (
         "storage-unavailable",
         _pod(exit_code=1, message=_result(Reason.STORAGE_UNAVAILABLE, path="s3://bucket/ckpt/run")),
@@ -238,16 +258,27 @@ CASES: list[tuple[str, PodState, str | None, str, list[str]]] = [
     ("invalid-config", _pod(exit_code=2, message=_result("InvalidConfig")), None, "ConfigError", ["exit 2"]),
     (
         "image-pull",
-        _pod(phase="Pending", waiting=("ImagePullBackOff", 'Back-off pulling image "registry.example/sft:nope"')),
+        _pod(
+            phase="Pending",
+            waiting=("ImagePullBackOff", 'Back-off pulling image "registry.example/sft:nope"'),
+        ),
         None,
         "ImagePull",
         ["registry.example/sft:nope", "imagePullSecrets"],
     ),
-    ("plain-crash", _pod(exit_code=1, message="Segmentation fault (core dumped)"), None, "Unknown", ["logTail"]),
+    (
+        "plain-crash",
+        _pod(exit_code=1, message="Segmentation fault (core dumped)"),
+        None,
+        "Unknown",
+        ["logTail"],
+    ),
 ]
 
 
-@pytest.mark.parametrize(("pod_state_", "tail", "category", "words"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(
+    ("pod_state_", "tail", "category", "words"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
 def test_each_category_from_recorded_pod_states(
     pod_state_: PodState, tail: str | None, category: str, words: list[str]
 ) -> None:
@@ -287,7 +318,9 @@ def test_the_run_status_carries_category_and_advice() -> None:
 
 
 def test_checkpoints_from_progress_while_running_and_from_the_result_when_ended() -> None:
-    saved = CheckpointInfo(latest_iteration=20, uri="s3://bucket/ckpt/run/iter_0000020", time=T2, resumed_from=10)
+    saved = CheckpointInfo(
+        latest_iteration=20, uri="s3://bucket/ckpt/run/iter_0000020", time=T2, resumed_from=10
+    )
     progress = {"iteration": 23, "checkpoint": saved.model_dump(mode="json", by_alias=True)}
     run = cr(status={"phase": "Running", "progress": progress})
     job = ptj(run, [("Created", "True", "PyTorchJobCreated"), ("Running", "True", "PyTorchJobRunning")])
@@ -300,11 +333,17 @@ def test_checkpoints_from_progress_while_running_and_from_the_result_when_ended(
         "resumedFrom": 10,
     }
 
-    final = CheckpointInfo(latest_iteration=25, uri="s3://bucket/ckpt/run/iter_0000025", time=T2, resumed_from=10)
+    final = CheckpointInfo(
+        latest_iteration=25, uri="s3://bucket/ckpt/run/iter_0000025", time=T2, resumed_from=10
+    )
     message = json.dumps(
         FailureResult(reason=Reason.PREEMPTED, message="SIGTERM", iteration=25, checkpoints=final).payload()
     )
     ended = ptj(run, [("Created", "True", "PyTorchJobCreated"), ("Failed", "True", "PyTorchJobFailed")])
-    dead = [pod_state(pod("Master", 0, "Failed", exit_code=143, message=message), pytorchjob.container, pytorchjob.role)]
+    dead = [
+        pod_state(
+            pod("Master", 0, "Failed", exit_code=143, message=message), pytorchjob.container, pytorchjob.role
+        )
+    ]
     out = status.derive(cr(status={**out, "progress": progress}), ended, dead, now=T2)
     assert out["checkpoints"]["latestIteration"] == 25 and out["failure"]["category"] == "Preempted"

@@ -15,8 +15,8 @@ from typing import Literal
 from pydantic import ConfigDict, Field, model_validator
 
 from sft_common.config import ConfigModel
-from sft_operator.api.podspec import DNS_LABEL_RE, QUANTITY_RE, BatchFields, PodFields, check_uri
 from sft_common.result import CheckpointInfo
+from sft_operator.api.podspec import DNS_LABEL_RE, QUANTITY_RE, BatchFields, PodFields, check_uri
 from sft_operator.api.status import ChildRef, Condition, Failure
 from sft_train.config import TrainConfig, pad_multiple
 

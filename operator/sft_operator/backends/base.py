@@ -100,7 +100,8 @@ def group_failure_rules() -> list[dict[str, Any]]:
 
 
 POD_FAILURE_POLICY = "PodFailurePolicy"
-"""The Job's Failed reason when a podFailurePolicy FailJob rule matched (batch/v1 JobReasonPodFailurePolicy)."""
+"""The Job's Failed reason when a podFailurePolicy FailJob rule matched (batch/v1
+JobReasonPodFailurePolicy)."""
 
 
 @dataclass(frozen=True)

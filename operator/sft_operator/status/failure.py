@@ -23,14 +23,16 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import get_args
+from typing import Any, get_args
 
 from sft_common.result import EXIT_CONFIG, EXIT_PREEMPTED, FailureResult, Reason
 from sft_operator.api.status import FailureCategory as Category
 from sft_operator.status.pods import PodState
 
 CATEGORIES: tuple[str, ...] = get_args(Category)
-RETRYABLE: frozenset[str] = frozenset({"Preempted", "NodeLost", "NCCLTimeout", "NCCLError", "StorageUnavailable"})
+RETRYABLE: frozenset[str] = frozenset(
+    {"Preempted", "NodeLost", "NCCLTimeout", "NCCLError", "StorageUnavailable"}
+)
 """Categories a retry of the same spec can get past (the rest need a change)."""
 
 #: DisruptionTarget reasons (k8s.io/api/core/v1/types.go PodReason* and
@@ -51,17 +53,22 @@ IMAGE_PULL_REASONS = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImag
 CUDA_OOM = re.compile(r"CUDA out of memory|OutOfMemoryError|CUDA error: out of memory")
 # torch/csrc/distributed/c10d/ProcessGroupNCCL.cpp: "[Rank 3] Watchdog caught collective operation
 # timeout: WorkNCCL(SeqNum=.., OpType=ALLREDUCE, ...) ran for 600081 milliseconds before timing out."
-NCCL_TIMEOUT = re.compile(r"Watchdog caught collective operation timeout|NCCL timeout|Timeout\(ms\)=\d+\) ran for")
+NCCL_TIMEOUT = re.compile(
+    r"Watchdog caught collective operation timeout|NCCL timeout|Timeout\(ms\)=\d+\) ran for"
+)
 WATCHDOG_RANK = re.compile(
     r"\[Rank (\d+)\] Watchdog caught collective operation timeout(?:: WorkNCCL\(SeqNum=(\d+), OpType=(\w+))?"
 )
 # ProcessGroupNCCL / NCCLUtils: "NCCL error in: .../ProcessGroupNCCL.cpp:1970, unhandled system error",
 # "ncclRemoteError", "ncclSystemError", "DistBackendError", NCCL's own "NCCL WARN" lines.
-NCCL_ERROR = re.compile(r"NCCL error|nccl(?:Remote|System|Internal|Unhandled[A-Za-z]*)Error|DistBackendError|NCCL WARN")
+NCCL_ERROR = re.compile(
+    r"NCCL error|nccl(?:Remote|System|Internal|Unhandled[A-Za-z]*)Error|DistBackendError|NCCL WARN"
+)
 # torchrun's ChildFailedError summary (torch/distributed/elastic/multiprocessing/errors):
 # "Root Cause (first observed failure):\n[0]:\n  time : ..\n  host : node-1\n  rank : 3 (local_rank: 3)".
 ROOT_CAUSE = re.compile(
-    r"Root Cause \(first observed failure\):\s*\[\d+\]:\s*time\s*:\s*\S+\s*host\s*:\s*(\S+)\s*rank\s*:\s*(\d+)"
+    r"Root Cause \(first observed failure\):\s*\[\d+\]:\s*time\s*:\s*\S+\s*"
+    r"host\s*:\s*(\S+)\s*rank\s*:\s*(\d+)"
 )
 NO_SPACE = re.compile(r"No space left on device|Disk quota exceeded|\[Errno 28\]|\[Errno 122\]")
 NO_SPACE_PATH = re.compile(r"\[Errno (?:28|122)\][^:\n]*: '([^'\n]+)'")
@@ -83,7 +90,7 @@ class Classified:
     def retryable(self) -> bool:
         return self.category in RETRYABLE
 
-    def fields(self) -> dict[str, object]:
+    def fields(self) -> dict[str, Any]:
         """The ``status.failure`` keys this adds (camelCase)."""
         return {"category": self.category, "advice": self.advice, "retryable": self.retryable}
 
@@ -138,8 +145,8 @@ def _by_disruption(pod: PodState) -> Classified | None:
         if pressure and pressure.group(1) == "ephemeral-storage":
             return Classified(
                 "NoSpace",
-                f"the node {_node(pod)}ran out of ephemeral storage (the pods' emptyDir volumes and container "
-                "layers); put checkpoints and caches on a volume or s3:// instead of the node's disk",
+                f"the node {_node(pod)}ran out of ephemeral storage (the pods' emptyDir volumes and "
+                "container layers); put checkpoints and caches on a volume or s3://, not the node's disk",
             )
         if pressure:
             why = f"node {pressure.group(1)} pressure on {pod.node_name or 'its node'}"

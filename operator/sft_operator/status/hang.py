@@ -72,7 +72,7 @@ def hang_state(status: Mapping[str, Any] | None, now: str, timeout: float) -> Ha
     iteration = progress.get("iteration", progress.get("completed"))
     return HangState(
         hung=idle >= timeout,
-        since=raw,
+        since=str(raw),
         iteration=int(iteration) if isinstance(iteration, int | float) else None,
         timeout=timeout,
         recheck=max(timeout - idle, MIN_RECHECK_SECONDS) if idle < timeout else timeout,

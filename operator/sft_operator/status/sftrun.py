@@ -237,7 +237,9 @@ def _checkpoints(pods: list[PodState], old: Mapping[str, Any], phase: str) -> di
     """``status.checkpoints``: from rank 0's result once the run ended (success or failure), else
     from the trainer's progress (it writes ``progress.checkpoint`` on each save), else as recorded."""
     if phase in TERMINAL:
-        results = [(p, r.checkpoints) for p in pods if (r := p.success(TrainResult) or p.failure) and r.checkpoints]
+        results = [
+            (p, r.checkpoints) for p in pods if (r := p.success(TrainResult) or p.failure) and r.checkpoints
+        ]
         if results:
             return _dump(max(results, key=lambda pr: (pr[0].rank0, pr[0].finished_at or ""))[1])
     progress = (old.get("progress") or {}).get("checkpoint")
