@@ -127,10 +127,15 @@ class RunKind:
         """Hang detection (spec.hangTimeout, :mod:`sft_operator.status.hang`): look again when the run
         would count as hung (no event comes when nothing moves); once hung, with spec.restartOnHang,
         restart the training group through the backend (its controller recreates what is deleted)."""
-        hang = hang_state(cr.get("status"), ctx.clock(), spec.hang_seconds())
-        if hang is None or acted.child is None:
+        timeout = spec.hang_seconds()
+        if timeout <= 0 or acted.child is None or finished(cr):
             return
-        acted.requeue = min(acted.requeue or hang.recheck, hang.recheck)
+        hang = hang_state(cr.get("status"), ctx.clock(), timeout)
+        # Not Running (yet) as recorded: look again within the timeout, the status may say Running then.
+        recheck = hang.recheck if hang is not None else timeout
+        acted.requeue = min(acted.requeue or recheck, recheck)
+        if hang is None:
+            return
         if hang.hung and spec.restart_on_hang:
             namespace = cr["metadata"]["namespace"]
             for member in backend.restart_group(acted.child):
