@@ -239,7 +239,7 @@ CASES: list[tuple[str, PodState, str | None, str, list[str]]] = [
         _pod(exit_code=1, message=_result(Reason.STORAGE_UNAVAILABLE, path="s3://bucket/ckpt/run")),
         None,
         "StorageUnavailable",
-        ["s3://bucket/ckpt/run", "retries"],
+        ["s3://bucket/ckpt/run", "maxRestarts"],
     ),
     (
         "data-error",

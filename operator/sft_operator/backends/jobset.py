@@ -4,6 +4,10 @@ controller, no Kubeflow needed.
 One replicated Job ``node`` (replicas 1) of ``nodes`` Indexed pods (completions = parallelism =
 nodes, backoffLimit 0: a failed pod fails its Job, and the JobSet restarts the whole group, up to
 ``failurePolicy.maxRestarts`` = spec.maxRestarts; the trainer resumes from its newest checkpoint).
+The Job's ``podFailurePolicy`` and the JobSet's ``failurePolicy.rules``
+(:func:`~sft_operator.backends.base.failure_rules`) fail the run at once on exit 2 and restart the
+group without counting on a disrupted pod or exit 143. A hang restart deletes the node Job, which
+the JobSet controller recreates for the same restart attempt.
 ``network.enableDNSHostnames`` gives each pod the DNS name ``<jobset>-<replicatedJob>-<jobIndex>-
 <podIndex>.<subdomain>`` (subdomain defaults to the JobSet name; facts from jobset's
 pkg/util/placement GenPodName and pkg/controllers GetSubdomain), so torchrun's master address is

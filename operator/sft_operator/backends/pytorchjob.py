@@ -7,8 +7,10 @@ those three in every release, but ``PET_*`` only since v1.8; the kubelet expands
 container env, which includes what the controller injected.
 
 ``restartPolicy: ExitCode``: exit codes 1-127 (the trainer's errors: 1 crash, 2 bad config) fail the
-job at once; 128+ (SIGKILL/SIGTERM: OOM, eviction, preemption, node loss) are retried up to
-``runPolicy.backoffLimit``.
+job at once; 128+ (143: SIGTERM after a checkpoint save on preemption or eviction; 137: SIGKILL) are
+retried (training-operator pkg/util/train/train_util.go IsRetryableExitCode: ``exitCode >= 128``) and
+never counted against ``runPolicy.backoffLimit`` (pkg/core/job.go PastBackoffLimit counts only
+OnFailure/Always replicas). A hang restart (spec.restartOnHang) deletes every replica's pod.
 
 Status: Created → JobCreated; Running → Running; Restarting → Running with reason Restarting (each
 new Restarting transition is a restart); Suspended → Suspended (or Pending/Queued under Kueue);

@@ -178,7 +178,7 @@ def _by_result(result: FailureResult | None) -> Classified | None:
         where = f" ({result.path})" if result.path else ""
         return Classified(
             "StorageUnavailable",
-            f"the storage{where} answered before and then stopped answering; the run retries and resumes — "
+            f"the storage{where} answered before and then stopped answering; a retry (maxRestarts) resumes — "
             "check the endpoint or volume if it keeps failing",
         )
     if reason == Reason.CUDA_OUT_OF_MEMORY:
@@ -276,15 +276,16 @@ def _nccl_timeout(text: str) -> Classified:
     return Classified(
         "NCCLTimeout",
         f"a collective timed out — {first}; check that node's GPUs and network (dmesg Xid, ibstat), set "
-        "TORCH_NCCL_DESYNC_DEBUG=1 to name the missing rank; the run retries from its newest checkpoint",
+        "TORCH_NCCL_DESYNC_DEBUG=1 to name the missing rank; a retry (maxRestarts) resumes from the "
+        "newest checkpoint",
     )
 
 
 def _nccl_error() -> Classified:
     return Classified(
         "NCCLError",
-        "NCCL failed (network or a peer process died): the run retries from its newest checkpoint; set "
-        "NCCL_DEBUG=INFO in spec.env and check the nodes' network (IB/RoCE) if it repeats",
+        "NCCL failed (network or a peer process died): a retry (maxRestarts) resumes from the newest "
+        "checkpoint; set NCCL_DEBUG=INFO in spec.env and check the nodes' network (IB/RoCE) if it repeats",
     )
 
 
