@@ -20,6 +20,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
+import pytest
 from test_sftrun_backends_e2e import DEFAULTS, TIMEOUT, explain, finished, install, prepare, pvc_root, sample
 
 from kubeemu import KubeEmulator
@@ -36,6 +37,7 @@ def hung(kube: KubeEmulator) -> dict[str, Any]:
     return get_condition(kube.get("SFTRun", "tiny").get("status"), "Hung") or {}
 
 
+@pytest.mark.timeout(900)
 def test_a_stopped_node_makes_the_run_hung_and_restart_on_hang_resumes_it(
     kube: KubeEmulator, pod_runner: PodRunner, pvc_root: Path
 ) -> None:
@@ -84,7 +86,13 @@ def test_a_stopped_node_makes_the_run_hung_and_restart_on_hang_resumes_it(
 
         kube.patch("SFTRun", "tiny", {"spec": {"restartOnHang": True}})
         kube.wait_for(lambda: hung(kube).get("reason") == "Restarted", TIMEOUT, message="Hung Restarted")
-        status = kube.wait_for(lambda: finished(kube, seen), TIMEOUT, interval=0.05, message="SFTRun tiny")
+        try:
+            status = kube.wait_for(
+                lambda: finished(kube, seen), TIMEOUT, interval=0.05, message="SFTRun tiny"
+            )
+        except Exception as exc:
+            events = [(e["reason"], e["message"][:200]) for e in kube.events("default", "tiny")]
+            raise AssertionError(f"{events}\n{explain(kube, seen[-1] if seen else {})}") from exc
 
     assert status["phase"] == "Succeeded", explain(kube, status)
     assert status["restartCount"] == 1 and status["outputs"]["lastIteration"] == 30
