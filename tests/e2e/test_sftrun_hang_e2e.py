@@ -45,7 +45,7 @@ def test_a_stopped_node_makes_the_run_hung_and_restart_on_hang_resumes_it(
     pvc = prepare(pod_runner, pvc_root)
     prep = sample("sftdataprep-tiny.yaml", "SFTDataPrep")
     run = sample("sftrun-tiny.yaml", "SFTRun")
-    run["spec"].update({"nodes": 2, "backend": "jobset", "hangTimeout": HANG_TIMEOUT, "maxRestarts": 0})
+    run["spec"].update({"nodes": 2, "backend": "jobset", "hangTimeout": HANG_TIMEOUT, "maxRestarts": 2})
     run["spec"]["train"]["trainIters"] = 30
     run["spec"]["checkpoint"]["saveInterval"] = 10
     run["spec"]["checkpoint"].pop("hfExport")
@@ -84,6 +84,8 @@ def test_a_stopped_node_makes_the_run_hung_and_restart_on_hang_resumes_it(
             lambda: [e for e in kube.events("default", "tiny") if e["reason"] == "HungNoProgress"], TIMEOUT
         )
 
+        # a slow rendezvous on a loaded machine may have cost a counted group restart already
+        counted = int(kube.get("JobSet", "tiny-train")["status"].get("restarts", 0))
         kube.patch("SFTRun", "tiny", {"spec": {"restartOnHang": True}})
         kube.wait_for(lambda: hung(kube).get("reason") == "Restarted", TIMEOUT, message="Hung Restarted")
         # The restarted group loads torch and the model again before its first progress patch, which
@@ -100,11 +102,11 @@ def test_a_stopped_node_makes_the_run_hung_and_restart_on_hang_resumes_it(
 
     assert status["phase"] == "Succeeded", explain(kube, status)
     restarts = [e for e in kube.events("default", "tiny") if e["reason"] == "HungRestarted"]
-    assert len(restarts) == 1 and status["restartCount"] == 1, (restarts, status["restartCount"])
+    assert len(restarts) == 1 and status["restartCount"] == counted + 1, (restarts, status["restartCount"])
     assert status["outputs"]["lastIteration"] == 30
     assert get_condition(status, "Hung")["status"] == "False"  # moving again after the restart
-    # the JobSet did not count it (maxRestarts 0 would have failed the run otherwise)
-    assert int(kube.get("JobSet", "tiny-train")["status"].get("restarts", 0)) == 0
+    # the JobSet did not count it: its Job was recreated for the same restart attempt
+    assert int(kube.get("JobSet", "tiny-train")["status"].get("restarts", 0)) == counted
     rank0 = next(
         p
         for p in kube.list("pods", "default")
