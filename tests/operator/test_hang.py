@@ -140,11 +140,15 @@ def test_restart_on_hang_deletes_the_group_and_counts_a_restart(cluster: KubeEmu
     with operator():
         _running_job(kube, hangTimeout="2s", restartOnHang=True)
         st = wait_status(kube, lambda s: hung_of(s).get("reason") == "Restarted", what="Restarted")
-        assert st["restartCount"] == 1 and st["lastRestartTime"]
+        assert st["restartCount"] >= 1 and st["lastRestartTime"]
         kube.wait_for_deletion("Pod", "run-train-master-0", timeout=harness.WAIT)
-        kube.wait_for(
-            lambda: [e for e in kube.events(NAMESPACE, "run") if e["reason"] == "HungRestarted"], harness.WAIT
-        )
-        # measured from the restart now: not hung again before the timeout passes once more
-        assert hang_state(st, st["lastRestartTime"], 2) is not None
+        # measured from the restart: not hung again until the timeout passes once more
+        after = hang_state(st, st["lastRestartTime"], 2)
+        assert after is not None and not after.hung
+        # no progress ever comes here, so each timeout restarts again: stop that, and every restart
+        # was counted exactly once (one HungRestarted Event each)
+        kube.patch("SFTRun", "run", {"spec": {"restartOnHang": False}})
+        final = wait_status(kube, lambda s: hung_of(s).get("reason") == "NoProgress", what="NoProgress")
+        events = [e for e in kube.events(NAMESPACE, "run") if e["reason"] == "HungRestarted"]
+        assert final["restartCount"] == len({e["message"] for e in events}) >= 1
     assert_least_privilege(kube.requests, [("delete", "", "pods")])
