@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from sft_operator import backends
 from sft_operator import reconcile_steps as steps
 from sft_operator.api.meta import DATAPREP, RUN
+from sft_operator.api.sftrun import SFTRunSpec
 from sft_operator.backends.base import Backend
 from sft_operator.context import Context, OwnerKey
 from sft_operator.errors import InvalidSpec
@@ -34,6 +36,7 @@ from sft_operator.render import sftrun as render
 from sft_operator.render.meta import is_controlled_by
 from sft_operator.status import sftrun as status
 from sft_operator.status.common import finished
+from sft_operator.status.hang import hang_state
 from sft_operator.status.pods import PodState, pod_state
 from sft_operator.status.rundata import padding_problem, resolve_data
 
@@ -111,10 +114,39 @@ class RunKind:
                 acted.child = await ctx.client.patch(
                     backend.resource, namespace, acted.child["metadata"]["name"], patch
                 )
+            await self._watch_hang(ctx, cr, spec, backend, acted)
         except CrdMissing as exc:
             acted.error = (exc.args[0], exc.args[1])
             acted.requeue = _recheck_delay(ctx, cr.get("status"))
             log.info("%s/%s: %s, re-checking in %.0fs", namespace, name, exc.args[0], acted.requeue)
+
+    @staticmethod
+    async def _watch_hang(
+        ctx: Context, cr: Mapping[str, Any], spec: SFTRunSpec, backend: Backend, acted: steps.Acted
+    ) -> None:
+        """Hang detection (spec.hangTimeout, :mod:`sft_operator.status.hang`): look again when the run
+        would count as hung (no event comes when nothing moves); once hung, with spec.restartOnHang,
+        restart the training group through the backend (its controller recreates what is deleted)."""
+        timeout = spec.hang_seconds()
+        if timeout <= 0 or acted.child is None or finished(cr):
+            return
+        hang = hang_state(cr.get("status"), ctx.clock(), timeout)
+        # Not Running (yet) as recorded: look again within the timeout, the status may say Running then.
+        recheck = hang.recheck if hang is not None else timeout
+        acted.requeue = min(acted.requeue or recheck, recheck)
+        if hang is None:
+            return
+        if hang.hung and spec.restart_on_hang:
+            namespace = cr["metadata"]["namespace"]
+            for member in backend.restart_group(acted.child):
+                try:
+                    await ctx.client.delete(member.resource, namespace, member.name)
+                except ApiError as exc:
+                    if not exc.not_found:
+                        raise
+            log.info("%s/%s: hung, restarted the training group", namespace, cr["metadata"]["name"])
+            hang = replace(hang, restarted=True)
+        acted.derive_args["hang"] = hang
 
     @staticmethod
     async def _choose(ctx: Context, wanted: str) -> Backend:

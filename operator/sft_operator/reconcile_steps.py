@@ -45,6 +45,8 @@ from sft_operator.status.pruned import FIELDS_PRUNED
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 WARNING_PHASES = frozenset({"Failed"})
+WARNING_CONDITIONS = ("Hung",)
+"""Conditions whose turning True is a Warning Event of its own (the phase stays Running)."""
 LOG_TAIL_CHARS = 4000
 LOG_TAIL_CACHE = 1000
 """Failed pods whose log tail is remembered (oldest dropped first)."""
@@ -323,6 +325,15 @@ async def announce(
         "message"
     ):
         await record_event(ctx.client, cr, "Warning", pruned["reason"], pruned["message"], now)
+    for type_ in WARNING_CONDITIONS:  # e.g. Hung: announced when it turns True or its reason changes
+        cond = get_condition(new_status, type_)
+        before = get_condition(old, type_) or {}
+        if (
+            cond is not None
+            and cond.get("status") == "True"
+            and (before.get("status") != "True" or before.get("reason") != cond.get("reason"))
+        ):
+            await record_event(ctx.client, cr, "Warning", f"{type_}{cond['reason']}", cond["message"], now)
     new_reason = ready_reason(new_status)
     if new_status.get("phase") == old.get("phase") and (error is None or new_reason == ready_reason(old)):
         return

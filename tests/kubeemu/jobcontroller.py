@@ -24,6 +24,46 @@ def compress_indexes(indexes: set[int]) -> str:
     return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
 
 
+def match_pod_failure_policy(policy: Json | None, pod: Json) -> tuple[str, str]:
+    """(action, FailJob message) of a failed pod under ``policy``, as Kubernetes'
+    pkg/controller/job/pod_failure_policy.go matchPodFailurePolicy: rules in order, first match wins;
+    ``onExitCodes`` looks at terminated containers (init and app) other than exit 0, restricted to
+    ``containerName``; ``onPodConditions`` at the pod's conditions (type and status); no policy or
+    no match counts the failure ("Count")."""
+    status = pod.get("status") or {}
+    meta = pod["metadata"]
+    for index, rule in enumerate((policy or {}).get("rules") or []):
+        action = rule["action"]
+        on_codes = rule.get("onExitCodes")
+        if on_codes is not None:
+            for container in (status.get("initContainerStatuses") or []) + (
+                status.get("containerStatuses") or []
+            ):
+                if on_codes.get("containerName") not in (None, container.get("name")):
+                    continue
+                code = ((container.get("state") or {}).get("terminated") or {}).get("exitCode")
+                if code in (None, 0):
+                    continue
+                inside = code in (on_codes.get("values") or [])
+                if inside == (on_codes.get("operator") == "In"):
+                    message = (
+                        f"Container {container.get('name')} for pod {meta.get('namespace')}/{meta['name']} "
+                        f"failed with exit code {code} matching {action} rule at index {index}"
+                    )
+                    return action, message
+        for pattern in rule.get("onPodConditions") or []:
+            for cond in status.get("conditions") or []:
+                if cond.get("type") == pattern.get("type") and cond.get("status") == pattern.get(
+                    "status", "True"
+                ):
+                    message = (
+                        f"Pod {meta.get('namespace')}/{meta['name']} has condition {cond['type']} matching "
+                        f"{action} rule at index {index}"
+                    )
+                    return action, message
+    return "Count", ""
+
+
 class JobController(ControllerBase):
     """Creates a Job's pods and derives its status from theirs, level-triggered.
 
@@ -31,6 +71,10 @@ class JobController(ControllerBase):
     a failed pod of its Job, as upstream ``isPodFailed`` counts "deleted Pods as failures to account
     for orphan Pods that never have a chance to reach the Failed phase" (without a
     ``podFailurePolicy``); pods this controller deletes itself (suspend, deadline, completion) do not.
+
+    ``podFailurePolicy`` (:func:`match_pod_failure_policy`): a failed pod matching an ``Ignore`` rule
+    counts neither in ``status.failed`` nor against ``backoffLimit`` (its index gets a new pod); a
+    ``FailJob`` match fails the Job with reason ``PodFailurePolicy`` and the upstream message.
     """
 
     def __init__(self, store: Store) -> None:
@@ -83,7 +127,10 @@ class JobController(ControllerBase):
             if self.phase(p) not in ("Succeeded", "Failed") and not p["metadata"].get("deletionTimestamp")
         ]
         succeeded = [p for p in pods if self.phase(p) == "Succeeded"]
-        failed = [p for p in pods if self.phase(p) == "Failed"]
+        policy = spec.get("podFailurePolicy")
+        judged = [(p, match_pod_failure_policy(policy, p)) for p in pods if self.phase(p) == "Failed"]
+        failed = [p for p, (action, _) in judged if action != "Ignore"]
+        fail_job = next(((action, msg) for _, (action, msg) in judged if action == "FailJob"), None)
         deleted_unfinished = len(self._deleted_unfinished.get(job["metadata"]["uid"], ()))
         indexed = spec.get("completionMode") == "Indexed"
 
@@ -119,7 +166,9 @@ class JobController(ControllerBase):
         deadline = spec.get("activeDeadlineSeconds")
         failures = len(failed) + deleted_unfinished + sum(self.restarts(p) for p in pods)
         failure: tuple[str, str] | None = None
-        if deadline is not None and time.time() - started >= float(deadline):
+        if fail_job is not None:
+            failure = ("PodFailurePolicy", fail_job[1])
+        elif deadline is not None and time.time() - started >= float(deadline):
             failure = ("DeadlineExceeded", "Job was active longer than specified deadline")
         elif failures > int(spec.get("backoffLimit", 6)):
             failure = ("BackoffLimitExceeded", "Job has reached the specified backoff limit")

@@ -254,6 +254,33 @@ class PodRunner:
         for process in list(execution.processes.values()):
             process.signal(sig)
 
+    def disrupt_pod(
+        self,
+        name: str,
+        namespace: str = "default",
+        reason: str = "EvictionByEvictionAPI",
+        message: str = "Eviction API: evicting",
+    ) -> None:
+        """Terminate a running pod on purpose, as preemption, the Eviction API, a node drain or a
+        graceful node shutdown do (any thread): Kubernetes first adds the pod condition
+        ``DisruptionTarget`` (True, ``reason``: PreemptionByScheduler, EvictionByEvictionAPI,
+        TerminationByKubelet, DeletionByTaintManager; k8s.io/api/core/v1 types.go) and then sends
+        SIGTERM. The pod turns Failed with its containers' exit codes and keeps the condition, so the
+        owning Job's ``podFailurePolicy`` can match it (``onPodConditions``). Unlike the real flow the
+        pod is not deleted afterwards (upstream the Job's tracking finalizer holds it until counted)."""
+
+        async def mark() -> None:
+            resource = self.store.resources[POD_KEY]
+            pod = self.store.get(resource, namespace, name)
+            status = copy.deepcopy(pod.get("status") or {})
+            set_condition(
+                status.setdefault("conditions", []), "DisruptionTarget", "True", reason, message, None
+            )
+            self.jobs.write_status(POD_KEY, pod, status)
+
+        self.kube.submit(mark()).result(10)
+        self.kill_pod(name, namespace, signal.SIGTERM)
+
     def _logs(self, namespace: str, name: str, container: str | None, tail: int | None) -> str | None:
         execution = self._executions.get((namespace, name))
         if execution is None:

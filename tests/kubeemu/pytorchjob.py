@@ -121,6 +121,19 @@ class PyTorchJobController(ControllerBase):
         previous = self._seen_restarts.get(f"{uid}/observed", 0)
         self._seen_restarts[f"{uid}/observed"] = restarts
         restarting = restarting or restarts > previous
+        # training-operator pkg/core/job.go PastBackoffLimit: only replicas whose restartPolicy is
+        # OnFailure or Always count ("... is not OnFailure or Always. Not counted in backoff limit."),
+        # so ExitCode retries (128+: SIGTERM, SIGKILL) never use up backoffLimit.
+        counted_types = {
+            rtype.lower()
+            for rtype, rspec in replica_specs.items()
+            if rspec.get("restartPolicy", "OnFailure") in ("OnFailure", "Always")
+        }
+        counted = sum(
+            self.restarts(p)
+            for p in live
+            if (p["metadata"].get("labels") or {}).get(f"{PTJ_LABELS}/replica-type") in counted_types
+        )
         backoff = run_policy.get("backoffLimit")
         deadline = run_policy.get("activeDeadlineSeconds")
         started = parse_time(status.get("startTime")) or time.time()
@@ -128,7 +141,7 @@ class PyTorchJobController(ControllerBase):
         if failed_replicas:
             described = ", ".join(f"{count} {rtype} replica(s)" for rtype, count in failed_replicas.items())
             failure = ("PyTorchJobFailed", f"PyTorchJob {name} is failed because {described} failed.")
-        elif backoff is not None and restarts > int(backoff):
+        elif backoff is not None and counted > int(backoff):
             failure = (
                 "BackoffLimitExceeded",
                 f"PyTorchJob {name} has failed because it has reached the specified backoff limit",
@@ -183,7 +196,8 @@ class PyTorchJobController(ControllerBase):
 
     @staticmethod
     def _retryable(pod: Json) -> bool:
-        """ExitCode policy: exit codes 1-127 are permanent errors, anything else is retried."""
+        """ExitCode policy: exit codes 1-127 are permanent errors, 128 and above are retried
+        (training-operator pkg/util/train/train_util.go IsRetryableExitCode: ``exitCode >= 128``)."""
         for container in (pod.get("status") or {}).get("containerStatuses") or []:
             code = ((container.get("state") or {}).get("terminated") or {}).get("exitCode", 0)
             if 1 <= int(code) <= 127:

@@ -98,7 +98,7 @@ def test_jobset_is_one_indexed_job_of_nodes_pods_with_dns_rendezvous() -> None:
     assert job["completionMode"] == "Indexed" and job["completions"] == job["parallelism"] == 4
     assert job["backoffLimit"] == 0
     assert spec["network"]["enableDNSHostnames"] is True and spec["successPolicy"] == {"operator": "All"}
-    assert spec["failurePolicy"] == {"maxRestarts": 3} and spec["ttlSecondsAfterFinished"] == 600
+    assert spec["failurePolicy"]["maxRestarts"] == 3 and spec["ttlSecondsAfterFinished"] == 600
     (main,) = job["template"]["spec"]["containers"]
     # master: pod 0 of job 0, <jobset>-<rjob>-<job index>-<pod index>.<subdomain = jobset name>
     assert "--master-addr=run-train-node-0-0.run-train" in main["command"]

@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import ConfigDict, Field, model_validator
 
 from sft_common.config import ConfigModel
+from sft_common.result import CheckpointInfo
 from sft_operator.api.podspec import DNS_LABEL_RE, QUANTITY_RE, BatchFields, PodFields, check_uri
 from sft_operator.api.status import ChildRef, Condition, Failure
 from sft_train.config import TrainConfig, pad_multiple
@@ -22,6 +23,27 @@ from sft_train.config import TrainConfig, pad_multiple
 SHM_VOLUME = "sft-shm"
 SHM_DIR = "/dev/shm"
 GPU_RESOURCE = "nvidia.com/gpu"
+
+SMALL_SAVE_GRACE_SECONDS = 120
+"""Grace for a save of LoRA adapters or an hf-engine model (seconds of writing at most)."""
+STEP_GRACE_SECONDS = 60
+"""Time to finish the current step and agree on stopping across ranks."""
+GPU_STATE_GIB = 80
+"""What one GPU's share of a checkpoint can be at most: its memory (H100: 80 GiB)."""
+SAVE_GIB_PER_SECOND = 1
+"""Assumed per-node write rate of checkpoint storage (shared filesystem or object-store staging)."""
+DURATION_RE = r"^(0|([0-9]+h)?([0-9]+m)?([0-9]+s)?)$"
+"""A Kubernetes-style duration: 1h30m, 45m, 90s, or 0."""
+
+
+def parse_duration(text: str) -> float:
+    """Seconds of a :data:`DURATION_RE` duration ("" and "0" are 0)."""
+    match = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?", text.strip() or "0s")
+    if text.strip() == "0" or match is None:
+        return 0.0
+    hours, minutes, seconds = (int(g or 0) for g in match.groups())
+    return float(hours * 3600 + minutes * 60 + seconds)
+
 
 #: Kubernetes fields that define the training besides the trainer config: the code (image) and the
 #: world shape (nodes × GPUs per node), which fixes data parallelism and the checkpoint layout.
@@ -113,6 +135,23 @@ class SFTRunSpec(TrainConfig, PodFields, BatchFields):
     rendezvous keep 0 for multi-node runs and let backoffLimit retry failed pods). backend trainjob:
     set by the runtime (must be 0 here)."""
 
+    termination_grace_period_seconds: int | None = Field(default=None, ge=1, le=86400)
+    """Seconds a pod has, after SIGTERM (preemption, eviction, drain), to finish its step, save a
+    checkpoint and exit 143 before the kubelet kills it. Default (see :meth:`grace_seconds`): 120 for
+    engine hf and LoRA runs (a small save); for a full megatron run 60 s to finish the step plus
+    gpusPerNode × 80 s: a node saves at most what its GPUs hold (weights and optimizer state fit in
+    80 GiB of H100 memory per GPU) at an assumed ≥ 1 GiB/s per node (700 s for 8 GPUs). Raise it for
+    slower storage; Kubernetes' own 30 s default would cut every large save."""
+    hang_timeout: str = Field(default="30m", max_length=32, pattern=DURATION_RE)
+    """A Running run whose progress (status.progress.updatedAt, written by the trainer's rank 0) has
+    not moved for this long gets the condition Hung and a Warning Event (a rank stuck in a
+    collective keeps every pod Running). A duration: 30m, 1h30m, 90s; 0 turns it off. Keep it above
+    the longest checkpoint save plus evaluation."""
+    restart_on_hang: bool = False
+    """When Hung, restart the training group through the backend (its pods are replaced; the trainer
+    resumes from its newest checkpoint). Counted in status.restartCount, not against maxRestarts or
+    backoffLimit."""
+
     @model_validator(mode="after")
     def _check_run(self) -> SFTRunSpec:
         if not QUANTITY_RE.match(self.shm_size):
@@ -198,6 +237,18 @@ class SFTRunSpec(TrainConfig, PodFields, BatchFields):
                 f"size {dp} (= {world} GPUs / (tensor {tp} × pipeline {pp} × context {cp})); set "
                 f"globalBatchSize to a multiple of {mbs * dp}, or change the parallel sizes or GPU count"
             )
+
+    def grace_seconds(self) -> int:
+        """terminationGracePeriodSeconds of the training pods (the field's docstring says why)."""
+        if self.termination_grace_period_seconds is not None:
+            return self.termination_grace_period_seconds
+        if self.engine != "megatron" or self.peft is not None or not self.gpus_per_node:
+            return SMALL_SAVE_GRACE_SECONDS
+        return STEP_GRACE_SECONDS + self.gpus_per_node * GPU_STATE_GIB // SAVE_GIB_PER_SECOND
+
+    def hang_seconds(self) -> float:
+        """spec.hangTimeout in seconds (0: off)."""
+        return parse_duration(self.hang_timeout)
 
     def seq_multiple(self) -> int:
         """What every packed sub-sequence must be padded to for this run's parallelism: the trainer's
@@ -288,7 +339,10 @@ class RunProgress(ConfigModel):
     eta_seconds: int | None = None
     """Estimated seconds to the end."""
     updated_at: str | None = None
-    """When the trainer last reported."""
+    """When the trainer last reported (what hang detection, spec.hangTimeout, measures from)."""
+    checkpoint: CheckpointInfo | None = None
+    """The newest complete checkpoint, written by the trainer on each save (shown as
+    status.checkpoints)."""
     iterations: str | None = None
     """"done/total", for the printer column (written by the operator)."""
     tokens_text: str | None = None
@@ -356,3 +410,6 @@ class SFTRunStatus(ConfigModel):
     """Where the checkpoint is (set when Succeeded)."""
     failure: RunFailure | None = None
     """Why it failed (set when Failed)."""
+    checkpoints: CheckpointInfo | None = None
+    """The newest complete checkpoint (latestIteration, uri, time, resumedFrom): from the trainer's
+    progress while it runs, from its result once it ended."""

@@ -43,6 +43,23 @@ class ChildRef(ConfigModel):
     """UID of the child."""
 
 
+FailureCategory = Literal[
+    "Preempted",
+    "NodeLost",
+    "OOMKilled",
+    "CUDAOutOfMemory",
+    "NCCLTimeout",
+    "NCCLError",
+    "NoSpace",
+    "StorageUnavailable",
+    "DataError",
+    "ConfigError",
+    "ImagePull",
+    "Unknown",
+]
+"""status.failure.category: the classifier's answer (sft_operator.status.failure)."""
+
+
 class Failure(ConfigModel):
     """Why the run failed: the pod, its exit code and the last lines it wrote."""
 
@@ -56,6 +73,14 @@ class Failure(ConfigModel):
     """Exit code of its main container."""
     log_tail: str | None = Field(default=None, max_length=8192)
     """Last lines of its log (or of its termination message)."""
+    category: FailureCategory | None = None
+    """What kind of failure it was (sft_operator.status.failure): Preempted, NodeLost, OOMKilled,
+    CUDAOutOfMemory, NCCLTimeout, NCCLError, NoSpace, StorageUnavailable, DataError, ConfigError,
+    ImagePull or Unknown."""
+    advice: str | None = Field(default=None, max_length=1024)
+    """One line on what to do about it."""
+    retryable: bool | None = None
+    """Whether running the same spec again can pass (the backends retry these without a change)."""
 
 
 Phase = Literal["Pending", "Running", "Succeeded", "Failed", "Suspended"]

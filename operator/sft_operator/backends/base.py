@@ -14,11 +14,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from sft_common.result import EXIT_CONFIG, EXIT_PREEMPTED
 from sft_operator.api.sftrun import SFTRunSpec
 from sft_operator.kube.client import Resource
 from sft_operator.render.children import ChildMeta
 from sft_operator.render.pods import WorkloadDefaults
-from sft_operator.status.pods import PodRole, PodState
+from sft_operator.status.pods import DISRUPTION_TARGET, PodRole, PodState
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,65 @@ class RunPods:
     """The pod template (metadata + spec) with the main container named :attr:`Backend.container`."""
     nproc_per_node: int
     defaults: WorkloadDefaults
+
+
+@dataclass(frozen=True)
+class GroupMember:
+    """An object :meth:`Backend.restart_group` deletes (same namespace as the child)."""
+
+    resource: Resource
+    name: str
+
+
+def failure_rules(container: str) -> list[dict[str, Any]]:
+    """A Job's ``podFailurePolicy`` rules for training pods, in Kubernetes' order (first match wins,
+    pkg/controller/job/pod_failure_policy.go): exit 2 (the workload's config/data error) fails the
+    Job at once; a pod the cluster disrupted (``DisruptionTarget``: preemption, eviction, node drain
+    or shutdown, pkg/apis/core types.go) or that exited 143 after a SIGTERM (the trainer saved a
+    checkpoint) fails it with reason ``PodFailurePolicy`` too, which the group's policy (JobSet
+    failurePolicy rules, :func:`group_failure_rules`) restarts without counting."""
+    return [
+        {
+            "action": "FailJob",
+            "onExitCodes": {"containerName": container, "operator": "In", "values": [EXIT_CONFIG]},
+        },
+        {"action": "FailJob", "onPodConditions": [{"type": DISRUPTION_TARGET, "status": "True"}]},
+        {
+            "action": "FailJob",
+            "onExitCodes": {"containerName": container, "operator": "In", "values": [EXIT_PREEMPTED]},
+        },
+    ]
+
+
+CONFIG_ERROR_PATTERN = f"with exit code {EXIT_CONFIG} matching FailJob rule"
+"""The Job controller's FailJob message for an exit-code rule: "Container %s for pod %s/%s failed with
+exit code %v matching %v rule at index %d" (pkg/controller/job/pod_failure_policy.go)."""
+
+
+def group_failure_rules() -> list[dict[str, Any]]:
+    """JobSet ``failurePolicy.rules`` for :func:`failure_rules`' Jobs (first match wins, JobSet
+    pkg/controllers/failure_policy.go): a config error fails the JobSet; any other PodFailurePolicy
+    failure (a disruption or exit 143) restarts the group without counting against maxRestarts
+    (RestartJobSetAndIgnoreMaxRestarts); everything else (BackoffLimitExceeded: exit 1, a crash)
+    falls through to the default RestartJobSet, which counts."""
+    return [
+        {
+            "name": "config-error",
+            "action": "FailJobSet",
+            "onJobFailureReasons": [POD_FAILURE_POLICY],
+            "onJobFailureMessagePatterns": [CONFIG_ERROR_PATTERN],
+        },
+        {
+            "name": "disrupted-or-preempted",
+            "action": "RestartJobSetAndIgnoreMaxRestarts",
+            "onJobFailureReasons": [POD_FAILURE_POLICY],
+        },
+    ]
+
+
+POD_FAILURE_POLICY = "PodFailurePolicy"
+"""The Job's Failed reason when a podFailurePolicy FailJob rule matched (batch/v1
+JobReasonPodFailurePolicy)."""
 
 
 @dataclass(frozen=True)
@@ -101,6 +161,12 @@ class Backend(Protocol):
     def observe(
         self, spec: Mapping[str, Any], child: Mapping[str, Any], pods: list[PodState]
     ) -> Observed: ...
+
+    def restart_group(self, child: Mapping[str, Any]) -> list[GroupMember]:
+        """What to delete to restart every node of ``child`` (spec.restartOnHang): objects its
+        controller recreates by itself, so the restart counts as no failure (neither maxRestarts nor
+        backoffLimit) and the trainer resumes from its newest checkpoint."""
+        ...
 
 
 def pods_pending(

@@ -4,6 +4,10 @@ controller, no Kubeflow needed.
 One replicated Job ``node`` (replicas 1) of ``nodes`` Indexed pods (completions = parallelism =
 nodes, backoffLimit 0: a failed pod fails its Job, and the JobSet restarts the whole group, up to
 ``failurePolicy.maxRestarts`` = spec.maxRestarts; the trainer resumes from its newest checkpoint).
+The Job's ``podFailurePolicy`` and the JobSet's ``failurePolicy.rules``
+(:func:`~sft_operator.backends.base.failure_rules`) fail the run at once on exit 2 and restart the
+group without counting on a disrupted pod or exit 143. A hang restart deletes the node Job, which
+the JobSet controller recreates for the same restart attempt.
 ``network.enableDNSHostnames`` gives each pod the DNS name ``<jobset>-<replicatedJob>-<jobIndex>-
 <podIndex>.<subdomain>`` (subdomain defaults to the JobSet name; facts from jobset's
 pkg/util/placement GenPodName and pkg/controllers GetSubdomain), so torchrun's master address is
@@ -26,9 +30,18 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from sft_operator.backends.base import Observed, Rendezvous, RunPods, failed_observed, pods_pending
+from sft_operator.backends.base import (
+    GroupMember,
+    Observed,
+    Rendezvous,
+    RunPods,
+    failed_observed,
+    failure_rules,
+    group_failure_rules,
+    pods_pending,
+)
 from sft_operator.backends.models import checked, m, quantities_as_strings
-from sft_operator.kube.client import Resource
+from sft_operator.kube.client import JOBS, Resource
 from sft_operator.render import children as common
 from sft_operator.render.suspend import suspend_patch as _suspend_patch
 from sft_operator.status.common import suspended_state
@@ -88,13 +101,14 @@ def render(run: RunPods) -> dict[str, Any]:
         "completions": spec.nodes,
         "parallelism": spec.nodes,
         "backoffLimit": 0,  # one failed pod fails the Job: the JobSet restarts the whole group
+        "podFailurePolicy": {"rules": failure_rules(container)},
         "template": template,
     }
     js_spec: dict[str, Any] = {
         "replicatedJobs": [{"name": REPLICATED_JOB, "replicas": 1, "template": {"spec": job_spec}}],
         "network": {"enableDNSHostnames": True, "publishNotReadyAddresses": True},
         "successPolicy": {"operator": "All"},
-        "failurePolicy": {"maxRestarts": spec.max_restarts},
+        "failurePolicy": {"maxRestarts": spec.max_restarts, "rules": group_failure_rules()},
         "suspend": spec.suspend,
     }
     if spec.active_deadline_seconds is not None:
@@ -112,6 +126,17 @@ def render(run: RunPods) -> dict[str, Any]:
 
 def suspend_patch(child: Mapping[str, Any], desired: bool) -> dict[str, Any] | None:
     return _suspend_patch(child, desired)
+
+
+def restart_group(child: Mapping[str, Any]) -> list[GroupMember]:
+    """Delete the child Job ``<jobset>-node-0`` (JobSet's GenJobName: jobset-replicatedJob-index):
+    its pods go with it and the JobSet controller recreates a missing Job of the current restart
+    attempt (createJobs), without counting a restart."""
+    return [GroupMember(JOBS, child_job_name((child.get("metadata") or {})["name"]))]
+
+
+def child_job_name(jobset_name: str, replicated_job: str = REPLICATED_JOB) -> str:
+    return f"{jobset_name}-{replicated_job}-0"
 
 
 def role(pod_meta: Mapping[str, Any]) -> PodRole:

@@ -7,8 +7,10 @@ those three in every release, but ``PET_*`` only since v1.8; the kubelet expands
 container env, which includes what the controller injected.
 
 ``restartPolicy: ExitCode``: exit codes 1-127 (the trainer's errors: 1 crash, 2 bad config) fail the
-job at once; 128+ (SIGKILL/SIGTERM: OOM, eviction, preemption, node loss) are retried up to
-``runPolicy.backoffLimit``.
+job at once; 128+ (143: SIGTERM after a checkpoint save on preemption or eviction; 137: SIGKILL) are
+retried (training-operator pkg/util/train/train_util.go IsRetryableExitCode: ``exitCode >= 128``) and
+never counted against ``runPolicy.backoffLimit`` (pkg/core/job.go PastBackoffLimit counts only
+OnFailure/Always replicas). A hang restart (spec.restartOnHang) deletes every replica's pod.
 
 Status: Created → JobCreated; Running → Running; Restarting → Running with reason Restarting (each
 new Restarting transition is a restart); Suspended → Suspended (or Pending/Queued under Kueue);
@@ -22,8 +24,15 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any, TypedDict
 
-from sft_operator.backends.base import Observed, Rendezvous, RunPods, failed_observed, pods_pending
-from sft_operator.kube.client import Resource
+from sft_operator.backends.base import (
+    GroupMember,
+    Observed,
+    Rendezvous,
+    RunPods,
+    failed_observed,
+    pods_pending,
+)
+from sft_operator.kube.client import PODS, Resource
 from sft_operator.render import children as common
 from sft_operator.render import meta
 from sft_operator.render.suspend import suspend_patch as _suspend_patch
@@ -101,6 +110,19 @@ def render(run: RunPods) -> dict[str, Any]:
 
 def suspend_patch(child: Mapping[str, Any], desired: bool) -> dict[str, Any] | None:
     return _suspend_patch(child, desired, field=("spec", "runPolicy"))
+
+
+def restart_group(child: Mapping[str, Any]) -> list[GroupMember]:
+    """Delete every replica's pod: the training-operator recreates a missing pod of a running job
+    (``<job>-<replica type>-<index>``, its GenGeneralName), and a deleted pod is no failure counted
+    against backoffLimit."""
+    job_name = (child.get("metadata") or {})["name"]
+    specs = (child.get("spec") or {}).get("pytorchReplicaSpecs") or {}
+    return [
+        GroupMember(PODS, f"{job_name}-{rtype.lower()}-{index}")
+        for rtype, rspec in specs.items()
+        for index in range(int((rspec or {}).get("replicas", 1)))
+    ]
 
 
 def role(pod_meta: Mapping[str, Any]) -> PodRole:

@@ -33,7 +33,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from sft_operator.backends import jobset
-from sft_operator.backends.base import Observed, Rendezvous, RunPods
+from sft_operator.backends.base import GroupMember, Observed, Rendezvous, RunPods
 from sft_operator.backends.models import checked, m, quantities_as_strings
 from sft_operator.errors import InvalidSpec
 from sft_operator.kube.client import Resource
@@ -121,7 +121,14 @@ def render(run: RunPods) -> dict[str, Any]:
             }
         ],
     }
-    for key in ("nodeSelector", "tolerations", "affinity", "imagePullSecrets", "serviceAccountName"):
+    for key in (
+        "nodeSelector",
+        "tolerations",
+        "affinity",
+        "imagePullSecrets",
+        "serviceAccountName",
+        "terminationGracePeriodSeconds",
+    ):
         if key in pod:
             pod_patch[key] = pod[key]
     patch = {
@@ -166,6 +173,11 @@ def render(run: RunPods) -> dict[str, Any]:
 
 def suspend_patch(child: Mapping[str, Any], desired: bool) -> dict[str, Any] | None:
     return _suspend_patch(child, desired)
+
+
+def restart_group(child: Mapping[str, Any]) -> list[GroupMember]:
+    """The TrainJob's JobSet has its name: delete that JobSet's Job (see :func:`jobset.restart_group`)."""
+    return jobset.restart_group(child)
 
 
 def role(pod_meta: Mapping[str, Any]) -> PodRole:

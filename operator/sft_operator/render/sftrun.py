@@ -144,15 +144,17 @@ def render(
     if res:
         main["resources"] = res
     shm = {"name": SHM_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": spec.shm_size}}
+    pod = pod_spec(
+        spec,
+        config_map=cm_name,
+        containers=[main],
+        service_account=pod_service_account(RUN, cr, defaults),
+        extra_volumes=[shm],
+        where=where,
+    )
+    pod["terminationGracePeriodSeconds"] = spec.grace_seconds()  # time to save a checkpoint on SIGTERM
     template = child.pod_template(
-        pod_spec(
-            spec,
-            config_map=cm_name,
-            containers=[main],
-            service_account=pod_service_account(RUN, cr, defaults),
-            extra_volumes=[shm],
-            where=where,
-        ),
+        pod,
         labels=where.pod_labels,
         annotations=where.pod_annotations,
     )

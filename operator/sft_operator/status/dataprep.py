@@ -26,6 +26,7 @@ from sft_operator.status.common import (
 )
 from sft_operator.status.conditions import condition as make_condition
 from sft_operator.status.conditions import get_condition, is_true, kstatus_conditions, with_transition_times
+from sft_operator.status.failure import classify
 from sft_operator.status.pods import (
     PodState,
     describe_failure,
@@ -202,6 +203,7 @@ def _failure(job: Mapping[str, Any], pods: list[PodState], log_tails: Mapping[st
         # e.g. DeadlineExceeded with pods still running, or pods already garbage-collected
         return {"reason": job_reason, "message": f"the Job failed: {job_reason}: {job_message}".rstrip(": ")}
     failure = describe_failure(blamed, log_tails.get(blamed.name))
+    failure.update(classify(blamed, log_tails.get(blamed.name)).fields())
     if job_reason not in ("PodFailurePolicy", "JobFailed", failure["reason"]):
         with_job_reason(failure, job_reason, job_message)
         if job_reason == "DeadlineExceeded":

@@ -29,6 +29,9 @@ WAITING_PROBLEMS = frozenset(
     }
 )
 LOG_TAIL_LINES = 20
+DISRUPTION_TARGET = "DisruptionTarget"
+"""The pod condition Kubernetes (>= 1.26) sets before it terminates a pod on purpose (preemption,
+eviction, taint manager, pod GC, kubelet shutdown): k8s.io/api/core/v1 ``DisruptionTarget``."""
 
 
 def tail_lines(text: str | None, lines: int = LOG_TAIL_LINES, limit: int = 4000) -> str | None:
@@ -64,6 +67,13 @@ class PodState:
     restart_count: int = 0
     unschedulable: str | None = None
     deleted: bool = False
+    disruption: str | None = None
+    """Reason of the pod's ``DisruptionTarget`` condition when True (who terminated it on purpose)."""
+    disruption_message: str | None = None
+    pod_reason: str | None = None
+    """The pod's ``status.reason`` (Evicted, NodeLost, Terminated, ...)."""
+    pod_message: str | None = None
+    node_name: str | None = None
 
     def success(self, model: type[SuccessT]) -> SuccessT | None:
         """The workload's success result, when the pod succeeded and wrote one."""
@@ -141,10 +151,13 @@ def pod_state(pod: Mapping[str, Any], container: str, role: RoleReader = job_rol
             terminated_reason = terminated.get("reason")
             message = terminated.get("message")
             finished = terminated.get("finishedAt")
-    unschedulable = None
+    unschedulable = disruption = disruption_message = None
     for cond in status.get("conditions") or []:
         if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
             unschedulable = cond.get("message") or cond.get("reason") or "Unschedulable"
+        if cond.get("type") == DISRUPTION_TARGET and cond.get("status") == "True":
+            disruption = cond.get("reason") or DISRUPTION_TARGET
+            disruption_message = cond.get("message")
     return PodState(
         name=meta.get("name", "?"),
         uid=meta.get("uid", ""),
@@ -164,6 +177,11 @@ def pod_state(pod: Mapping[str, Any], container: str, role: RoleReader = job_rol
         restart_count=restarts,
         unschedulable=unschedulable,
         deleted=bool(meta.get("deletionTimestamp")),
+        disruption=disruption,
+        disruption_message=disruption_message,
+        pod_reason=status.get("reason"),
+        pod_message=status.get("message"),
+        node_name=(pod.get("spec") or {}).get("nodeName"),
     )
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sft_common.result import TrainResult
+from sft_common.result import CheckpointInfo, TrainResult
 from sft_operator import backends
 from sft_operator.backends.base import Backend, Observed
 from sft_operator.status import patch
@@ -37,7 +37,9 @@ from sft_operator.status.common import (
     with_job_reason,
 )
 from sft_operator.status.conditions import condition as make_condition
-from sft_operator.status.conditions import kstatus_conditions, with_transition_times
+from sft_operator.status.conditions import get_condition, kstatus_conditions, with_transition_times
+from sft_operator.status.failure import classify
+from sft_operator.status.hang import HANG_CONDITION, HangState, hang_condition
 from sft_operator.status.pods import PodState, describe_failure, latest_failed
 from sft_operator.status.pruned import pruned_conditions
 from sft_operator.status.rundata import DataState, resolve_data
@@ -58,6 +60,7 @@ KEPT = (
     "failure",
     "restartCount",
     "lastRestartTime",
+    "checkpoints",
 )
 """Status keys carried over from the last status until this reconcile replaces them."""
 
@@ -73,13 +76,14 @@ def derive(
     error: tuple[str, str] | None = None,
     log_tails: Mapping[str, str] | None = None,
     backend: Backend | None = None,
+    hang: HangState | None = None,
 ) -> dict[str, Any]:
     """The operator's part of the status for the CR's current state.
 
     ``job`` is the backend's child (its kind gives the backend when ``backend`` is None); ``data``
     is None once the child exists (the data was resolved then and is recorded in ``outputs.data``);
     ``error`` is ``(reason, message)`` for something the user (or the cluster admin) must fix:
-    ``Stalled``.
+    ``Stalled``. ``hang`` is what hang detection found this reconcile (see :mod:`.hang`).
     """
     spec = cr.get("spec") or {}
     old = dict(cr.get("status") or {})
@@ -119,6 +123,12 @@ def derive(
         phase, reason, message = seen.phase, seen.reason, seen.message
 
     _restarts(out, old, seen, pods, now)
+    if hang is not None and hang.restarted:
+        out["restartCount"] = int(out.get("restartCount") or 0) + 1
+        out["lastRestartTime"] = now
+    checkpoints = _checkpoints(pods, old, phase)
+    if checkpoints:
+        out["checkpoints"] = checkpoints
     if phase == "Succeeded" and seen is not None:
         out["outputs"] = _outputs(pods, out.get("outputs"))
         out.pop("failure", None)
@@ -168,6 +178,9 @@ def derive(
             generation,
         ),
     ]
+    hung = hang_condition(hang, get_condition(old, HANG_CONDITION), phase, generation)
+    if hung is not None:
+        conditions.append(hung)
     conditions.extend(pruned_conditions(cr, generation))
     out["conditions"] = with_transition_times(conditions, old.get("conditions"), now)
     return out
@@ -220,6 +233,28 @@ def _outputs(pods: list[PodState], previous: Mapping[str, Any] | None) -> dict[s
     return outputs
 
 
+def _checkpoints(pods: list[PodState], old: Mapping[str, Any], phase: str) -> dict[str, Any] | None:
+    """``status.checkpoints``: from rank 0's result once the run ended (success or failure), else
+    from the trainer's progress (it writes ``progress.checkpoint`` on each save), else as recorded."""
+    if phase in TERMINAL:
+        results = [
+            (p, r.checkpoints) for p in pods if (r := p.success(TrainResult) or p.failure) and r.checkpoints
+        ]
+        if results:
+            return _dump(max(results, key=lambda pr: (pr[0].rank0, pr[0].finished_at or ""))[1])
+    progress = (old.get("progress") or {}).get("checkpoint")
+    if isinstance(progress, Mapping) and progress:
+        try:
+            return _dump(CheckpointInfo.model_validate(progress))
+        except ValueError:
+            pass
+    return old.get("checkpoints")
+
+
+def _dump(info: CheckpointInfo) -> dict[str, Any]:
+    return info.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
 def _failure(
     backend: Backend, seen: Observed, pods: list[PodState], log_tails: Mapping[str, str]
 ) -> dict[str, Any]:
@@ -227,8 +262,10 @@ def _failure(
     blamed = latest_failed(pods)
     if blamed is None:
         detail = f": {seen.failed_message}" if seen.failed_message else ""
-        return {"reason": job_reason, "message": f"the {backend.kind} failed: {job_reason}{detail}"}
+        failure = {"reason": job_reason, "message": f"the {backend.kind} failed: {job_reason}{detail}"}
+        return {**failure, **classify(None, job_reason=job_reason).fields()}
     failure = describe_failure(blamed, log_tails.get(blamed.name))
+    failure.update(classify(blamed, log_tails.get(blamed.name)).fields())
     replica = replica_name(blamed)
     if replica:
         failure["replica"] = replica
