@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.stamp-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: help venv test test-fast test-megatron lint mypy format crds chart-sync demo bench bench-prep bench-operator bench-faults images e2e-kind clean
+.PHONY: help venv test test-fast test-megatron lint mypy format crds chart-sync demo bench bench-prep bench-train bench-operator bench-faults images e2e-kind clean
 
 help:
 	@echo "make demo      sftctl run --local on manifests/samples/pipeline-local.yaml (prep + a tiny CPU fine-tune)"
@@ -16,7 +16,7 @@ help:
 	@echo "make crds      regenerate manifests/crds from the pydantic models (and sync the Helm chart)"
 	@echo "make images    build the container images (needs a Docker engine)"
 	@echo "make e2e-kind  kind cluster + images + chart + sample pipeline (needs docker and kind)"
-	@echo "make bench     all benchmarks (bench-prep, bench-operator, bench-faults)"
+	@echo "make bench     all benchmarks (bench-prep, bench-train, bench-operator, bench-faults)"
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -102,10 +102,14 @@ e2e-kind:
 demo: $(STAMP)
 	$(PY) -m sft_operator.ctl.demo
 
-bench: bench-prep bench-operator bench-faults
+bench: bench-prep bench-train bench-operator bench-faults
 
 bench-prep: $(STAMP)
 	$(PY) benchmarks/bench_prep.py
+
+# The hf engine against a bare per-bin loop and its own padded layout, on the demo model (pack 1024, 4096).
+bench-train: $(STAMP)
+	$(PY) benchmarks/bench_train.py
 
 bench-operator: $(STAMP)
 	$(PY) benchmarks/bench_operator.py

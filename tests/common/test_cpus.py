@@ -48,3 +48,13 @@ def test_unreadable_or_garbled_files_mean_no_limit(tmp_path: Path) -> None:
     assert usable_cpus(str(cpu_max), (v1(tmp_path, "x"),)) == affinity()
     cpu_max.write_text("100000 0\n")
     assert usable_cpus(str(cpu_max), (str(tmp_path / "absent"),)) == affinity()
+
+
+def test_threads_are_the_quota_shared_by_the_local_processes() -> None:
+    from sft_common.cpus import threads_per_process
+
+    assert threads_per_process({}, cpus=2) == 2
+    assert threads_per_process({"LOCAL_WORLD_SIZE": "2"}, cpus=8) == 4
+    assert threads_per_process({"LOCAL_WORLD_SIZE": "4"}, cpus=2) == 1
+    assert threads_per_process({"OMP_NUM_THREADS": "3"}, cpus=8) is None, "an explicit setting wins"
+    assert threads_per_process({"LOCAL_WORLD_SIZE": "x"}, cpus=3) == 3

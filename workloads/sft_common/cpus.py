@@ -11,6 +11,7 @@ older nodes, cgroup v1 (``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``).
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 
 CGROUP_V2_CPU_MAX = "/sys/fs/cgroup/cpu.max"
 CGROUP_V1_CPU_DIRS = ("/sys/fs/cgroup/cpu", "/sys/fs/cgroup/cpu,cpuacct")
@@ -58,3 +59,18 @@ def _quota_v1(directory: str) -> int | None:
 
 def _cpus(quota: int, period: int) -> int | None:
     return max(1, -(-quota // period)) if period > 0 else None
+
+
+def threads_per_process(env: Mapping[str, str] | None = None, cpus: int | None = None) -> int | None:
+    """Compute threads for each of the ``LOCAL_WORLD_SIZE`` processes of this pod (torchrun sets it):
+    the usable CPUs shared out, at least 1; None when ``OMP_NUM_THREADS`` is set, which the runtime
+    already follows (a person's or torchrun's explicit choice)."""
+    env = os.environ if env is None else env
+    if env.get("OMP_NUM_THREADS"):
+        return None
+    try:
+        local_world = max(1, int(env.get("LOCAL_WORLD_SIZE", "1")))
+    except ValueError:
+        local_world = 1
+    cpus = usable_cpus() if cpus is None else cpus
+    return max(1, cpus // local_world)
