@@ -12,7 +12,7 @@ STAMP     := $(VENV)/.stamp-$(STAMP_ID)
 RUN_STAMP := $(VENV)/.stamp-run-$(STAMP_ID)
 RUN_EXTRAS := prep,train,operator,ctl
 
-.PHONY: help venv test test-megatron lint mypy format crds chart-sync demo bench bench-prep bench-operator bench-faults images e2e-kind clean
+.PHONY: help venv test test-megatron lint mypy format crds chart-sync demo bench bench-prep bench-train bench-operator bench-faults images e2e-kind clean
 
 help:
 	@echo "make demo      sftctl run --local on manifests/samples/pipeline-local.yaml (prep + a tiny CPU fine-tune;"
@@ -23,7 +23,7 @@ help:
 	@echo "make crds      regenerate manifests/crds from the pydantic models (and sync the Helm chart)"
 	@echo "make images    build the container images (needs a Docker engine)"
 	@echo "make e2e-kind  kind cluster + images + chart + sample pipeline (needs docker and kind)"
-	@echo "make bench     all benchmarks (bench-prep, bench-operator, bench-faults)"
+	@echo "make bench     all benchmarks (bench-prep, bench-train, bench-operator, bench-faults)"
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -116,10 +116,14 @@ e2e-kind:
 demo: $(RUN_STAMP)
 	$(PY) -m sft_operator.ctl.demo
 
-bench: bench-prep bench-operator bench-faults
+bench: bench-prep bench-train bench-operator bench-faults
 
 bench-prep: $(STAMP)
 	$(PY) benchmarks/bench_prep.py
+
+# The hf engine against a bare per-bin loop and its own padded layout, on the demo model (pack 1024, 4096).
+bench-train: $(STAMP)
+	$(PY) benchmarks/bench_train.py
 
 bench-operator: $(STAMP)
 	$(PY) benchmarks/bench_operator.py

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from sft_common.config import ConfigError
+from sft_common.cpus import usable_cpus
 from sft_prep import padding
 from sft_prep.config import PrepConfig
 from sft_prep.parquet_shard import SequenceStore
@@ -276,20 +277,3 @@ load and joint plan per process, pickling rows and results, and a parent competi
 on 2 CPUs and 100k conversations (bench-prep) a pool of 2 took 28.3 s wall / 53.6 CPU-s against
 28.1 s / 47.6 CPU-s for one process. With 4+ CPUs the serial Python half would cap one process, so
 use a pool."""
-
-
-def usable_cpus(cgroup_cpu_max: str = "/sys/fs/cgroup/cpu.max") -> int:
-    """CPUs this process may really use: its affinity, capped by a cgroup v2 CPU quota (a pod's
-    ``resources.limits.cpu``), which affinity does not show."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        cpus = os.cpu_count() or 1
-    try:
-        with open(cgroup_cpu_max) as fh:
-            quota, period = fh.read().split()[:2]
-        if quota != "max":
-            cpus = min(cpus, max(1, -(-int(quota) // int(period))))
-    except (OSError, ValueError):
-        pass
-    return cpus

@@ -42,13 +42,15 @@ import torch.distributed as dist
 
 from sft_common import storage
 from sft_common.config import to_yaml
+from sft_common.cpus import threads_per_process, usable_cpus
 from sft_common.progress import Progress
 from sft_train import ledger, prechecks
 from sft_train.config import TrainConfig
 from sft_train.engines import hf_checkpoint as ckpt
-from sft_train.engines.hf_batch import collate, forward_loss
+from sft_train.engines.hf_batch import Batcher, forward_loss
 from sft_train.engines.hf_model import (
     apply_lora,
+    attention_implementation,
     eos_token_id,
     load_adapter,
     load_base_model,
@@ -210,6 +212,7 @@ class HFTrainer:
         self.eos_id = eos_token_id(model_dir, self._unwrapped)
         self.train_split = PackedSplit(info.shards["train"], info.pack_size, self.eos_id)
         self.pad_id = int(getattr(self._unwrapped.config, "pad_token_id", None) or 0)
+        self.batcher = Batcher.for_model(self._unwrapped, self.pad_id)
 
     # -- construction -------------------------------------------------------------------------
     @property
@@ -239,11 +242,12 @@ class HFTrainer:
                     "point it at a Hugging Face checkpoint dir"
                 )
             self.base_dir = localize_checkpoint(pretrained, "model.pretrained_checkpoint", self.scratch)
+        attention = attention_implementation(self.ctx.device.type, cfg.precision)
         if resume_dir is not None and cfg.peft is None:
-            model = load_base_model(resume_dir / "model", "checkpoint")
+            model = load_base_model(resume_dir / "model", "checkpoint", attention)
         else:
             assert self.base_dir is not None
-            model = load_base_model(self.base_dir, "model.pretrained_checkpoint")
+            model = load_base_model(self.base_dir, "model.pretrained_checkpoint", attention)
             if cfg.peft is not None:
                 model = (
                     load_adapter(model, resume_dir / "adapter")
@@ -292,7 +296,7 @@ class HFTrainer:
         )
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        batches = [collate(self.train_split.subsequences(i), self.pad_id) for i in self._rows_for(iteration)]
+        batches = [self.batcher.build(self.train_split.subsequences(i)) for i in self._rows_for(iteration)]
         local_trained = sum(b.num_trained for b in batches)
         local_tokens = sum(b.num_tokens for b in batches)
         global_trained, global_tokens = self.ctx.all_sum(local_trained, local_tokens)
@@ -380,7 +384,7 @@ class HFTrainer:
         with torch.no_grad(), autocast:
             for row in range(self.ctx.rank, len(split), self.ctx.world):
                 loss_sum, trained = forward_loss(
-                    self._unwrapped, collate(split.subsequences(row), self.pad_id).to(self.ctx.device)
+                    self._unwrapped, self.batcher.build(split.subsequences(row)).to(self.ctx.device)
                 )
                 total += float(loss_sum)
                 count += trained
@@ -595,11 +599,24 @@ def _wandb_start(cfg: TrainConfig) -> Any:
     )
 
 
+def set_threads() -> None:
+    """torch's compute threads from the pod's CPU quota (cgroup), shared by the local processes: torch
+    would start one per core of the node whatever the quota, and a throttled thread pool ran an
+    iteration in 1.5 s on 2 threads against 0.7 s on 1 (issue 23). OMP_NUM_THREADS, when set, wins."""
+    threads = threads_per_process()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    if int(os.environ.get("RANK", "0")) == 0:
+        why = "OMP_NUM_THREADS" if threads is None else f"{usable_cpus()} usable CPUs"
+        print(f"torch threads: {torch.get_num_threads()} per process ({why})", flush=True)
+
+
 def train(config: TrainConfig, info: DataInfo) -> TrainResult:
     """Run the hf engine in this process (one rank of a torchrun job, or alone)."""
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # our Progress is the one progress display
+    set_threads()
     with (
         on_sigterm(StopFlag()) as stop,
         distributed() as ctx,

@@ -37,13 +37,31 @@ def localize_checkpoint(uri: str, what: str, scratch: Path) -> Path:
     return path
 
 
-def load_base_model(path: Path, what: str) -> torch.nn.Module:
+def attention_implementation(device_type: str, precision: str, flash_installed: bool | None = None) -> str:
+    """``flash_attention_2`` on a GPU when flash-attn is installed and the run computes in bf16, else
+    ``sdpa``.
+
+    flash-attention's varlen kernel takes a packed row's sub-sequences from its position ids and
+    computes only their own causal triangles (``hf_batch`` then packs every row); its kernels take
+    16-bit inputs only, so an fp32 run stays on SDPA, and so does the CPU (flash-attn is CUDA-only)."""
+    if device_type != "cuda" or precision != "bf16":
+        return "sdpa"
+    if flash_installed is None:
+        from transformers.utils import is_flash_attn_2_available
+
+        flash_installed = bool(is_flash_attn_2_available())
+    return "flash_attention_2" if flash_installed else "sdpa"
+
+
+def load_base_model(path: Path, what: str, attn_implementation: str = "sdpa") -> torch.nn.Module:
     """A transformers causal LM from a Hugging Face checkpoint dir, in float32 master weights."""
     from transformers import AutoModelForCausalLM
 
     if not (path / "config.json").exists():
         raise CheckpointNotFound(f"{what} {path} is not a Hugging Face checkpoint (no config.json)")
-    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32, attn_implementation="sdpa")
+    model = AutoModelForCausalLM.from_pretrained(
+        str(path), dtype=torch.float32, attn_implementation=attn_implementation
+    )
     model.config.use_cache = False
     return model
 
