@@ -54,9 +54,14 @@ def image_or_default(image: str | None, default: str | None, env_var: str, workl
 
 
 def spec_hash(spec: BaseModel, fields: tuple[str, ...]) -> str:
-    """Hash of the camelCase spec ``fields`` that define the work (stamped on children)."""
-    dumped = spec.model_dump(mode="json", by_alias=True)
-    return meta.spec_hash({key: dumped.get(key) for key in fields})
+    """Hash of the camelCase spec ``fields`` that define the work (stamped on children).
+
+    Values equal to their defaults are left out, at every depth: a field a newer operator adds with a
+    default (``checkpoint.resume``, ``data.allowFullLossMask``) then leaves the hash of a spec that does
+    not set it unchanged, so an operator upgrade does not read the children of running CRs as made
+    from another spec (``SpecChangedAfterStart``)."""
+    dumped = spec.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+    return meta.spec_hash({key: dumped[key] for key in fields if key in dumped})
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,72 @@
+"""The spec hash stamped on children survives an operator upgrade that adds defaulted fields.
+
+A child records the hash of the data/training-defining spec it was rendered from; a different hash later
+reads as ``SpecChangedAfterStart``. An operator release that adds a field with a default (this one added
+``checkpoint.resume``, ``data.allowFullLossMask``, ``datasets[].outputSplit``) must not change the hash of
+a spec that does not set the field, or every running CR would stall on upgrade.
+"""
+
+from __future__ import annotations
+
+from sft_common.config import ConfigModel
+from sft_operator.api.sftrun import SFTRunSpec, training_fields
+from sft_operator.render.children import spec_hash
+from sft_operator.render.sftrun import training_spec_hash
+
+
+class CheckpointV1(ConfigModel):
+    save: str | None = None
+
+
+class CheckpointV2(CheckpointV1):
+    resume: str = "auto"
+
+
+class SpecV1(ConfigModel):
+    lr: float = 1e-5
+    checkpoint: CheckpointV1 = CheckpointV1()
+
+
+class SpecV2(ConfigModel):
+    lr: float = 1e-5
+    checkpoint: CheckpointV2 = CheckpointV2()
+    hang_timeout: str = "30m"
+
+
+def test_a_new_defaulted_field_leaves_the_hash_unchanged_at_any_depth() -> None:
+    old = spec_hash(
+        SpecV1.model_validate({"lr": 2e-5, "checkpoint": {"save": "s3://b/ck"}}), ("lr", "checkpoint")
+    )
+    new = spec_hash(
+        SpecV2.model_validate({"lr": 2e-5, "checkpoint": {"save": "s3://b/ck"}}),
+        ("lr", "checkpoint", "hangTimeout"),
+    )
+    assert old == new
+
+
+def test_setting_a_new_field_away_from_its_default_changes_the_hash() -> None:
+    fields = ("lr", "checkpoint")
+    base = spec_hash(SpecV2.model_validate({"checkpoint": {"save": "s3://b/ck"}}), fields)
+    changed = spec_hash(
+        SpecV2.model_validate({"checkpoint": {"save": "s3://b/ck", "resume": "never"}}), fields
+    )
+    assert base != changed
+
+
+def test_the_training_hash_follows_a_training_field_and_ignores_one_set_to_its_default() -> None:
+    spec = {
+        "model": {"pretrainedCheckpoint": "s3://b/base"},
+        "data": {"uri": "s3://b/data"},
+        "checkpoint": {"save": "s3://b/ck"},
+        "gpusPerNode": 0,
+        "engine": "hf",
+    }
+    base = training_spec_hash(SFTRunSpec.model_validate(spec))
+    explicit_default = training_spec_hash(
+        SFTRunSpec.model_validate({**spec, "checkpoint": {"save": "s3://b/ck", "resume": "auto"}})
+    )
+    other = training_spec_hash(
+        SFTRunSpec.model_validate({**spec, "checkpoint": {"save": "s3://b/ck", "resume": "never"}})
+    )
+    assert base == explicit_default != other
+    assert "checkpoint" in training_fields()
