@@ -14,6 +14,7 @@ import contextlib
 import errno
 import fnmatch
 import glob as _glob
+import json
 import os
 import secrets
 import shutil
@@ -324,6 +325,18 @@ def read_bytes(uri: str) -> bytes:
 
 def read_text(uri: str) -> str:
     return read_bytes(uri).decode("utf-8")
+
+
+def read_json_object(uri: str) -> dict[str, Any] | None:
+    """The JSON object stored at ``uri``; None when there is none, or it is not a readable JSON object
+    (a missing or foreign file is an answer here, not an error)."""
+    if not exists(uri):
+        return None
+    try:
+        value = json.loads(read_text(uri))
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def size(uri: str) -> int:

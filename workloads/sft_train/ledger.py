@@ -140,14 +140,7 @@ def record(iteration: int, ident: dict[str, Any]) -> dict[str, Any]:
 
 def read_record(checkpoint_uri: str) -> dict[str, Any] | None:
     """The ledger record of a checkpoint directory, or None (none written, or unreadable)."""
-    uri = storage.join(checkpoint_uri, RECORD)
-    if not storage.exists(uri):
-        return None
-    try:
-        value = json.loads(storage.read_text(uri))
-    except (ValueError, UnicodeDecodeError):
-        return None
-    return value if isinstance(value, dict) else None
+    return storage.read_json_object(storage.join(checkpoint_uri, RECORD))
 
 
 def checkpoint_info(uri: str | None, iteration: int | None, resumed_from: int | None) -> CheckpointInfo:

@@ -28,7 +28,6 @@ raw ``IndexError`` from an embedding lookup. What is checked:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -267,16 +266,6 @@ def check_mask(info: DataInfo, counts: MaskCounts, allow_full: bool) -> None:
 # --------------------------------------------------------------------------- model facts per engine
 
 
-def _read_json(uri: str) -> dict[str, Any] | None:
-    if not storage.exists(uri):
-        return None
-    try:
-        value = json.loads(storage.read_text(uri))
-    except (ValueError, UnicodeDecodeError):
-        return None
-    return value if isinstance(value, dict) else None
-
-
 def _int(config: Mapping[str, Any], *keys: str) -> int | None:
     """The first integer among ``keys``, looking into ``text_config`` (multimodal models) too."""
     text = config.get("text_config")
@@ -294,8 +283,8 @@ def hf_model(config: TrainConfig, resume: str | None) -> ModelFacts:
     engine, which names it."""
     pretrained = config.model.pretrained_checkpoint
     lora = config.peft is not None
-    if pretrained and _read_json(storage.join(pretrained, "config.json")) is None:
-        adapter = _read_json(storage.join(pretrained, "adapter_config.json"))
+    if pretrained and storage.read_json_object(storage.join(pretrained, "config.json")) is None:
+        adapter = storage.read_json_object(storage.join(pretrained, "adapter_config.json"))
         if adapter is not None:
             base = adapter.get("base_model_name_or_path") or "the model it was trained on"
             raise CheckpointMismatch(
@@ -322,7 +311,7 @@ def hf_model(config: TrainConfig, resume: str | None) -> ModelFacts:
     if not source_dir:
         return ModelFacts(source="the model")
     what = "checkpoint" if source_dir != pretrained else "model.pretrained_checkpoint"
-    model_config = _read_json(storage.join(source_dir, "config.json"))
+    model_config = storage.read_json_object(storage.join(source_dir, "config.json"))
     source = f"{what} {source_dir} (config.json)"
     if model_config is None:
         return ModelFacts(source=source)
