@@ -511,6 +511,42 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc (Linux) to watch torchrun's pid")
+def test_a_sigkilled_torchrun_takes_its_sft_train_ranks_with_it(tmp_path: Path) -> None:
+    """torch elastic starts each worker in a session of its own (``start_new_session=True`` in
+    torch/distributed/elastic/multiprocessing/subprocess_handler/subprocess_handler.py), so a SIGKILLed
+    torchrun left its sft-train ranks running, waiting in a collective (seen as orphans of killed test
+    pods). sft-train's entry point ties a rank to torchrun (PR_SET_PDEATHSIG)."""
+    script = tmp_path / "rank.py"
+    pids = tmp_path / "pids"
+    record = f"open({str(pids)!r}, 'w').write(f'{{os.getppid()}} {{os.getpid()}}')"
+    script.write_text(
+        f"import os, time\nfrom sft_train.cli import die_with_torchrun\ndie_with_torchrun()\n{record}\n"
+        "time.sleep(120)\n"
+    )
+    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=1", str(script)]
+    proc = subprocess.Popen(
+        argv, env=_env(tmp_path, "r"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    rank = 0
+    try:
+        deadline = time.monotonic() + 60
+        while not (pids.exists() and pids.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        torchrun, rank = map(int, pids.read_text().split())
+        assert torchrun == proc.pid and _alive(rank)
+        proc.kill()
+        proc.wait(10)
+        deadline = time.monotonic() + 10
+        while _alive(rank) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(rank)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if rank and _alive(rank):
+            os.kill(rank, signal.SIGKILL)
+
+
 def test_a_sigkilled_launcher_takes_torchrun_with_it(tmp_path: Path) -> None:
     """The kubelet's SIGKILL at the end of the grace period (and the emulator's node kill) reach the
     launcher's process group only; torchrun, in its own session, dies with it (PR_SET_PDEATHSIG)."""

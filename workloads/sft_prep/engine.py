@@ -20,6 +20,7 @@ import numpy as np
 
 from sft_common.config import ConfigError
 from sft_common.cpus import usable_cpus
+from sft_common.lifetime import die_with_parent
 from sft_prep import padding
 from sft_prep.config import PrepConfig
 from sft_prep.parquet_shard import SequenceStore
@@ -146,27 +147,6 @@ def consume(result: ProcessResult, counts: ShardCounts, store: SequenceStore) ->
 # --------------------------------------------------------------------------- worker processes
 
 _CHILD: RowProcessor | None = None
-
-
-def die_with_parent(parent_pid: int) -> None:
-    """Have the kernel SIGKILL this process when its parent dies (Linux ``PR_SET_PDEATHSIG``): a
-    SIGKILLed sft-prep (OOM kill, ``kubectl delete --grace-period=0``) runs no cleanup, and pool
-    workers would otherwise live on, holding memory and CPU. If the parent died before the call, exit
-    now. A no-op where prctl does not exist."""
-    import ctypes
-    import signal
-    import sys
-
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):  # pragma: no cover - no libc prctl
-        return
-    if os.getppid() != parent_pid:
-        os._exit(1)
 
 
 def _init_child(config_json: str, parent_pid: int | None = None) -> None:

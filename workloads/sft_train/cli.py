@@ -18,6 +18,7 @@ import yaml
 
 from sft_common import storage
 from sft_common.config import ConfigError, load_config
+from sft_common.lifetime import die_with_parent
 from sft_common.result import EXIT_PREEMPTED, Reason, report_failure, report_success, run_main
 from sft_train.config import TrainConfig
 from sft_train.engines.outcome import Preempted
@@ -306,5 +307,14 @@ def _train(config: TrainConfig, info: DataInfo) -> Any:
         return megatron_engine.train(config, info)
 
 
+def die_with_torchrun() -> None:
+    """A rank torchrun started (torch elastic sets ``TORCHELASTIC_RUN_ID`` and starts each worker in a
+    session of its own) dies with torchrun: a SIGKILLed torchrun would otherwise leave its ranks waiting
+    in a collective for peers that are gone."""
+    if "TORCHELASTIC_RUN_ID" in os.environ:
+        die_with_parent(os.getppid())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    die_with_torchrun()
     return run_main(_main, argv)

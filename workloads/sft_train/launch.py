@@ -30,6 +30,8 @@ import sys
 from collections.abc import Sequence
 from types import FrameType
 
+from sft_common.lifetime import die_with_parent
+
 SHUTDOWN_TIMEOUT_S = 3600
 """torchrun's wait for its workers after a signal, unless TORCH_ELASTIC_SHUTDOWN_TIMEOUT is set."""
 FORWARDED = (signal.SIGTERM, signal.SIGINT)
@@ -38,23 +40,6 @@ FORWARDED = (signal.SIGTERM, signal.SIGINT)
 def torchrun_argv(args: Sequence[str]) -> list[str]:
     """torchrun as this interpreter runs it (the ``torchrun`` script is ``torch.distributed.run``)."""
     return [sys.executable, "-m", "torch.distributed.run", *args]
-
-
-PR_SET_PDEATHSIG = 1
-"""linux/prctl.h: the signal a process gets when its parent dies."""
-
-
-def _die_with_parent(parent: int) -> None:
-    """In the child, before exec: SIGKILL when the launcher dies (Linux; elsewhere nothing)."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):
-        return
-    if os.getppid() != parent:  # the launcher died before prctl took effect
-        os._exit(137)
 
 
 def run(args: Sequence[str]) -> int:
@@ -75,7 +60,7 @@ def run(args: Sequence[str]) -> int:
             torchrun_argv(args),
             env=env,
             start_new_session=True,
-            preexec_fn=lambda: _die_with_parent(parent),  # the launcher has one thread: fork-safe
+            preexec_fn=lambda: die_with_parent(parent, 137),  # the launcher has one thread: fork-safe
         )
         if received and child.poll() is None:  # a signal that came while it was starting
             child.send_signal(received[-1])
