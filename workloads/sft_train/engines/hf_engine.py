@@ -212,7 +212,7 @@ class HFTrainer:
         self.eos_id = eos_token_id(model_dir, self._unwrapped)
         self.train_split = PackedSplit(info.shards["train"], info.pack_size, self.eos_id)
         self.pad_id = int(getattr(self._unwrapped.config, "pad_token_id", None) or 0)
-        self.batcher = Batcher.for_model(self._unwrapped, self.pad_id)
+        self.batcher = Batcher.for_model(self._unwrapped, self.pad_id, one_pass=self.ctx.world > 1)
 
     # -- construction -------------------------------------------------------------------------
     @property
