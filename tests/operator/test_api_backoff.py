@@ -89,6 +89,24 @@ def test_kopf_retries_forever_with_capped_jittered_backoff() -> None:
     assert len(set(delays)) > 100  # jittered
 
 
+def test_a_watch_request_that_succeeds_first_time_is_not_a_lost_watch() -> None:
+    """kopf's ``request`` (kopf/_cogs/clients/api.py) iterates ``enumerate(chain(error_backoffs, ...))``
+    and so draws the first delay before its first try: that draw is no failure. Marking it one made
+    every watch reconnect (each ``timeoutSeconds``) log a lost watch and flap /readyz."""
+    from sft_operator.kube import watching
+
+    health = WatchHealth()
+    token = watching._STREAM.set("jobs in 'default'")
+    try:
+        delays = iter(ApiBackoffs(health))
+        next(delays)  # drawn before the first try, which succeeds
+        assert health.problem() is None and not health.blind()
+        next(delays)  # drawn after the first try failed
+        assert [b[0] for b in health.blind()] == ["jobs in 'default'"]
+    finally:
+        watching._STREAM.reset(token)
+
+
 def test_watch_health_reports_blind_streams() -> None:
     now = [100.0]
     seen: list[tuple[str, float]] = []

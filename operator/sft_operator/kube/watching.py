@@ -139,8 +139,11 @@ class ApiBackoffs:
 
     def __iter__(self) -> Iterator[float]:
         stream = _STREAM.get()
-        for delay in backoff_delays(self.base, self.cap):
-            if stream is not None:  # kopf draws a delay after each failed try
+        for tries, delay in enumerate(backoff_delays(self.base, self.cap)):
+            # kopf (_cogs/clients/api.py ``request``) draws delay n before try n: the first draw comes
+            # before any try, so only a later draw means a try failed (else every reconnect of a watch,
+            # every ``timeoutSeconds``, would read as a lost watch)
+            if tries and stream is not None:
                 self.health.failed(stream, "API request failed, retrying (see kopf's log line)")
             yield delay
 
