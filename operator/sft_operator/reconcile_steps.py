@@ -333,7 +333,11 @@ async def announce(
             and cond.get("status") == "True"
             and (before.get("status") != "True" or before.get("reason") != cond.get("reason"))
         ):
-            await record_event(ctx.client, cr, "Warning", f"{type_}{cond['reason']}", cond["message"], now)
+            # once per occurrence: a hung run restarted again in the same generation is a new Event
+            occurrence = f"{new_status.get('restartCount') or 0}"
+            await record_event(
+                ctx.client, cr, "Warning", f"{type_}{cond['reason']}", cond["message"], now, occurrence
+            )
     new_reason = ready_reason(new_status)
     if new_status.get("phase") == old.get("phase") and (error is None or new_reason == ready_reason(old)):
         return

@@ -230,7 +230,7 @@ def dry_run_report(
         report["megatron_bridge"].pop("torchrun")
         report["torchrun"] = list(plan.torchrun)
     else:
-        cmd = torchrun_command(args.config, args.nproc_per_node or 1, args.nnodes, args.overrides)
+        cmd = torchrun_command(args.config, args.nproc_per_node or 1, args.nnodes or 1, args.overrides)
         hf_resume = offline_resume(
             lambda c: resolve_resume(c.checkpoint.load, c.checkpoint.save), more, read_local
         )

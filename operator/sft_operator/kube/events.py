@@ -23,13 +23,17 @@ log = logging.getLogger(__name__)
 COMPONENT = "sft-operator"
 
 
-def event_body(obj: Mapping[str, Any], type_: str, reason: str, message: str, now: str) -> dict[str, Any]:
+def event_body(
+    obj: Mapping[str, Any], type_: str, reason: str, message: str, now: str, occurrence: str = ""
+) -> dict[str, Any]:
     """A core/v1 Event on ``obj``; its name hashes uid, generation and reason (see the module
-    docstring). The message is redacted (``sft_common.redact``): it often quotes a pod's termination
-    message."""
+    docstring), and ``occurrence`` for a reason that may rightly recur within one generation (each
+    restart of a hung run). The message is redacted (``sft_common.redact``): it often quotes a pod's
+    termination message."""
     meta = obj["metadata"]
     message = redact(message)
-    digest = hashlib.sha256(f"{meta.get('uid')}/{meta.get('generation')}/{reason}".encode()).hexdigest()[:12]
+    key = f"{meta.get('uid')}/{meta.get('generation')}/{reason}" + (f"/{occurrence}" if occurrence else "")
+    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
     return {
         "apiVersion": "v1",
         "kind": "Event",
@@ -59,12 +63,18 @@ OUTBOX_OBJECTS = 1000
 
 
 async def record_event(
-    client: KubeClient, obj: Mapping[str, Any], type_: str, reason: str, message: str, now: str
+    client: KubeClient,
+    obj: Mapping[str, Any],
+    type_: str,
+    reason: str,
+    message: str,
+    now: str,
+    occurrence: str = "",
 ) -> None:
     """Post an Event (409: already posted). A transient failure (unreachable, 429, 5xx) keeps it in
     the client's outbox for :func:`flush_events` (the status is not held back by Events); any other
     refusal (e.g. no RBAC for events) is logged and skipped."""
-    await _post(client, event_body(obj, type_, reason, message, now))
+    await _post(client, event_body(obj, type_, reason, message, now, occurrence))
 
 
 async def _post(client: KubeClient, body: dict[str, Any]) -> None:
