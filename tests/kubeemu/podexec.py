@@ -425,21 +425,9 @@ class LocalProcess:
         return await asyncio.shield(self.exited)
 
     def signal(self, sig: int) -> None:
-        """Send ``sig`` to every process of the container: its process group and every descendant.
-        A container's processes are its cgroup, not one process group: torchrun starts each rank in a
-        session of its own (torch/distributed/elastic/multiprocessing/subprocess_handler), and
-        sft-torchrun does the same for torchrun, so a process-group signal missed them."""
-        import psutil
-
-        try:
-            descendants = psutil.Process(self.popen.pid).children(recursive=True)
-        except psutil.Error:
-            descendants = []
+        """Send ``sig`` to the process group (the container's processes)."""
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.popen.pid, sig)
-        for child in descendants:
-            with contextlib.suppress(psutil.Error):
-                child.send_signal(sig)
 
     async def kill(self, grace: float) -> None:
         if self.exited.done():
@@ -449,5 +437,6 @@ class LocalProcess:
         try:
             await asyncio.wait_for(asyncio.shield(self.exited), grace)
         except TimeoutError:
-            self.signal(signal.SIGKILL)  # the kubelet kills the whole container (its cgroup)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, signal.SIGKILL)
             await asyncio.wait_for(asyncio.shield(self.exited), 10)
