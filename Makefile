@@ -56,7 +56,7 @@ mypy: $(STAMP)
 	$(VENV)/bin/mypy
 
 test: lint mypy
-	$(PY) -m pytest -n 2 tests
+	$(PY) -m pytest -n 2 --dist loadgroup tests
 
 # The Megatron-Bridge conformance tier (tests marked `megatron`): Megatron-Bridge's own dataset, builder,
 # collate and config code run on this CPU against our shards. A separate Python 3.12 venv, .venv-mb:

@@ -29,6 +29,10 @@ from sft_operator.render.pods import WorkloadDefaults
 from sft_operator.testing import run_operator
 from sft_train.demo import build_base_model
 
+# torchrun rendezvous on the emulator's fixed master port: these tests run on one xdist worker
+# (make test uses --dist loadgroup), or two at once clash on the port (EADDRINUSE)
+pytestmark = pytest.mark.xdist_group("torchrun-rendezvous")
+
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = REPO / "manifests" / "samples"
 IMAGE_SAMPLES = "/opt/sft/lib/python3.11/site-packages/sft_prep/samples"

@@ -28,6 +28,10 @@ from kubeemu.podrunner import PodRunner
 from sft_operator.status.conditions import get_condition
 from sft_operator.testing import run_operator
 
+# torchrun rendezvous on the emulator's fixed master port: these tests run on one xdist worker
+# (make test uses --dist loadgroup), or two at once clash on the port (EADDRINUSE)
+pytestmark = pytest.mark.xdist_group("torchrun-rendezvous")
+
 __all__ = ["pvc_root"]  # the fixture, imported for pytest
 HANG_TIMEOUT = "25s"
 """Above the tiny run's start (torch import, model load, gloo init) on a loaded CI machine."""
