@@ -19,7 +19,7 @@ import os
 import secrets
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -78,19 +78,28 @@ _NO_SPACE_TEXT = (
 )
 
 
-def _no_space_cause(exc: BaseException) -> BaseException | None:
-    """The out-of-space error in ``exc``'s chain: an OSError with ENOSPC/EDQUOT, or a wrapper whose text
-    carries one (torch's stream writer, torch.distributed.checkpoint's CheckpointException)."""
+def _in_chain(exc: BaseException, found: Callable[[BaseException], bool]) -> BaseException | None:
+    """The first exception of ``exc``'s cause/context chain for which ``found`` holds, or None."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if isinstance(current, OSError) and current.errno in _NO_SPACE_ERRNOS:
-            return current
-        if any(text in str(current) for text in _NO_SPACE_TEXT):
+        if found(current):
             return current
         current = current.__cause__ or current.__context__
     return None
+
+
+def _no_space_cause(exc: BaseException) -> BaseException | None:
+    """The out-of-space error in ``exc``'s chain: an OSError with ENOSPC/EDQUOT, or a wrapper whose text
+    carries one (torch's stream writer, torch.distributed.checkpoint's CheckpointException)."""
+    return _in_chain(
+        exc,
+        lambda e: (
+            (isinstance(e, OSError) and e.errno in _NO_SPACE_ERRNOS)
+            or any(text in str(e) for text in _NO_SPACE_TEXT)
+        ),
+    )
 
 
 def _free_space(path: str) -> str:
@@ -235,14 +244,7 @@ def _connection_error(exc: BaseException) -> BaseException | None:
 
     boto: tuple[type[BaseException], ...] = (BotoConnectionError, HTTPClientError, IncompleteReadError)
     lost = (*boto, Urllib3Error, ConnectionError, TimeoutError)
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, lost):
-            return current
-        current = current.__cause__ or current.__context__
-    return None
+    return _in_chain(exc, lambda e: isinstance(e, lost))
 
 
 def _s3_error(uri: str, exc: Exception) -> StorageError:
@@ -592,31 +594,29 @@ visible all at once. The same file carries a checkpoint's ledger record (the run
 file says both "complete" and "whose"."""
 
 
-def publish_tree(local: Path, uri: str, marker: bytes = b"") -> int:
-    """Upload every file below ``local`` to ``uri`` (same relative paths), then the :data:`COMPLETE`
-    marker last, holding ``marker``; returns how many files. A copy of the marker already in ``local``
-    (a mirrored checkpoint saved again) is not uploaded early."""
+def upload_tree(local: Path, uri: str) -> int:
+    """Upload every file below ``local`` to ``uri`` (same relative paths) but the :data:`COMPLETE`
+    marker (it goes last, :func:`publish_tree`) and partial downloads (``*.part``); returns how many."""
     count = 0
     for path in sorted(local.rglob("*")):
         if path.is_file() and path.name != COMPLETE and not path.name.endswith(".part"):
             upload_file(path, join(uri, path.relative_to(local).as_posix()))
             count += 1
-    write_bytes(join(uri, COMPLETE), marker)
     return count
 
 
-def is_complete(uri: str) -> bool:
-    """Whether the directory at ``uri`` was published whole (its :data:`COMPLETE` marker exists)."""
-    return exists(join(uri, COMPLETE))
+def publish_tree(local: Path, uri: str, marker: bytes) -> int:
+    """:func:`upload_tree`, then the :data:`COMPLETE` marker holding ``marker`` last; returns how many
+    files went before it."""
+    count = upload_tree(local, uri)
+    write_bytes(join(uri, COMPLETE), marker)
+    return count
 
 
 def complete_dirs(uri: str, pattern: str = "*") -> list[str]:
     """URIs of the child directories of ``uri`` whose names match ``pattern`` and that hold the
     :data:`COMPLETE` marker, sorted; a directory an interrupted upload left is not among them."""
-    names = {
-        rel.split("/")[0] for rel in list_sizes(uri) if rel.count("/") == 1 and rel.endswith(f"/{COMPLETE}")
-    }
-    return [join(uri, n) for n in sorted(names) if fnmatch.fnmatchcase(n, pattern)]
+    return sorted(parent(marker) for marker in glob(join(uri, pattern, COMPLETE)))
 
 
 # --------------------------------------------------------------------------- conditional writes

@@ -46,7 +46,8 @@ from sft_train.config import TrainConfig
 TRACKER_TXT = "latest_checkpointed_iteration.txt"
 TRACKER_STATE = "latest_train_state.pt"
 MARKER = ".sft-staged.json"
-_ITER = re.compile(r"^iter_(\d{7})$")
+ITERATION_DIR = re.compile(r"^iter_(\d{7})$")
+"""A checkpoint iteration's directory name (:func:`iteration_dir`); group 1 is the iteration."""
 
 
 def staging_root() -> Path:
@@ -80,7 +81,9 @@ def latest_iteration(uri: str) -> int | None:
     if not storage.exists(state):
         return None
     wanted = storage.read_bytes(state)
-    found = {int(m.group(1)) for rel in storage.list_sizes(uri) if (m := _ITER.match(rel.split("/")[0]))}
+    found = {
+        int(m.group(1)) for rel in storage.list_sizes(uri) if (m := ITERATION_DIR.match(rel.split("/")[0]))
+    }
     for iteration in sorted(found, reverse=True):
         candidate = storage.join(uri, iteration_dir(iteration), "train_state.pt")
         if storage.exists(candidate) and storage.read_bytes(candidate) == wanted:
@@ -130,23 +133,14 @@ def mirror_iteration(uri: str, dest: Path, iteration: int | None) -> Path:
     return dest
 
 
-def upload_files(local: Path, uri: str) -> int:
-    """Upload every file below ``local`` to ``uri`` (same relative paths); returns how many. The
-    complete marker (:data:`sft_common.storage.COMPLETE`) is left out: it goes last, see :meth:`upload`."""
-    count = 0
-    for path in sorted(local.rglob("*")):
-        if path.is_file() and path.name != storage.COMPLETE and not path.name.endswith(".part"):
-            storage.upload_file(path, storage.join(uri, path.relative_to(local).as_posix()))
-            count += 1
-    return count
-
-
 def complete_iterations(uri: str) -> list[int]:
     """The iterations of a remote checkpoint location whose upload finished: their directory holds the
     complete marker (written after every node's files), or the tracker names them (uploads made before
     the marker existed). A directory a cut upload left is not listed."""
     found = {
-        int(m.group(1)) for d in storage.complete_dirs(uri, "iter_*") if (m := _ITER.match(storage.name(d)))
+        int(m.group(1))
+        for d in storage.complete_dirs(uri, "iter_*")
+        if (m := ITERATION_DIR.match(storage.name(d)))
     }
     latest = latest_iteration(uri)
     if latest is not None:
@@ -193,7 +187,7 @@ class StagedCheckpoints:
             storage.delete_tree(remote_iter)  # leftovers of an interrupted upload of this iteration
         barrier()
         if local_rank == 0 and not already:
-            upload_files(self.local_save / iteration_dir(iteration), remote_iter)
+            storage.upload_tree(self.local_save / iteration_dir(iteration), remote_iter)
         barrier()
         if local_rank == 0:  # uploaded: older iterations need no node-local disk any more
             for old in self.local_save.glob("iter_*"):

@@ -24,6 +24,7 @@ from sft_train.config import TrainConfig
 from sft_train.engines.outcome import Preempted
 from sft_train.errors import DataError, TrainInputError
 from sft_train.packed_data import SPLITS, DataInfo, check_seq_length, inspect_data
+from sft_train.parallel import Parallelism
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -157,10 +158,10 @@ def config_warnings(config: TrainConfig) -> list[str]:
     return out
 
 
-def megatron_world(config: TrainConfig, args: argparse.Namespace) -> tuple[int, int]:
-    """(GPUs per node, nodes) of the printed torchrun, checked against the parallelism the run gets
-    (the config's sizes, else the recipe's): a plan that Megatron would refuse at start-up is a config
-    error here. Without ``--nnodes``, the fewest nodes that hold the parallelism."""
+def megatron_world(config: TrainConfig, args: argparse.Namespace) -> tuple[int, int, Parallelism]:
+    """(GPUs per node, nodes, parallelism) of the printed torchrun, checked against the parallelism the
+    run gets (the config's sizes, else the recipe's): a plan that Megatron would refuse at start-up is a
+    config error here. Without ``--nnodes``, the fewest nodes that hold the parallelism."""
     from sft_train.engines.megatron_plan import run_parallelism
     from sft_train.parallel import min_nodes, world_problem
 
@@ -177,7 +178,7 @@ def megatron_world(config: TrainConfig, args: argparse.Namespace) -> tuple[int, 
     )
     if problem:
         raise TrainInputError(problem)
-    return nproc, nnodes
+    return nproc, nnodes, par
 
 
 def dry_run_report(
@@ -208,10 +209,7 @@ def dry_run_report(
     if warnings:
         report["warnings"] = list(warnings)
     if config.engine == "megatron":
-        from sft_train.engines.megatron_plan import run_parallelism
-
-        nproc, nnodes = megatron_world(config, args)
-        par = run_parallelism(config)
+        nproc, nnodes, par = megatron_world(config, args)
         report["parallelism"] = {
             **par.as_config(),
             "gpus": nproc * nnodes,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sft_common.config import ConfigError
+from sft_common.result import Reason
 
 
 class TrainInputError(ConfigError):
@@ -30,6 +31,13 @@ class CheckpointNotFound(TrainInputError):
 
 class InvalidOverride(TrainInputError):
     reason = "InvalidOverride"
+
+
+class CheckpointMismatch(TrainInputError):
+    """A checkpoint that is not this run's to resume: written by a run of another identity (the ledger's
+    drift guard) or of another kind (LoRA adapters vs full weights, the pre-checks)."""
+
+    reason = Reason.CHECKPOINT_MISMATCH
 
 
 class PadMultipleMismatch(TrainInputError):

@@ -24,28 +24,22 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from sft_common import storage
-from sft_common.progress import Progress
-from sft_common.result import CheckpointInfo, Reason
+from sft_common.progress import Progress, utcnow_iso
+from sft_common.result import CheckpointInfo
 from sft_train.config import TrainConfig
-from sft_train.errors import TrainInputError
-from sft_train.packed_data import DataInfo
+from sft_train.errors import CheckpointMismatch
+from sft_train.packed_data import DataInfo, data_tokenizer
 
 RECORD = storage.COMPLETE
 """The per-checkpoint ledger record; it is also the checkpoint's complete marker (written last), so
 the name is :data:`sft_common.storage.COMPLETE`, the one the storage listings look for."""
 RUNS_DIR = "runs"
 """Where ``checkpoint.resume: never`` puts a run's checkpoints: ``{save}/runs/<identity id>``."""
-
-
-class CheckpointMismatch(TrainInputError):
-    """The newest checkpoint in checkpoint.save was written by a run with another identity."""
-
-    reason = Reason.CHECKPOINT_MISMATCH
 
 
 def data_fingerprint(info: DataInfo) -> str:
@@ -58,15 +52,6 @@ def data_fingerprint(info: DataInfo) -> str:
     return hashlib.sha256(json.dumps(meta, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def tokenizer_of(info: DataInfo) -> str | None:
-    """The tokenizer the data was tokenized with, as metadata.json names it."""
-    tok = (info.metadata or {}).get("tokenizer")
-    if isinstance(tok, dict):
-        name = tok.get("model") or tok.get("name") or tok.get("path")
-        return None if name is None else str(name)
-    return None if tok is None else str(tok)
-
-
 def identity(config: TrainConfig, info: DataInfo) -> dict[str, Any]:
     """The run's identity: flat dotted keys (the config's own names) → JSON values."""
     par, opt, sched = config.parallelism, config.optimizer, config.scheduler
@@ -74,7 +59,7 @@ def identity(config: TrainConfig, info: DataInfo) -> dict[str, Any]:
     return {
         "engine": config.engine,
         "data.fingerprint": data_fingerprint(info),
-        "data.tokenizer": tokenizer_of(info),
+        "data.tokenizer": data_tokenizer(info.metadata)[0],
         "model.pretrained_checkpoint": config.model.pretrained_checkpoint,
         "model.recipe": config.model.recipe if config.engine == "megatron" else None,
         "model.seq_length": info.pack_size,
@@ -132,7 +117,7 @@ def record(iteration: int, ident: dict[str, Any]) -> dict[str, Any]:
     """The ledger record of a checkpoint at ``iteration`` (written when the checkpoint is complete)."""
     return {
         "iteration": iteration,
-        "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "time": utcnow_iso(),
         "identity": ident,
         "identityId": identity_id(ident),
     }
@@ -143,9 +128,13 @@ def read_record(checkpoint_uri: str) -> dict[str, Any] | None:
     return storage.read_json_object(storage.join(checkpoint_uri, RECORD))
 
 
-def checkpoint_info(uri: str | None, iteration: int | None, resumed_from: int | None) -> CheckpointInfo:
-    """What ``status.progress.checkpoint`` and the result's ``checkpoints`` say about a checkpoint."""
-    rec = read_record(uri) if uri and iteration else None
+def checkpoint_info(
+    uri: str | None, iteration: int | None, resumed_from: int | None, rec: dict[str, Any] | None = None
+) -> CheckpointInfo:
+    """What ``status.progress.checkpoint`` and the result's ``checkpoints`` say about a checkpoint; its
+    time from ``rec``, the record the caller just wrote, else read from the checkpoint."""
+    if rec is None and uri and iteration:
+        rec = read_record(uri)
     return CheckpointInfo(
         latest_iteration=iteration or None,
         uri=uri if iteration else None,
@@ -170,6 +159,11 @@ def report_checkpoint(progress: Progress, info: CheckpointInfo) -> None:
         progress.owner.submit(progress.snapshot(), force=True)
 
 
+Newest = Callable[[str], "tuple[str, int] | None"]
+"""``newest(save)``: (URI, iteration) of the newest complete checkpoint under a save location (each
+engine knows its own layout), or None."""
+
+
 @dataclass(frozen=True)
 class Resolution:
     """Where this run saves and what it resumes, after the drift guard."""
@@ -179,13 +173,13 @@ class Resolution:
     identity: dict[str, Any]
     note: str | None = None
     """A line for the log (a forced resume, the sub-location ``never`` chose)."""
+    newest: tuple[str, int] | None = None
+    """(URI, iteration) of the newest complete checkpoint in :attr:`save`, the one to resume (None: a
+    fresh start, or an explicit ``checkpoint.load`` names what to start from)."""
 
 
-def resolve(
-    config: TrainConfig, info: DataInfo, newest: Any, *, explicit_load: bool | None = None
-) -> Resolution:
-    """Apply ``checkpoint.resume``. ``newest(save)`` returns ``(uri, iteration)`` of the newest complete
-    checkpoint under a save location (each engine knows its own layout) or None.
+def resolve(config: TrainConfig, info: DataInfo, newest: Newest) -> Resolution:
+    """Apply ``checkpoint.resume``; the location is listed once, here (:attr:`Resolution.newest`).
 
     An explicit ``checkpoint.load`` names the checkpoint to start from on purpose (another run's, to
     continue it on new data); the guard covers the implicit resume from ``checkpoint.save``."""
@@ -196,10 +190,9 @@ def resolve(
     mode = config.checkpoint.resume
     if mode == "never":
         sub = storage.join(save, RUNS_DIR, identity_id(ident))
-        return Resolution(
-            sub, ident, f"checkpoint.resume never: this run's checkpoints go to {sub} (a new sub-location)"
-        )
-    if explicit_load if explicit_load is not None else bool(config.checkpoint.load):
+        note = f"checkpoint.resume never: this run's checkpoints go to {sub} (a new sub-location)"
+        return Resolution(sub, ident, note, None if config.checkpoint.load else newest(sub))
+    if config.checkpoint.load:
         return Resolution(save, ident)
     found = newest(save)
     if found is None:
@@ -211,14 +204,15 @@ def resolve(
             save,
             ident,
             f"warning: checkpoint {uri} has no {RECORD} (written before the ledger); resuming it unchecked",
+            found,
         )
     diffs = differences(rec["identity"], ident)
     if not diffs:
-        return Resolution(save, ident)
+        return Resolution(save, ident, None, found)
     said = "; ".join(diffs)
     if mode == "force":
         return Resolution(
-            save, ident, f"warning: checkpoint.resume force: resuming {uri} of another run ({said})"
+            save, ident, f"warning: checkpoint.resume force: resuming {uri} of another run ({said})", found
         )
     raise CheckpointMismatch(
         f"checkpoint.save {save} holds iteration {iteration} of another run ({said}); use a new "

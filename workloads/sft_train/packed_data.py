@@ -141,6 +141,19 @@ def split_row(
     return out
 
 
+def data_tokenizer(metadata: dict[str, Any] | None) -> tuple[str | None, int | None]:
+    """(name, vocabulary size) of the tokenizer the data was tokenized with, as sft-prep's
+    ``metadata.json`` records it; None for what it does not say."""
+    tok = (metadata or {}).get("tokenizer")
+    if not isinstance(tok, dict):
+        return (None if tok is None else str(tok)), None
+    name = tok.get("model") or tok.get("name") or tok.get("path")
+    size = tok.get("vocab_size")
+    return (None if name is None else str(name)), (
+        size if isinstance(size, int) and not isinstance(size, bool) else None
+    )
+
+
 def data_error(message: str) -> DataError:
     """Data that is there but cannot be trained on (reason DataError, not DataNotFound)."""
     return DataError(message, reason=Reason.DATA_ERROR)

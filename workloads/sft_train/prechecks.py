@@ -35,10 +35,10 @@ from typing import Any
 import numpy as np
 
 from sft_common import storage
-from sft_common.result import Reason
+from sft_train import checkpoint_staging
 from sft_train.config import TrainConfig
-from sft_train.errors import DataError, PackSizeMismatch, TrainInputError
-from sft_train.packed_data import COLUMNS, DataInfo, data_error
+from sft_train.errors import CheckpointMismatch, DataError, PackSizeMismatch
+from sft_train.packed_data import COLUMNS, DataInfo, data_error, data_tokenizer
 
 
 @dataclass(frozen=True)
@@ -76,10 +76,6 @@ class DataFacts:
     max_token_id: int | None = None
     max_token_shard: str | None = None
     mask: MaskCounts | None = None
-
-
-class CheckpointMismatch(TrainInputError):
-    reason = Reason.CHECKPOINT_MISMATCH
 
 
 # --------------------------------------------------------------------------- the one entry point
@@ -185,20 +181,11 @@ def read_shards(info: DataInfo, splits: list[str], count_mask: bool) -> DataFact
 # --------------------------------------------------------------------------- vocabulary and context
 
 
-def tokenizer_of(metadata: Mapping[str, Any]) -> tuple[str, int | None]:
-    """(name, vocabulary size) of the tokenizer sft-prep used, from ``metadata.json``."""
-    tok = metadata.get("tokenizer")
-    if not isinstance(tok, Mapping):
-        return "the data's tokenizer", None
-    name = tok.get("model") or tok.get("name") or "the data's tokenizer"
-    size = tok.get("vocab_size")
-    return str(name), size if isinstance(size, int) and not isinstance(size, bool) else None
-
-
 def check_vocabulary(info: DataInfo, facts: DataFacts, model: ModelFacts) -> None:
     if model.vocab_size is None:
         return
-    name, tok_vocab = tokenizer_of(info.metadata)
+    named, tok_vocab = data_tokenizer(info.metadata)
+    name = named or "the data's tokenizer"
     fix = "re-run sft-prep with the model's own tokenizer (tokenizer.model), or train a model made for it"
     if facts.max_token_id is not None and facts.max_token_id >= model.vocab_size:
         raise data_error(
@@ -330,11 +317,10 @@ def _megatron_peft(checkpoint: str) -> bool | None:
 
     run_config = storage.join(checkpoint, "run_config.yaml")  # checkpoint.load may name one iteration
     if not storage.exists(run_config):
-        tracker = storage.join(checkpoint, "latest_checkpointed_iteration.txt")
-        text = storage.read_text(tracker).strip() if storage.exists(tracker) else ""
-        if not text.isdigit():
+        iteration = checkpoint_staging.latest_iteration(checkpoint)
+        if iteration is None:
             return None
-        run_config = storage.join(checkpoint, f"iter_{int(text):07d}", "run_config.yaml")
+        run_config = storage.join(checkpoint, checkpoint_staging.iteration_dir(iteration), "run_config.yaml")
         if not storage.exists(run_config):
             return None
     try:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -23,17 +22,15 @@ from pathlib import Path
 from typing import Any
 
 from sft_common import storage
+from sft_train import checkpoint_staging
 from sft_train.ledger import RECORD, record
 
 MARKER = "latest"
 STATE_FILE = "trainer_state.pt"
 
 
-def iteration_name(iteration: int) -> str:
-    return f"iter_{iteration:07d}"
-
-
-_ITER = re.compile(r"^iter_(\d{7})$")
+iteration_name = checkpoint_staging.iteration_dir
+_ITER = checkpoint_staging.ITERATION_DIR
 
 
 def _legacy_latest(save: str) -> tuple[str, int] | None:
@@ -54,10 +51,10 @@ def complete_checkpoints(save: str | None) -> list[tuple[int, str]]:
     if not save:
         return []
     found: dict[int, str] = {}
-    for uri in storage.glob(storage.join(save, "iter_*", RECORD)):
-        match = _ITER.match(storage.name(storage.parent(uri)))
+    for uri in storage.complete_dirs(save, "iter_*"):
+        match = _ITER.match(storage.name(uri))
         if match:
-            found[int(match.group(1))] = storage.parent(uri)
+            found[int(match.group(1))] = uri
     legacy = _legacy_latest(save)
     if legacy is not None:
         found.setdefault(legacy[1], legacy[0])
@@ -127,10 +124,7 @@ def save_checkpoint(
         storage.delete_tree(final_uri)  # what an interrupted upload of this iteration left
         with tempfile.TemporaryDirectory(prefix="sft-ckpt-") as tmp:
             write(Path(tmp))
-            for path in sorted(Path(tmp).rglob("*")):
-                if path.is_file():
-                    storage.upload_file(path, storage.join(final_uri, str(path.relative_to(tmp))))
-        storage.write_text(storage.join(final_uri, RECORD), text)  # complete from here on
+            storage.publish_tree(Path(tmp), final_uri, text.encode())  # the record last: complete
     else:
         root = Path(save.removeprefix("file://"))
         root.mkdir(parents=True, exist_ok=True)

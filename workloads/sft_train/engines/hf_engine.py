@@ -202,7 +202,12 @@ class HFTrainer:
             )
         self.base_dir: Path | None = None
         self.resume_dir: Path | None = None
-        self.resume_uri = ckpt.resolve_resume(config.checkpoint.load, config.checkpoint.save)
+        newest = self.resolution.newest  # checkpoint.save listed once, by the drift guard
+        self.resume_uri = (
+            ckpt.resolve_resume(config.checkpoint.load, None)
+            if config.checkpoint.load
+            else newest and newest[0]
+        )
         prechecks.run(config, info, prechecks.hf_model(config, self.resume_uri))  # before any weights
         self.reported_loss: float | None = None
         """The training loss as reported everywhere (log line, progress/status, result): see
@@ -212,6 +217,8 @@ class HFTrainer:
         self.eos_id = eos_token_id(model_dir, self._unwrapped)
         self.train_split = PackedSplit(info.shards["train"], info.pack_size, self.eos_id)
         self.pad_id = int(getattr(self._unwrapped.config, "pad_token_id", None) or 0)
+        self.saved_record: dict[str, Any] | None = None
+        """The ledger record of the checkpoint rank 0 saved last (its time, without reading it back)."""
         self.batcher = Batcher.for_model(self._unwrapped, self.pad_id, one_pass=self.ctx.world > 1)
 
     # -- construction -------------------------------------------------------------------------
@@ -361,11 +368,9 @@ class HFTrainer:
         save = self.config.checkpoint.save
         uri = None
         if save and self.is_main:
+            self.saved_record = ledger.record(iteration, self.resolution.identity)
             uri = ckpt.save_checkpoint(
-                save,
-                iteration,
-                lambda d: self._write_checkpoint(iteration, d),
-                ledger.record(iteration, self.resolution.identity),
+                save, iteration, lambda d: self._write_checkpoint(iteration, d), self.saved_record
             )
         self.ctx.barrier()
         return uri or (storage.join(save, ckpt.iteration_name(iteration)) if save else None)
@@ -477,7 +482,9 @@ class HFTrainer:
                     last_ckpt = self.save(iteration)
                     saved_at = iteration
                     if last_ckpt and self.is_main:
-                        info = ledger.checkpoint_info(last_ckpt, iteration, self.start_iteration)
+                        info = ledger.checkpoint_info(
+                            last_ckpt, iteration, self.start_iteration, self.saved_record
+                        )
                         ledger.report_checkpoint(progress, info)
                 if preempted:
                     if self.is_main:

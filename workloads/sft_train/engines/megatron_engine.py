@@ -278,14 +278,15 @@ def ledger_callbacks(
                 return
             directory = Path(local_save) / checkpoint_staging.iteration_dir(iteration)
             if directory.is_dir():
-                tmp = directory / f".{ledger.RECORD}.tmp"
-                tmp.write_text(json.dumps(ledger.record(iteration, ident), sort_keys=True))
-                os.replace(tmp, directory / ledger.RECORD)
+                last["record"] = rec = ledger.record(iteration, ident)
+                storage.write_text(str(directory / ledger.RECORD), json.dumps(rec, sort_keys=True))
 
     class _Report(base):
         def on_checkpoint_save(self, context: Any) -> None:
             iteration = int(context.state.train_state.step)
-            info = ledger.checkpoint_info(final_uri(iteration), iteration, last.get("resumed_from"))
+            rec = last.get("record")  # rank 0 wrote it for this save: no read of the uploaded copy
+            rec = rec if rec is not None and rec.get("iteration") == iteration else None
+            info = ledger.checkpoint_info(final_uri(iteration), iteration, last.get("resumed_from"), rec)
             last["info"] = info
             if rank() == 0:
                 ledger.report_checkpoint(progress, info)
@@ -313,7 +314,7 @@ def train(config: TrainConfig, info: DataInfo) -> TrainResult:
         print(resolution.note, file=sys.stderr, flush=True)
     if resolution.save != config.checkpoint.save:
         config = ledger.with_save(config, resolution.save)
-    resumed = newest_checkpoint(str(config.checkpoint.save)) if not config.checkpoint.load else None
+    resumed = resolution.newest  # checkpoint.save listed once, by the drift guard
     check_base_checkpoint(config, resume_location(config))
     problem = pad_multiple_problem(required_pad_multiple(config), info)
     if problem:
@@ -393,7 +394,7 @@ def train(config: TrainConfig, info: DataInfo) -> TrainResult:
             if storage.is_remote(target):
                 local = checkpoint_staging.local_dir(target, "hf-export")
                 bridge.export_ckpt(megatron_path=checkpoint, hf_path=str(local))
-                checkpoint_staging.upload_files(local, target)
+                storage.upload_tree(local, target)
             else:
                 bridge.export_ckpt(megatron_path=checkpoint, hf_path=target)
             hf_export = target
