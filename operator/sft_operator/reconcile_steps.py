@@ -21,9 +21,9 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
+from sft_common.progress import parse_time
 from sft_operator.api.meta import GROUP, VERSION, KindInfo
 from sft_operator.claims import claim_message, claimed_by
 from sft_operator.context import Context, OwnerKey
@@ -183,10 +183,8 @@ def recheck_delay(ctx: Context, old_status: Mapping[str, Any] | None, reasons: f
     cond = get_condition(old_status, "Stalled")
     if cond is None or cond.get("reason") not in reasons or cond.get("status") != "True":
         return ctx.recheck_base
-    try:
-        since = datetime.strptime(str(cond.get("lastTransitionTime")), "%Y-%m-%dT%H:%M:%SZ")
-        now = datetime.strptime(ctx.clock(), "%Y-%m-%dT%H:%M:%SZ")
-    except ValueError:
+    since, now = parse_time(cond.get("lastTransitionTime")), parse_time(ctx.clock())
+    if since is None or now is None:
         return ctx.recheck_base
     blocked = (now - since).total_seconds()
     return max(ctx.recheck_base, min(blocked, ctx.recheck_max))

@@ -28,6 +28,14 @@ Reconcile = Callable[[Hashable], Awaitable[float | None]]
 """Returns seconds until the key should be looked at again, or None."""
 
 
+def backoff_delay(failures: int, base: float, cap: float) -> float:
+    """Seconds before retry number ``failures`` (1 for the first): exponential from ``base``, capped at
+    ``cap``, with ±20 % jitter so what failed together (an outage) does not retry in lockstep. The one
+    backoff of the operator: the work queue's per-CR retries and kopf's requests and watch streams
+    (:mod:`sft_operator.kube.watching`)."""
+    return min(base * 2 ** min(max(failures, 1) - 1, 30), cap) * random.uniform(0.8, 1.2)
+
+
 @dataclass
 class _KeyState:
     running: bool = False
@@ -144,10 +152,8 @@ class WorkQueue:
                 self._states.pop(key, None)
 
     def backoff(self, failures: int) -> float:
-        """Seconds before retry number ``failures``: exponential, capped, with ±20 % jitter so CRs that
-        failed together (an outage) do not retry in lockstep."""
-        delay = min(self.backoff_base * 2 ** (failures - 1), self.backoff_max)
-        return delay * random.uniform(0.8, 1.2)
+        """Seconds before retry number ``failures`` (:func:`backoff_delay`)."""
+        return backoff_delay(failures, self.backoff_base, self.backoff_max)
 
     def recovered(self) -> None:
         """The API server answers again: retry every key waiting on an error backoff now (spread over

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sft_common.progress import format_number
+from sft_common.progress import format_number, parse_time
 
 TERMINAL = ("Succeeded", "Failed")
 COLUMNS = ("NAME", "PHASE", "PROGRESS", "LOSS", "TOKENS/S", "ETA", "MESSAGE")
@@ -133,9 +133,8 @@ def any_failed(crs: Sequence[Mapping[str, Any]]) -> bool:
 def _age(timestamp: str | None, now: datetime | None = None) -> str:
     if not timestamp:
         return "-"
-    try:
-        then = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
-    except ValueError:
+    then = parse_time(timestamp)
+    if then is None:
         return timestamp
     return human_duration(((now or datetime.now(UTC)) - then).total_seconds())
 

@@ -31,11 +31,12 @@ import asyncio
 import contextvars
 import functools
 import logging
-import random
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+from sft_operator.workqueue import backoff_delay
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +58,10 @@ class BlindObserver(Protocol):
 
 def backoff_delays(base: float = BACKOFF_BASE, cap: float = BACKOFF_MAX) -> Iterator[float]:
     """base, 2·base, 4·base... capped at ``cap``, each ±20 % (jitter), forever."""
-    attempt = 0
+    failures = 0
     while True:
-        yield min(base * 2**attempt, cap) * random.uniform(0.8, 1.2)
-        attempt = min(attempt + 1, 30)
+        failures += 1
+        yield backoff_delay(failures, base, cap)
 
 
 @dataclass
@@ -107,8 +108,7 @@ class WatchHealth:
 
     def next_delay(self, stream: str) -> float:
         """The backoff before the stream's next try after ``failures`` consecutive failures."""
-        failures = self._failures.get(stream, 1)
-        return min(BACKOFF_BASE * 2 ** min(failures - 1, 30), BACKOFF_MAX) * random.uniform(0.8, 1.2)
+        return backoff_delay(self._failures.get(stream, 1), BACKOFF_BASE, BACKOFF_MAX)
 
     def blind(self) -> list[tuple[str, float, str]]:
         """(stream, seconds blind, last error) of every blind stream, longest first."""

@@ -15,10 +15,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
-from sft_common.progress import human_duration
+from sft_common.progress import human_duration, parse_time
 from sft_operator.status.conditions import condition
 
 HANG_CONDITION = "Hung"
@@ -40,18 +39,6 @@ class HangState:
     """The reconcile restarted the training group for this hang (spec.restartOnHang)."""
 
 
-def _parse(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-    except ValueError:
-        try:
-            return datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            return None
-
-
 def hang_state(status: Mapping[str, Any] | None, now: str, timeout: float) -> HangState | None:
     """The hang state of a run with recorded ``status`` at ``now``; None when detection is off
     (``timeout`` 0) or the run is not Running."""
@@ -62,9 +49,9 @@ def hang_state(status: Mapping[str, Any] | None, now: str, timeout: float) -> Ha
     marks = [
         (t, raw)
         for raw in (progress.get("updatedAt"), status.get("startTime"), status.get("lastRestartTime"))
-        if (t := _parse(raw)) is not None
+        if (t := parse_time(raw)) is not None
     ]
-    current = _parse(now)
+    current = parse_time(now)
     if not marks or current is None:
         return None
     last, raw = max(marks, key=lambda m: m[0])
