@@ -64,6 +64,19 @@ def resolve(
     )
 
 
+@dataclass(frozen=True)
+class Names:
+    """How the settings a message names are spelled where it is read: the trainer's config (the
+    default) or the SFTRun spec (:data:`SPEC_NAMES`)."""
+
+    global_batch: str = "train.global_batch_size"
+    micro_batch: str = "micro_batch_size"
+    expert: str = "expert_parallel_size"
+
+
+SPEC_NAMES = Names("train.globalBatchSize", "microBatchSize", "expertParallelSize")
+
+
 def min_nodes(par: Parallelism, gpus_per_node: int) -> int:
     """The fewest nodes of ``gpus_per_node`` GPUs whose world fits ``par``."""
     need = par.min_world()
@@ -77,6 +90,7 @@ def world_problem(
     global_batch_size: int,
     micro_batch_size: int,
     where: str = "nodes × gpusPerNode",
+    names: Names = Names(),
 ) -> str | None:
     """Why ``par`` cannot run on ``nodes × gpus_per_node`` GPUs with this batch, or None.
 
@@ -97,12 +111,12 @@ def world_problem(
         return (
             f"parallelism: expert ({par.ep}) × expert tensor ({par.etp}) = {par.ep * par.etp} does not "
             f"divide the {world // par.pp} GPUs of a pipeline stage ({where}: {nodes} × {gpus_per_node}); "
-            f"{fits}: change expert_parallel_size or the GPU count"
+            f"{fits}: change {names.expert} or the GPU count"
         )
     dp = world // model
     if global_batch_size % (micro_batch_size * dp):
         return (
-            f"train.global_batch_size {global_batch_size} is not a multiple of micro_batch_size "
+            f"{names.global_batch} {global_batch_size} is not a multiple of {names.micro_batch} "
             f"({micro_batch_size}) × data-parallel size {dp} (= {world} GPUs / (tensor {par.tp} × "
             f"pipeline {par.pp} × context {par.cp})); set it to a multiple of {micro_batch_size * dp}, "
             "or change the parallel sizes or the GPU count"

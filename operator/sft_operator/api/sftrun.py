@@ -18,6 +18,7 @@ from sft_common.config import ConfigModel
 from sft_common.result import CheckpointInfo
 from sft_operator.api.podspec import DNS_LABEL_RE, QUANTITY_RE, BatchFields, PodFields, check_uri
 from sft_operator.api.status import ChildRef, Condition, Failure
+from sft_train import parallel
 from sft_train.config import TrainConfig, pad_multiple
 
 SHM_VOLUME = "sft-shm"
@@ -214,29 +215,20 @@ class SFTRunSpec(TrainConfig, PodFields, BatchFields):
                 )
             return
         par = self.parallelism
-        tp = par.tensor_parallel_size or 1
-        pp = par.pipeline_parallel_size or 1
-        cp = par.context_parallel_size or 1
-        ep = par.expert_parallel_size or 1
-        etp = par.expert_tensor_parallel_size or 1
-        if world % (tp * pp * cp):
-            raise ValueError(
-                f"parallelism: tensor ({tp}) × pipeline ({pp}) × context ({cp}) = {tp * pp * cp} does not "
-                f"divide the {world} GPUs (nodes {self.nodes} × gpusPerNode {self.gpus_per_node}); "
-                "change the sizes or the GPU count"
-            )
-        if (world // pp) % (ep * etp):
-            raise ValueError(
-                f"parallelism: expert ({ep}) × expert tensor ({etp}) = {ep * etp} does not divide the "
-                f"{world // pp} GPUs of a pipeline stage; change expertParallelSize or the GPU count"
-            )
-        dp = world // (tp * pp * cp)
-        if gbs % (mbs * dp):
-            raise ValueError(
-                f"train.globalBatchSize {gbs} is not a multiple of microBatchSize ({mbs}) × data-parallel "
-                f"size {dp} (= {world} GPUs / (tensor {tp} × pipeline {pp} × context {cp})); set "
-                f"globalBatchSize to a multiple of {mbs * dp}, or change the parallel sizes or GPU count"
-            )
+        sizes = parallel.resolve(  # the trainer's one check of sizes against a world (unset: 1)
+            None,
+            par.tensor_parallel_size,
+            par.pipeline_parallel_size,
+            par.context_parallel_size,
+            par.expert_parallel_size,
+            par.expert_tensor_parallel_size,
+        )
+        gpus = self.gpus_per_node or 1
+        problem = parallel.world_problem(
+            sizes, self.nodes, gpus, gbs, mbs, where="nodes × gpusPerNode", names=parallel.SPEC_NAMES
+        )
+        if problem:
+            raise ValueError(problem)
 
     def grace_seconds(self) -> int:
         """terminationGracePeriodSeconds of the training pods (the field's docstring says why)."""
