@@ -510,51 +510,15 @@ def _alive(pid: int) -> bool:
     return "\nState:\tZ" not in state
 
 
-@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc (Linux) to watch torchrun's pid")
-def test_a_sigkilled_torchrun_takes_its_sft_train_ranks_with_it(tmp_path: Path) -> None:
-    """torch elastic starts each worker in a session of its own (``start_new_session=True`` in
-    torch/distributed/elastic/multiprocessing/subprocess_handler/subprocess_handler.py), so a SIGKILLed
-    torchrun left its sft-train ranks running, waiting in a collective (seen as orphans of killed test
-    pods). sft-train's entry point ties a rank to torchrun (PR_SET_PDEATHSIG)."""
-    script = tmp_path / "rank.py"
-    pids = tmp_path / "pids"
-    record = f"open({str(pids)!r}, 'w').write(f'{{os.getppid()}} {{os.getpid()}}')"
-    script.write_text(
-        f"import os, time\nfrom sft_train.cli import die_with_torchrun\ndie_with_torchrun()\n{record}\n"
-        "time.sleep(120)\n"
-    )
-    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=1", str(script)]
-    proc = subprocess.Popen(
-        argv, env=_env(tmp_path, "r"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    rank = 0
-    try:
-        deadline = time.monotonic() + 60
-        while not (pids.exists() and pids.read_text()) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        torchrun, rank = map(int, pids.read_text().split())
-        assert torchrun == proc.pid and _alive(rank)
-        proc.kill()
-        proc.wait(10)
-        deadline = time.monotonic() + 10
-        while _alive(rank) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not _alive(rank)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        if rank and _alive(rank):
-            os.kill(rank, signal.SIGKILL)
-
-
-def test_a_sigkilled_launcher_takes_torchrun_with_it(tmp_path: Path) -> None:
-    """The kubelet's SIGKILL at the end of the grace period (and the emulator's node kill) reach the
-    launcher's process group only; torchrun, in its own session, dies with it (PR_SET_PDEATHSIG)."""
+def _kill_and_expect_gone(tmp_path: Path, launcher: list[str], preamble: str, gone: str) -> None:
+    """Start ``launcher`` (torchrun's arguments follow) on a worker script that runs ``preamble``, then
+    records its parent's pid and its own and sleeps; SIGKILL the launcher and expect the ``gone``
+    process ("parent": what the worker's parent was, "worker": the worker) to die within 10 s."""
     script = tmp_path / "worker.py"
     pids = tmp_path / "pids"
     record = f"open({str(pids)!r}, 'w').write(f'{{os.getppid()}} {{os.getpid()}}')"
-    script.write_text(f"import os, time\n{record}\ntime.sleep(120)\n")
-    argv = [sys.executable, "-m", "sft_train.launch", "--standalone", "--nproc-per-node=1", str(script)]
+    script.write_text(f"import os, time\n{preamble}{record}\ntime.sleep(120)\n")
+    argv = [*launcher, "--standalone", "--nproc-per-node=1", str(script)]
     proc = subprocess.Popen(
         argv, env=_env(tmp_path, "k"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
@@ -563,16 +527,34 @@ def test_a_sigkilled_launcher_takes_torchrun_with_it(tmp_path: Path) -> None:
         deadline = time.monotonic() + 60
         while not (pids.exists() and pids.read_text()) and time.monotonic() < deadline:
             time.sleep(0.05)
-        torchrun, worker = map(int, pids.read_text().split())
-        assert _alive(torchrun)
+        parent, worker = map(int, pids.read_text().split())
+        watched = parent if gone == "parent" else worker
+        assert _alive(watched) and (gone == "parent" or parent == proc.pid)
         proc.kill()
         proc.wait(10)
         deadline = time.monotonic() + 10
-        while _alive(torchrun) and time.monotonic() < deadline:
+        while _alive(watched) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not _alive(torchrun)
+        assert not _alive(watched)
     finally:
         if proc.poll() is None:
             proc.kill()
         if worker and _alive(worker):
             os.kill(worker, signal.SIGKILL)  # torchrun's worker: its own session, as in torchrun itself
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc (Linux) to watch torchrun's pid")
+def test_a_sigkilled_torchrun_takes_its_sft_train_ranks_with_it(tmp_path: Path) -> None:
+    """torch elastic starts each worker in a session of its own (``start_new_session=True`` in
+    torch/distributed/elastic/multiprocessing/subprocess_handler/subprocess_handler.py), so a SIGKILLed
+    torchrun left its sft-train ranks running, waiting in a collective (seen as orphans of killed test
+    pods). sft-train's entry point ties a rank to torchrun (PR_SET_PDEATHSIG)."""
+    torchrun = [sys.executable, "-m", "torch.distributed.run"]
+    preamble = "from sft_train.cli import die_with_torchrun\ndie_with_torchrun()\n"
+    _kill_and_expect_gone(tmp_path, torchrun, preamble, gone="worker")
+
+
+def test_a_sigkilled_launcher_takes_torchrun_with_it(tmp_path: Path) -> None:
+    """The kubelet's SIGKILL at the end of the grace period (and the emulator's node kill) reach the
+    launcher's process group only; torchrun, in its own session, dies with it (PR_SET_PDEATHSIG)."""
+    _kill_and_expect_gone(tmp_path, [sys.executable, "-m", "sft_train.launch"], "", gone="parent")
