@@ -15,8 +15,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,6 +24,7 @@ import yaml
 from fault_proxy import FaultProxy
 from operator_harness import NAMESPACE, condition, wait_status
 from prometheus_client.parser import text_string_to_metric_families
+from test_observability import get
 from test_operator_cli import free_port
 from test_operator_dataprep import make_pod, prep
 
@@ -34,16 +33,6 @@ from kubeemu import KubeEmulator
 WAIT = 30.0
 PREP = "SFTDataPrep"
 pytestmark = pytest.mark.slow  # real operator processes, faults that take seconds to ride out
-
-
-def get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            return resp.status, resp.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-    except OSError:
-        return 0, ""
 
 
 def metric(url: str, name: str) -> float:

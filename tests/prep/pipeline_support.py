@@ -102,3 +102,13 @@ def edited_tokenizer(tmp_path: Path, source_dir: Path, edit: Callable[[dict[str,
     edit(spec)
     (tmp_path / "tokenizer.json").write_text(json.dumps(spec), encoding="utf-8")
     return load_tokenizer(str(tmp_path))
+
+
+def big_input(tmp_path: Path, copies: int) -> Path:
+    """The bundled sample chats ``copies`` times over in one JSONL file: a run that takes a while."""
+    data = CHATS.read_bytes()
+    path = tmp_path / "big.jsonl"
+    with path.open("wb") as fh:
+        for _ in range(copies):
+            fh.write(data)
+    return path

@@ -18,22 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from prep.pipeline_support import CHATS, run_cli, write_config
+from prep.pipeline_support import big_input, run_cli, write_config
 from sft_prep.lease import LEASE_NAME, OutputInUse, OutputLease
-
-
-def _big_input(tmp_path: Path, copies: int = 40) -> Path:
-    data = CHATS.read_bytes()
-    path = tmp_path / "big.jsonl"
-    with path.open("wb") as fh:
-        for _ in range(copies):
-            fh.write(data)
-    return path
 
 
 @pytest.mark.slow
 def test_sigterm_frees_the_lease_whatever_the_worker_count(tmp_path: Path) -> None:
-    config = write_config(tmp_path, datasets=[{"name": "big", "path": str(_big_input(tmp_path))}])
+    config = write_config(tmp_path, datasets=[{"name": "big", "path": str(big_input(tmp_path, 40))}])
     procs = [
         subprocess.Popen(
             [

@@ -16,7 +16,7 @@ from typing import Any
 import psutil
 import pytest
 
-from prep.pipeline_support import CHATS, run_cli, termination, write_config
+from prep.pipeline_support import big_input, run_cli, termination, write_config
 from sft_common import storage
 from sft_prep.lease import LEASE_NAME, OutputInUse, OutputLease
 
@@ -118,17 +118,8 @@ def test_a_temp_file_left_by_a_killed_commit_is_swept(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------- children die with parent
 
 
-def _big_input(tmp_path: Path, copies: int = 30) -> Path:
-    data = CHATS.read_bytes()
-    path = tmp_path / "big.jsonl"
-    with path.open("wb") as fh:
-        for _ in range(copies):
-            fh.write(data)
-    return path
-
-
 def test_sigkill_of_the_main_process_takes_the_pool_workers_with_it(tmp_path: Path) -> None:
-    config = write_config(tmp_path, datasets=[{"name": "big", "path": str(_big_input(tmp_path))}])
+    config = write_config(tmp_path, datasets=[{"name": "big", "path": str(big_input(tmp_path, 30))}])
     env = {**os.environ, "SFT_PROGRESS": "off"}
     main = subprocess.Popen(
         [sys.executable, "-m", "sft_prep", "--config", str(config), "--processes", "2"],
@@ -186,7 +177,7 @@ def test_a_second_prep_with_another_config_fails_naming_the_first(tmp_path: Path
 def test_two_preps_started_together_one_wins(tmp_path: Path) -> None:
     """Real concurrent processes with different configs into one output_dir: exactly one succeeds,
     the other fails naming it, and the output is one consistent run."""
-    big = _big_input(tmp_path, copies=4)
+    big = big_input(tmp_path, 4)
     configs = [
         write_config(tmp_path, name=f"p{i}.yaml", datasets=[{"name": "big", "path": str(big)}], pack_size=p)
         for i, p in enumerate((1024, 2048))
@@ -213,7 +204,7 @@ def test_two_preps_started_together_one_wins(tmp_path: Path) -> None:
 
 def test_sigterm_frees_the_lease_of_a_single_worker(tmp_path: Path) -> None:
     """A deleted pod gets SIGTERM: the next prep (another config) need not wait for the expiry."""
-    config = write_config(tmp_path, datasets=[{"name": "big", "path": str(_big_input(tmp_path))}])
+    config = write_config(tmp_path, datasets=[{"name": "big", "path": str(big_input(tmp_path, 30))}])
     proc = subprocess.Popen(
         [sys.executable, "-m", "sft_prep", "--config", str(config)],
         env={**os.environ, "SFT_PROGRESS": "off"},
