@@ -170,26 +170,3 @@ def test_train_sets_threads_from_the_cpu_quota(tmp_path: Path, make_data, tiny_m
 def test_build_tiny_llama_is_a_packed_architecture(tmp_path: Path) -> None:
     model = load_base_model(build_tiny_llama(tmp_path / "m"), "m")
     assert model.config.model_type == "llama"
-
-
-@settings(max_examples=100, deadline=None)
-@given(lengths=st.lists(st.integers(2, 600), min_size=1, max_size=12), packed_ok=st.booleans())
-def test_under_ddp_every_row_is_one_forward_pass(lengths: list[int], packed_ok: bool) -> None:
-    """Several forward passes of one row before its backward would mark DDP's parameters ready more
-    than once, and two ranks whose rows split into different numbers of passes hang in the gradient
-    all-reduce (a 2-node hf run never finished: tests/e2e/test_sftrun_e2e.py). With ``one_pass`` (set
-    when the world is larger than one) a row is one pass, packed where supported, else one padded batch,
-    and it trains every token the buckets would."""
-    subsequences = [
-        SubSequence(
-            np.arange(1, n + 1, dtype=np.int64),
-            np.arange(2, n + 2, dtype=np.int64),
-            np.ones(n, dtype=np.int64),
-        )
-        for n in lengths
-    ]
-    cost = CostModel(token=3e5, pair=512, call=1e6)
-    one = Batcher(cost, packed_ok=packed_ok, one_pass=True).build(subsequences)
-    many = Batcher(cost, packed_ok=packed_ok).build(subsequences)
-    assert len(one.parts) == 1
-    assert one.num_trained == many.num_trained

@@ -228,21 +228,14 @@ def buckets(lengths: Sequence[int], cost: CostModel, max_padding: float = MAX_PA
 class Batcher:
     """Builds each packed row's :class:`MicroBatch` in the layout the cost model says is cheaper."""
 
-    def __init__(
-        self, cost: CostModel, pad_id: int = 0, packed_ok: bool = False, one_pass: bool = False
-    ) -> None:
+    def __init__(self, cost: CostModel, pad_id: int = 0, packed_ok: bool = False) -> None:
         self.cost = cost
         self.pad_id = pad_id
         self.packed_ok = packed_ok
-        self.one_pass = one_pass
-        """One forward pass per row (under DistributedDataParallel: several forwards before one
-        backward mark parameters ready more than once, and ranks whose rows split into different
-        numbers of passes hang in the gradient all-reduce): the packed row where the model supports
-        it, else all sub-sequences in one padded batch."""
 
     @classmethod
-    def for_model(cls, model: torch.nn.Module, pad_id: int = 0, one_pass: bool = False) -> Batcher:
-        return cls(CostModel.for_model(model), pad_id, packed_rows_supported(model), one_pass)
+    def for_model(cls, model: torch.nn.Module, pad_id: int = 0) -> Batcher:
+        return cls(CostModel.for_model(model), pad_id, packed_rows_supported(model))
 
     def plan(self, lengths: Sequence[int]) -> tuple[str, list[list[int]]]:
         """('packed', [all]) or ('buckets', groups of indices), whichever costs less."""
@@ -256,10 +249,6 @@ class Batcher:
     def build(self, subsequences: Sequence[SubSequence]) -> MicroBatch:
         if not subsequences:
             raise ValueError("a packed row with no sub-sequence of two or more tokens has nothing to train")
-        if self.one_pass:
-            if self.packed_ok and len(subsequences) > 1:
-                return MicroBatch((pack(subsequences),), "packed")
-            return MicroBatch((collate(list(subsequences), self.pad_id),), "buckets")
         layout, groups = self.plan([len(s.tokens) for s in subsequences])
         if layout == "packed":
             return MicroBatch((pack(subsequences),), layout)

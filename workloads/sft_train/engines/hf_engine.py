@@ -219,7 +219,7 @@ class HFTrainer:
         self.pad_id = int(getattr(self._unwrapped.config, "pad_token_id", None) or 0)
         self.saved_record: dict[str, Any] | None = None
         """The ledger record of the checkpoint rank 0 saved last (its time, without reading it back)."""
-        self.batcher = Batcher.for_model(self._unwrapped, self.pad_id, one_pass=self.ctx.world > 1)
+        self.batcher = Batcher.for_model(self._unwrapped, self.pad_id)
 
     # -- construction -------------------------------------------------------------------------
     @property
@@ -310,22 +310,22 @@ class HFTrainer:
         gbs = cfg.train.global_batch_size
         autocast = torch.autocast(self.ctx.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
         reported = 0.0
-        for j, batch in enumerate(batches):
-            sync = j == len(batches) - 1 or not self.ctx.active
-            model = self.model
-            no_sync = (
-                model.no_sync()
-                if not sync and isinstance(model, torch.nn.parallel.DistributedDataParallel)
-                else contextlib.nullcontext()
-            )
+        # One forward and backward per pass (a row in buckets is several), gradients accumulated
+        # locally and all-reduced by DDP on this rank's last pass only: ranks whose rows split into
+        # different numbers of passes still meet in exactly one all-reduce per step.
+        passes = [(part, batch.num_trained) for batch in batches for part in batch.parts]
+        ddp = isinstance(self.model, torch.nn.parallel.DistributedDataParallel)
+        for j, (part, row_trained) in enumerate(passes):
+            sync = j == len(passes) - 1 or not self.ctx.active
+            no_sync = self.model.no_sync() if ddp and not sync else contextlib.nullcontext()  # type: ignore[operator]
             with no_sync:
                 with autocast:
-                    loss_sum, trained = forward_loss(self.model, batch.to(self.ctx.device))
+                    loss_sum, _ = forward_loss(self.model, part.to(self.ctx.device))
                 if cfg.loss.calculate_per_token_loss:
                     # d(sum over the global batch / global token count); DDP averages over ranks, so × world.
                     loss = loss_sum / max(global_trained, 1.0) * self.ctx.world
-                else:
-                    loss = loss_sum / max(trained, 1) / gbs * self.ctx.world
+                else:  # each row's mean over its own trained tokens, summed over the passes of the row
+                    loss = loss_sum / max(row_trained, 1) / gbs * self.ctx.world
                 loss.backward()
             reported += float(loss.detach()) / self.ctx.world
         if cfg.optimizer.clip_grad > 0:
