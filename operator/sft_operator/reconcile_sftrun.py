@@ -27,7 +27,7 @@ from sft_operator import backends
 from sft_operator import reconcile_steps as steps
 from sft_operator.api.meta import DATAPREP, RUN
 from sft_operator.api.sftrun import SFTRunSpec
-from sft_operator.backends.base import Backend
+from sft_operator.backends.base import Backend, GroupMember
 from sft_operator.context import Context, OwnerKey
 from sft_operator.errors import InvalidSpec
 from sft_operator.kube.children import ensure_child, stale_reason
@@ -48,6 +48,17 @@ BLOCKED_REASONS = frozenset({CRD_MISSING, "NoTrainingBackend"})
 
 class CrdMissing(Exception):
     """The API server does not serve the backend's child resource (reason, message in args)."""
+
+
+async def _restart_member(ctx: Context, namespace: str, member: GroupMember) -> None:
+    """Delete ``member``, or patch its status as :attr:`GroupMember.status_patch` says (a 409 from a
+    concurrent write propagates: the run is still hung on the next reconcile, which tries again)."""
+    if member.status_patch is None:
+        await ctx.client.delete(member.resource, namespace, member.name)
+        return
+    current = await ctx.client.get(member.resource, namespace, member.name)
+    patch = member.status_patch(current)
+    await ctx.client.patch(member.resource, namespace, member.name, patch, subresource="status")
 
 
 def own_child(ctx: Context, cr: Mapping[str, Any], key: OwnerKey) -> tuple[Backend, Mapping[str, Any]] | None:
@@ -140,7 +151,7 @@ class RunKind:
             namespace = cr["metadata"]["namespace"]
             for member in backend.restart_group(acted.child):
                 try:
-                    await ctx.client.delete(member.resource, namespace, member.name)
+                    await _restart_member(ctx, namespace, member)
                 except ApiError as exc:
                     if not exc.not_found:
                         raise

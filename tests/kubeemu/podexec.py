@@ -17,7 +17,17 @@ What a pod sees, emulated locally:
 - the termination message: ``SFT_TERMINATION_LOG`` and the container's ``terminationMessagePath``
   point at a per-container file; with ``FallbackToLogsOnError`` a failed container without a
   message gets the last 80 log lines (at most 2048 bytes), as the kubelet does;
-- stdout and stderr go to one per-container log file (served by ``pods/NAME/log``).
+- stdout and stderr go to one per-container log file (served by ``pods/NAME/log``);
+- the container's processes (:class:`LocalProcess`): a container runtime puts every process a
+  container starts into the container's cgroup and PID namespace, whatever session or process group
+  it makes for itself (torch elastic starts each rank with ``start_new_session=True``). So a freeze
+  or a kill of the container (a crashed node, an OOM group kill, ``SIGSTOP`` for a rank stuck in a
+  collective) reaches every one of them, and when the container's main process exits the kernel
+  SIGKILLs the rest of its PID namespace. Here each process started for a container carries the
+  environment variable :data:`CONTAINER_MARKER` (inherited by every descendant, like cgroup
+  membership), and :meth:`LocalProcess.processes` finds them through ``/proc``. The stop signal of a
+  graceful termination (SIGTERM) goes to the main process's process group only, as the kubelet's
+  StopContainer sends it to the container's PID 1; what is left after the grace period is SIGKILLed.
 
 Not emulated: images (the local venv runs everything), resource limits, probes, sidecar restart
 semantics, users and security contexts. Networking: everything is on 127.0.0.1; pod DNS names under
@@ -47,6 +57,8 @@ from .store import Json, Store
 
 _VAR_RE = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
 TERMINATION_MESSAGE_LIMIT = 4096
+CONTAINER_MARKER = "KUBEEMU_CONTAINER"
+"""Env variable naming the container a process belongs to (this emulator's stand-in for its cgroup)."""
 FALLBACK_LINES = 80
 FALLBACK_BYTES = 2048
 
@@ -345,6 +357,8 @@ class PodExecution:
         with open(log_path, "ab") as log_file:
             log_file.write(f"# kubeemu: {shlex.join(argv)}\n".encode())
             log_file.flush()
+            self.restart_counts[name] = self.restart_counts.get(name, -1) + 1
+            env[CONTAINER_MARKER] = f"{self.uid}/{name}/{self.restart_counts[name]}"
             try:
                 process = LocalProcess.start(argv, env, cwd, log_file)
             except OSError as error:  # what a container runtime reports as StartError (exit 128)
@@ -389,15 +403,17 @@ class PodExecution:
 
 
 class LocalProcess:
-    """A child process whose exit is awaited by a dedicated thread, not by asyncio's child watcher.
+    """A container's main process, and the processes it starts (its "cgroup", see the module docstring).
 
-    Why: the emulator's loop runs in a non-main thread next to pytest-asyncio's loops, and asyncio's
-    process-global child watchers are a known source of lost exit notifications there; a blocking
-    ``wait()`` per child in its own thread has no shared state.
+    Its exit is awaited by a dedicated thread, not by asyncio's child watcher. Why: the emulator's loop
+    runs in a non-main thread next to pytest-asyncio's loops, and asyncio's process-global child
+    watchers are a known source of lost exit notifications there; a blocking ``wait()`` per child in
+    its own thread has no shared state.
     """
 
-    def __init__(self, popen: subprocess.Popen[bytes], loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, popen: subprocess.Popen[bytes], loop: asyncio.AbstractEventLoop, marker: str) -> None:
         self.popen = popen
+        self.marker = f"{CONTAINER_MARKER}={marker}".encode()
         self.exited: asyncio.Future[int] = loop.create_future()
         threading.Thread(
             target=self._reap, args=(loop,), name=f"kubeemu-pid-{popen.pid}", daemon=True
@@ -408,12 +424,14 @@ class LocalProcess:
         popen = subprocess.Popen(
             argv, env=env, cwd=cwd, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
         )
-        return cls(popen, asyncio.get_running_loop())
+        return cls(popen, asyncio.get_running_loop(), env.get(CONTAINER_MARKER, str(popen.pid)))
 
     def _reap(self, loop: asyncio.AbstractEventLoop) -> None:
         code = self.popen.wait()
         if code < 0:  # killed by a signal: a container runtime reports 128 + the signal number
             code = 128 - code
+        # The container's PID 1 is gone: the kernel SIGKILLs the rest of its PID namespace.
+        self.signal_all(signal.SIGKILL)
         with contextlib.suppress(RuntimeError):  # the loop is already closed: nobody is waiting
             loop.call_soon_threadsafe(lambda: self.exited.done() or self.exited.set_result(code))
 
@@ -424,19 +442,51 @@ class LocalProcess:
     async def wait(self) -> int:
         return await asyncio.shield(self.exited)
 
+    def processes(self) -> set[int]:
+        """The pids of the container's live processes: those whose environment carries its marker
+        (``/proc/PID/environ``; a zombie's reads empty), plus the main process while it runs."""
+        found = {self.popen.pid} if self.popen.poll() is None else set()
+        with contextlib.suppress(OSError):
+            for entry in os.scandir("/proc"):
+                if not entry.name.isdigit():
+                    continue
+                try:
+                    with open(f"/proc/{entry.name}/environ", "rb") as environ:
+                        if self.marker in environ.read().split(b"\0"):
+                            found.add(int(entry.name))
+                except OSError:  # gone meanwhile, or not ours
+                    continue
+        return found
+
     def signal(self, sig: int) -> None:
-        """Send ``sig`` to the process group (the container's processes)."""
+        """Send ``sig`` to the main process's group: the stop signal of a graceful termination, which
+        the kubelet sends to the container's PID 1 (whose launcher forwards it as it sees fit)."""
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.popen.pid, sig)
 
+    def signal_all(self, sig: int) -> None:
+        """Send ``sig`` to every process of the container, as a cgroup-wide kill or freeze does.
+
+        Repeated until no new process turns up: one that forked while the list was read is found on
+        the next round (a stopped or killed process forks no more)."""
+        done: set[int] = set()
+        for _ in range(10):
+            pids = self.processes() - done
+            if not pids:
+                return
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, sig)
+            done |= pids
+
     async def kill(self, grace: float) -> None:
+        """A graceful termination: the stop signal, then after ``grace`` SIGKILL for every process of
+        the container (the runtime's StopContainer with a timeout)."""
         if self.exited.done():
             return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.popen.pid, signal.SIGTERM)
+        self.signal(signal.SIGTERM)
         try:
             await asyncio.wait_for(asyncio.shield(self.exited), grace)
         except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.popen.pid, signal.SIGKILL)
+            self.signal_all(signal.SIGKILL)
             await asyncio.wait_for(asyncio.shield(self.exited), 10)

@@ -240,7 +240,13 @@ class PodRunner:
                     log.exception("kubeemu runner: reconciling %s %s/%s failed", kind, namespace, name)
 
     def kill_pod(self, name: str, namespace: str = "default", sig: int = signal.SIGKILL) -> None:
-        """Kill the processes of a running pod, as a crashed node or an OOM kill would (any thread).
+        """Signal every process of a running pod's containers, as a crashed node or an OOM group kill
+        (SIGKILL) or a frozen cgroup (SIGSTOP: a rank stuck in a collective) would (any thread).
+
+        Every process: what runs in a container is in its cgroup whatever session it started for
+        itself (:meth:`~kubeemu.podexec.LocalProcess.signal_all`). SIGTERM is the exception: it is the
+        kubelet's stop signal, which goes to each container's main process (here its process group),
+        as for a preemption (:meth:`disrupt_pod`).
 
         The pod stays in the API: its containers exit with 128 + ``sig`` (137 for SIGKILL) and the pod
         turns ``Failed`` (or restarts its containers, as its ``restartPolicy`` says), so the owning Job
@@ -252,7 +258,10 @@ class PodRunner:
         if execution is None or not execution.processes:
             raise KeyError(f"pod {namespace}/{name} has no running containers here")
         for process in list(execution.processes.values()):
-            process.signal(sig)
+            if sig == signal.SIGTERM:
+                process.signal(sig)
+            else:
+                process.signal_all(sig)
 
     def disrupt_pod(
         self,

@@ -25,7 +25,7 @@ from sft_common.result import EXIT_CONFIG, EXIT_PREEMPTED
 from sft_operator.api.sftrun import SFTRunSpec, parse_duration
 from sft_operator.backends import jobset, pytorchjob, trainjob
 from sft_operator.backends.base import CONFIG_ERROR_PATTERN, failure_rules, group_failure_rules
-from sft_operator.kube.client import JOBS, PODS
+from sft_operator.kube.client import PODS
 from sft_operator.render import sftrun as render
 
 REPO = Path(__file__).resolve().parents[2]
@@ -153,11 +153,17 @@ def test_restart_group_names_what_each_controller_recreates() -> None:
         (PODS, "run-train-worker-0"),
         (PODS, "run-train-worker-1"),
     ]
+    assert all(m.status_patch is None for m in pytorchjob.restart_group(ptj))  # deleted
+    # JobSet, and Trainer's JobSet (the TrainJob's name): the next restart attempt, pinned to the
+    # JobSet as read; restartsCountTowardsMax is left alone (kubeemu's JobSet controller, as the
+    # real one, then recreates every Job without counting: tests/e2e/test_sftrun_hang_e2e.py)
     js = rendered(jobset)
-    assert [(m.resource, m.name) for m in jobset.restart_group(js)] == [
-        (JOBS, f"{js['metadata']['name']}-node-0")
-    ]
+    (member,) = jobset.restart_group(js)
+    assert (member.resource, member.name) == (jobset.resource, js["metadata"]["name"])
+    seen = {"metadata": {"resourceVersion": "41"}, "status": {"restarts": 2, "restartsCountTowardsMax": 1}}
+    assert member.status_patch is not None
+    assert member.status_patch(seen) == {"metadata": {"resourceVersion": "41"}, "status": {"restarts": 3}}
     tj = rendered(trainjob)
     assert [(m.resource, m.name) for m in trainjob.restart_group(tj)] == [
-        (JOBS, f"{tj['metadata']['name']}-node-0")
+        (jobset.resource, tj["metadata"]["name"])
     ]

@@ -39,6 +39,17 @@ EXIT_CONFIG = 2
 """Bad input the user must fix (config, data, checkpoint mismatch): fail fast, never retried."""
 EXIT_PREEMPTED = 143
 """128 + SIGTERM: the run saved a checkpoint at the current step and stopped; retryable, resumes."""
+EXIT_RETRY = 200
+"""EXIT_FAILED as ``sft-torchrun --retryable-exit-code=200`` reports it, for a restart policy that
+retries only exit codes >= 128: training-operator v1's ``restartPolicy: ExitCode``
+(pkg/util/train/train_util.go IsRetryableExitCode: ``exitCode >= 128``; 1-127 fail the PyTorchJob for
+good). 200 is above every 128 + signal number (Linux signals end at 64), so it never reads as a kill;
+the failure classifier reads it as it reads exit 1."""
+RETRYABLE_OPTION = "--retryable-exit-code="
+"""``sft-torchrun``'s own option (before torchrun's arguments): the code that reports exit 1."""
+EXIT_CODES_DIR_ENV = "SFT_EXIT_CODES_DIR"
+"""A directory where :func:`run_main` records each process's exit code (``<pid>``), set by
+``sft-torchrun`` for its workers: torchrun itself exits 1 whatever its workers exited with."""
 
 
 class Reason:
@@ -270,7 +281,25 @@ def _is_terminal(stream: Any) -> bool:
 
 
 def run_main(main: Callable[[Sequence[str]], int | None], argv: Sequence[str] | None = None) -> int:
-    """Run a CLI body with the shared error contract: exit 2 for bad input, 1 for failures."""
+    """Run a CLI body with the shared error contract: exit 2 for bad input, 1 for failures; the code is
+    also recorded under :data:`EXIT_CODES_DIR_ENV` when a launcher asked for it."""
+    code = _run_main(main, argv)
+    record_exit_code(code)
+    return code
+
+
+def record_exit_code(code: int) -> None:
+    """Write ``code`` to ``$SFT_EXIT_CODES_DIR/<pid>`` (no-op without the variable; best effort)."""
+    folder = os.environ.get(EXIT_CODES_DIR_ENV)
+    if folder:
+        try:
+            with open(os.path.join(folder, str(os.getpid())), "w") as out:
+                out.write(str(code))
+        except OSError:
+            pass
+
+
+def _run_main(main: Callable[[Sequence[str]], int | None], argv: Sequence[str] | None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         return int(main(args) or 0)

@@ -10,7 +10,7 @@ shared and lives outside ``backends/``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -47,10 +47,14 @@ class RunPods:
 
 @dataclass(frozen=True)
 class GroupMember:
-    """An object :meth:`Backend.restart_group` deletes (same namespace as the child)."""
+    """An object :meth:`Backend.restart_group` acts on (same namespace as the child): deleted, or,
+    with :attr:`status_patch`, read and its status patched."""
 
     resource: Resource
     name: str
+    status_patch: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None
+    """The merge patch for the object's ``status`` subresource, made from the object as read (so it
+    can carry ``metadata.resourceVersion``: a concurrent write makes it a 409, not a lost update)."""
 
 
 def failure_rules(container: str) -> list[dict[str, Any]]:

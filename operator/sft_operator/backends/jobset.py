@@ -6,8 +6,8 @@ nodes, backoffLimit 0: a failed pod fails its Job, and the JobSet restarts the w
 ``failurePolicy.maxRestarts`` = spec.maxRestarts; the trainer resumes from its newest checkpoint).
 The Job's ``podFailurePolicy`` and the JobSet's ``failurePolicy.rules``
 (:func:`~sft_operator.backends.base.failure_rules`) fail the run at once on exit 2 and restart the
-group without counting on a disrupted pod or exit 143. A hang restart deletes the node Job, which
-the JobSet controller recreates for the same restart attempt.
+group without counting on a disrupted pod or exit 143. A hang restart starts the JobSet's next
+restart attempt (:func:`restart_group`), not counted against maxRestarts.
 ``network.enableDNSHostnames`` gives each pod the DNS name ``<jobset>-<replicatedJob>-<jobIndex>-
 <podIndex>.<subdomain>`` (subdomain defaults to the JobSet name; facts from jobset's
 pkg/util/placement GenPodName and pkg/controllers GetSubdomain), so torchrun's master address is
@@ -41,7 +41,7 @@ from sft_operator.backends.base import (
     pods_pending,
 )
 from sft_operator.backends.models import checked, m, quantities_as_strings
-from sft_operator.kube.client import JOBS, Resource
+from sft_operator.kube.client import Resource
 from sft_operator.render import children as common
 from sft_operator.render.suspend import suspend_patch as _suspend_patch
 from sft_operator.status.common import suspended_state
@@ -129,14 +129,33 @@ def suspend_patch(child: Mapping[str, Any], desired: bool) -> dict[str, Any] | N
 
 
 def restart_group(child: Mapping[str, Any]) -> list[GroupMember]:
-    """Delete the child Job ``<jobset>-node-0`` (JobSet's GenJobName: jobset-replicatedJob-index):
-    its pods go with it and the JobSet controller recreates a missing Job of the current restart
-    attempt (createJobs), without counting a restart."""
-    return [GroupMember(JOBS, child_job_name((child.get("metadata") or {})["name"]))]
+    """Restart the group the way the JobSet controller restarts it itself: ``status.restarts`` + 1.
+
+    Facts from kubernetes-sigs/jobset pkg/controllers: ``status.restarts`` is the restart attempt the
+    controller works towards; ``getChildJobs`` puts every Job whose ``jobset.sigs.k8s.io/restart-attempt``
+    label is below it in the ``previous`` bucket, which is deleted (Foreground) and never judged by the
+    failure policy, and the Jobs are created again with the new attempt (``constructJob``). A failure
+    policy restart does exactly this (``failurePolicyRecreateAll``: ``Restarts += 1``, and
+    ``RestartsCountTowardsMax += 1`` only for ``RestartJobSet``); ``maxRestarts`` is compared with
+    ``restartsCountTowardsMax`` alone, so this restart never uses up the run's budget, whatever the
+    old attempt's pods do while they stop (a survivor's rank failing in its collective belongs to a
+    Job of the previous attempt and is never counted).
+
+    Why not delete the node Job and let the controller recreate it in the same attempt: then the
+    old pods still stop (a hung rank waits out terminationGracePeriodSeconds) while the new ones,
+    of the same names, start, and with ``publishNotReadyAddresses`` the headless Service keeps the
+    terminating pods' addresses under the same DNS names (EndpointSlice includes terminating pods
+    then), so a new node could reach the old master. A new attempt's Jobs are created only once the
+    old Job of the same name is gone, i.e. after its pods are (Foreground deletion)."""
+    return [GroupMember(resource, (child.get("metadata") or {})["name"], status_patch=next_restart_attempt)]
 
 
-def child_job_name(jobset_name: str, replicated_job: str = REPLICATED_JOB) -> str:
-    return f"{jobset_name}-{replicated_job}-0"
+def next_restart_attempt(jobset: Mapping[str, Any]) -> dict[str, Any]:
+    """The status merge patch that starts the JobSet's next restart attempt (:func:`restart_group`),
+    pinned to the JobSet as read (a concurrent restart by its controller makes it a 409)."""
+    restarts = int((jobset.get("status") or {}).get("restarts") or 0)
+    meta = jobset.get("metadata") or {}
+    return {"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": {"restarts": restarts + 1}}
 
 
 def role(pod_meta: Mapping[str, Any]) -> PodRole:

@@ -6,11 +6,14 @@ spells ``$(RANK)``/``$(MASTER_ADDR)``/``$(MASTER_PORT)`` instead of relying on `
 those three in every release, but ``PET_*`` only since v1.8; the kubelet expands ``$(VAR)`` from the
 container env, which includes what the controller injected.
 
-``restartPolicy: ExitCode``: exit codes 1-127 (the trainer's errors: 1 crash, 2 bad config) fail the
-job at once; 128+ (143: SIGTERM after a checkpoint save on preemption or eviction; 137: SIGKILL) are
-retried (training-operator pkg/util/train/train_util.go IsRetryableExitCode: ``exitCode >= 128``) and
-never counted against ``runPolicy.backoffLimit`` (pkg/core/job.go PastBackoffLimit counts only
-OnFailure/Always replicas). A hang restart (spec.restartOnHang) deletes every replica's pod.
+``restartPolicy: ExitCode``: exit codes 1-127 fail the job at once; 128+ are retried
+(training-operator pkg/util/train/train_util.go IsRetryableExitCode: ``exitCode >= 128``). So the pod
+command reports the trainer's retryable failure (exit 1: storage unavailable, NCCL, a crash) as
+``EXIT_RETRY`` (200, ``sft-torchrun --retryable-exit-code=200``), while a config/data error stays 2
+and fails at once; 143 (SIGTERM after a checkpoint save on preemption or eviction) and 137 (SIGKILL)
+are retried as they are. Retries are never counted against ``runPolicy.backoffLimit``
+(pkg/core/job.go PastBackoffLimit counts only OnFailure/Always replicas). A hang restart
+(spec.restartOnHang) deletes every replica's pod.
 
 Status: Created → JobCreated; Running → Running; Restarting → Running with reason Restarting (each
 new Restarting transition is a restart); Suspended → Suspended (or Pending/Queued under Kueue);
@@ -24,6 +27,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any, TypedDict
 
+from sft_common.result import EXIT_RETRY, RETRYABLE_OPTION
 from sft_operator.backends.base import (
     GroupMember,
     Observed,
@@ -74,6 +78,8 @@ def rendezvous(child_name: str) -> Rendezvous:
 def render(run: RunPods) -> dict[str, Any]:
     spec = run.spec
     template = copy.deepcopy(run.template)
+    main = template["spec"]["containers"][0]
+    main["command"] = retry_above_128(main["command"])
     template["spec"]["containers"][0]["ports"] = [
         {"name": "pytorchjob-port", "containerPort": MASTER_PORT, "protocol": "TCP"}
     ]
@@ -106,6 +112,14 @@ def render(run: RunPods) -> dict[str, Any]:
             "pytorchReplicaSpecs": replica_specs,
         },
     }
+
+
+def retry_above_128(command: list[str]) -> list[str]:
+    """``sft-torchrun --retryable-exit-code=200 …``: ExitCode retries only exit codes >= 128
+    (training-operator pkg/util/train/train_util.go IsRetryableExitCode), and the trainer's
+    retryable failures exit 1 (:data:`sft_common.result.EXIT_RETRY`)."""
+    launcher, *rest = command
+    return [launcher, f"{RETRYABLE_OPTION}{EXIT_RETRY}", *rest]
 
 
 def suspend_patch(child: Mapping[str, Any], desired: bool) -> dict[str, Any] | None:

@@ -176,7 +176,9 @@ def suspend_patch(child: Mapping[str, Any], desired: bool) -> dict[str, Any] | N
 
 
 def restart_group(child: Mapping[str, Any]) -> list[GroupMember]:
-    """The TrainJob's JobSet has its name: delete that JobSet's Job (see :func:`jobset.restart_group`)."""
+    """The TrainJob's JobSet has its name: start that JobSet's next restart attempt, as
+    :func:`jobset.restart_group` does (the Trainer controller writes the JobSet's spec, never its
+    status)."""
     return jobset.restart_group(child)
 
 
