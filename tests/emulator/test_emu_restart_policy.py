@@ -23,6 +23,7 @@ import pytest
 from tests.emulator.test_emu_jobset import condition, jobset, pods_of
 
 from kubeemu import KubeEmulator, PodRunner
+from sft_operator.backends import pytorchjob
 from sft_operator.backends.base import failure_rules, group_failure_rules
 
 # The first pod holds (so it can be disrupted), its replacement finishes (the marker is in a directory
@@ -194,3 +195,60 @@ def test_pytorchjob_exit_code_policy_retries_143_without_using_backoff_limit(
     pod_runner.kill_pod(master["metadata"]["name"], sig=signal.SIGTERM)  # 143: retryable
     done = kube.wait_for_object("pytorchjobs", "train", lambda o: condition(o, "Succeeded"), timeout=30)
     assert not condition(done, "Failed")
+
+
+# A worker that exits as sft-train does (sft_common.result.run_main: a StorageFault is exit 1,
+# retryable; a ConfigError exit 2): it fails on its first attempt only (attempts counted in a shared
+# directory), so a retried run succeeds.
+FAIL_FIRST_AS_THE_TRAINER = r"""
+import os, sys
+from sft_common.config import ConfigError
+from sft_common.result import run_main
+from sft_common.storage import StorageFault
+
+def main(argv):
+    folder, kind = argv
+    attempt = len(os.listdir(folder))
+    open(os.path.join(folder, f"attempt-{attempt}"), "w").close()
+    if attempt == 0 and kind == "config":
+        raise ConfigError("train.lr must be positive")
+    if attempt == 0:
+        raise StorageFault("s3://bucket/run/iter_0000010: the endpoint stopped answering")
+    return 0
+
+sys.exit(run_main(main))
+"""
+
+
+@pytest.mark.parametrize(
+    ("kind", "outcome", "attempts"), [("storage", "Succeeded", 2), ("config", "Failed", 1)]
+)
+def test_pytorchjob_retries_the_trainers_retryable_exit_and_fails_fast_on_a_config_error(
+    kube: KubeEmulator, pod_runner: PodRunner, tmp_path: Path, kind: str, outcome: str, attempts: int
+) -> None:
+    """The PyTorchJob backend's pod command (sft-torchrun --retryable-exit-code=200 around a real
+    torchrun and a worker exiting as the trainer does) under ExitCode: torchrun alone exits 1 for
+    either failure, which ExitCode never retries; 200 is retried, the worker's exit 2 kept."""
+    kube.install_pytorchjob_crd()
+    script = tmp_path / "worker.py"
+    script.write_text(FAIL_FIRST_AS_THE_TRAINER)
+    runs = tmp_path / "attempts"
+    runs.mkdir()
+    torchrun = ["sft-torchrun", "--standalone", "--nproc-per-node=1", str(script), str(runs), kind]
+    container = {"name": "pytorch", "image": "local", "command": pytorchjob.retry_above_128(torchrun)}
+    replica = {"replicas": 1, "restartPolicy": "ExitCode", "template": {"spec": {"containers": [container]}}}
+    body = {
+        "apiVersion": "kubeflow.org/v1",
+        "kind": "PyTorchJob",
+        "metadata": {"name": "train"},
+        "spec": {"runPolicy": {"backoffLimit": 0}, "pytorchReplicaSpecs": {"Master": replica}},
+    }
+    kube.create(body)
+    done = kube.wait_for_object(
+        "pytorchjobs", "train", lambda o: condition(o, "Succeeded") or condition(o, "Failed"), timeout=120
+    )
+    assert condition(done, outcome), done["status"]
+    assert len(list(runs.iterdir())) == attempts
+    if kind == "config":  # the pod reports the worker's own code, not torchrun's 1
+        pod = kube.get("pods", "train-master-0")
+        assert pod["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 2
