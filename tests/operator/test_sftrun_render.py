@@ -61,6 +61,7 @@ def test_torchrun_command_and_rendezvous() -> None:
     container = the_container(render.render(cr(maxRestarts=3), DATA, DEFAULTS).job)
     assert container["command"] == [
         "sft-torchrun",
+        "--retryable-exit-code=200",  # PyTorchJob's ExitCode retries >= 128 only (backends.pytorchjob)
         "--nnodes=4",
         "--nproc-per-node=8",
         "--node-rank=$(RANK)",
@@ -79,13 +80,17 @@ def test_torchrun_accepts_the_command_as_the_training_operator_expands_it() -> N
     """torchrun's own parser reads the command with $(VAR)s expanded the way the kubelet does."""
     from torch.distributed.run import get_args_parser
 
+    from sft_train.launch import split_options
+
     env = {"RANK": "2", "MASTER_ADDR": "run-train-master-0", "MASTER_PORT": "23456"}
     argv = the_container(render.render(cr(), DATA, DEFAULTS).job, "Worker")["command"]
     expanded = [
         part.replace("$(RANK)", env["RANK"]).replace("$(MASTER_ADDR)", env["MASTER_ADDR"]) for part in argv
     ]
     expanded = [part.replace("$(MASTER_PORT)", env["MASTER_PORT"]) for part in expanded]
-    args = get_args_parser().parse_args(expanded[1:])
+    retry_code, torchrun_args = split_options(expanded[1:])  # sft-torchrun's own option first
+    assert retry_code == 200
+    args = get_args_parser().parse_args(torchrun_args)
     assert (args.nnodes, args.nproc_per_node, args.node_rank) == ("4", "8", 2)
     assert (args.master_addr, args.master_port, args.max_restarts) == ("run-train-master-0", 23456, 0)
     assert args.no_python and args.training_script == "sft-train"
