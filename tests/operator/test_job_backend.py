@@ -9,15 +9,25 @@ pod_failure_policy.go (the FailJob message the config-error rule is told apart b
 from __future__ import annotations
 
 import copy
+import time
+from pathlib import Path
 from typing import Any
 
+import kopf
+import pytest
 from sftrun_objects import DATA, DEFAULTS, cr
+from test_operator_dataprep import post_count
+from test_sftrun_operator import TIMEOUT, operator, run, wait_status
 
 from kubeemu import KubeEmulator
 from kubeemu.builtin_schema import validate_builtin
 from sft_operator import backends
 from sft_operator.backends.base import CONFIG_ERROR_PATTERN, failure_rules
 from sft_operator.backends.job import BACKEND as job
+from sft_operator.context import Context
+from sft_operator.kube.client import KubeClient
+from sft_operator.reconcile_sftrun import RunKind
+from sft_operator.reconcile_steps import Acted
 from sft_operator.render import sftrun as render
 from sft_operator.status import sftrun as status
 from sft_operator.status.pods import pod_state
@@ -193,3 +203,85 @@ def test_the_second_attempt_reads_as_a_restart() -> None:
     assert st["phase"] == "Running" and st["restartCount"] == 1
     st = derive(second, [job_pod(0, "Running", attempt=1)])
     assert st["phase"] == "Running" and st["message"].startswith("restarting the whole group")
+
+
+# ----------------------------------------------------------------------------- through the real operator
+
+
+def failed_status(reason: str, message: str) -> dict[str, Any]:
+    """What the Job controller writes when a Job fails (FailureTarget, then Failed)."""
+    conds = [cond(t, reason, message) for t in ("FailureTarget", "Failed")]
+    return {"failed": 1, "conditions": conds}
+
+
+def test_the_operator_replaces_a_failed_job_once_per_failure_until_the_budget_is_spent(
+    cluster: KubeEmulator,
+) -> None:
+    """No pod runner: the test plays the Job controller. Each counted failure gets exactly one new
+    Job (never a second replacement of the same failure, never the new Job deleted by a reconcile
+    that still saw the old one in its cache), the run reads Restarting → restartCount 1, and the
+    failure after spec.maxRestarts fails the run for its restart budget."""
+    kube = cluster
+    with operator() as runner:
+        kube.create(run(data={"uri": "s3://bucket/prep"}, maxRestarts=1))
+        first = kube.wait_for_object("Job", "run-train", timeout=TIMEOUT)
+        wait_status(kube, lambda s: s.get("backend") == "job", what="backend job")
+        kube.patch_status("Job", "run-train", failed_status("BackoffLimitExceeded", "backoff limit"))
+        second = kube.wait_for_object(
+            "Job", "run-train", lambda j: j["metadata"]["uid"] != first["metadata"]["uid"], timeout=TIMEOUT
+        )
+        annotations = second["metadata"]["annotations"]
+        assert (
+            annotations["sft.dev/restart-attempt"] == "1" and annotations["sft.dev/counted-restarts"] == "1"
+        )
+        st = wait_status(kube, lambda s: s.get("restartCount") == 1, what="restartCount 1")
+        assert st["phase"] in ("Pending", "Running") and st["jobRef"]["name"] == "run-train"
+        time.sleep(1.0)  # the watch events of the replacement arrive; nothing replaces the new Job
+        assert kube.get("Job", "run-train")["metadata"]["uid"] == second["metadata"]["uid"]
+        assert post_count(kube, "/jobs") == 2
+        kube.patch_status("Job", "run-train", failed_status("BackoffLimitExceeded", "backoff limit"))
+        st = wait_status(kube, lambda s: s.get("phase") == "Failed", what="Failed")
+        assert st["failure"]["reason"] == "ReachedMaxRestarts"
+        assert "spec.maxRestarts 1" in st["message"]
+        time.sleep(0.5)
+        assert post_count(kube, "/jobs") == 2
+    assert "Traceback" not in runner.output
+
+
+def test_the_operator_fails_a_config_error_without_restarting(cluster: KubeEmulator) -> None:
+    kube = cluster
+    with operator() as runner:
+        kube.create(run(data={"uri": "s3://bucket/prep"}, maxRestarts=3))
+        kube.wait_for_object("Job", "run-train", timeout=TIMEOUT)
+        message = f"Container trainer for pod default/run-train-0-x failed {CONFIG_ERROR_PATTERN} at index 0"
+        kube.patch_status("Job", "run-train", failed_status("PodFailurePolicy", message))
+        st = wait_status(kube, lambda s: s.get("phase") == "Failed", what="Failed")
+        assert st["failure"]["reason"] == "PodFailurePolicy" and not st.get("restartCount")
+        assert post_count(kube, "/jobs") == 1
+    assert "Traceback" not in runner.output
+
+
+async def test_a_stale_cache_never_replaces_the_successor(
+    kube: KubeEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Right after a replacement the watch cache can still hold the failed Job, under the same name
+    as its successor: the replacement reads the Job first and leaves one with another uid alone
+    (deleting it would throw away the restarted group)."""
+    monkeypatch.setenv("KUBECONFIG", str(kube.write_kubeconfig(tmp_path / "kubeconfig")))
+    client = KubeClient.from_connection_info(kopf.login_with_kubeconfig(settings=kopf.OperatorSettings()))
+    kube.create_namespace("ml")
+    successor = copy.deepcopy(children().job)
+    successor["metadata"].pop("ownerReferences")
+    live = kube.create(successor)
+    stale = failed(children(maxRestarts=2).job, "BackoffLimitExceeded", "backoff limit")
+    assert job.replaces(stale) and stale["metadata"]["uid"] != live["metadata"]["uid"]
+    owner = cr(maxRestarts=2, status={"outputs": {"data": DATA.uri, "packSize": DATA.pack_size}})
+    acted = Acted(child=stale)
+    try:
+        await RunKind()._replace(
+            Context(client=client, defaults=DEFAULTS), owner, job, "uid", "SFTRun run", acted
+        )
+    finally:
+        await client.close()
+    assert acted.child is not None and acted.child["metadata"]["uid"] == live["metadata"]["uid"]
+    assert kube.get("Job", "run-train", namespace="ml")["metadata"]["uid"] == live["metadata"]["uid"]
