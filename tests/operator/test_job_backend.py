@@ -16,7 +16,7 @@ from typing import Any
 import kopf
 import pytest
 from sftrun_objects import DATA, DEFAULTS, cr
-from test_operator_dataprep import post_count
+from test_operator_dataprep import make_pod, post_count
 from test_sftrun_operator import TIMEOUT, operator, run, wait_status
 
 from kubeemu import KubeEmulator
@@ -285,3 +285,27 @@ async def test_a_stale_cache_never_replaces_the_successor(
         await client.close()
     assert acted.child is not None and acted.child["metadata"]["uid"] == live["metadata"]["uid"]
     assert kube.get("Job", "run-train", namespace="ml")["metadata"]["uid"] == live["metadata"]["uid"]
+
+
+def test_restart_on_hang_replaces_the_job_and_counts_a_restart(cluster: KubeEmulator) -> None:
+    """spec.restartOnHang on the job backend: the hung group's Job is deleted (its pods go with it)
+    and created again as the next attempt, counted in status.restartCount."""
+    kube = cluster
+    with operator() as runner:
+        kube.create(run(data={"uri": "s3://bucket/prep"}, hangTimeout="2s", restartOnHang=True))
+        first = kube.wait_for_object("Job", "run-train", timeout=TIMEOUT)
+        kube.patch_status("Job", "run-train", {"active": 2, "startTime": T0})
+        for index in range(2):
+            make_pod(kube, first, index, "Running")
+        # rank 0 reported iteration 12, then stopped (a rank stuck in a collective)
+        progress = {"iteration": 12, "completed": 12, "total": 50, "updatedAt": T0}
+        kube.patch_status("SFTRun", "run", {"progress": progress})
+        second = kube.wait_for_object(
+            "Job", "run-train", lambda j: j["metadata"]["uid"] != first["metadata"]["uid"], timeout=TIMEOUT
+        )
+        kube.patch("SFTRun", "run", {"spec": {"restartOnHang": False}})  # no progress ever comes here
+        st = wait_status(kube, lambda s: (s.get("restartCount") or 0) >= 1, what="a restart counted")
+        assert second["metadata"]["annotations"]["sft.dev/restart-attempt"] == "1"
+        assert second["spec"]["template"]["metadata"]["labels"]["sft.dev/restart-attempt"] == "1"
+        assert st["jobRef"]["name"] == "run-train"
+    assert "Traceback" not in runner.output
