@@ -89,6 +89,7 @@ test-megatron: $(MB_STAMP)
 
 crds: $(STAMP)
 	$(PY) -m sft_operator.crdgen manifests/crds
+	$(PY) -m sft_operator.rbacgen manifests/rbac.yaml
 	$(PY) charts/sync_chart.py
 
 # Copy CRDs, RBAC rules and the Argo CD health Lua from manifests/ into the Helm chart.

@@ -9,7 +9,10 @@ A chart can only read files inside its own directory, so three things are copied
 * the Argo CD health check ``manifests/argocd/health.lua`` → ``files/argocd-health.lua``, and the
   ``argocd-cm`` patch ``manifests/argocd/argocd-cm-patch.yaml`` that embeds it for both kinds;
 * the Kubeflow Trainer runtime ``manifests/trainer/sft-torch-distributed.yaml`` →
-  ``files/training-runtime.yaml`` (templates/training-runtime.yaml applies the trainJob.runtime values).
+  ``files/training-runtime.yaml`` (templates/training-runtime.yaml applies the trainJob.runtime values);
+* the SFTRun backends from the operator's registry (``sft_operator.backends``): the ``sftRun.backend``
+  enum and description in ``values.schema.json``, and ``files/backends.yaml`` (name, what, CRD) that
+  NOTES.txt lists.
 
 ``--check`` changes nothing and exits 1 listing every stale file (the deploy tests run it).
 """
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import os
 import sys
 import tempfile
@@ -131,7 +135,34 @@ def expected_files() -> dict[Path, bytes]:
     files[CHART / "files" / "training-runtime.yaml"] = TRAINING_RUNTIME.read_bytes()
     if MANIFEST_RBAC.exists():
         files[CHART / "files" / "operator-rules.yaml"] = operator_rules(MANIFEST_RBAC.read_text()).encode()
+    values_schema = CHART / "values.schema.json"
+    files[values_schema] = with_backends(values_schema.read_text()).encode()
+    files[CHART / "files" / "backends.yaml"] = backends_file().encode()
     return files
+
+
+def with_backends(schema_text: str) -> str:
+    """values.schema.json with sftRun.backend's enum and description from the backend registry."""
+    from sft_operator import backends
+
+    schema = json.loads(schema_text)
+    prop = schema["properties"]["sftRun"]["properties"]["backend"]
+    prop["enum"] = list(backends.NAMES)
+    prop["description"] = (
+        "What spec.backend auto means: auto picks the first served of "
+        + ", ".join(b.kind for b in backends.PREFERENCE)
+        + "."
+    )
+    return json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
+
+
+def backends_file() -> str:
+    """The backends in auto's order, for NOTES.txt (a chart reads only files inside it)."""
+    from sft_operator import backends
+
+    rows = [{"name": b.name, "what": b.summary, "crd": b.crd or ""} for b in backends.PREFERENCE]
+    source = "sft_operator.backends (the operator's backend registry)"
+    return GENERATED.format(source=source) + yaml.safe_dump({"backends": rows}, sort_keys=False)
 
 
 def stale_files() -> list[str]:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sft_operator.kube.client import KubeClient
+from sft_operator.kube.client import KubeClient, Resource
 from sft_operator.render.meta import OWNER_KIND_ANNOTATION, OWNER_NAME_ANNOTATION
 from sft_operator.render.pods import WorkloadDefaults
 
@@ -48,8 +48,8 @@ class Caches:
     """(namespace, "SFTDataPrep", name) → its Job(s)."""
     pods: Mapping[Hashable, Iterable[Mapping[str, Any]]] = field(default_factory=dict)
     """(namespace, kind, name) → the pods of its Job or PyTorchJob."""
-    runs: dict[str, Mapping[Hashable, Iterable[Mapping[str, Any]]]] = field(default_factory=dict)
-    """Per backend name: (namespace, "SFTRun", name) → that backend's child(ren) of the run."""
+    runs: dict[Resource, Mapping[Hashable, Iterable[Mapping[str, Any]]]] = field(default_factory=dict)
+    """Per backend child resource: (namespace, "SFTRun", name) → the run's child(ren) of that resource."""
 
     def cr(self, key: OwnerKey) -> Mapping[str, Any] | None:
         return _one(self.crs.get(key[1], {}), key)
@@ -70,8 +70,8 @@ class Caches:
     def pods_of(self, key: OwnerKey) -> list[Mapping[str, Any]]:
         return list(self.pods.get(key, ()) or ())
 
-    def run_children_of(self, backend: str, key: OwnerKey) -> list[Mapping[str, Any]]:
-        return list(self.runs.get(backend, {}).get(key, ()) or ())
+    def run_children_of(self, resource: Resource, key: OwnerKey) -> list[Mapping[str, Any]]:
+        return list(self.runs.get(resource, {}).get(key, ()) or ())
 
 
 def _one(index: Mapping[Hashable, Iterable[Mapping[str, Any]]], key: Hashable) -> Mapping[str, Any] | None:

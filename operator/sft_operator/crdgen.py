@@ -102,7 +102,8 @@ SOURCES: tuple[CrdSource, ...] = (
         status=SFTRunStatus,
         rules=_run_rules,
         description="SFTRun fine-tunes a model on packed data (from an SFTDataPrep or a URI), running the "
-        "sft-train workload (Megatron-Bridge on GPUs, or Hugging Face on CPU) as a Kubeflow PyTorchJob.",
+        "sft-train workload (Megatron-Bridge on GPUs, or Hugging Face on CPU) on one of the training "
+        "backends (spec.backend).",
     ),
 )
 

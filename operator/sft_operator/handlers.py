@@ -24,7 +24,7 @@ from sft_operator.api.meta import DATAPREP, GROUP, MANAGED_BY, RUN, VERSION
 from sft_operator.context import Caches, Context, OwnerKey, owner_key_of_child, snapshot
 from sft_operator.essence import NoEssence
 from sft_operator.kube import watching
-from sft_operator.kube.client import KubeClient
+from sft_operator.kube.client import JOBS, PODS, KubeClient, Resource
 from sft_operator.metrics import OperatorMetrics, QueueStats
 from sft_operator.probes import Endpoints, Readiness
 from sft_operator.render.meta import MANAGED_BY_LABEL
@@ -52,16 +52,21 @@ class ChildWatch:
     event_id: str
 
 
-JOB_WATCH = ChildWatch(("batch", "v1", "jobs"), "sft_jobs", "sft_job_events")
-POD_WATCH = ChildWatch(("", "v1", "pods"), "sft_pods", "sft_pod_events")
-RUN_WATCHES = {
-    b.name: ChildWatch(
-        (b.resource.group, b.resource.version, b.resource.plural), f"sft_{b.name}s", f"sft_{b.name}_events"
+def child_watch(resource: Resource) -> ChildWatch:
+    """The watch of one child resource (ids from its plural: sft_jobs, sft_job_events)."""
+    return ChildWatch(
+        (resource.group, resource.version, resource.plural),
+        f"sft_{resource.plural}",
+        f"sft_{resource.plural.removesuffix('s')}_events",
     )
-    for b in backends.PREFERENCE
-}
-"""One watch per backend's child kind (the index holds each run's child of that kind)."""
-CHILD_WATCHES = (JOB_WATCH, POD_WATCH, *RUN_WATCHES.values())
+
+
+JOB_WATCH = child_watch(JOBS)
+POD_WATCH = child_watch(PODS)
+RUN_WATCHES = {b.resource: child_watch(b.resource) for b in backends.PREFERENCE}
+"""One watch per backend's child resource (the index holds each run's child of that resource); a
+backend whose child is a Job shares the prep Jobs' watch."""
+CHILD_WATCHES = tuple({w.index: w for w in (JOB_WATCH, POD_WATCH, *RUN_WATCHES.values())}.values())
 
 
 @dataclass
@@ -82,7 +87,7 @@ class OperatorConfig:
     defaults: WorkloadDefaults = field(default_factory=WorkloadDefaults.from_env)
     """Image and ServiceAccount for pods whose CR names none (the Helm chart sets the env vars)."""
     default_backend: str = field(default_factory=lambda: os.environ.get("SFT_DEFAULT_BACKEND") or "auto")
-    """What spec.backend auto means (the chart's sftRun.backend: auto, trainjob, jobset, pytorchjob)."""
+    """What spec.backend auto means (the chart's sftRun.backend: auto or a backend's name)."""
     recheck_base: float = 5.0
     """First re-check of a run blocked on something no watch reports (a backend's CRD)."""
     recheck_max: float = 300.0
@@ -203,7 +208,7 @@ def build_registry(config: OperatorConfig | None = None) -> kopf.OperatorRegistr
             caches.crs[kind_info.kind] = indexes[f"sft_crs_{kind_info.plural}"]
         caches.jobs = indexes[JOB_WATCH.index]
         caches.pods = indexes[POD_WATCH.index]
-        caches.runs = {name: indexes[watch.index] for name, watch in RUN_WATCHES.items()}
+        caches.runs = {resource: indexes[watch.index] for resource, watch in RUN_WATCHES.items()}
         if runtime.queue is None:
             client = KubeClient.from_connection_info(runtime.connection)
             client.relogin = lambda: _login(settings=kopf.OperatorSettings())

@@ -65,13 +65,22 @@ def own_child(ctx: Context, cr: Mapping[str, Any], key: OwnerKey) -> tuple[Backe
     """The run's child and its backend: the recorded backend's, else any backend's (a crash between
     creating the child and recording it in status)."""
     uid = cr["metadata"]["uid"]
-    recorded = (cr.get("status") or {}).get("backend")
-    candidates = [backends.BY_NAME[recorded]] if recorded in backends.BY_NAME else list(backends.PREFERENCE)
-    for backend in candidates:
-        mine = [c for c in ctx.caches.run_children_of(backend.name, key) if is_controlled_by(c, uid)]
-        if mine:
-            return backend, mine[0]
+    recorded = backends.recorded(cr.get("status"))
+    for backend in [recorded] if recorded is not None else backends.PREFERENCE:
+        mine = [
+            c
+            for c in ctx.caches.run_children_of(backend.resource, key)
+            if is_controlled_by(c, uid) and c.get("kind") == backend.kind
+        ]
+        if mine:  # several only for a moment: a replaced child (Backend.replaces) and its successor
+            return backend, max(mine, key=_created)
     return None
+
+
+def _created(child: Mapping[str, Any]) -> tuple[str, int]:
+    meta = child.get("metadata") or {}
+    rv = str(meta.get("resourceVersion") or "")
+    return str(meta.get("creationTimestamp") or ""), int(rv) if rv.isdigit() else 0
 
 
 class RunKind:
@@ -82,8 +91,7 @@ class RunKind:
         key = (namespace, RUN.kind, name)
         desc = f"SFTRun {name}"
         found = own_child(ctx, cr, key)
-        wanted = self._wanted(ctx, cr)
-        backend = found[0] if found else backends.named((cr.get("status") or {}).get("backend") or wanted)
+        backend = found[0] if found else backends.recorded(cr.get("status"))
         acted.derive_args["backend"] = backend
         acted.child = found[1] if found else None
         try:
@@ -103,23 +111,21 @@ class RunKind:
                 problem = padding_problem(spec, data)
                 if problem is not None:
                     raise InvalidSpec(problem, reason="DataPaddingMismatch")
-                backend = await self._choose(ctx, wanted)
+                backend = backend or await self._choose(ctx, self._wanted(ctx, cr))
                 acted.derive_args["backend"] = backend
                 resolved = render.ResolvedData(data.uri, data.pack_size)
                 children = render.render(cr, resolved, ctx.defaults, backend)
                 await steps.ensure_workload_identity(ctx, RUN, cr, desc)
                 acted.config_map = await steps.ensure_config_map(ctx, children.config_map, uid, desc)
-                try:
-                    ensured = await ensure_child(ctx.client, backend.resource, children.job, uid, desc)
-                except ApiError as exc:
-                    if exc.not_found:
-                        raise CrdMissing(*backends.missing_message(backend.name, {})) from None
-                    raise
-                acted.child, acted.created = ensured.obj, ensured.created
+                await self._create(ctx, backend, children, uid, desc, acted)
                 return
+            assert backend is not None  # found with the child
             stale = stale_reason(acted.child, render.training_spec_hash(spec), desc)
             if stale is not None:
                 raise stale
+            if backend.replaces(acted.child):
+                await self._replace(ctx, cr, backend, uid, desc, acted)
+                return
             patch = backend.suspend_patch(acted.child, spec.suspend)
             if patch is not None:
                 acted.child = await ctx.client.patch(
@@ -130,6 +136,60 @@ class RunKind:
             acted.error = (exc.args[0], exc.args[1])
             acted.requeue = _recheck_delay(ctx, cr.get("status"))
             log.info("%s/%s: %s, re-checking in %.0fs", namespace, name, exc.args[0], acted.requeue)
+
+    @staticmethod
+    async def _create(
+        ctx: Context, backend: Backend, children: render.RunChildren, uid: str, desc: str, acted: steps.Acted
+    ) -> None:
+        """Create the backend's companions, then its child (each found by name after a 409)."""
+        try:
+            for companion in children.companions:
+                await ensure_child(ctx.client, companion.resource, companion.manifest, uid, desc)
+            ensured = await ensure_child(ctx.client, backend.resource, children.job, uid, desc)
+        except ApiError as exc:
+            if exc.not_found:
+                raise CrdMissing(*backends.missing_message(backend.name, {})) from None
+            raise
+        acted.child, acted.created = ensured.obj, ensured.created
+
+    async def _replace(
+        self, ctx: Context, cr: Mapping[str, Any], backend: Backend, uid: str, desc: str, acted: steps.Acted
+    ) -> None:
+        """Restart the group by replacing the child (:meth:`Backend.replaces`): render it again from
+        the data recorded in status.outputs and the child it replaces, delete the old one (its pods
+        go with it), create the new one."""
+        cached = acted.child
+        assert cached is not None
+        namespace, name = cached["metadata"]["namespace"], cached["metadata"]["name"]
+        old: Mapping[str, Any] | None
+        try:
+            old = await ctx.client.get(backend.resource, namespace, name)
+        except ApiError as exc:
+            if not exc.not_found:
+                raise
+            old = None
+        if old is not None and (
+            old["metadata"].get("uid") != cached["metadata"].get("uid") or not backend.replaces(old)
+        ):
+            acted.child = old  # the cache has not seen the replacement yet: nothing to do
+            return
+        old = old or cached
+        outputs = (cr.get("status") or {}).get("outputs") or {}
+        resolved = render.ResolvedData(str(outputs.get("data") or ""), outputs.get("packSize"))
+        children = render.render(cr, resolved, ctx.defaults, backend, previous=old)
+        try:
+            await ctx.client.delete(backend.resource, namespace, name)
+        except ApiError as exc:
+            if not exc.not_found:
+                raise
+        log.info(
+            "%s/%s: replacing %s %s to restart the group",
+            namespace,
+            cr["metadata"]["name"],
+            backend.kind,
+            name,
+        )
+        await self._create(ctx, backend, children, uid, desc, acted)
 
     @staticmethod
     async def _watch_hang(
@@ -162,10 +222,10 @@ class RunKind:
     @staticmethod
     async def _choose(ctx: Context, wanted: str) -> Backend:
         """The backend for a run that starts now, from the CRDs the cluster serves."""
-        candidates = backends.PREFERENCE if wanted == backends.AUTO else (backends.BY_NAME[wanted],)
+        candidates = backends.PREFERENCE if wanted == backends.AUTO else (backends.named(wanted),)
         served: dict[str, bool] = {}
         for candidate in candidates:
-            served[candidate.name] = await ctx.client.serves(candidate.resource)
+            served[candidate.name] = candidate.crd is None or await ctx.client.serves(candidate.resource)
             if served[candidate.name]:
                 break
         chosen = backends.choose(wanted, served)
@@ -180,7 +240,10 @@ class RunKind:
         return chosen if chosen in backends.NAMES else backends.AUTO
 
     def pods(self, ctx: Context, key: OwnerKey, acted: steps.Acted) -> tuple[list[PodState], str]:
-        backend: Backend = acted.derive_args.get("backend") or backends.named(None)
+        """The run's pods as its backend reads them; none before a backend was chosen (no child)."""
+        backend: Backend | None = acted.derive_args.get("backend")
+        if backend is None:
+            return [], ""
         pods = [pod_state(p, backend.container, backend.role) for p in ctx.caches.pods_of(key)]
         return pods, backend.container
 

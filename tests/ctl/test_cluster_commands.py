@@ -16,6 +16,7 @@ import yaml
 
 from kubeemu import KubeEmulator
 from kubeemu.fixtures import PROJECT_CRDS
+from sft_operator import backends
 from sft_operator.ctl import logs
 from sft_operator.ctl.main import main
 from sft_operator.render import dataprep as render_dataprep
@@ -220,7 +221,7 @@ def test_node_rank_follows_the_training_operator() -> None:
     pkg/controller.v1/pytorch/envvar.go adds 1 to a Worker's index)."""
 
     def ptj_pod(kind: str, index: int) -> dict[str, Any]:
-        return _pod(
+        pod = _pod(
             f"r-train-{kind.lower()}-{index}",
             {
                 "training.kubeflow.org/replica-type": kind.lower(),
@@ -228,9 +229,14 @@ def test_node_rank_follows_the_training_operator() -> None:
             },
             container="pytorch",
         )
+        # the training-operator's controller reference on each replica pod
+        owner = {"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob", "name": "r-train", "controller": True}
+        pod["metadata"]["ownerReferences"] = [owner]
+        return pod
 
     pods = [ptj_pod("Master", 0), ptj_pod("Worker", 0), ptj_pod("Worker", 1)]
-    assert [logs.node_rank(p) for p in pods] == [0, 1, 2]
+    assert [logs.node_rank(p, backends.named("pytorchjob")) for p in pods] == [0, 1, 2]
+    # a run without status.backend (started before it was recorded): the pods' owner says which
     cr = {"kind": "SFTRun", "metadata": {"name": "r"}, "status": {}}
     assert logs.choose_pod(cr, pods, None, None)["metadata"]["name"] == "r-train-master-0"
     assert logs.choose_pod(cr, pods, 2, None)["metadata"]["name"] == "r-train-worker-1"

@@ -1,13 +1,16 @@
-"""End to end on CPU under the Kubeflow Trainer v2 (TrainJob) and JobSet backends: the tiny SFTDataPrep,
-then the tiny SFTRun (hf engine, 2 nodes, gloo) through the real operator, kubeemu's JobSet and
-Trainer controllers (tests/kubeemu/jobset.py, trainer.py: pods per node with the labels and PET_* env
-those controllers give them) and real ``sft-prep`` / ``torchrun … sft-train`` processes.
+"""End to end on CPU under the Kubeflow Trainer v2 (TrainJob), JobSet and plain Job backends: the tiny
+SFTDataPrep, then the tiny SFTRun (hf engine, 2 nodes, gloo) through the real operator, kubeemu's
+JobSet and Trainer controllers (tests/kubeemu/jobset.py, trainer.py: pods per node with the labels and
+PET_* env those controllers give them) or, with none of those CRDs installed, kubeemu's Job
+controller and a headless Service (the ``job`` backend), and real ``sft-prep`` / ``torchrun …
+sft-train`` processes.
 
-* Both reach ``Succeeded`` with a real checkpoint, and ``status.backend`` records the backend.
-* A node killed mid-run (its processes SIGKILLed, as a crashed node) fails its Job; the JobSet
-  restarts the whole group (failurePolicy.maxRestarts) and the trainer resumes from its newest
-  checkpoint: the progress never falls back below that checkpoint's iteration, the pods of the
-  second attempt say they resumed, and the run succeeds with restartCount 1.
+* Each reaches ``Succeeded`` with a real checkpoint, and ``status.backend`` records the backend.
+* A node killed mid-run (its processes SIGKILLed, as a crashed node) fails its Job; the JobSet (or,
+  for the ``job`` backend, the operator, by replacing the Job) restarts the whole group
+  (spec.maxRestarts) and the trainer resumes from its newest checkpoint: the progress never falls
+  back below that checkpoint's iteration, the pods of the second attempt say they resumed, and the
+  run succeeds with restartCount 1.
 """
 
 from __future__ import annotations
@@ -40,6 +43,19 @@ SAMPLES = REPO / "manifests" / "samples"
 RUNTIME = REPO / "manifests" / "trainer" / "sft-torch-distributed.yaml"
 IMAGE_SAMPLES = "/opt/sft/lib/python3.11/site-packages/sft_prep/samples"
 TIMEOUT = 240
+KIND = {"trainjob": "TrainJob", "jobset": "JobSet", "job": "Job"}
+GROUP_LABEL = {
+    "trainjob": "jobset.sigs.k8s.io/jobset-name",  # Trainer's JobSet has the TrainJob's name
+    "jobset": "jobset.sigs.k8s.io/jobset-name",
+    "job": "batch.kubernetes.io/job-name",
+}
+"""The label naming the child each training pod belongs to."""
+ATTEMPT_LABEL = {
+    "trainjob": "jobset.sigs.k8s.io/restart-attempt",
+    "jobset": "jobset.sigs.k8s.io/restart-attempt",
+    "job": "sft.dev/restart-attempt",
+}
+"""The label saying which start of the group a pod belongs to."""
 DEFAULTS = WorkloadDefaults(
     prep_image="ghcr.io/sft-operator/sft-prep:test", trainer_image="ghcr.io/sft-operator/sft-train:test"
 )
@@ -66,8 +82,9 @@ def install(kube: KubeEmulator, backend: str) -> None:
     if backend == "trainjob":
         kube.install_trainer_crds()  # JobSet + Trainer: Trainer runs on JobSet
         kube.apply(yaml.safe_load(RUNTIME.read_text()))  # the runtime the chart ships
-    else:
+    elif backend == "jobset":
         kube.install_jobset_crd()
+    # job: no CRD at all (a bare cluster)
 
 
 def prepare(pod_runner: PodRunner, pvc_root: Path) -> Path:
@@ -100,7 +117,7 @@ def explain(kube: KubeEmulator, status: dict[str, Any]) -> str:
     return json.dumps(status, indent=1)[:3000] + json.dumps(logs, indent=1)[-6000:]
 
 
-@pytest.mark.parametrize("backend", ["trainjob", "jobset"])
+@pytest.mark.parametrize("backend", ["trainjob", "jobset", "job"])
 def test_tiny_prep_then_two_node_run_succeed_on_the_backend(
     kube: KubeEmulator, pod_runner: PodRunner, pvc_root: Path, backend: str
 ) -> None:
@@ -108,7 +125,7 @@ def test_tiny_prep_then_two_node_run_succeed_on_the_backend(
     pvc = prepare(pod_runner, pvc_root)
     prep = sample("sftdataprep-tiny.yaml", "SFTDataPrep")
     run = sample("sftrun-tiny.yaml", "SFTRun")
-    run["spec"]["nodes"] = 2  # auto picks the backend: TrainJob when Trainer is there, else JobSet
+    run["spec"]["nodes"] = 2  # auto picks the backend: TrainJob when Trainer is there, JobSet, else Job
     seen: list[dict[str, Any]] = []
     with run_operator(defaults=DEFAULTS):
         kube.create(prep)
@@ -117,24 +134,28 @@ def test_tiny_prep_then_two_node_run_succeed_on_the_backend(
 
     assert status["phase"] == "Succeeded", explain(kube, status)
     assert status["backend"] == backend
-    kind = {"trainjob": "TrainJob", "jobset": "JobSet"}[backend]
-    assert status["jobRef"]["kind"] == kind and status["jobRef"]["name"] == "tiny-train"
+    assert status["jobRef"]["kind"] == KIND[backend] and status["jobRef"]["name"] == "tiny-train"
     outputs = status["outputs"]
     assert outputs["lastIteration"] == 20 and outputs["packSize"] == 512
     checkpoint = Path(outputs["checkpoint"])
     assert checkpoint.is_relative_to(pvc / "tiny-run" / "checkpoints")
     assert any(checkpoint.rglob("*.safetensors"))
     assert status["progress"]["iterations"] == "20/20" and status["restartCount"] == 0
-    # two pods, one per node, both of the JobSet (Trainer's JobSet has the TrainJob's name)
+    # two pods, one per node, both of the child (Trainer's JobSet has the TrainJob's name)
     pods = [p for p in kube.list("pods", "default") if "tiny-train" in p["metadata"]["name"]]
     labels = [p["metadata"]["labels"] for p in pods]
-    assert sorted(lb["jobset.sigs.k8s.io/jobset-name"] for lb in labels) == ["tiny-train", "tiny-train"]
+    assert sorted(lb[GROUP_LABEL[backend]] for lb in labels) == ["tiny-train", "tiny-train"]
     assert all(lb["app.kubernetes.io/managed-by"] == "sft-operator" for lb in labels)
+    if backend == "job":  # the headless Service the pods' DNS names come from, owned by the run
+        service = kube.get("Service", "tiny-train")
+        assert service["spec"]["clusterIP"] == "None"
+        assert service["metadata"]["ownerReferences"][0]["kind"] == "SFTRun"
+        assert all(p["spec"]["subdomain"] == "tiny-train" for p in pods)
     running = [s for s in seen if s.get("phase") == "Running"]
     assert running, "the run was never seen Running"
 
 
-@pytest.mark.parametrize("backend", ["trainjob", "jobset"])
+@pytest.mark.parametrize("backend", ["trainjob", "jobset", "job"])
 def test_killed_node_restarts_the_group_and_the_run_resumes_from_its_checkpoint(
     kube: KubeEmulator, pod_runner: PodRunner, pvc_root: Path, backend: str
 ) -> None:
@@ -146,7 +167,7 @@ def test_killed_node_restarts_the_group_and_the_run_resumes_from_its_checkpoint(
     run["spec"]["train"]["trainIters"] = 30
     run["spec"]["checkpoint"]["saveInterval"] = 10
     run["spec"]["checkpoint"].pop("hfExport")
-    if backend == "jobset":
+    if backend != "trainjob":
         run["spec"]["maxRestarts"] = 2  # the shipped runtime's failurePolicy.maxRestarts is 3
     ckpts = pvc / "tiny-run" / "checkpoints"
     seen: list[dict[str, Any]] = []
@@ -162,7 +183,7 @@ def test_killed_node_restarts_the_group_and_the_run_resumes_from_its_checkpoint(
             pods = [
                 p
                 for p in kube.list("pods", "default")
-                if p["metadata"]["labels"].get("jobset.sigs.k8s.io/restart-attempt") == "0"
+                if p["metadata"]["labels"].get(ATTEMPT_LABEL[backend]) == "0"
                 and p["status"].get("phase") == "Running"
             ]
             return pods if (ckpts / "iter_0000010").is_dir() and len(pods) == 2 else None
@@ -185,9 +206,7 @@ def test_killed_node_restarts_the_group_and_the_run_resumes_from_its_checkpoint(
     )
     # the second attempt resumed from the newest checkpoint instead of starting over
     second = [
-        p
-        for p in kube.list("pods", "default")
-        if p["metadata"]["labels"].get("jobset.sigs.k8s.io/restart-attempt") == "1"
+        p for p in kube.list("pods", "default") if p["metadata"]["labels"].get(ATTEMPT_LABEL[backend]) == "1"
     ]
     assert len(second) == 2
     rank0 = next(

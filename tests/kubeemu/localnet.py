@@ -3,7 +3,9 @@
 On a cluster, a pod with ``hostname`` + ``subdomain`` under a headless Service (``clusterIP: None``)
 gets the DNS names ``<hostname>.<subdomain>``, ``<hostname>.<subdomain>.<namespace>``,
 ``...svc`` and ``...svc.cluster.local`` (Kubernetes DNS for Services and Pods); JobSet relies on it
-for ``<jobset>-<rjob>-<jobIndex>-<podIndex>.<subdomain>``, Trainer for ``PET_MASTER_ADDR``. Here no
+for ``<jobset>-<rjob>-<jobIndex>-<podIndex>.<subdomain>``, Trainer for ``PET_MASTER_ADDR``, an Indexed
+Job whose pods name a Service as their subdomain for ``<job>-<index>.<subdomain>`` (the Job controller
+sets each pod's hostname to ``<job>-<index>``: kubernetes pkg/controller/job/job_controller.go). Here no
 DNS server exists, so such names in a container's env values and command/args are rewritten to
 ``127.0.0.1`` when the container starts (the way the PyTorchJob emulation injects
 ``MASTER_ADDR=localhost``). Only names of pods that exist (or that a JobSet will create) under a
@@ -14,8 +16,10 @@ Ports: on a cluster each pod has its own IP, so every JobSet can use the same re
 two tests in parallel, or the old and the new attempt of a restarting JobSet whose processes are still
 dying) would collide. The env values named in :data:`PORT_VARIABLES` of a JobSet pod are therefore
 replaced by one free local port per JobSet uid and ``jobset.sigs.k8s.io/restart-attempt``: every
-pod of an attempt agrees on it, and a restart gets a fresh one. A port given literally in the
-command line (not through one of these variables) is left alone.
+pod of an attempt agrees on it, and a restart gets a fresh one. The pods of an Indexed Job under a
+headless Service get one port per Job uid the same way (a group restarted by replacing its Job gets
+a fresh one). A port given literally in the command line (not through one of these variables) is
+left alone.
 """
 
 from __future__ import annotations
@@ -78,6 +82,12 @@ class LocalNetwork:
                 pods = int(job_spec.get("completions") or job_spec.get("parallelism") or 1)
                 for job_index in range(int(rjob.get("replicas", 1))):
                     hosts[subdomain].update(f"{name}-{rjob['name']}-{job_index}-{i}" for i in range(pods))
+        for job in self.store.list(self.store.resources[("batch", "jobs")], namespace):
+            spec = job.get("spec") or {}
+            subdomain = (((spec.get("template") or {}).get("spec")) or {}).get("subdomain")
+            if subdomain in hosts and spec.get("completionMode") == "Indexed":
+                name = job["metadata"]["name"]
+                hosts[subdomain].update(f"{name}-{i}" for i in range(int(spec.get("completions") or 1)))
         return hosts
 
     def resolve(self, text: str, namespace: str) -> str:
@@ -104,9 +114,17 @@ class LocalNetwork:
     def port_for(self, pod: Json) -> int | None:
         labels = pod["metadata"].get("labels") or {}
         uid = labels.get(JOBSET_UID)
-        if not uid:
+        if uid:
+            key = (uid, labels.get(RESTART_ATTEMPT, "0"))
+        elif (pod.get("spec") or {}).get("subdomain"):
+            owner = next(
+                (r for r in pod["metadata"].get("ownerReferences") or [] if r.get("controller")), None
+            )
+            if owner is None or owner.get("kind") != "Job":
+                return None
+            key = (owner["uid"], "0")
+        else:
             return None
-        key = (uid, labels.get(RESTART_ATTEMPT, "0"))
         if key not in self._ports:
             self._ports[key] = free_port()
         return self._ports[key]

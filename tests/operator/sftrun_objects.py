@@ -9,6 +9,8 @@ import json
 from typing import Any
 
 from sft_common.result import FailureResult, TrainResult
+from sft_operator.backends.base import Backend
+from sft_operator.backends.pytorchjob import BACKEND as PYTORCHJOB
 from sft_operator.render import sftrun as render
 from sft_operator.render.pods import WorkloadDefaults
 
@@ -22,6 +24,16 @@ T2 = "2026-11-25T10:09:00Z"
 DATA = render.ResolvedData("s3://bucket/prep/out", 4096)
 DEFAULTS = WorkloadDefaults(trainer_image="registry.example/sft-train:0.1.0", service_account="sft-workload")
 LABEL = "training.kubeflow.org"
+
+
+def render_run(
+    owner: dict[str, Any],
+    data: render.ResolvedData = DATA,
+    defaults: WorkloadDefaults | None = DEFAULTS,
+    backend: Backend = PYTORCHJOB,
+) -> render.RunChildren:
+    """The run's children with ``backend`` (PyTorchJob unless a test says otherwise: the shapes below)."""
+    return render.render(owner, data, defaults, backend)
 
 
 def spec(**overrides: Any) -> dict[str, Any]:
@@ -98,7 +110,7 @@ def ptj(
 
     ``conditions``: (type, status, reason) triples in the order the controller adds them.
     """
-    rendered = copy.deepcopy(render.render(owner or cr(), DATA, DEFAULTS).job)
+    rendered = copy.deepcopy(render_run(owner or cr()).job)
     rendered["metadata"]["uid"] = JOB_UID
     st: dict[str, Any] = dict(status)
     if conditions:
@@ -174,7 +186,7 @@ def pod(
             "phase": phase,
             "conditions": conditions,
             "containerStatuses": [
-                {"name": render.CONTAINER, "restartCount": restarts, "state": state},
+                {"name": PYTORCHJOB.container, "restartCount": restarts, "state": state},
             ],
         },
     }

@@ -14,7 +14,9 @@ from sftrun_objects import DATA, DEFAULTS, cr
 
 from kubeemu import KubeEmulator
 from sft_operator import backends
-from sft_operator.backends import jobset, pytorchjob, trainjob
+from sft_operator.backends.jobset import BACKEND as jobset
+from sft_operator.backends.pytorchjob import BACKEND as pytorchjob
+from sft_operator.backends.trainjob import BACKEND as trainjob
 from sft_operator.errors import InvalidSpec
 from sft_operator.render import sftrun as render
 from sft_operator.status import sftrun as status
@@ -36,7 +38,7 @@ def test_choice_prefers_trainjob_then_jobset_then_pytorchjob() -> None:
     assert backends.choose("jobset", {"trainjob": True, "jobset": False}) is None
     reason, message = backends.missing_message("auto", {})
     assert reason == "NoTrainingBackend"
-    assert all(b.crd in message for b in backends.PREFERENCE)
+    assert all(b.crd in message for b in backends.PREFERENCE if b.crd)
     reason, message = backends.missing_message("jobset", {})
     assert reason == "BackendCRDMissing" and "jobsets.jobset.x-k8s.io" in message and "auto" in message
 

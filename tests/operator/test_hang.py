@@ -21,7 +21,7 @@ from sftrun_objects import cr, pod, ptj
 from test_sftrun_operator import master_pod, operator, ptj_conditions, run, wait_status
 
 from kubeemu import KubeEmulator
-from sft_operator.backends import pytorchjob
+from sft_operator.backends.pytorchjob import BACKEND as pytorchjob
 from sft_operator.status import sftrun as status
 from sft_operator.status.conditions import get_condition
 from sft_operator.status.hang import HANG_CONDITION, hang_condition, hang_state

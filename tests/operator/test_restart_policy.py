@@ -23,8 +23,10 @@ from sftrun_objects import DATA, DEFAULTS, cr
 
 from sft_common.result import EXIT_CONFIG, EXIT_PREEMPTED
 from sft_operator.api.sftrun import SFTRunSpec, parse_duration
-from sft_operator.backends import jobset, pytorchjob, trainjob
 from sft_operator.backends.base import CONFIG_ERROR_PATTERN, failure_rules, group_failure_rules
+from sft_operator.backends.jobset import BACKEND as jobset
+from sft_operator.backends.pytorchjob import BACKEND as pytorchjob
+from sft_operator.backends.trainjob import BACKEND as trainjob
 from sft_operator.kube.client import PODS
 from sft_operator.render import sftrun as render
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from sftrun_objects import DATA, DEFAULTS, cr, prep
+from sftrun_objects import DATA, DEFAULTS, cr, prep, render_run
 
 from sft_operator.api.podspec import PodPlacement, Toleration
 from sft_operator.api.sftrun import SFTRunSpec
@@ -129,7 +129,7 @@ def test_placement_merges_chart_defaults_and_the_run() -> None:
         hostNetwork=True,
         tolerations=[{"key": "spot", "operator": "Exists"}],
     )
-    job = render.render(owner, DATA, defaults).job
+    job = render_run(owner, DATA, defaults).job
     template = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]
     pod = template["spec"]
     assert pod["nodeSelector"] == {"pool": "h100", "zone": "b"}
@@ -145,7 +145,7 @@ def test_placement_merges_chart_defaults_and_the_run() -> None:
 
 
 def test_operator_labels_win_and_bad_keys_are_refused() -> None:
-    job = render.render(cr(podLabels={"app.kubernetes.io/managed-by": "me"}), DATA, DEFAULTS).job
+    job = render_run(cr(podLabels={"app.kubernetes.io/managed-by": "me"}), DATA, DEFAULTS).job
     labels = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["metadata"]["labels"]
     assert labels["app.kubernetes.io/managed-by"] == "sft-operator"
     with pytest.raises(InvalidSpec, match="podLabels"):

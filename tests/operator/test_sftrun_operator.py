@@ -244,28 +244,24 @@ def test_run_waits_for_its_prep(cluster: KubeEmulator, ok: bool) -> None:
 # ----------------------------------------------------------------------------- the PyTorchJob CRD
 
 
-def test_no_backend_crd_stalls_then_recovers(cluster: KubeEmulator) -> None:
-    """auto with none of the three CRDs: Stalled naming all three; the run starts by itself on the
-    first that appears, and status.backend records it."""
+def test_no_backend_crd_runs_a_plain_job(cluster: KubeEmulator) -> None:
+    """auto with none of the three CRDs: the run never stalls, it starts on the ``job`` backend (an
+    Indexed Job and its headless Service, both owned by the run) and status.backend says so. (An
+    explicit backend whose CRD is missing still stalls: test_sftrun_backend_choice.)"""
     kube = cluster
     with operator(recheck_max=1.0) as runner:
         kube.create(run(data={"uri": "s3://bucket/prep"}))
-        st = wait_status(
-            kube, lambda s: cond(s, "Stalled").get("status") == "True" if s.get("conditions") else False
-        )
-        assert cond(st, "Stalled")["reason"] == "NoTrainingBackend"
-        for name in ("trainjobs.trainer.kubeflow.org", "jobsets.jobset.x-k8s.io", "pytorchjobs.kubeflow.org"):
-            assert name in st["message"]
-        assert "training-operator" in st["message"] and st["phase"] == "Pending"
-        assert "backend" not in st
-        kube.install_pytorchjob_crd()
-        kube.wait_for_object("PyTorchJob", "run-train", timeout=TIMEOUT)
-        st = wait_status(kube, lambda s: cond(s, "Stalled").get("status") == "False", what="not stalled")
-        assert cond(st, "JobCreated")["status"] == "True"
-        assert wait_status(kube, lambda s: s.get("backend"), what="status.backend")["backend"] == "pytorchjob"
-        # kopf watches the PyTorchJobs since the CRD appeared: their changes reach the run
-        kube.patch_status("PyTorchJob", "run-train", {"conditions": ptj_conditions("Created", "Running")})
-        wait_status(kube, lambda s: s.get("phase") == "Running", what="Running via the new watch")
+        service = kube.wait_for_object("Service", "run-train", timeout=TIMEOUT)
+        job = kube.wait_for_object("Job", "run-train", timeout=TIMEOUT)
+        assert service["spec"]["clusterIP"] == "None"
+        assert job["spec"]["completionMode"] == "Indexed" and job["spec"]["completions"] == 2
+        assert job["spec"]["template"]["spec"]["subdomain"] == "run-train"
+        for child in (service, job):
+            (owner,) = child["metadata"]["ownerReferences"]
+            assert owner["kind"] == "SFTRun" and owner["name"] == "run" and owner["controller"]
+        st = wait_status(kube, lambda s: s.get("backend"), what="status.backend")
+        assert st["backend"] == "job" and st["jobRef"]["kind"] == "Job"
+        assert cond(st, "Stalled")["status"] == "False" and cond(st, "JobCreated")["status"] == "True"
     assert "Traceback" not in runner.output
 
 

@@ -12,7 +12,7 @@ import kubernetes_validate
 import pytest
 import yaml
 from prep_objects import k8s_versions
-from sftrun_objects import DATA, DEFAULTS, cpu_spec, cr
+from sftrun_objects import DATA, DEFAULTS, cpu_spec, cr, render_run
 
 from kubeemu.schema import admit
 from sft_common.config import load_yaml
@@ -37,7 +37,7 @@ def the_container(job: dict[str, Any], replica: str = "Master") -> dict[str, Any
 
 
 def test_pytorchjob_has_master_and_workers_with_gpus_and_shm() -> None:
-    job = render.render(cr(shmSize="32Gi"), DATA, DEFAULTS).job
+    job = render_run(cr(shmSize="32Gi"), DATA, DEFAULTS).job
     replicas = job["spec"]["pytorchReplicaSpecs"]
     assert (job["apiVersion"], job["kind"], job["metadata"]["name"]) == (
         "kubeflow.org/v1",
@@ -58,7 +58,7 @@ def test_pytorchjob_has_master_and_workers_with_gpus_and_shm() -> None:
 
 
 def test_torchrun_command_and_rendezvous() -> None:
-    container = the_container(render.render(cr(maxRestarts=3), DATA, DEFAULTS).job)
+    container = the_container(render_run(cr(maxRestarts=3), DATA, DEFAULTS).job)
     assert container["command"] == [
         "sft-torchrun",
         "--retryable-exit-code=200",  # PyTorchJob's ExitCode retries >= 128 only (backends.pytorchjob)
@@ -83,7 +83,7 @@ def test_torchrun_accepts_the_command_as_the_training_operator_expands_it() -> N
     from sft_train.launch import split_options
 
     env = {"RANK": "2", "MASTER_ADDR": "run-train-master-0", "MASTER_PORT": "23456"}
-    argv = the_container(render.render(cr(), DATA, DEFAULTS).job, "Worker")["command"]
+    argv = the_container(render_run(cr(), DATA, DEFAULTS).job, "Worker")["command"]
     expanded = [
         part.replace("$(RANK)", env["RANK"]).replace("$(MASTER_ADDR)", env["MASTER_ADDR"]) for part in argv
     ]
@@ -98,7 +98,7 @@ def test_torchrun_accepts_the_command_as_the_training_operator_expands_it() -> N
 
 
 def test_pods_are_hardened_wired_to_the_owner_and_keep_logs_on_error() -> None:
-    job = render.render(cr(), DATA, DEFAULTS).job
+    job = render_run(cr(), DATA, DEFAULTS).job
     template = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]
     pod, container = template["spec"], the_container(job)
     assert pod["securityContext"]["runAsNonRoot"] is True
@@ -127,7 +127,7 @@ def test_run_policy_kueue_and_scheduling() -> None:
         queueName="gpu-team",
         priorityClassName="training-high",
     )
-    job = render.render(owner, DATA, DEFAULTS).job
+    job = render_run(owner, DATA, DEFAULTS).job
     assert job["spec"]["runPolicy"] == {
         "cleanPodPolicy": "None",
         "backoffLimit": 5,
@@ -149,7 +149,7 @@ def test_run_policy_kueue_and_scheduling() -> None:
 
 def test_config_map_is_the_trainer_config_with_the_data_resolved() -> None:
     owner = cr(train={"trainIters": 100, "globalBatchSize": 64}, optimizer={"lr": 2e-5})
-    cm = render.render(owner, DATA, DEFAULTS).config_map
+    cm = render_run(owner, DATA, DEFAULTS).config_map
     config = TrainConfig.model_validate(load_yaml(cm["data"]["config.yaml"]))
     assert config.data.path == "s3://bucket/prep/out"
     assert config.model.seq_length == 4096
@@ -160,7 +160,7 @@ def test_config_map_is_the_trainer_config_with_the_data_resolved() -> None:
 
 
 def test_cpu_run_has_no_gpus_and_one_process_per_pod() -> None:
-    job = render.render(cr(**cpu_spec()), render.ResolvedData("s3://bucket/prep/out", 512), DEFAULTS).job
+    job = render_run(cr(**cpu_spec()), render.ResolvedData("s3://bucket/prep/out", 512), DEFAULTS).job
     assert "Worker" not in job["spec"]["pytorchReplicaSpecs"]
     assert job["spec"]["nprocPerNode"] == "1"
     container = the_container(job)
@@ -169,9 +169,9 @@ def test_cpu_run_has_no_gpus_and_one_process_per_pod() -> None:
 
 
 def test_rendering_is_deterministic_and_hash_covers_only_training_fields() -> None:
-    a = render.render(cr(), DATA, DEFAULTS)
-    assert render.render(cr(), DATA, DEFAULTS) == a
-    scheduling = render.render(
+    a = render_run(cr(), DATA, DEFAULTS)
+    assert render_run(cr(), DATA, DEFAULTS) == a
+    scheduling = render_run(
         cr(suspend=True, queueName="q", tolerations=[{"operator": "Exists"}]), DATA, DEFAULTS
     )
     assert scheduling.spec_hash == a.spec_hash
@@ -181,7 +181,7 @@ def test_rendering_is_deterministic_and_hash_covers_only_training_fields() -> No
         {"image": "other:1"},
         {"gpusPerNode": 4},
     ):
-        assert render.render(cr(**change), DATA, DEFAULTS).spec_hash != a.spec_hash, change
+        assert render_run(cr(**change), DATA, DEFAULTS).spec_hash != a.spec_hash, change
     assert a.job["metadata"]["annotations"][SPEC_HASH_ANNOTATION] == a.spec_hash
 
 
@@ -190,17 +190,17 @@ def test_a_run_without_base_weights_is_invalid() -> None:
     and the trainer would have failed in the cluster."""
     owner = cr(model={}, checkpoint={"save": "s3://bucket/ckpt/run"})
     with pytest.raises(InvalidSpec, match=r"model\.pretrainedCheckpoint is not set"):
-        render.render(owner, DATA, DEFAULTS)
+        render_run(owner, DATA, DEFAULTS)
     resumed = cr(model={}, checkpoint={"save": "s3://bucket/ckpt/run", "load": "s3://bucket/ckpt/run"})
-    assert render.render(resumed, DATA, DEFAULTS).job
+    assert render_run(resumed, DATA, DEFAULTS).job
 
 
 def test_default_image_and_missing_image() -> None:
     owner = cr()
     del owner["spec"]["image"]
-    assert the_container(render.render(owner, DATA, DEFAULTS).job)["image"] == DEFAULTS.trainer_image
+    assert the_container(render_run(owner, DATA, DEFAULTS).job)["image"] == DEFAULTS.trainer_image
     with pytest.raises(InvalidSpec, match="SFT_DEFAULT_TRAINER_IMAGE"):
-        render.render(owner, DATA, render.WorkloadDefaults())
+        render_run(owner, DATA, render.WorkloadDefaults())
 
 
 @pytest.mark.parametrize(
@@ -230,7 +230,7 @@ def test_default_image_and_missing_image() -> None:
 )
 def test_invalid_specs_say_what_to_fix(overrides: dict[str, Any], expected: str) -> None:
     with pytest.raises(InvalidSpec) as info:
-        render.render(cr(**overrides), DATA, DEFAULTS)
+        render_run(cr(**overrides), DATA, DEFAULTS)
     assert expected in info.value.message
 
 
@@ -240,20 +240,20 @@ def test_local_paths_on_a_mounted_volume_are_fine() -> None:
         volumes=[{"name": "ckpt", "persistentVolumeClaim": {"claimName": "ckpt"}}],
         volumeMounts=[{"name": "ckpt", "mountPath": "/ckpt"}],
     )
-    container = the_container(render.render(owner, DATA, DEFAULTS).job)
+    container = the_container(render_run(owner, DATA, DEFAULTS).job)
     assert {"name": "ckpt", "mountPath": "/ckpt"} in container["volumeMounts"]
 
 
 def test_seq_length_must_match_the_pack_size() -> None:
     with pytest.raises(InvalidSpec) as info:
-        render.render(cr(model={"seqLength": 2048, "pretrainedCheckpoint": "s3://b/base"}), DATA, DEFAULTS)
+        render_run(cr(model={"seqLength": 2048, "pretrainedCheckpoint": "s3://b/base"}), DATA, DEFAULTS)
     assert info.value.reason == "SeqLengthMismatch" and "packed into bins of 4096" in info.value.message
 
 
 @pytest.mark.parametrize("nodes", [1, 4])
 def test_pytorchjob_matches_the_upstream_crd_schema(nodes: int) -> None:
     """Nothing pruned (every field we write exists upstream) and no validation error."""
-    job = render.render(
+    job = render_run(
         cr(nodes=nodes, suspend=True, priorityClassName="p", activeDeadlineSeconds=60), DATA, DEFAULTS
     ).job
     admitted, causes = admit(copy.deepcopy(job), ptj_schema(), None)
@@ -272,7 +272,7 @@ def _without_defaults(admitted: Any, original: Any) -> Any:
 
 @pytest.mark.parametrize("version", k8s_versions())
 def test_pod_templates_and_config_map_pass_kubernetes_validate(version: str) -> None:
-    children = render.render(cr(), DATA, DEFAULTS)
+    children = render_run(cr(), DATA, DEFAULTS)
     kubernetes_validate.validate(children.config_map, version, strict=True)
     for replica in children.job["spec"]["pytorchReplicaSpecs"].values():
         template = {

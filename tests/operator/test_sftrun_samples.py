@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import yaml
+from sftrun_objects import render_run
 
 from kubeemu import KubeEmulator
 from sft_operator.render import sftrun as render
@@ -38,7 +39,7 @@ def test_samples_are_admitted_and_render(path: Path, kube: KubeEmulator) -> None
     created = kube.create(
         {**the_run(path), "metadata": {**the_run(path)["metadata"], "namespace": "default"}}
     )
-    children = render.render(
+    children = render_run(
         created, DATA, WorkloadDefaults(trainer_image="ghcr.io/sft-operator/sft-trainer:0.1.0")
     )
     job = children.job
@@ -59,7 +60,7 @@ def test_full_sft_sample_mirrors_the_recipe() -> None:
     assert spec["loss"] == {"calculatePerTokenLoss": True, "mtpLossScalingFactor": 0.3}
     assert spec["data"] == {"dataPrepRef": {"name": "super3-stage1-sft"}}
     assert all("secretRef" in e for e in spec["envFrom"])  # credentials only from Secrets
-    job = render.render(
+    job = render_run(
         the_run(SAMPLES / "sftrun-super3.yaml") | {"metadata": {"name": "s", "namespace": "n", "uid": "u"}},
         DATA,
     ).job

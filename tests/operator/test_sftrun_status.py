@@ -19,7 +19,7 @@ from sftrun_objects import (
     success_message,
 )
 
-from sft_operator.backends import pytorchjob
+from sft_operator.backends.pytorchjob import BACKEND as pytorchjob
 from sft_operator.status import sftrun as status
 from sft_operator.status.pods import PodState, pod_state
 

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from kubeemu import KubeEmulator
-from sft_operator.backends import trainjob
+from sft_operator.backends.trainjob import BACKEND as trainjob
 from sft_operator.render import sftrun as render
 from sft_operator.render.pods import WorkloadDefaults
 

@@ -10,9 +10,9 @@ prepared. The operator resolves it into the trainer's own ``data.path`` when it 
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from sft_common.config import ConfigModel
 from sft_common.result import CheckpointInfo
@@ -104,25 +104,47 @@ class RunData(ConfigModel):
         return self
 
 
+def _backend_schema(schema: dict[str, Any]) -> None:
+    """spec.backend's enum and description, from the registry (imported here, when the schema is made:
+    the backends import this module)."""
+    from sft_operator import backends
+
+    schema["enum"] = list(backends.NAMES)
+    schema["description"] = (
+        f"What runs the pods: {backends.listing()}. auto: the operator's default (Helm value "
+        "sftRun.backend), which when auto itself picks, when the run starts, the first whose CRD the "
+        "cluster serves in that order. The choice is recorded in status.backend and never changes for "
+        "a started run."
+    )
+
+
+def backend_problem(name: str) -> str | None:
+    """Why ``name`` is no spec.backend value, or None."""
+    from sft_operator import backends
+
+    if name in backends.NAMES:
+        return None
+    return f"backend {name!r} does not exist: spec.backend is one of {', '.join(backends.NAMES)}"
+
+
 class SFTRunSpec(TrainConfig, PodFields, BatchFields):
     """Desired fine-tuning run: Megatron-Bridge (or Hugging Face on CPU) on packed Parquet, run with
-    `nodes` pods of `gpusPerNode` GPUs as a Kubeflow Trainer v2 TrainJob, a JobSet or a Kubeflow v1
-    PyTorchJob (backend). The training-defining fields (the trainer config, image, nodes,
-    gpusPerNode) are immutable once that child exists; suspend and the scheduling fields stay
-    mutable."""
+    `nodes` pods of `gpusPerNode` GPUs by one of the backends (spec.backend). The training-defining
+    fields (the trainer config, image, nodes, gpusPerNode) are immutable once that child exists;
+    suspend and the scheduling fields stay mutable."""
 
     data: RunData  # type: ignore[assignment]
     """The packed training data: an SFTDataPrep to wait for, or a URI."""
-    backend: Literal["auto", "trainjob", "jobset", "pytorchjob"] = "auto"
-    """What runs the pods: trainjob (Kubeflow Trainer v2), jobset (JobSet, no Kubeflow) or pytorchjob
-    (Kubeflow training-operator v1). auto: the operator's default (Helm value sftRun.backend), which
-    when auto itself picks, when the run starts, the first whose CRD the cluster serves in that order.
-    The choice is recorded in status.backend and never changes for a started run."""
+    backend: str = Field(default="auto", json_schema_extra=lambda schema: _backend_schema(schema))
+    """What runs the pods: auto or one of the backends in sft_operator.backends (the CRD's enum and
+    description list them). auto: the operator's default (Helm value sftRun.backend), which when auto
+    itself picks, when the run starts, the first whose CRD the cluster serves in that order. The
+    choice is recorded in status.backend and never changes for a started run."""
     training_runtime: str | None = Field(default=None, max_length=253, pattern=DNS_LABEL_RE)
     """backend trainjob: the ClusterTrainingRuntime to run on (a torch-distributed one whose trainer
     container is named node); default: the one the chart ships (sft-torch-distributed)."""
     nodes: int = Field(default=1, ge=1, le=1024)
-    """Pods (nodes), one per node rank (PyTorchJob: one Master plus nodes-1 Workers)."""
+    """Pods (nodes), one per node rank."""
     gpus_per_node: int = Field(default=8, ge=0, le=16)
     """GPUs per pod (nvidia.com/gpu limit) and torchrun processes per node; 0 runs one CPU process per
     pod (engine hf only)."""
@@ -130,11 +152,11 @@ class SFTRunSpec(TrainConfig, PodFields, BatchFields):
     """Size of the memory-backed /dev/shm (NCCL and data loader workers need far more than the
     container runtime's 64Mi default); counts against the pod's memory."""
     max_restarts: int = Field(default=0, ge=0, le=100)
-    """backend jobset: restarts of the whole group of pods after a failure (JobSet
-    failurePolicy.maxRestarts; the trainer resumes from its newest checkpoint). backend pytorchjob:
-    restarts of the training processes by torchrun inside a pod (--max-restarts; with the static
-    rendezvous keep 0 for multi-node runs and let backoffLimit retry failed pods). backend trainjob:
-    set by the runtime (must be 0 here)."""
+    """A backend that restarts the whole group of pods after a failure: how many such restarts (the
+    trainer resumes from its newest checkpoint; disruptions and preemptions do not count). A backend
+    that retries failed replicas one by one (pytorchjob): restarts of the training processes by
+    torchrun inside a pod (--max-restarts; with the static rendezvous keep 0 for multi-node runs and
+    let backoffLimit retry failed pods). backend trainjob: set by the runtime (must be 0 here)."""
 
     termination_grace_period_seconds: int | None = Field(default=None, ge=1, le=86400)
     """Seconds a pod has, after SIGTERM (preemption, eviction, drain), to finish its step, save a
@@ -152,6 +174,14 @@ class SFTRunSpec(TrainConfig, PodFields, BatchFields):
     """When Hung, restart the training group through the backend (its pods are replaced; the trainer
     resumes from its newest checkpoint). Counted in status.restartCount, not against maxRestarts or
     backoffLimit."""
+
+    @field_validator("backend")
+    @classmethod
+    def _check_backend(cls, value: str) -> str:
+        problem = backend_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
 
     @model_validator(mode="after")
     def _check_run(self) -> SFTRunSpec:

@@ -1,35 +1,58 @@
-"""The backends an ``SFTRun`` can run on, and how one is chosen.
+"""The backends an ``SFTRun`` can run on, and how one is chosen: the registry.
 
-Each module here is one :class:`~sft_operator.backends.base.Backend` (the module itself satisfies
-the protocol): :mod:`.trainjob` (Kubeflow Trainer v2), :mod:`.jobset` (JobSet, no Kubeflow) and
-:mod:`.pytorchjob` (Kubeflow training-operator v1). Nothing outside this package names a backend's
-API group or fields.
+Each module of this package that defines ``BACKEND`` (an instance of its
+:class:`~sft_operator.backends.base.Backend` subclass) is one backend; the registry finds them
+itself, so adding a backend is adding its module (no list here to edit). Nothing outside this
+package names a backend's API group, kind or fields: the CRD's ``spec.backend`` enum, the
+operator's RBAC rules (``make crds``), the chart's ``sftRun.backend`` values and every message that
+lists backends are made from :data:`REGISTRY`.
 
 ``spec.backend: auto`` (the default, or the chart-wide default the operator was started with)
-picks, from the CRDs the cluster serves when the run starts, the first of :data:`PREFERENCE`. The
-chosen backend is recorded in ``status.backend`` once its child exists and never changes after.
+picks, from the CRDs the cluster serves when the run starts, the first of :data:`PREFERENCE` (by
+each backend's ``preference``). The chosen backend is recorded in ``status.backend`` once its child
+exists and never changes after.
 """
 
 from __future__ import annotations
 
-from typing import cast
+import importlib
+import pkgutil
+from collections.abc import Mapping
+from typing import Any
 
-from sft_operator.backends import jobset, pytorchjob, trainjob
 from sft_operator.backends.base import Backend
 
-PREFERENCE: tuple[Backend, ...] = cast("tuple[Backend, ...]", (trainjob, jobset, pytorchjob))
-"""auto: the first whose CRD is served."""
-BY_NAME: dict[str, Backend] = {b.name: b for b in PREFERENCE}
 AUTO = "auto"
-NAMES = (AUTO, *BY_NAME)
 
 
-def named(name: str | None) -> Backend:
-    """The backend called ``name``; ``auto``/None give PyTorchJob (a render before any choice: the
-    behaviour from before backends could be chosen)."""
-    if not name or name == AUTO:
-        return cast("Backend", pytorchjob)
-    return BY_NAME[name]
+def _discover() -> tuple[Backend, ...]:
+    """Every module's ``BACKEND``, in auto's order."""
+    found: list[Backend] = []
+    for info in pkgutil.iter_modules(__path__):
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        backend = getattr(module, "BACKEND", None)
+        if isinstance(backend, Backend):
+            found.append(backend)
+    return tuple(sorted(found, key=lambda b: (b.preference, b.name)))
+
+
+PREFERENCE: tuple[Backend, ...] = _discover()
+"""auto: the first whose CRD is served (a backend without a CRD is always served)."""
+REGISTRY: dict[str, Backend] = {b.name: b for b in PREFERENCE}
+NAMES: tuple[str, ...] = (AUTO, *REGISTRY)
+"""The values of spec.backend (and of the chart's sftRun.backend)."""
+
+
+def named(name: str) -> Backend:
+    """The backend called ``name`` (not ``auto``: auto is chosen when a run starts, :func:`choose`)."""
+    if name not in REGISTRY:
+        raise KeyError(f"no backend {name!r}: spec.backend is one of {', '.join(NAMES)}")
+    return REGISTRY[name]
+
+
+def recorded(status: Mapping[str, Any] | None) -> Backend | None:
+    """The backend a run started on (``status.backend``), None before it started."""
+    return REGISTRY.get(str((status or {}).get("backend") or ""))
 
 
 def of_child(obj: object) -> Backend | None:
@@ -41,25 +64,40 @@ def of_child(obj: object) -> Backend | None:
     )
 
 
-def missing_message(wanted: str, served: dict[str, bool]) -> tuple[str, str]:
+def of_pod(pod: Mapping[str, Any]) -> Backend | None:
+    """The backend whose child controls ``pod`` directly (its controller ownerReference), if any."""
+    refs = (pod.get("metadata") or {}).get("ownerReferences") or []
+    owner = next((r for r in refs if r.get("controller")), None)
+    return of_child({"apiVersion": owner.get("apiVersion"), "kind": owner.get("kind")}) if owner else None
+
+
+def listing() -> str:
+    """The backends as a sentence lists them: "TrainJob (trainjob), JobSet (jobset) or ..."."""
+    items = [f"{b.summary} ({b.name})" for b in PREFERENCE]
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} or {items[-1]}"
+
+
+def missing_message(wanted: str, served: Mapping[str, bool]) -> tuple[str, str]:
     """(reason, message) for a run whose backend's CRD is not served; the run starts by itself later."""
     if wanted != AUTO:
-        b = BY_NAME[wanted]
+        b = REGISTRY[wanted]
         return (
             "BackendCRDMissing",
             f"spec.backend is {wanted} but the {b.kind} CRD ({b.crd}) is not served by this cluster: install "
             f"{b.install}, or set spec.backend to auto; the run starts by itself once the CRD is there",
         )
-    options = "; ".join(f"{b.kind} ({b.crd}): install {b.install}" for b in PREFERENCE)
+    needing = [b for b in PREFERENCE if b.crd]
+    kinds = ", ".join(b.kind for b in needing)
+    options = "; ".join(f"{b.kind} ({b.crd}): install {b.install}" for b in needing)
     return (
         "NoTrainingBackend",
-        f"no training backend is installed: none of the TrainJob, JobSet or PyTorchJob CRDs is served. "
+        f"no training backend is installed: none of the {kinds} CRDs is served. "
         f"Install one of {options}; the run starts by itself once one is there",
     )
 
 
-def choose(wanted: str, served: dict[str, bool]) -> Backend | None:
+def choose(wanted: str, served: Mapping[str, bool]) -> Backend | None:
     """The backend for a run that starts now (``served``: backend name → CRD served), or None."""
     if wanted != AUTO:
-        return BY_NAME[wanted] if served.get(wanted) else None
+        return REGISTRY[wanted] if served.get(wanted) else None
     return next((b for b in PREFERENCE if served.get(b.name)), None)

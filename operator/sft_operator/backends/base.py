@@ -10,9 +10,10 @@ shared and lives outside ``backends/``.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from sft_common.result import EXIT_CONFIG, EXIT_PREEMPTED
 from sft_operator.api.sftrun import SFTRunSpec
@@ -43,6 +44,10 @@ class RunPods:
     """The pod template (metadata + spec) with the main container named :attr:`Backend.container`."""
     nproc_per_node: int
     defaults: WorkloadDefaults
+    previous: Mapping[str, Any] | None = None
+    """The child this one replaces (see :meth:`Backend.replaces`), else None."""
+    restarts: int = 0
+    """The run's restart count so far (status.restartCount)."""
 
 
 @dataclass(frozen=True)
@@ -132,16 +137,49 @@ class Observed:
     """Further status fields mirrored from the child (e.g. Trainer's alpha trainerStatus)."""
 
 
-class Backend(Protocol):
-    """One way to run the training pods. Implementations are modules' singletons in this package."""
+@dataclass(frozen=True)
+class Companion:
+    """An object a backend creates beside its child, before it (e.g. a headless Service for the
+    rendezvous): owned by the run like every child, created once, never patched."""
+
+    resource: Resource
+    manifest: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One RBAC rule the operator needs for a backend (generated into manifests/rbac.yaml and the
+    Helm chart by ``make crds``, :mod:`sft_operator.rbacgen`)."""
+
+    group: str
+    resources: tuple[str, ...]
+    verbs: tuple[str, ...]
+    why: str = ""
+    """Said beside the rule in manifests/rbac.yaml."""
+
+
+CHILD_VERBS = ("get", "list", "watch", "create", "patch")
+"""What the operator does with a backend's child: watch cache, create, get after a 409, patch suspend."""
+
+
+class Backend(ABC):
+    """One way to run the training pods: one subclass in one module of this package, whose module
+    attribute ``BACKEND`` is its instance (found by :mod:`sft_operator.backends`, no list to edit).
+
+    The class attributes below are the backend's facts; every backend sets each of them.
+    """
 
     name: str
-    """spec.backend / status.backend value: pytorchjob, trainjob, jobset."""
+    """spec.backend / status.backend value."""
+    preference: int
+    """Place in spec.backend auto's order (lower first): the first whose CRD is served is taken."""
+    summary: str
+    """What it is, for the CRD's and the chart's descriptions (a few words)."""
     kind: str
     api_version: str
     resource: Resource
-    crd: str
-    """<plural>.<group> of the CRD that must be served."""
+    crd: str | None
+    """<plural>.<group> of the CRD that must be served; None for a built-in kind (always served)."""
     install: str
     """What a cluster admin installs to get the CRD (one sentence)."""
     container: str
@@ -151,26 +189,54 @@ class Backend(Protocol):
     group_restarts: bool
     """A failure restarts all nodes together (then torchrun runs with --max-restarts=0 and
     spec.maxRestarts counts group restarts)."""
+    rbac: tuple[Rule, ...]
+    """What the operator may do with this backend's objects (beyond the child's :data:`CHILD_VERBS`,
+    e.g. what :meth:`restart_group` deletes)."""
 
+    def child_rules(self) -> tuple[Rule, ...]:
+        """Every RBAC rule this backend needs: its child's, then :attr:`rbac`."""
+        return (Rule(self.resource.group, (self.resource.plural,), CHILD_VERBS), *self.rbac)
+
+    @abstractmethod
     def rendezvous(self, child_name: str) -> Rendezvous: ...
 
+    @abstractmethod
     def render(self, run: RunPods) -> dict[str, Any]: ...
 
+    def companions(self, run: RunPods) -> list[Companion]:
+        """Objects created with the child, before it (none by default)."""
+        return []
+
+    @abstractmethod
     def suspend_patch(self, child: Mapping[str, Any], desired: bool) -> dict[str, Any] | None: ...
 
+    @abstractmethod
     def role(self, meta: Mapping[str, Any]) -> PodRole: ...
 
+    def node_rank(self, pod: PodState) -> int | None:
+        """The pod's node rank (torchrun --node-rank; ``sftctl logs --node``): its index unless the
+        backend numbers its replicas otherwise."""
+        return pod.index
+
+    @abstractmethod
     def pods_of(self, child: Mapping[str, Any], pods: list[PodState]) -> list[PodState]: ...
 
+    @abstractmethod
     def observe(
         self, spec: Mapping[str, Any], child: Mapping[str, Any], pods: list[PodState]
     ) -> Observed: ...
 
+    @abstractmethod
     def restart_group(self, child: Mapping[str, Any]) -> list[GroupMember]:
         """What to delete to restart every node of ``child`` (spec.restartOnHang): objects its
         controller recreates by itself, so the restart counts as no failure (neither maxRestarts nor
         backoffLimit) and the trainer resumes from its newest checkpoint."""
-        ...
+
+    def replaces(self, child: Mapping[str, Any]) -> bool:
+        """The child has ended in a way this backend restarts by replacing it: the operator deletes
+        it and creates it again, rendered with :attr:`RunPods.previous` (a backend without a group
+        controller of its own). False by default: the child's controller restarts its pods."""
+        return False
 
 
 def pods_pending(

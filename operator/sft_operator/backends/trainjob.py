@@ -33,7 +33,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from sft_operator.backends import jobset
-from sft_operator.backends.base import GroupMember, Observed, Rendezvous, RunPods
+from sft_operator.backends.base import Backend, GroupMember, Observed, Rendezvous, RunPods
 from sft_operator.backends.models import checked, m, quantities_as_strings
 from sft_operator.errors import InvalidSpec
 from sft_operator.kube.client import Resource
@@ -42,27 +42,154 @@ from sft_operator.render.suspend import suspend_patch as _suspend_patch
 from sft_operator.status.conditions import is_true
 from sft_operator.status.pods import PodRole, PodState
 
-name = "trainjob"
-kind = "TrainJob"
-api_version = "trainer.kubeflow.org/v1alpha1"
-resource = Resource("trainer.kubeflow.org", "v1alpha1", "trainjobs")
-crd = "trainjobs.trainer.kubeflow.org"
-install = "Kubeflow Trainer v2 (>= 2.2, with the sft-operator chart's runtime: trainJob.runtime.create)"
-container = "node"
-"""The trainer container of Trainer's torch runtimes (constants.Node): trainer.* lands in it."""
 REPLICATED_JOB = "node"
-name_limit = jobset.name_limit
-"""The TrainJob's JobSet has the TrainJob's name: same pod-name limit."""
-group_restarts = True
 DEFAULT_RUNTIME = "sft-torch-distributed"
 MANAGER = "sft.dev/operator"
 RUNTIME_KIND = "ClusterTrainingRuntime"
+RESOURCE = Resource("trainer.kubeflow.org", "v1alpha1", "trainjobs")
 
 
-def rendezvous(child_name: str) -> Rendezvous:
-    return Rendezvous(
-        node_rank="$(PET_NODE_RANK)", master_addr="$(PET_MASTER_ADDR)", master_port="$(PET_MASTER_PORT)"
-    )
+class TrainJob(Backend):
+    name = "trainjob"
+    preference = 1
+    summary = "Kubeflow Trainer v2 TrainJob"
+    kind = "TrainJob"
+    api_version = "trainer.kubeflow.org/v1alpha1"
+    resource = RESOURCE
+    crd = "trainjobs.trainer.kubeflow.org"
+    install = "Kubeflow Trainer v2 (>= 2.2, with the sft-operator chart's runtime: trainJob.runtime.create)"
+    container = "node"
+    """The trainer container of Trainer's torch runtimes (constants.Node): trainer.* lands in it."""
+    name_limit = jobset.BACKEND.name_limit
+    """The TrainJob's JobSet has the TrainJob's name: same pod-name limit."""
+    group_restarts = True
+    rbac = jobset.BACKEND.rbac
+    """:meth:`restart_group` starts the JobSet's next restart attempt, as JobSet's does."""
+
+    def rendezvous(self, child_name: str) -> Rendezvous:
+        return Rendezvous(
+            node_rank="$(PET_NODE_RANK)", master_addr="$(PET_MASTER_ADDR)", master_port="$(PET_MASTER_PORT)"
+        )
+
+    def render(self, run: RunPods) -> dict[str, Any]:
+        spec = run.spec
+        _refuse(spec)
+        pod = run.template["spec"]
+        main = pod["containers"][0]
+        trainer: dict[str, Any] = {
+            "image": main["image"],
+            "command": main["command"],
+            "env": main["env"],
+            "numNodes": spec.nodes,
+            "numProcPerNode": run.nproc_per_node,
+        }
+        if main.get("resources"):
+            trainer["resourcesPerNode"] = quantities_as_strings(main["resources"])
+        volumes = []
+        for volume in pod["volumes"]:
+            volume = dict(volume)
+            if "emptyDir" in volume and "sizeLimit" in volume["emptyDir"]:
+                volume["emptyDir"] = {**volume["emptyDir"], "sizeLimit": str(volume["emptyDir"]["sizeLimit"])}
+            volumes.append(volume)
+        pod_patch: dict[str, Any] = {
+            "securityContext": pod["securityContext"],
+            "volumes": volumes,
+            "containers": [
+                {
+                    "name": self.container,
+                    "volumeMounts": main["volumeMounts"],
+                    "securityContext": main["securityContext"],
+                }
+            ],
+        }
+        for key in (
+            "nodeSelector",
+            "tolerations",
+            "affinity",
+            "imagePullSecrets",
+            "serviceAccountName",
+            "terminationGracePeriodSeconds",
+        ):
+            if key in pod:
+                pod_patch[key] = pod[key]
+        patch = {
+            "manager": MANAGER,
+            "trainingRuntimeSpec": {
+                "template": {
+                    "spec": {
+                        "replicatedJobs": [
+                            {
+                                "name": REPLICATED_JOB,
+                                "template": {
+                                    "spec": {
+                                        "template": {"metadata": run.template["metadata"], "spec": pod_patch}
+                                    }
+                                },
+                            }
+                        ]
+                    }
+                }
+            },
+        }
+        tj_spec: dict[str, Any] = {
+            "runtimeRef": {
+                "apiGroup": RESOURCE.group,
+                "kind": RUNTIME_KIND,
+                "name": spec.training_runtime or run.defaults.training_runtime or DEFAULT_RUNTIME,
+            },
+            "trainer": trainer,
+            "runtimePatches": [patch],
+            "suspend": spec.suspend,
+        }
+        if spec.active_deadline_seconds is not None:
+            tj_spec["activeDeadlineSeconds"] = spec.active_deadline_seconds
+        manifest = {
+            "apiVersion": self.api_version,
+            "kind": self.kind,
+            "metadata": common.runner_metadata(run.child, run.name, spec),
+            "spec": tj_spec,
+        }
+        return checked(m.TrainerV1alpha1TrainJob, manifest, self.kind)
+
+    def suspend_patch(self, child: Mapping[str, Any], desired: bool) -> dict[str, Any] | None:
+        return _suspend_patch(child, desired)
+
+    def restart_group(self, child: Mapping[str, Any]) -> list[GroupMember]:
+        """The TrainJob's JobSet has its name: start that JobSet's next restart attempt, as
+        :meth:`.JobSet.restart_group` does (the Trainer controller writes the JobSet's spec, never its
+        status)."""
+        return jobset.BACKEND.restart_group(child)
+
+    def role(self, pod_meta: Mapping[str, Any]) -> PodRole:
+        return jobset.BACKEND.role(pod_meta)
+
+    def pods_of(self, child: Mapping[str, Any], pods: list[PodState]) -> list[PodState]:
+        """The TrainJob's pods: those of its JobSet, which has the TrainJob's name."""
+        return jobset.BACKEND.pods_of(child, pods)
+
+    def observe(self, spec: Mapping[str, Any], tj: Mapping[str, Any], pods: list[PodState]) -> Observed:
+        status = tj.get("status") or {}
+        tj_spec = tj.get("spec") or {}
+        seen = jobset.observe_jobset_like(
+            spec,
+            tj,
+            pods,
+            restarts=0,
+            max_restarts=None,
+            complete="Complete",
+            suspended=bool(tj_spec.get("suspend")) or is_true(status, "Suspended"),
+            expected=int((tj_spec.get("trainer") or {}).get("numNodes") or 1),
+        )
+        trainer_status = status.get("trainerStatus")
+        if isinstance(trainer_status, Mapping) and trainer_status:
+            keep = ("progressPercentage", "estimatedRemainingSeconds", "lastUpdatedTime")
+            mirrored = {k: trainer_status[k] for k in keep if trainer_status.get(k) is not None}
+            if mirrored:
+                seen.extra["trainerStatus"] = mirrored
+        return seen
+
+
+BACKEND = TrainJob()
 
 
 def _refuse(spec: Any) -> None:
@@ -88,126 +215,3 @@ def _refuse(spec: Any) -> None:
             "trainJob.runtime values, or your own runtime in spec.trainingRuntime), or use backend jobset",
             reason="UnsupportedOnBackend",
         )
-
-
-def render(run: RunPods) -> dict[str, Any]:
-    spec = run.spec
-    _refuse(spec)
-    pod = run.template["spec"]
-    main = pod["containers"][0]
-    trainer: dict[str, Any] = {
-        "image": main["image"],
-        "command": main["command"],
-        "env": main["env"],
-        "numNodes": spec.nodes,
-        "numProcPerNode": run.nproc_per_node,
-    }
-    if main.get("resources"):
-        trainer["resourcesPerNode"] = quantities_as_strings(main["resources"])
-    volumes = []
-    for volume in pod["volumes"]:
-        volume = dict(volume)
-        if "emptyDir" in volume and "sizeLimit" in volume["emptyDir"]:
-            volume["emptyDir"] = {**volume["emptyDir"], "sizeLimit": str(volume["emptyDir"]["sizeLimit"])}
-        volumes.append(volume)
-    pod_patch: dict[str, Any] = {
-        "securityContext": pod["securityContext"],
-        "volumes": volumes,
-        "containers": [
-            {
-                "name": container,
-                "volumeMounts": main["volumeMounts"],
-                "securityContext": main["securityContext"],
-            }
-        ],
-    }
-    for key in (
-        "nodeSelector",
-        "tolerations",
-        "affinity",
-        "imagePullSecrets",
-        "serviceAccountName",
-        "terminationGracePeriodSeconds",
-    ):
-        if key in pod:
-            pod_patch[key] = pod[key]
-    patch = {
-        "manager": MANAGER,
-        "trainingRuntimeSpec": {
-            "template": {
-                "spec": {
-                    "replicatedJobs": [
-                        {
-                            "name": REPLICATED_JOB,
-                            "template": {
-                                "spec": {
-                                    "template": {"metadata": run.template["metadata"], "spec": pod_patch}
-                                }
-                            },
-                        }
-                    ]
-                }
-            }
-        },
-    }
-    tj_spec: dict[str, Any] = {
-        "runtimeRef": {
-            "apiGroup": resource.group,
-            "kind": RUNTIME_KIND,
-            "name": spec.training_runtime or run.defaults.training_runtime or DEFAULT_RUNTIME,
-        },
-        "trainer": trainer,
-        "runtimePatches": [patch],
-        "suspend": spec.suspend,
-    }
-    if spec.active_deadline_seconds is not None:
-        tj_spec["activeDeadlineSeconds"] = spec.active_deadline_seconds
-    manifest = {
-        "apiVersion": api_version,
-        "kind": kind,
-        "metadata": common.runner_metadata(run.child, run.name, spec),
-        "spec": tj_spec,
-    }
-    return checked(m.TrainerV1alpha1TrainJob, manifest, kind)
-
-
-def suspend_patch(child: Mapping[str, Any], desired: bool) -> dict[str, Any] | None:
-    return _suspend_patch(child, desired)
-
-
-def restart_group(child: Mapping[str, Any]) -> list[GroupMember]:
-    """The TrainJob's JobSet has its name: start that JobSet's next restart attempt, as
-    :func:`jobset.restart_group` does (the Trainer controller writes the JobSet's spec, never its
-    status)."""
-    return jobset.restart_group(child)
-
-
-def role(pod_meta: Mapping[str, Any]) -> PodRole:
-    return jobset.role(pod_meta)
-
-
-def pods_of(child: Mapping[str, Any], pods: list[PodState]) -> list[PodState]:
-    """The TrainJob's pods: those of its JobSet, which has the TrainJob's name."""
-    return jobset.pods_of(child, pods)
-
-
-def observe(spec: Mapping[str, Any], tj: Mapping[str, Any], pods: list[PodState]) -> Observed:
-    status = tj.get("status") or {}
-    tj_spec = tj.get("spec") or {}
-    seen = jobset.observe_jobset_like(
-        spec,
-        tj,
-        pods,
-        restarts=0,
-        max_restarts=None,
-        complete="Complete",
-        suspended=bool(tj_spec.get("suspend")) or is_true(status, "Suspended"),
-        expected=int((tj_spec.get("trainer") or {}).get("numNodes") or 1),
-    )
-    trainer_status = status.get("trainerStatus")
-    if isinstance(trainer_status, Mapping) and trainer_status:
-        keep = ("progressPercentage", "estimatedRemainingSeconds", "lastUpdatedTime")
-        mirrored = {k: trainer_status[k] for k in keep if trainer_status.get(k) is not None}
-        if mirrored:
-            seen.extra["trainerStatus"] = mirrored
-    return seen

@@ -10,8 +10,9 @@ is read but the files. What only a cluster knows is filled in and said on stderr
 * an SFTRun's data (``dataPrepRef``): the SFTDataPrep of the same files gives ``outputDir`` and
   ``packSize`` (what its status would say once it succeeded); one that is not in the files leaves a
   placeholder path and the pack size unknown;
-* ``spec.backend: auto``: the operator takes the first backend whose CRD the cluster serves (TrainJob,
-  JobSet, PyTorchJob); ``--backend`` says which to render, TrainJob otherwise;
+* ``spec.backend: auto``: the operator takes the first backend whose CRD the cluster serves (in
+  ``sft_operator.backends.PREFERENCE`` order); ``--backend`` says which to render, the first that can
+  run the spec otherwise;
 * the images and the workload ServiceAccount: the operator's defaults from this environment
   (``SFT_DEFAULT_*_IMAGE``, ...), as the chart sets them on the operator.
 
@@ -37,7 +38,6 @@ from sft_operator.ctl.manifests import Manifest, ManifestError, Resource
 from sft_operator.errors import InvalidSpec
 from sft_operator.render import dataprep as render_dataprep
 from sft_operator.render import sftrun as render_sftrun
-from sft_operator.render.children import Children
 from sft_operator.render.identity import render_identity
 from sft_operator.render.pods import CONFIG_PATH, WorkloadDefaults
 
@@ -148,7 +148,16 @@ def render_all(
             )
             plan = trainer_plan(spec, path, pack, notes, resource.ref)
             out.append(
-                (resource.ref, [*_identity(resource, cr, defaults), children.config_map, children.job], plan)
+                (
+                    resource.ref,
+                    [
+                        *_identity(resource, cr, defaults),
+                        children.config_map,
+                        *(c.manifest for c in children.companions),
+                        children.job,
+                    ],
+                    plan,
+                )
             )
         except InvalidSpec as exc:
             raise ManifestError(f"{resource.where} ({resource.ref}): {exc.message}") from None
@@ -163,16 +172,16 @@ def _render_run(
     defaults: WorkloadDefaults,
     backend: str | None,
     notes: list[str],
-) -> Children:
+) -> render_sftrun.RunChildren:
     """The run's children with its backend: the spec's, else ``--backend``, else (``auto``) the first
     of the operator's preference that can run this spec, saying which were passed over and why."""
     if spec.backend != backends.AUTO:
         if backend and backend != spec.backend:
             notes.append(f"{resource.ref}: spec.backend is {spec.backend}; --backend {backend} is ignored")
-        return render_sftrun.render(cr, data, defaults, backends.BY_NAME[spec.backend])
+        return render_sftrun.render(cr, data, defaults, backends.named(spec.backend))
     if backend:
         notes.append(f"{resource.ref}: spec.backend auto, rendered as {backend} (--backend)")
-        return render_sftrun.render(cr, data, defaults, backends.BY_NAME[backend])
+        return render_sftrun.render(cr, data, defaults, backends.named(backend))
     for candidate in backends.PREFERENCE:
         try:
             children = render_sftrun.render(cr, data, defaults, candidate)

@@ -42,7 +42,7 @@ from sft_operator.api.dataprep import SFTDataPrepSpec
 from sft_operator.api.meta import DATAPREP, RUN
 from sft_operator.api.podspec import PodFields
 from sft_operator.api.sftrun import SFTRunSpec
-from sft_operator.backends import pytorchjob as ptj
+from sft_operator.backends import pytorchjob
 from sft_operator.ctl import show
 from sft_operator.ctl.manifests import Manifest, ManifestError, Resource
 from sft_operator.render import dataprep as render_dataprep
@@ -513,11 +513,14 @@ class LocalRunner:
             f"metrics {config.logging.metrics_file}"
         )
         job: dict[str, Any] = {
-            "apiVersion": ptj.api_version,
-            "kind": ptj.kind,
-            "metadata": {"name": render_sftrun.job_name(resource.name), "uid": str(uuid.uuid4())},
+            "apiVersion": pytorchjob.BACKEND.api_version,
+            "kind": pytorchjob.BACKEND.kind,
+            "metadata": {
+                "name": render_sftrun.job_name(resource.name, pytorchjob.BACKEND),
+                "uid": str(uuid.uuid4()),
+            },
             "spec": {
-                "pytorchReplicaSpecs": {ptj.MASTER: {"replicas": 1}},
+                "pytorchReplicaSpecs": {pytorchjob.MASTER: {"replicas": 1}},
                 "runPolicy": {"suspend": False, "backoffLimit": spec.backoff_limit},
             },
         }

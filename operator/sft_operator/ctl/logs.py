@@ -4,10 +4,10 @@ Pods are found by the label the operator puts on every child pod (``sft.dev/data
 ``sft.dev/run=<name>``, see ``render.meta.child_labels``). The pod is then chosen by:
 
 * ``--worker I`` (SFTDataPrep): the Indexed Job's completion index I;
-* ``--node N`` (SFTRun): node rank N — the Master is node 0, Worker replica i is node i+1 (the
-  training-operator's ``RANK``, which the operator passes to torchrun as ``--node-rank``);
+* ``--node N`` (SFTRun): node rank N, as the run's backend numbers its pods (``Backend.node_rank``:
+  the completion index, or the replica type and index);
 * neither: the pod the status blames (``status.failure.pod``) when the CR failed, else worker 0 /
-  the Master.
+  node 0.
 
 Of several pods for one index (retries), the newest is shown.
 """
@@ -18,27 +18,26 @@ import sys
 from collections.abc import Mapping
 from typing import Any, TextIO
 
+from sft_operator import backends
 from sft_operator.api.meta import DATAPREP, RUN
-from sft_operator.backends import Backend, named
-from sft_operator.backends import pytorchjob as ptj
+from sft_operator.backends.base import Backend
 from sft_operator.ctl.cluster import KINDS_BY_NAME, Cluster, ClusterError
 from sft_operator.render import dataprep as render_dataprep
 from sft_operator.status.pods import pod_state
 
 
-def run_backend(cr: Mapping[str, Any]) -> Backend:
-    """The backend the run started on (``status.backend``; PyTorchJob for runs from before the seam)."""
-    return named((cr.get("status") or {}).get("backend"))
+def run_backend(cr: Mapping[str, Any], pods: list[dict[str, Any]] | None = None) -> Backend | None:
+    """The backend the run started on: ``status.backend``, else (a run from before it was recorded)
+    the backend whose child owns its pods; None when neither says."""
+    recorded = backends.recorded(cr.get("status"))
+    return recorded or next((b for p in pods or [] if (b := backends.of_pod(p)) is not None), None)
 
 
-def node_rank(pod: Mapping[str, Any], backend: Backend | None = None) -> int | None:
-    """A JobSet/TrainJob pod's node rank is its completion index; a PyTorchJob's Master is node 0 and
-    Worker replica i node i+1 (the default backend: runs from before ``status.backend``)."""
-    backend = backend or named(None)
-    state = pod_state(pod, backend.container, backend.role)
-    if backend.name != ptj.name or state.replica_type is None or state.index is None:
-        return state.index
-    return state.index if state.replica_type.lower() == "master" else state.index + 1
+def node_rank(pod: Mapping[str, Any], backend: Backend | None) -> int | None:
+    """The pod's node rank as its backend numbers it (its index when the run records no backend)."""
+    if backend is None:
+        return pod_state(pod, "").index
+    return backend.node_rank(pod_state(pod, backend.container, backend.role))
 
 
 def worker_index(pod: Mapping[str, Any]) -> int | None:
@@ -62,7 +61,7 @@ def choose_pod(
     else:
         if worker is not None:
             raise ClusterError(f"{kind}/{name}: --worker is for SFTDataPrep; an SFTRun has --node N")
-        backend = run_backend(cr)
+        backend = run_backend(cr, pods)
         index_of, wanted, what = (lambda pod: node_rank(pod, backend)), node, "node"
     if wanted is None:
         blamed = ((cr.get("status") or {}).get("failure") or {}).get("pod")
@@ -97,7 +96,10 @@ def run(
     (cr,) = crs
     info = KINDS_BY_NAME[cr["kind"].lower()]
     pod = choose_pod(cr, cluster.pods_of(info, cr["metadata"]["name"]), node, worker)
-    container: str | None = render_dataprep.CONTAINER if info is DATAPREP else run_backend(cr).container
+    backend = run_backend(cr, [pod])
+    container: str | None = (
+        render_dataprep.CONTAINER if info is DATAPREP or backend is None else backend.container
+    )
     containers = [c.get("name") for c in (pod.get("spec") or {}).get("containers") or []]
     if container not in containers:
         container = containers[0] if containers else None

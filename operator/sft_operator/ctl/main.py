@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from sft_operator import backends
 from sft_operator.api.meta import API_VERSION, DATAPREP, GROUP, RUN, KindInfo
 from sft_operator.ctl import show
 from sft_operator.ctl.cluster import KINDS_BY_NAME, Cluster, ClusterError, find, parse_ref
@@ -386,7 +387,7 @@ def build_parser(prog: str = "sftctl") -> tuple[argparse.ArgumentParser, dict[st
         const="client",
         default="none",
         choices=("none", "client"),
-        help="client: render each CR's children (ConfigMap, Job, TrainJob/JobSet/PyTorchJob) and the "
+        help="client: render each CR's children (ConfigMap, Job, the SFTRun backend's child) and the "
         "trainer plan here, without a cluster, credentials or network (as kubectl's --dry-run=client)",
     )
     p.add_argument(
@@ -397,9 +398,9 @@ def build_parser(prog: str = "sftctl") -> tuple[argparse.ArgumentParser, dict[st
     )
     p.add_argument(
         "--backend",
-        choices=("trainjob", "jobset", "pytorchjob"),
-        help="--dry-run: the backend to render an SFTRun with spec.backend auto for (default trainjob, the "
-        "operator's first choice when its CRD is served)",
+        choices=tuple(backends.REGISTRY),
+        help="--dry-run: the backend to render an SFTRun with spec.backend auto for (default: the "
+        "operator's first choice whose CRD would be served that can run the spec)",
     )
     p.add_argument(
         "--workdir", default="sft-local", help="--local: status, logs and default volumes (./sft-local)"

@@ -22,10 +22,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from sft_common.config import to_yaml
-from sft_operator import backends
 from sft_operator.api.meta import RUN
 from sft_operator.api.sftrun import GPU_RESOURCE, SHM_DIR, SHM_VOLUME, SFTRunSpec, training_fields
-from sft_operator.backends.base import Backend, RunPods
+from sft_operator.backends.base import Backend, Companion, RunPods
 from sft_operator.errors import InvalidSpec
 from sft_operator.render import children as common
 from sft_operator.render import meta
@@ -33,8 +32,14 @@ from sft_operator.render.identity import pod_service_account
 from sft_operator.render.pods import CONFIG_PATH, WorkloadDefaults, container, owner_env, placement, pod_spec
 
 APP = "sft-train"
-CONTAINER = backends.pytorchjob.container
-"""The main container's name under the default backend (kept for callers that predate the seam)."""
+
+
+@dataclass(frozen=True)
+class RunChildren(common.Children):
+    """An SFTRun's children: the ConfigMap, the backend's child (``job``) and what the backend
+    creates beside it (:meth:`Backend.companions`)."""
+
+    companions: tuple[Companion, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -50,10 +55,9 @@ def parse_spec(cr: Mapping[str, Any]) -> SFTRunSpec:
     return common.parse_spec(SFTRunSpec, cr)
 
 
-def job_name(cr_name: str, backend: Backend | None = None) -> str:
+def job_name(cr_name: str, backend: Backend) -> str:
     """Deterministic, so a restarted operator finds (409) the child it created instead of adding one."""
-    limit = (backend or backends.pytorchjob).name_limit
-    return meta.child_name(cr_name, "train", limit=limit)
+    return meta.child_name(cr_name, "train", limit=backend.name_limit)
 
 
 def config_map_name(cr_name: str) -> str:
@@ -65,9 +69,8 @@ def training_spec_hash(spec: SFTRunSpec) -> str:
     return common.spec_hash(spec, training_fields())
 
 
-def torchrun_command(spec: SFTRunSpec, backend: Backend | None = None, child_name: str = "") -> list[str]:
+def torchrun_command(spec: SFTRunSpec, backend: Backend, child_name: str) -> list[str]:
     """The pod command (see the module docstring)."""
-    backend = backend or backends.named(None)
     rdzv = backend.rendezvous(child_name)
     restarts = 0 if backend.group_restarts else spec.max_restarts
     return [
@@ -103,14 +106,15 @@ def resources(spec: SFTRunSpec) -> dict[str, Any]:
 def render(
     cr: Mapping[str, Any],
     data: ResolvedData,
-    defaults: WorkloadDefaults | None = None,
-    backend: Backend | None = None,
-) -> common.Children:
-    """Render both children for resolved ``data`` with ``backend`` (default: the one spec.backend
-    names, PyTorchJob for ``auto``). Raises :class:`InvalidSpec` for an unrunnable spec."""
+    defaults: WorkloadDefaults | None,
+    backend: Backend,
+    previous: Mapping[str, Any] | None = None,
+) -> RunChildren:
+    """Render the children for resolved ``data`` with ``backend`` (chosen by the reconcile, or named
+    by the caller); ``previous``: the child being replaced (:meth:`Backend.replaces`). Raises
+    :class:`InvalidSpec` for an unrunnable spec."""
     defaults = defaults or WorkloadDefaults()
     spec = parse_spec(cr)
-    backend = backend or backends.named(spec.backend)
     image = common.image_or_default(
         spec.image, defaults.trainer_image, "SFT_DEFAULT_TRAINER_IMAGE", "sft-train"
     )
@@ -165,7 +169,11 @@ def render(
         template=template,
         nproc_per_node=nproc_per_node(spec),
         defaults=defaults,
+        previous=previous,
+        restarts=int((cr.get("status") or {}).get("restartCount") or 0),
     )
     job = backend.render(run)
     config_map = common.config_map(child, cm_name, to_yaml(spec.train_config(data.uri, data.pack_size)))
-    return common.Children(config_map=config_map, job=job, spec_hash=digest)
+    return RunChildren(
+        config_map=config_map, job=job, spec_hash=digest, companions=tuple(backend.companions(run))
+    )

@@ -88,10 +88,10 @@ def derive(
     spec = cr.get("spec") or {}
     old = dict(cr.get("status") or {})
     generation = (cr.get("metadata") or {}).get("generation")
-    backend = backend or backends.of_child(job) or backends.named(old.get("backend") or spec.get("backend"))
-    pods = backend.pods_of(job, list(pods)) if job is not None else list(pods)
+    backend = backend or backends.of_child(job) or backends.recorded(old)
+    pods = backend.pods_of(job, list(pods)) if job is not None and backend is not None else list(pods)
     out = carried_over(cr, job, config_map, KEPT)
-    if job is not None:
+    if job is not None and backend is not None:
         out["backend"] = backend.name
     if data is not None and data.prep_ref is not None and job is None:
         out["dataPrepRef"] = dict(data.prep_ref)
@@ -102,7 +102,9 @@ def derive(
             if data.pack_size is not None:
                 outputs["packSize"] = data.pack_size
         out["outputs"] = outputs
-    seen: Observed | None = backend.observe(spec, job, pods) if job is not None else None
+    seen: Observed | None = (
+        backend.observe(spec, job, pods) if job is not None and backend is not None else None
+    )
     if seen is not None and seen.start_time:
         out["startTime"] = seen.start_time
 
@@ -118,7 +120,8 @@ def derive(
     elif job is None and data is not None and not data.ready:
         phase, reason, message = "Waiting", data.reason, data.message
     elif seen is None:
-        phase, reason, message = "Pending", "CreatingJob", f"creating the {backend.kind}"
+        what = backend.kind if backend is not None else "training job"
+        phase, reason, message = "Pending", "CreatingJob", f"creating the {what}"
     else:
         phase, reason, message = seen.phase, seen.reason, seen.message
 
@@ -133,7 +136,7 @@ def derive(
         out["outputs"] = _outputs(pods, out.get("outputs"))
         out.pop("failure", None)
         out["completionTime"] = seen.completion_time or out.get("completionTime") or now
-    elif phase == "Failed" and seen is not None:
+    elif phase == "Failed" and seen is not None and backend is not None:
         failure = _failure(backend, seen, pods, log_tails or {})
         out["failure"] = failure
         reason, message = failure["reason"], failure["message"]
@@ -153,7 +156,7 @@ def derive(
     out["phase"] = phase
     out["message"] = message
     data_ready = job_known or (data is not None and data.ready)
-    kind = (out.get("jobRef") or {}).get("kind") or backend.kind
+    kind = (out.get("jobRef") or {}).get("kind") or (backend.kind if backend is not None else "")
     conditions = [
         *kstatus_conditions(
             ready=phase == "Succeeded",
