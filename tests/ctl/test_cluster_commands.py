@@ -83,15 +83,17 @@ def test_apply_creates_then_configures_and_get_lists_both_kinds(
             "progress": {"iterations": "5/30", "loss": 3.14159, "etaSeconds": 75, "tokensPerSecond": 1500.0},
         },
     )
-    code, out, _ = sftctl(capsys, "get")
+    code, out, _ = sftctl(capsys, "get")  # kubectl's shape: a table per kind (test_kubectl_shape.py)
     assert code == 0
-    lines = out.splitlines()
-    assert lines[0].split() == ["NAME", "PHASE", "PROGRESS", "LOSS", "TOKENS/S", "ETA", "MESSAGE"]
-    run_line = next(line for line in lines if line.startswith("SFTRun/tiny"))
-    assert run_line.split()[:6] == ["SFTRun/tiny", "Running", "5/30", "3.1416", "1.50k", "1m15s"]
-    assert any(line.startswith("SFTDataPrep/tiny") for line in lines)
+    prep_block, run_block = out.split("\n\n")
+    assert prep_block.splitlines()[0].split()[:3] == ["NAME", "PHASE", "SHARDS"]
+    assert prep_block.splitlines()[1].startswith("sftdataprep.sft.dev/tiny ")
+    header, run_line = run_block.splitlines()
+    assert header.split() == ["NAME", "PHASE", "ITERATION", "LOSS", "TOKENS", "ETA", "AGE", "MESSAGE"]
+    assert run_line.split()[:4] == ["sftrun.sft.dev/tiny", "Running", "5/30", "3.14159"]
+    assert run_line.endswith("1 of 1 pods running")
     code, out, _ = sftctl(capsys, "get", "sftrun/tiny")
-    assert code == 0 and "SFTDataPrep" not in out and "SFTRun/tiny" in out
+    assert code == 0 and out.splitlines()[1].startswith("tiny ") and len(out.splitlines()) == 2
 
 
 def test_apply_refuses_an_invalid_spec_naming_the_document_and_key(

@@ -69,9 +69,12 @@ def documents(text: str) -> list[dict[str, Any]]:
 def test_every_shipped_sample_renders_offline(
     sample: Path, offline: dict[str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Each sample alone: its CRs' children and, for an SFTRun, the trainer plan."""
+    """Each sample alone: its CRs' children and, for an SFTRun, the trainer plan; and no warning: a
+    shipped sample is correct as shipped for the backend it gets (the flagship samples had backend auto
+    with envFrom and a per-run TTL, which stall a run where the operator picks TrainJob)."""
     code, out, err = sftctl(capsys, "run", "--dry-run=client", "-o", "yaml", "-f", str(sample))
     assert code == 0, err
+    assert [line for line in err.splitlines() if line.startswith("warning:")] == []
     docs = documents(out)
     crs = [d for d in documents(sample.read_text()) if d["kind"] in ("SFTDataPrep", "SFTRun")]
     assert sum(d["kind"] == "ConfigMap" for d in docs) == len(crs)
@@ -97,14 +100,21 @@ def test_all_samples_together_resolve_each_runs_data_from_its_prep(
     assert "not in the files given" not in err.split("super3-stage1-sft:")[0]
 
 
-def test_auto_backend_follows_the_operators_preference_and_says_what_it_passed_over(
-    offline: dict[str, str], capsys: pytest.CaptureFixture[str]
+def test_auto_backend_follows_the_operators_preference_and_warns_of_what_it_passed_over(
+    offline: dict[str, str], capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    sample = str(SAMPLES / "sftrun-super3.yaml")
+    """The flagship sample as it was shipped (backend auto, envFrom, a per-run TTL)."""
+    flagship = (SAMPLES / "sftrun-super3.yaml").read_text()
+    assert "  backend: jobset\n" in flagship
+    sample = str(tmp_path / "auto.yaml")
+    Path(sample).write_text(flagship.replace("  backend: jobset\n", "  backend: auto\n"))
     code, out, err = sftctl(capsys, "run", "--dry-run=client", "-o", "name", "-f", sample)
     assert code == 0, err
     assert "jobset.jobset.x-k8s.io/super3-stage1-sft-train" in out.splitlines()
-    assert "where the TrainJob CRD is served the operator picks trainjob and the run is Stalled" in err
+    assert (
+        "warning: SFTRun/super3-stage1-sft: spec.backend auto: where the TrainJob CRD is served the operator "
+        "picks trainjob and the run is Stalled: backend trainjob: envFrom"
+    ) in err
     code, out, err = sftctl(
         capsys, "run", "--dry-run=client", "-o", "name", "--backend", "pytorchjob", "-f", sample
     )
@@ -194,3 +204,15 @@ def test_sft_train_dry_run_with_s3_data_and_no_credentials_is_a_warning(
     report = yaml.safe_load(proc.stdout)
     assert report["megatron_bridge"]["resume_from"] is None
     assert report["torchrun"].startswith("torchrun ")
+
+
+def test_a_warm_up_not_below_train_iters_is_a_warning_of_the_dry_run(
+    offline: dict[str, str], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """sft-train warns before a run; the client dry run said nothing of it (config_warnings unused)."""
+    run = (SAMPLES / "sftrun-tiny.yaml").read_text()
+    assert "lrWarmupIters: 5" in run
+    (tmp_path / "run.yaml").write_text(run.replace("lrWarmupIters: 5", "lrWarmupIters: 50"))
+    code, _, err = sftctl(capsys, "run", "--dry-run=client", "-f", str(tmp_path / "run.yaml"))
+    assert code == 0, err
+    assert "warning: SFTRun/tiny: scheduler.lr_warmup_iters 50 is not below train.train_iters 20" in err

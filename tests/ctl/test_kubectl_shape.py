@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -138,6 +139,68 @@ def test_get_o_name_yaml_json_match_kubectl(
     assert [i["kind"] for i in ours["items"]] == [i["kind"] for i in theirs["items"]]
 
 
+@pytest.fixture
+def two_namespaces(crds: KubeEmulator, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> KubeEmulator:
+    """The tiny prep and run in default, a labelled run in team-b; the run with a status whose cells
+    test the printing (a float loss kubectl prints in Go's %v, a two-line message, Ready's reason for
+    the priority-1 column); the server's clock for the AGE column pinned 30 h ahead (both clients ask
+    the server, a second apart)."""
+    crds.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-b"}})
+    prep, run = split_samples(tmp_path)
+    labelled = run.read_text().replace("name: tiny\n", "name: tiny\n  labels: {team: nlp}\n", 1)
+    (tmp_path / "labelled.yaml").write_text(labelled)
+    assert sftctl(capsys, "apply", "-f", str(prep), "-f", str(run))[0] == 0
+    assert sftctl(capsys, "apply", "-n", "team-b", "-f", str(tmp_path / "labelled.yaml"))[0] == 0
+    status = {
+        "phase": "Running",
+        "message": "training\nsecond line",
+        "progress": {"iterations": "3/20", "loss": 1234567.0, "tokensText": "1.18G", "etaText": "2h5m"},
+        "conditions": [
+            {
+                "type": "Ready",
+                "status": "False",
+                "reason": "Training",
+                "lastTransitionTime": "2026-01-01T00:00:00Z",
+            }
+        ],
+    }
+    crds.patch_status("SFTRun", "tiny", status)
+    crds.patch_status("SFTRun", "tiny", {**status, "progress": {"loss": 0.25}}, namespace="team-b")
+    assert crds.server is not None
+    later = datetime.now(UTC) + timedelta(hours=30)
+    crds.server.table_clock = lambda: later
+    return crds
+
+
+@pytest.mark.parametrize(
+    ("ours", "theirs"),
+    [
+        (["get"], ["get", "sftdatapreps,sftruns"]),
+        (["get", "sftdatapreps,sftruns"], ["get", "sftdatapreps,sftruns"]),
+        (["get", "sftruns", "sftdatapreps"], ["get", "sftruns,sftdatapreps"]),
+        (["get", "sftruns"], ["get", "sftruns"]),
+        (["get", "sftruns", "-o", "wide"], ["get", "sftruns", "-o", "wide"]),
+        (["get", "-A"], ["get", "sftdatapreps,sftruns", "-A"]),
+        (["get", "-A", "-o", "wide"], ["get", "sftdatapreps,sftruns", "-A", "-o", "wide"]),
+        (["get", "sftruns", "-A", "-l", "team=nlp"], ["get", "sftruns", "-A", "-l", "team=nlp"]),
+        (["get", "sftrun/tiny", "sftdataprep/tiny"], ["get", "sftrun/tiny", "sftdataprep/tiny"]),
+        (["get", "sftrun", "tiny"], ["get", "sftrun", "tiny"]),
+        (["get", "sftdp", "-l", "team=nlp"], ["get", "sftdp", "-l", "team=nlp"]),
+    ],
+)
+def test_get_prints_what_kubectl_get_prints(
+    two_namespaces: KubeEmulator, capsys: pytest.CaptureFixture[str], ours: list[str], theirs: list[str]
+) -> None:
+    """Byte for byte what kubectl 1.35 prints from the same server: one table per kind with the CRDs'
+    printer columns (server-side, kubeemu.tables as apiextensions-apiserver computes them), NAME
+    kind-qualified when several kinds are asked for, a blank line between kinds, NAMESPACE with -A,
+    the priority-1 REASON with -o wide. Before: one mixed table with sftctl's own columns."""
+    code, out, err = sftctl(capsys, *ours)
+    real = kubectl(*theirs)
+    assert (code, out, err) == (real.returncode, real.stdout, real.stderr)
+    assert out or err
+
+
 def test_get_wide_all_namespaces_and_selector(
     crds: KubeEmulator, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
@@ -150,7 +213,7 @@ def test_get_wide_all_namespaces_and_selector(
     code, out, _ = sftctl(capsys, "get", "sftruns", "-A")
     header, *rows = out.splitlines()
     assert header.split()[:2] == ["NAMESPACE", "NAME"]  # kubectl -A: NAMESPACE first
-    assert [r.split()[:2] for r in rows] == [["default", "SFTRun/tiny"], ["team-b", "SFTRun/tiny"]]
+    assert [r.split()[:2] for r in rows] == [["default", "tiny"], ["team-b", "tiny"]]
     code, out, _ = sftctl(capsys, "get", "sftruns", "-A", "-l", "team=nlp", "-o", "name")
     assert out.splitlines() == ["sftrun.sft.dev/tiny"]
     assert kubectl("get", "sftruns", "-A", "-l", "team=nlp", "-o", "name").stdout == out
@@ -160,7 +223,7 @@ def test_get_wide_all_namespaces_and_selector(
     assert err.strip() == real.stderr.strip() == "No resources found in default namespace."
     code, out, _ = sftctl(capsys, "get", "sftrun/tiny", "-o", "wide")
     header = out.splitlines()[0].split()
-    assert header[-4:] == ["AGE", "REASON", "CHILD", "MESSAGE"]  # CRD priority-1 column REASON
+    assert header[-3:] == ["AGE", "MESSAGE", "REASON"]  # the CRD's priority-1 column REASON
 
 
 def test_get_w_prints_the_table_then_a_row_per_change(
@@ -181,7 +244,8 @@ def test_get_w_prints_the_table_then_a_row_per_change(
     assert code == 0
     lines = out.splitlines()
     assert lines[0].startswith("NAME") and "NAME" not in "".join(lines[1:])  # one header, as kubectl -w
-    assert "SFTRun/tiny" in lines[1] and "Running" in lines[-1] and "training" in lines[-1]
+    assert lines[1].startswith("tiny ") and "Running" in lines[-1] and "training" in lines[-1]
+    assert lines[-1].startswith("tiny ") and len(lines) >= 3
 
 
 def test_delete_by_name_by_file_and_missing_as_kubectl(
@@ -256,6 +320,7 @@ def test_delete_prints_what_kubectl_prints(
         (["get", "sftruns", "-A"], ["get", "sftruns", "-A"]),
         (["get", "sftruns"], ["get", "sftruns"]),
         (["delete", "sftruns"], ["delete", "sftruns"]),
+        (["delete", "sftruns,sftdatapreps"], ["delete", "sftruns,sftdatapreps"]),
         (["delete", "sftruns", "--all"], ["delete", "sftruns", "--all"]),
         (["delete", "sftruns", "-l", "a=b"], ["delete", "sftruns", "-l", "a=b"]),
     ],

@@ -407,6 +407,8 @@ def _derived(kind: str, job: dict[str, Any] | None, generation: int = 2, **kwarg
         "metadata": {"name": "d", "namespace": "ml", "generation": generation},
         "spec": {"numShards": 2, "parallelism": 2, **kwargs.pop("spec", {})},
     }
+    if kind == "SFTRun":  # the child's backend (job here is PyTorchJob-shaped: Succeeded, Failed)
+        kwargs.setdefault("backend", pytest.importorskip("sft_operator.backends.pytorchjob").BACKEND)
     obj["status"] = status_module.derive(obj, job, [], now=NOW, **kwargs)
     return obj
 

@@ -19,7 +19,8 @@ import collections
 import copy
 import json
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp.web
@@ -28,7 +29,7 @@ import kmock
 import yaml
 from kmock._internal import rendering
 
-from . import errors
+from . import errors, tables
 from .errors import ApiError
 from .resources import ResourceDef
 from .selectors import parse_field_selector, parse_label_selector
@@ -99,6 +100,8 @@ class ApiServer(kmock.KubernetesScaffold):
     calls: collections.Counter[tuple[str, str | None, str | None]] = attrs.field(
         factory=collections.Counter, init=False
     )
+    #: "Now" for the ages in server-side Tables (a test pins it to compare two clients' output).
+    table_clock: Callable[[], datetime] = attrs.field(factory=lambda: _utcnow)
     _route_reaction: Any = attrs.field(default=None, init=False)
     _streams: set[asyncio.Task[Any]] = attrs.field(factory=set, init=False)
 
@@ -219,7 +222,8 @@ class ApiServer(kmock.KubernetesScaffold):
             if method == "GET" and params.get("watch") in ("true", "1"):
                 return rendering.Response(payload=self._watch(request, resource, route, params))
             if method == "GET":
-                return _ok(self._list(resource, route, params))
+                listed = self._list(resource, route, params)
+                return _ok(self._table(request, resource, route, listed["items"]) or listed)
             if method == "POST":
                 self._require_namespace(resource, route)
                 created = store.create(resource, route.namespace, request.data, dry_run=dry_run)
@@ -249,7 +253,8 @@ class ApiServer(kmock.KubernetesScaffold):
             }
             return rendering.Response(payload=self._watch(request, resource, route, params))
         if method == "GET":
-            return _ok(_served(store.get(resource, route.namespace, route.name), resource, route.version))
+            obj = _served(store.get(resource, route.namespace, route.name), resource, route.version)
+            return _ok(self._table(request, resource, route, [obj]) or obj)
         if method == "PUT":
             obj = store.replace(resource, route.namespace, route.name, request.data, sub, dry_run=dry_run)
             return _ok(_served(obj, resource, route.version))
@@ -293,6 +298,22 @@ class ApiServer(kmock.KubernetesScaffold):
             parse_field_selector(params.get("fieldSelector")),
         )
         return _list_body(resource, route.version, items, self.store.rv)
+
+    def _table(
+        self, request: rendering.Request, resource: ResourceDef, route: Route, items: list[Json]
+    ) -> Json | None:
+        """The Table a client asking ``as=Table`` gets for a custom resource (kubeemu.tables)."""
+        if resource.crd_name is None or not tables.wants_table(request.headers.get("Accept")):
+            return None
+        crds = self.store.resolve("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+        crd = self.store.get(crds, None, resource.crd_name)
+        return tables.to_table(
+            items,
+            tables.printer_columns(crd, route.version),
+            resource_version=str(self.store.rv),
+            include_object=request.params.get("includeObject"),
+            now=self.table_clock(),
+        )
 
     def _log(self, route: Route, params: Mapping[str, str]) -> rendering.Response:
         assert route.name is not None
@@ -491,6 +512,10 @@ def _guess_action(method: str, route: Route, query: dict[str, str]) -> kmock.act
 
 def _ok(payload: Json) -> rendering.Response:
     return rendering.Response(status=200, payload=payload)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
 
 
 def _served(obj: Json, resource: ResourceDef, version: str) -> Json:

@@ -446,3 +446,43 @@ def test_outputs_of_a_job_from_an_earlier_spec_are_not_ready() -> None:
     assert st["phase"] == "Succeeded"
     assert kstatus(st) == ("False", "False", "True")
     assert conditions(st)["DataReady"]["status"] == "False"
+
+
+def test_a_worker_waiting_for_another_runs_lease_is_the_message_while_running() -> None:
+    """A worker waiting out another run's output lease says so in its progress entry (the contract
+    sft_common.progress.LeaseWait, sent by sft-prep's lease); the CR's message names the holder, since
+    when, the expiry and what to do, while Reconciling; a wait that ended long ago is not shown."""
+    from sft_common.progress import LeaseWait
+
+    wait = LeaseWait(
+        output_dir="/mnt/as/the/worker/sees/it",
+        run="3f2a9c",
+        holder="worker 1 on demo-prep-1-x7k2p pid 7",
+        renewed_at="2026-11-25T11:59:30Z",
+        expires_at="2026-11-25T12:01:30Z",
+        since="2026-11-25T11:59:50Z",
+    ).model_dump(mode="json", by_alias=True)
+    owner = cr(status={"progress": {"workers": {"0": {"completed": 0}, "1": {"leaseWait": wait}}}})
+    st = derive(
+        owner,
+        job(owner, {"active": 2, "startTime": T0}),
+        states(pod(0, "Running"), pod(1, "Running")),
+        now=NOW,
+    )
+    assert st["phase"] == "Running"
+    assert kstatus(st) == ("False", "True", "False")
+    assert conditions(st)["Reconciling"]["reason"] == "WaitingForOutputLease"
+    expected = (  # the lease on spec.outputDir, as the user wrote it
+        "worker 1 waits (since 2026-11-25T11:59:50Z) for the lease on s3://bucket/prep/out, "
+        "held by run 3f2a9c (worker 1 on demo-prep-1-x7k2p pid 7, last renewed 2026-11-25T11:59:30Z) "
+        "until 2026-11-25T12:01:30Z, when it takes it over unless renewed: nothing to do if that run's "
+        "prep was deleted; if it is still running, delete one of the two or give this prep another outputDir"
+    )
+    assert st["message"] == expected
+    later = derive(
+        owner,
+        job(owner, {"active": 2, "startTime": T0}),
+        states(pod(0, "Running"), pod(1, "Running")),
+        now="2026-11-25T12:05:00Z",
+    )
+    assert later["message"].startswith("2 of 4 workers running")

@@ -93,7 +93,7 @@ def test_run_sample_is_runnable_as_written(name: str, doc: dict[str, Any]) -> No
         par.pipeline_parallel_size or 1,
         par.context_parallel_size or 1,
     )
-    world = spec.nodes * spec.gpus_per_node
+    world = spec.nodes * spec.gpus()
     assert world % (tp * pp * cp) == 0
     dp = world // (tp * pp * cp)
     gbs = spec.train.global_batch_size
@@ -110,7 +110,7 @@ def test_run_sample_is_runnable_as_written(name: str, doc: dict[str, Any]) -> No
         )
         assert PREPS[ref.name].pack_size % need == 0
     # the GPUs: asked for, selected, tolerated, and big enough for the model's shard
-    assert spec.gpus_per_node > 0 and spec.node_selector, f"{name}: a GPU run needs a GPU nodeSelector"
+    assert spec.gpus() > 0 and spec.node_selector, f"{name}: a GPU run needs a GPU nodeSelector"
     assert any(t.key == "nvidia.com/gpu" for t in spec.tolerations)
     product = spec.node_selector.get("nvidia.com/gpu.product")
     params = PARAMETERS.get(spec.model.recipe)

@@ -16,7 +16,7 @@ from sft_operator.render.pods import WorkloadDefaults
 
 SAMPLES = Path(__file__).resolve().parents[2] / "manifests" / "samples"
 RUN_SAMPLES = sorted(p for p in SAMPLES.glob("sftrun-*.yaml") if "trainjob" not in p.name)
-"""The PyTorchJob samples (the TrainJob ones: test_sftrun_trainjob_samples.py)."""
+"""The JobSet/PyTorchJob samples (the TrainJob ones: test_sftrun_trainjob_samples.py)."""
 DATA = render.ResolvedData("s3://sft-data/super3/stage1_sft/packed", 4096)
 
 
@@ -44,8 +44,15 @@ def test_samples_are_admitted_and_render(path: Path, kube: KubeEmulator) -> None
     )
     job = children.job
     nodes = created["spec"]["nodes"]
-    assert job["spec"]["pytorchReplicaSpecs"]["Master"]["replicas"] == 1
-    assert job["spec"]["pytorchReplicaSpecs"].get("Worker", {}).get("replicas", 0) == nodes - 1
+    # each as shipped: the flagship samples name backend jobset (envFrom, per-run TTL), tiny is auto
+    backend = created["spec"].get("backend", "auto")
+    assert job["kind"] == {"jobset": "JobSet", "auto": "PyTorchJob"}[backend]
+    if job["kind"] == "JobSet":
+        (group,) = job["spec"]["replicatedJobs"]
+        assert group["replicas"] == 1 and group["template"]["spec"]["completions"] == nodes
+    else:
+        assert job["spec"]["pytorchReplicaSpecs"]["Master"]["replicas"] == 1
+        assert job["spec"]["pytorchReplicaSpecs"].get("Worker", {}).get("replicas", 0) == nodes - 1
 
 
 def test_full_sft_sample_mirrors_the_recipe() -> None:
@@ -64,8 +71,12 @@ def test_full_sft_sample_mirrors_the_recipe() -> None:
         the_run(SAMPLES / "sftrun-super3.yaml") | {"metadata": {"name": "s", "namespace": "n", "uid": "u"}},
         DATA,
     ).job
-    (container,) = job["spec"]["pytorchReplicaSpecs"]["Worker"]["template"]["spec"]["containers"]
-    assert container["resources"]["limits"]["nvidia.com/gpu"] == 8 and job["spec"]["nprocPerNode"] == "8"
+    assert spec["backend"] == "jobset" and job["kind"] == "JobSet"
+    (group,) = job["spec"]["replicatedJobs"]
+    (container,) = group["template"]["spec"]["template"]["spec"]["containers"]
+    assert str(container["resources"]["limits"]["nvidia.com/gpu"]) == "8"
+    assert "--nproc-per-node=8" in container["command"]
+    assert job["spec"]["failurePolicy"]["maxRestarts"] == spec["maxRestarts"] == 3
 
 
 def test_lora_sample_mirrors_the_recipe() -> None:

@@ -70,3 +70,37 @@ def test_the_training_hash_follows_a_training_field_and_ignores_one_set_to_its_d
     )
     assert base == explicit_default != other
     assert "checkpoint" in training_fields()
+
+
+# Hashes the operator computed before gpusPerNode's default depended on the engine (one default, 8, so
+# the API server's old CRD stored gpusPerNode: 8 in every CR that left it out): computed with that
+# release's code (render.sftrun.training_spec_hash at commit 19e01f3) for these specs.
+HASHES_BEFORE_ENGINE_DEFAULT = {
+    (None, None): "5e2f2d680e54312e",
+    ("megatron", 8): "5e2f2d680e54312e",
+    ("megatron", 4): "53baa1968a737a2a",
+    ("hf", 8): "4c177bbc5160b9fa",  # an hf CR that left it out, as the old CRD stored it
+    ("hf", 0): "4e6fa714ef8e03c0",
+}
+
+
+def test_the_engine_dependent_gpus_default_leaves_running_crs_hashes_unchanged() -> None:
+    """gpusPerNode now defaults to 8 for megatron and 0 for hf (issue 21); a CR stored by the old CRD
+    (8 written in) or one leaving the field out must keep the hash its child was stamped with."""
+    base = {
+        "model": {"pretrainedCheckpoint": "s3://b/base"},
+        "data": {"uri": "s3://b/data"},
+        "checkpoint": {"save": "s3://b/ck"},
+        "train": {"globalBatchSize": 32},
+    }
+    for (engine, gpus), before in HASHES_BEFORE_ENGINE_DEFAULT.items():
+        spec = {
+            **base,
+            **({"engine": engine} if engine else {}),
+            **({"gpusPerNode": gpus} if gpus is not None else {}),
+        }
+        assert training_spec_hash(SFTRunSpec.model_validate(spec)) == before, (engine, gpus)
+    # an hf CR created with the new CRD leaving it out: read as 0 now, hashed as the old CRD stored it
+    hf_unset = SFTRunSpec.model_validate({**base, "engine": "hf"})
+    assert hf_unset.gpus() == 0
+    assert training_spec_hash(hf_unset) == HASHES_BEFORE_ENGINE_DEFAULT[("hf", 8)]

@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -103,3 +104,50 @@ def test_a_lease_that_is_renewed_is_refused(tmp_path: Path) -> None:
         assert time.monotonic() - started < 3
     finally:
         live.release()
+
+
+@pytest.mark.parametrize("meanwhile", ["released", "taken_by_this_run"])
+def test_a_wait_ends_in_the_lease_when_it_is_freed_or_this_run_takes_it(
+    tmp_path: Path, meanwhile: str
+) -> None:
+    """While a worker waits out a gone run's lease: that run's last worker frees it (its SIGTERM), or
+    another worker of the waiting run takes it first. Either way the waiter takes or joins the lease
+    (before, both were "not expired": exit 1, OutputInUse, and a pod retry, as the e2e test saw), and
+    it said what it waited for through ``on_wait`` (what the prep puts in its CR's status)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    gone = OutputLease(str(out), "run-gone", worker=1, ttl=30)
+    gone.acquire()
+    gone.stop()
+    record = json.loads((out / LEASE_NAME).read_text())
+    record["host"] = "gone-prep-1-x7k2p"  # a pod of the deleted prep, on another node
+    (out / LEASE_NAME).write_text(json.dumps(record))
+    told: list[object] = []
+    waiter = OutputLease(str(out), "run-new", worker=0, ttl=30, on_wait=told.append)
+    errors: list[BaseException] = []
+
+    def take() -> None:
+        try:
+            waiter.acquire()
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=take)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not told and time.monotonic() < deadline:
+        time.sleep(0.05)
+    other = OutputLease(str(out), "run-new", worker=1, ttl=30)
+    gone.release()  # the gone run's last worker frees it
+    if meanwhile == "taken_by_this_run":
+        other.acquire()
+    thread.join(10)
+    try:
+        assert not thread.is_alive() and errors == []
+        assert json.loads((out / LEASE_NAME).read_text())["owner"] == "run-new"
+        wait, done = told
+        assert getattr(wait, "run", None) == "run-gone" and "worker 1 on" in getattr(wait, "holder", "")
+        assert done is None
+    finally:
+        waiter.stop()
+        other.stop()

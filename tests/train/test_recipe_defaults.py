@@ -77,7 +77,7 @@ def test_the_flagship_sample_is_the_recipe(name: str) -> None:
     spec = SFTRunSpec.model_validate(body["spec"])
     _agrees(spec.train_config("/data", None))
     gbs, mbs = spec.train.global_batch_size, spec.train.micro_batch_size
-    assert world_problem(SUPER3.sft_parallelism, spec.nodes, spec.gpus_per_node, gbs, mbs) is None
+    assert world_problem(SUPER3.sft_parallelism, spec.nodes, spec.gpus(), gbs, mbs) is None
 
 
 def test_trainjob_sample_does_not_ask_for_padding_without_context_parallelism() -> None:

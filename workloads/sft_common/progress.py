@@ -24,8 +24,10 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import IO, Any
 
+from pydantic import ConfigDict
 from pydantic.alias_generators import to_camel
 
+from sft_common.config import ConfigModel
 from sft_common.redact import redact, redact_value
 
 SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
@@ -95,6 +97,30 @@ def format_number(value: float) -> str:
             return f"{value:.3e}"
         return f"{value:.4f}" if abs(value) < 100 else f"{value:.1f}"
     return str(int(value))
+
+
+LEASE_WAIT_KEY = "leaseWait"
+"""The key of a worker's progress entry (``status.progress.workers.<i>``) while it waits for another
+run's lease on the output (``null`` once it stops waiting)."""
+
+
+class LeaseWait(ConfigModel):
+    """A prep worker waiting for another run's output lease: what it patches under
+    :data:`LEASE_WAIT_KEY` and the operator turns into the SFTDataPrep's status message (the holder was
+    only in the pod log before). Times are ISO 8601 UTC."""
+
+    model_config = ConfigDict(extra="ignore")  # a newer worker may add keys
+
+    output_dir: str
+    run: str
+    """The run that holds the lease (its config hash, or run id for a forced run)."""
+    holder: str
+    """Who renewed it last: ``worker N on HOST pid P``."""
+    renewed_at: str
+    expires_at: str
+    """When it expires unless renewed; the waiting worker takes it over then."""
+    since: str
+    """When this worker started waiting."""
 
 
 class OwnerStatusPatcher:

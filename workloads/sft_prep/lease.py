@@ -13,9 +13,11 @@ re-creates the lease at its next renewal).
 
 A lease of another run that is no longer renewed (its run was deleted, its pods killed) is waited
 out rather than refused (:meth:`OutputLease.acquire`): the prep waits up to the lease's remaining
-time, saying which run holds it, and takes it when it expires. A lease that is renewed meanwhile
-belongs to a live run: refused (exit 1, retryable). The operator never starts a prep whose output
-another live CR claims, so in a cluster the waiting case is the replacement of a deleted prep.
+time, saying which run holds it (in its log, and through ``on_wait`` in its CR's status), and takes
+it when it expires or is released meanwhile (the deleted run's last workers stopping). A lease that
+is renewed meanwhile belongs to a live run: refused (exit 1, retryable). The operator never starts a
+prep whose output another live CR claims, so in a cluster the waiting case is the replacement of a
+deleted prep.
 
 Clock skew between pods shifts expiry by the skew; keep node clocks in sync (NTP), as Kubernetes
 itself needs.
@@ -29,12 +31,14 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from sft_common import storage
 from sft_common.config import ConfigError
+from sft_common.progress import LeaseWait
 
 LEASE_NAME = ".sft-prep-lease.json"
 DEFAULT_TTL = 120.0
@@ -74,10 +78,13 @@ class OutputLease:
     """The run: workers with the same owner share the lease."""
     worker: int = 0
     ttl: float = DEFAULT_TTL
+    on_wait: Callable[[LeaseWait | None], None] | None = None
+    """Told when this worker starts waiting out another run's lease (what holds it) and when it stops
+    (None): the prep reports it in its CR's status."""
 
     def __post_init__(self) -> None:
         self.uri = storage.join(self.output_dir, LEASE_NAME)
-        self.holder = f"worker {self.worker} on {socket.gethostname()} pid {os.getpid()}"
+        self.holder = f"worker {self.worker} on {_host()} pid {os.getpid()}"
         self._version: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -93,7 +100,7 @@ class OutputLease:
             "expires_at": now + self.ttl,
             "expires_at_iso": _iso(now + self.ttl),
             "ttl": self.ttl,
-            "host": socket.gethostname(),
+            "host": _host(),
             "pid": os.getpid(),
         }
         return (json.dumps(record, indent=2) + "\n").encode()
@@ -124,8 +131,11 @@ class OutputLease:
             now = time.time()
             held = record is not None and record.get("owner") != self.owner
             if held and float(record.get("expires_at") or 0) > now:  # type: ignore[union-attr]
-                if not waited and self._wait_out(record, version):  # type: ignore[arg-type]
+                outcome = None if waited else self._wait_out(record, version)  # type: ignore[arg-type]
+                if outcome == "expired":
                     waited = True
+                    continue
+                if outcome == "released":  # the holder stopped (a deleted run's last worker): take it
                     continue
                 raise OutputInUse(
                     f"output_dir {self.output_dir} is in use by another sft-prep run "
@@ -140,13 +150,15 @@ class OutputLease:
                 return
         raise OutputInUse(f"output_dir {self.output_dir}: could not take the lease {self.uri} (contended)")
 
-    def _wait_out(self, record: dict[str, Any], version: str | None) -> bool:
-        """Wait until another run's lease expires while nobody renews it; True when it did (take it
-        now), False when it was renewed or released (its run is alive, or just finished: a retry
-        decides) or its holder is a live process on this host. Polls about once a second."""
+    def _wait_out(self, record: dict[str, Any], version: str | None) -> str:
+        """Wait while another run's lease is neither renewed nor released, until it expires. Returns
+        ``expired`` (take it now), ``released`` (its holder deleted it, or a worker of this run took it over
+        meanwhile: take or join it now), or ``renewed``
+        (renewed or taken by another run, or held by a live process on this host: a live run, refused).
+        Polls about once a second."""
         expires = float(record.get("expires_at") or 0)
-        if record.get("host") == socket.gethostname() and _pid_alive(record.get("pid")):
-            return False
+        if record.get("host") == _host() and _pid_alive(record.get("pid")):
+            return "renewed"
         print(
             f"sft-prep: output_dir {self.output_dir} is leased by run {record.get('owner')} "
             f"({record.get('holder')}, renewed {record.get('renewed_at')}); waiting until "
@@ -154,12 +166,34 @@ class OutputLease:
             file=sys.stderr,
             flush=True,
         )
-        while time.time() < expires:
-            time.sleep(min(1.0, max(0.05, expires - time.time())))
-            current, current_version = self._current()
-            if current is None or current.get("owner") != record.get("owner") or current_version != version:
-                return False  # renewed (alive), released (finished or stopped) or taken: not expired
-        return True
+        self._tell(
+            LeaseWait(
+                output_dir=self.output_dir,
+                run=str(record.get("owner")),
+                holder=str(record.get("holder")),
+                renewed_at=str(record.get("renewed_at")),
+                expires_at=_iso(expires),
+                since=_iso(time.time()),
+            )
+        )
+        try:
+            while time.time() < expires:
+                time.sleep(min(1.0, max(0.05, expires - time.time())))
+                current, current_version = self._current()
+                if current is None or current.get("owner") == self.owner:
+                    return "released"  # freed, or taken over by another worker of this run: join it
+                if current.get("owner") != record.get("owner") or current_version != version:
+                    return "renewed"
+            return "expired"
+        finally:
+            self._tell(None)
+
+    def _tell(self, wait: LeaseWait | None) -> None:
+        if self.on_wait is not None:
+            try:
+                self.on_wait(wait)
+            except Exception as exc:  # a report must never stop the prep
+                print(f"sft-prep: could not report the lease wait: {exc}", file=sys.stderr)
 
     def _read_version(self) -> str | None:
         found = storage.read_versioned(self.uri)
@@ -221,6 +255,13 @@ class OutputLease:
                 f"output_dir {self.output_dir}: this run's lease expired and {self.lost} took it; "
                 "not committing over another run"
             )
+
+
+def _host() -> str:
+    """This pod's hostname: ``$HOSTNAME``, which the container runtime sets to the pod's hostname (the
+    same as ``gethostname()`` inside a pod; the emulator's pod runner runs pods as processes of one
+    machine and sets it per pod), else the machine's."""
+    return os.environ.get("HOSTNAME") or socket.gethostname()
 
 
 def _pid_alive(pid: object) -> bool:

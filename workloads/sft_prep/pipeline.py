@@ -31,7 +31,7 @@ import numpy as np
 
 from sft_common import storage
 from sft_common.config import ConfigError, ConfigModel, validate
-from sft_common.progress import Progress, utcnow_iso
+from sft_common.progress import LEASE_WAIT_KEY, LeaseWait, OwnerStatusPatcher, Progress, utcnow_iso
 from sft_prep import engine
 from sft_prep.config import DatasetSpec, PrepConfig
 from sft_prep.identity import Identity, make_identity
@@ -179,6 +179,7 @@ class Worker:
         self.pool: engine.ProcessRunner | None = None
         self.lease: OutputLease | None = None
         self._completed = 0.0
+        self._lease_reporter: OwnerStatusPatcher | None = None
 
     # ----------------------------------------------------------------------------- setup
     def prepare(self) -> None:
@@ -230,7 +231,9 @@ class Worker:
         """Prepare, take the output's lease, build this worker's shards, maybe commit."""
         self.prepare()
         prepare_output_dir(self.cfg.output_dir)
-        lease = OutputLease(self.cfg.output_dir, self.identity.run_id, self.worker_index, lease_ttl())
+        lease = OutputLease(
+            self.cfg.output_dir, self.identity.run_id, self.worker_index, lease_ttl(), self._report_lease_wait
+        )
         self.lease = lease
         try:
             lease.acquire()  # inside: an interrupt just after the lease is written still frees it
@@ -251,6 +254,20 @@ class Worker:
         else:
             lease.stop()
         return result
+
+    def _report_lease_wait(self, wait: LeaseWait | None) -> None:
+        """Put a wait for another run's lease into this worker's progress entry of its CR's status
+        (``status.progress.workers.<i>.leaseWait``, null when it ends), where the operator makes the
+        SFTDataPrep's message of it: the holder was only in the pod log."""
+        if self._lease_reporter is None:
+            self._lease_reporter = OwnerStatusPatcher.from_env(subkey=str(self.worker_index))
+            if self._lease_reporter is None:  # not run by the operator: the log line says it
+                return
+        body = wait.model_dump(mode="json", by_alias=True) if wait is not None else None
+        self._lease_reporter.submit({LEASE_WAIT_KEY: body}, force=True)
+        if wait is None:
+            self._lease_reporter.close()
+            self._lease_reporter = None
 
     def _run(self) -> dict[str, Any]:
         meta = read_json(self.layout.metadata)

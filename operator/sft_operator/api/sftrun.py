@@ -33,6 +33,13 @@ GPU_STATE_GIB = 80
 """What one GPU's share of a checkpoint can be at most: its memory (H100: 80 GiB)."""
 SAVE_GIB_PER_SECOND = 1
 """Assumed per-node write rate of checkpoint storage (shared filesystem or object-store staging)."""
+DEFAULT_GPUS_PER_NODE = {"megatron": 8, "hf": 0}
+"""gpusPerNode when the spec leaves it out, by engine: megatron runs on a DGX/HGX node's 8 GPUs; hf is
+the CPU demo/test engine, one process per pod (it was 8 for both until issue 21: an hf run on CPU then
+asked for 8 processes)."""
+LEGACY_GPUS_PER_NODE = 8
+"""The single default gpusPerNode had before it depended on the engine; spec hashes leave it out as a
+default still (:func:`sft_operator.render.sftrun.training_spec_hash`)."""
 DURATION_RE = r"^(0|([0-9]+h)?([0-9]+m)?([0-9]+s)?)$"
 """A Kubernetes-style duration: 1h30m, 45m, 90s, or 0."""
 
@@ -145,9 +152,10 @@ class SFTRunSpec(TrainConfig, PodFields, BatchFields):
     container is named node); default: the one the chart ships (sft-torch-distributed)."""
     nodes: int = Field(default=1, ge=1, le=1024)
     """Pods (nodes), one per node rank."""
-    gpus_per_node: int = Field(default=8, ge=0, le=16)
+    gpus_per_node: int | None = Field(default=None, ge=0, le=16)
     """GPUs per pod (nvidia.com/gpu limit) and torchrun processes per node; 0 runs one CPU process per
-    pod (engine hf only)."""
+    pod (engine hf only). Default by engine: megatron 8 (a DGX/HGX node), hf 0 (CPU, the demo's
+    engine)."""
     shm_size: str = Field(default="64Gi", max_length=64)
     """Size of the memory-backed /dev/shm (NCCL and data loader workers need far more than the
     container runtime's 64Mi default); counts against the pod's memory."""
@@ -187,7 +195,7 @@ class SFTRunSpec(TrainConfig, PodFields, BatchFields):
     def _check_run(self) -> SFTRunSpec:
         if not QUANTITY_RE.match(self.shm_size):
             raise ValueError(f"shmSize: '{self.shm_size}' is not a Kubernetes quantity (e.g. 64Gi, 512Mi)")
-        if self.engine == "megatron" and self.gpus_per_node == 0:
+        if self.engine == "megatron" and self.gpus() == 0:
             raise ValueError(
                 "gpusPerNode is 0 but engine megatron needs GPUs: set gpusPerNode (8 on a DGX/HGX node) "
                 "or use engine hf for a CPU run"
@@ -228,19 +236,16 @@ class SFTRunSpec(TrainConfig, PodFields, BatchFields):
         """The parallel sizes must tile the world (nodes × GPUs) and the global batch must split
         evenly into micro batches over the data-parallel ranks; Megatron (or the hf engine) would
         fail only after the pods started and loaded the model. Unset sizes count as 1."""
-        world = self.nodes * (self.gpus_per_node or 1)
+        world = self.nodes * (self.gpus() or 1)
         gbs, mbs = self.train.global_batch_size, self.train.micro_batch_size
         if self.engine != "megatron":
             if gbs % (mbs * world):
-                # gpusPerNode defaults to 8 (the megatron engine's DGX node); an hf run on CPU must say 0
                 cpu = (
-                    "; for a CPU run set gpusPerNode: 0 (one process per pod; gpusPerNode defaults to 8 GPUs)"
-                    if self.gpus_per_node
-                    else ""
+                    "; for a CPU run leave gpusPerNode out (or 0: one process per pod)" if self.gpus() else ""
                 )
                 raise ValueError(
                     f"train.globalBatchSize {gbs} is not a multiple of microBatchSize ({mbs}) × the {world} "
-                    f"processes (nodes {self.nodes} × {self.gpus_per_node or 1} per node); set "
+                    f"processes (nodes {self.nodes} × {self.gpus() or 1} per node); set "
                     f"globalBatchSize to a multiple of {mbs * world} or change the process count{cpu}"
                 )
             return
@@ -253,7 +258,7 @@ class SFTRunSpec(TrainConfig, PodFields, BatchFields):
             par.expert_parallel_size,
             par.expert_tensor_parallel_size,
         )
-        gpus = self.gpus_per_node or 1
+        gpus = self.gpus() or 1
         problem = parallel.world_problem(
             sizes, self.nodes, gpus, gbs, mbs, where="nodes × gpusPerNode", names=parallel.SPEC_NAMES
         )
@@ -264,9 +269,15 @@ class SFTRunSpec(TrainConfig, PodFields, BatchFields):
         """terminationGracePeriodSeconds of the training pods (the field's docstring says why)."""
         if self.termination_grace_period_seconds is not None:
             return self.termination_grace_period_seconds
-        if self.engine != "megatron" or self.peft is not None or not self.gpus_per_node:
+        if self.engine != "megatron" or self.peft is not None or not self.gpus():
             return SMALL_SAVE_GRACE_SECONDS
-        return STEP_GRACE_SECONDS + self.gpus_per_node * GPU_STATE_GIB // SAVE_GIB_PER_SECOND
+        return STEP_GRACE_SECONDS + self.gpus() * GPU_STATE_GIB // SAVE_GIB_PER_SECOND
+
+    def gpus(self) -> int:
+        """GPUs per pod: gpusPerNode, else the engine's default (:data:`DEFAULT_GPUS_PER_NODE`)."""
+        if self.gpus_per_node is not None:
+            return self.gpus_per_node
+        return DEFAULT_GPUS_PER_NODE[self.engine]
 
     def hang_seconds(self) -> float:
         """spec.hangTimeout in seconds (0: off)."""
@@ -286,10 +297,10 @@ class SFTRunSpec(TrainConfig, PodFields, BatchFields):
     def _check_gpu_resources(self) -> None:
         for section in ("requests", "limits"):
             values = getattr(self.resources, section) or {}
-            if GPU_RESOURCE in values and str(values[GPU_RESOURCE]) != str(self.gpus_per_node):
+            if GPU_RESOURCE in values and str(values[GPU_RESOURCE]) != str(self.gpus()):
                 raise ValueError(
                     f"resources.{section} sets {GPU_RESOURCE} to {values[GPU_RESOURCE]} but gpusPerNode is "
-                    f"{self.gpus_per_node}; leave {GPU_RESOURCE} out (the operator sets it from gpusPerNode)"
+                    f"{self.gpus()}; leave {GPU_RESOURCE} out (the operator sets it from gpusPerNode)"
                 )
 
     def train_config(self, data_path: str, pack_size: int | None) -> TrainConfig:

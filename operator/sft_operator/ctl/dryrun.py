@@ -16,6 +16,10 @@ is read but the files. What only a cluster knows is filled in and said on stderr
 * the images and the workload ServiceAccount: the operator's defaults from this environment
   (``SFT_DEFAULT_*_IMAGE``, ...), as the chart sets them on the operator.
 
+Those are said as ``note:``; as ``warning:`` what would go wrong or is almost certainly not meant (an
+``auto`` backend the operator would pick where the run then stalls; the trainer's config warnings,
+which ``sft-train`` prints before a run).
+
 ``-o yaml`` prints Kubernetes objects only (the plan goes in as YAML comments), so the output can be
 piped into ``kubectl apply --dry-run=client -f -`` or a diff.
 """
@@ -26,6 +30,7 @@ import argparse
 import json
 import sys
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
@@ -53,17 +58,26 @@ def _object(resource: Resource, namespace: str) -> dict[str, Any]:
     return body
 
 
+@dataclass
+class Said:
+    """What a dry run says on stderr: ``notes``, what it cannot know here (``note:``), and ``warnings``,
+    what would go wrong or is almost certainly not meant (``warning:``; a shipped sample has none)."""
+
+    notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
 def _identity(resource: Resource, cr: Mapping[str, Any], defaults: WorkloadDefaults) -> list[dict[str, Any]]:
     identity = render_identity(resource.info, cr, defaults)
     return [d for d in (identity.service_account, identity.role, identity.role_binding) if d is not None]
 
 
 def _data(
-    spec: SFTRunSpec, preps: Mapping[str, SFTDataPrepSpec], notes: list[str], ref: str
+    spec: SFTRunSpec, preps: Mapping[str, SFTDataPrepSpec], said: Said, ref: str
 ) -> tuple[str, int | None]:
     """(data path, pack size) as the operator would resolve them once the data is ready."""
     if spec.data.uri:
-        notes.append(
+        said.notes.append(
             f"{ref}: data {spec.data.uri} is not read (a dry run reads no storage); pack size unknown"
         )
         return spec.data.uri, None
@@ -71,7 +85,7 @@ def _data(
     name = spec.data.data_prep_ref.name
     prep = preps.get(name)
     if prep is None:
-        notes.append(
+        said.notes.append(
             f"{ref}: SFTDataPrep/{name} is not in the files given; its outputDir and packSize are unknown "
             "(add its file with another -f to see them)"
         )
@@ -80,16 +94,17 @@ def _data(
 
 
 def trainer_plan(
-    spec: SFTRunSpec, data_path: str, pack_size: int | None, notes: list[str], ref: str
+    spec: SFTRunSpec, data_path: str, pack_size: int | None, said: Said, ref: str
 ) -> dict[str, Any]:
     """What ``sft-train --dry-run`` prints for the ConfigMap's config, without reading the data."""
-    from sft_train.cli import ASSUMED_PACK_SIZE, dry_run_report
+    from sft_train.cli import ASSUMED_PACK_SIZE, config_warnings, dry_run_report
     from sft_train.errors import TrainInputError
     from sft_train.packed_data import SPLITS, DataInfo
 
     config = spec.train_config(data_path, pack_size)
+    said.warnings += [f"{ref}: {warning}" for warning in config_warnings(config)]
     if pack_size is None and config.model.seq_length is None:
-        notes.append(f"{ref}: the plan assumes pack size {ASSUMED_PACK_SIZE} (sft-prep's default)")
+        said.notes.append(f"{ref}: the plan assumes pack size {ASSUMED_PACK_SIZE} (sft-prep's default)")
     info = DataInfo(
         root=data_path,
         pack_size=pack_size or config.model.seq_length or ASSUMED_PACK_SIZE,
@@ -111,16 +126,16 @@ def trainer_plan(
         raise ManifestError(f"{ref}: {exc}") from None
     report.pop("torchrun", None)  # the pod's own command is in the rendered child
     report.pop("data", None)
-    notes += [f"{ref}: {warning}" for warning in report.pop("warnings", [])]
+    said.notes += [f"{ref}: {warning}" for warning in report.pop("warnings", [])]
     return report
 
 
 def render_all(
     manifest: Manifest, namespace: str, backend: str | None
-) -> tuple[list[tuple[str, list[dict[str, Any]], dict[str, Any] | None]], list[str]]:
-    """Per CR: (ref, its rendered children, its trainer plan or None); and the notes for stderr."""
+) -> tuple[list[tuple[str, list[dict[str, Any]], dict[str, Any] | None]], Said]:
+    """Per CR: (ref, its rendered children, its trainer plan or None); and what to say on stderr."""
     defaults = WorkloadDefaults.from_env()
-    notes: list[str] = []
+    said = Said()
     preps: dict[str, SFTDataPrepSpec] = {}
     for prep in manifest.of_kind(DATAPREP):
         spec = prep.spec()
@@ -142,11 +157,11 @@ def render_all(
                 continue
             spec = resource.spec()
             assert isinstance(spec, SFTRunSpec)
-            path, pack = _data(spec, preps, notes, resource.ref)
+            path, pack = _data(spec, preps, said, resource.ref)
             children = _render_run(
-                resource, cr, spec, render_sftrun.ResolvedData(path, pack), defaults, backend, notes
+                resource, cr, spec, render_sftrun.ResolvedData(path, pack), defaults, backend, said
             )
-            plan = trainer_plan(spec, path, pack, notes, resource.ref)
+            plan = trainer_plan(spec, path, pack, said, resource.ref)
             out.append(
                 (
                     resource.ref,
@@ -161,7 +176,7 @@ def render_all(
             )
         except InvalidSpec as exc:
             raise ManifestError(f"{resource.where} ({resource.ref}): {exc.message}") from None
-    return out, notes
+    return out, said
 
 
 def _render_run(
@@ -171,16 +186,18 @@ def _render_run(
     data: render_sftrun.ResolvedData,
     defaults: WorkloadDefaults,
     backend: str | None,
-    notes: list[str],
+    said: Said,
 ) -> render_sftrun.RunChildren:
     """The run's children with its backend: the spec's, else ``--backend``, else (``auto``) the first
     of the operator's preference that can run this spec, saying which were passed over and why."""
     if spec.backend != backends.AUTO:
         if backend and backend != spec.backend:
-            notes.append(f"{resource.ref}: spec.backend is {spec.backend}; --backend {backend} is ignored")
+            said.notes.append(
+                f"{resource.ref}: spec.backend is {spec.backend}; --backend {backend} is ignored"
+            )
         return render_sftrun.render(cr, data, defaults, backends.named(spec.backend))
     if backend:
-        notes.append(f"{resource.ref}: spec.backend auto, rendered as {backend} (--backend)")
+        said.notes.append(f"{resource.ref}: spec.backend auto, rendered as {backend} (--backend)")
         return render_sftrun.render(cr, data, defaults, backends.named(backend))
     for candidate in backends.PREFERENCE:
         try:
@@ -188,12 +205,12 @@ def _render_run(
         except InvalidSpec as exc:
             if candidate is backends.PREFERENCE[-1]:
                 raise
-            notes.append(
+            said.warnings.append(
                 f"{resource.ref}: spec.backend auto: where the {candidate.kind} CRD is served the operator "
                 f"picks {candidate.name} and the run is Stalled: {exc.message}"
             )
             continue
-        notes.append(
+        said.notes.append(
             f"{resource.ref}: spec.backend auto, rendered as {candidate.name} (the operator's choice when "
             f"its CRD is served; --backend for another)"
         )
@@ -218,8 +235,10 @@ def run(manifest: Manifest, args: argparse.Namespace) -> int:
             "(kubectl apply --dry-run=client shows it)",
             file=sys.stderr,
         )
-    rendered, notes = render_all(manifest, args.namespace or "default", args.backend)
-    for note in notes:
+    rendered, said = render_all(manifest, args.namespace or "default", args.backend)
+    for warning in said.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    for note in said.notes:
         print(f"note: {note}", file=sys.stderr)
     objects = [obj for _, children, _ in rendered for obj in children]
     if args.output == "name":

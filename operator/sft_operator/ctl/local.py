@@ -594,10 +594,10 @@ class LocalRunner:
                     "overrides, do not apply)"
                 )
                 config = {**config, "engine": "hf", "overrides": []}
-        processes = spec.nodes * max(spec.gpus_per_node, 1)
+        processes = spec.nodes * max(spec.gpus(), 1)
         if processes > 1:
             self.echo(
-                f"  note: {resource.ref} asks for {spec.nodes} node(s) x {spec.gpus_per_node} GPU(s); "
+                f"  note: {resource.ref} asks for {spec.nodes} node(s) x {spec.gpus()} GPU(s); "
                 "running one training process here"
             )
         return config

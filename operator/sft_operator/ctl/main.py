@@ -15,7 +15,7 @@ import yaml
 
 from sft_operator import backends
 from sft_operator.api.meta import API_VERSION, DATAPREP, GROUP, RUN, KindInfo
-from sft_operator.ctl import show
+from sft_operator.ctl import show, tables
 from sft_operator.ctl.cluster import KINDS_BY_NAME, Cluster, ClusterError, find, parse_ref
 from sft_operator.ctl.local import LocalRunError
 from sft_operator.ctl.manifests import Manifest, ManifestError, load
@@ -98,18 +98,54 @@ def cmd_run(args: argparse.Namespace) -> int:
 KIND_WORDS = KINDS_BY_NAME
 """A kind given where names go (``get sftruns``, ``delete sftdp -l ...``): its names, plural, short names."""
 
+Wanted = list[tuple[KindInfo | None, str | None]]
+"""What NAME... ask for, in order: (kind, None) every CR of a kind, (kind, name) one CR, (None, name) a
+bare name looked up in both kinds."""
+
+
+def wanted(names: Sequence[str]) -> Wanted:
+    """kubectl's forms: nothing (both kinds), kinds (``sftruns``, ``sftdatapreps,sftruns``), ``TYPE
+    NAME...`` and ``TYPE/NAME...``; and sftctl's bare ``NAME`` (either kind)."""
+    words = []
+    for name in names:
+        parts = name.split(",")
+        words += parts if len(parts) > 1 and all(p.lower() in KIND_WORDS for p in parts) else [name]
+    if not words:
+        return [(DATAPREP, None), (RUN, None)]
+    kinds = [KIND_WORDS.get(w.lower()) for w in words]
+    if all(kinds):
+        out: Wanted = []
+        for k in kinds:
+            if (k, None) not in out:
+                out.append((k, None))
+        return out
+    if kinds[0] is not None and not any(kinds[1:]) and not any("/" in w for w in words[1:]):
+        return [(kinds[0], w) for w in words[1:]]  # TYPE NAME...
+    return [parse_ref(w) for w in words]
+
+
+def kinds_of(items: Wanted) -> list[KindInfo]:
+    """The kinds asked for, in order (a bare name asks for both)."""
+    out: list[KindInfo] = []
+    for info, _ in items:
+        for k in [info] if info else [DATAPREP, RUN]:
+            if k not in out:
+                out.append(k)
+    return out
+
 
 def _selected(
     cluster: Cluster, names: Sequence[str], *, all_namespaces: bool = False, selector: str | None = None
 ) -> list[dict]:
-    """What ``get``/``watch``/``delete`` NAME... select: every CR of both kinds when no name is given
-    (``-A``: in every namespace; ``-l``: those matching), a kind word for all of that kind, else by name."""
-    if not names or all(n.lower() in KIND_WORDS for n in names):
-        wanted = {KIND_WORDS[n.lower()].kind for n in names}
-        kinds = [k for k in (DATAPREP, RUN) if not names or k.kind in wanted]
+    """The CRs ``get``/``watch``/``delete`` NAME... select (see :func:`wanted`; ``-A``: in every
+    namespace; ``-l``: those matching)."""
+    items = wanted(names)
+    named = [(info, name) for info, name in items if name is not None]
+    if not named:
         return [
             cr
-            for info in kinds
+            for info, _ in items
+            if info is not None
             for cr in cluster.list(info, all_namespaces=all_namespaces, selector=selector)
         ]
     # kubectl's refusals, word for word and with its exit code 1 (tests/ctl/test_kubectl_shape.py runs
@@ -119,8 +155,46 @@ def _selected(
     if selector:
         raise UsageError("name cannot be provided when a selector is specified")
     out: list[dict] = []
-    for name in names:
-        out += find(cluster, name)
+    for info, name in named:
+        out += find(cluster, f"{info.singular}/{name}" if info else str(name))
+    return out
+
+
+def _tables(
+    cluster: Cluster, args: argparse.Namespace, crs: Sequence[Mapping[str, Any]]
+) -> list[tuple[KindInfo, dict[str, Any]]]:
+    """The server's Table per kind asked for, in order: of every CR of the kind, or of the named ones."""
+    items = wanted(args.names)
+    out = []
+    for info in kinds_of(items):
+        if (info, None) in items:
+            out.append(
+                (info, cluster.table(info, all_namespaces=args.all_namespaces, selector=args.selector))
+            )
+            continue
+        rows: list[Any] = []
+        table: dict[str, Any] = {}
+        for cr in crs:
+            if cr.get("kind") == info.kind:
+                table = cluster.table(info, cr["metadata"]["name"])
+                rows += table.get("rows") or []
+        out.append((info, {**table, "rows": rows}))
+    return out
+
+
+def _blocks(
+    tables_: Sequence[tuple[KindInfo, Mapping[str, Any]]], args: argparse.Namespace
+) -> list[tuple[KindInfo, list[str], list[tuple[tuple[str, str], list[str]]]]]:
+    several = len(tables_) > 1  # kubectl names each row kind.group/name when several kinds are asked for
+    out = []
+    for info, table in tables_:
+        header, rows = tables.rows_of(
+            table,
+            wide=args.output == "wide",
+            namespaces=args.all_namespaces,
+            kind=kind_group(info) if several else None,
+        )
+        out.append((info, header, rows))
     return out
 
 
@@ -147,47 +221,58 @@ def print_objects(crs: Sequence[Mapping[str, Any]], output: str) -> None:
 
 
 def cmd_get(args: argparse.Namespace) -> int:
+    """kubectl get's output: the server's Table of each kind asked for (the CRDs' printer columns),
+    one block per kind (:mod:`sft_operator.ctl.tables`), or the objects (``-o yaml|json|name``)."""
     cluster = _cluster(args)
     crs = _selected(cluster, args.names, all_namespaces=args.all_namespaces, selector=args.selector)
     if args.watch:
         return get_watch(cluster, args, crs)
-    if not crs and args.output in (None, "wide"):
-        print(_no_resources(cluster, args.all_namespaces), file=sys.stderr)
-        return 0
     if args.output in ("yaml", "json", "name"):
         print_objects(crs, args.output)
-    else:
-        print(show.table(crs, wide=args.output == "wide", namespaces=args.all_namespaces))
+        return 0
+    blocks = _blocks(_tables(cluster, args, crs), args)
+    if not any(rows for _, _, rows in blocks):
+        print(_no_resources(cluster, args.all_namespaces), file=sys.stderr)
+        return 0
+    print(tables.render([(header, [cells for _, cells in rows]) for _, header, rows in blocks]))
     return 0
-
-
-def _key(cr: Mapping[str, Any]) -> tuple[str, str, str]:
-    meta = cr.get("metadata") or {}
-    return (str(cr.get("kind")), str(meta.get("namespace") or ""), str(meta.get("name")))
 
 
 def get_watch(cluster: Cluster, args: argparse.Namespace, first: list[dict]) -> int:
-    """``get -w``: the table once, then one row per change, as ``kubectl get -w`` prints; it never ends
-    by itself (Ctrl-C, or ``--request-timeout``), unlike ``watch``, which ends when all is finished."""
-    wide, namespaces = args.output == "wide", args.all_namespaces
+    """``get -w``: the tables once, then one row per change, aligned with the first table, as ``kubectl
+    get -w`` prints; it never ends by itself (Ctrl-C, or ``--request-timeout``), unlike ``watch``, which
+    ends when all is finished."""
     if args.output in ("yaml", "json", "name"):
         raise ManifestError("get -w prints the table (-o wide too); use `get -o yaml` without -w")
     deadline = None if args.request_timeout is None else time.monotonic() + args.request_timeout
-    seen: dict[tuple[str, str, str], tuple[str, ...]] = {}
     crs = first
-    if crs:
-        print(show.table(crs, wide=wide, namespaces=namespaces), flush=True)
-    else:
-        print(_no_resources(cluster, namespaces), file=sys.stderr, flush=True)
-    seen = {_key(cr): show.row(cr, wide=wide) for cr in crs}
-    while deadline is None or time.monotonic() < deadline:
+    shown: dict[str, tables.Block] = {}
+    seen: dict[tuple[str, str, str], list[str]] = {}
+    first_round = True
+    while True:
+        printed = []
+        for info, header, rows in _blocks(_tables(cluster, args, crs), args):
+            changed = [cells for key, cells in rows if seen.get((info.kind, *key)) != cells]
+            seen.update({(info.kind, *key): cells for key, cells in rows})
+            if not changed:
+                continue
+            block = shown.get(info.kind)
+            lines = []
+            if block is None:
+                block = shown[info.kind] = tables.Block(header)
+                block.fit(changed)
+                lines.append(block.line(header))
+            lines += [block.line(cells) for cells in changed]
+            printed.append("\n".join(lines))
+        if printed:
+            print("\n".join(printed), flush=True)
+        elif first_round:
+            print(_no_resources(cluster, args.all_namespaces), file=sys.stderr, flush=True)
+        first_round = False
+        if deadline is not None and time.monotonic() >= deadline:
+            return 0
         time.sleep(args.interval)
-        crs = _selected(cluster, args.names, all_namespaces=namespaces, selector=args.selector)
-        changed = [cr for cr in crs if seen.get(_key(cr)) != show.row(cr, wide=wide)]
-        if changed:
-            print(show.table(changed, wide=wide, namespaces=namespaces, header=not seen), flush=True)
-        seen = {_key(cr): show.row(cr, wide=wide) for cr in crs}
-    return 0
+        crs = _selected(cluster, args.names, all_namespaces=args.all_namespaces, selector=args.selector)
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
@@ -211,7 +296,7 @@ def cmd_delete(args: argparse.Namespace) -> int:
             )
         if (
             args.names
-            and all(n.lower() in KIND_WORDS for n in args.names)
+            and all(name is None for _, name in wanted(args.names))  # kinds only (sftruns,sftdatapreps)
             and not (args.selector or args.all)
         ):
             raise UsageError("resource(s) were provided, but no name was specified")
@@ -417,13 +502,15 @@ def build_parser(prog: str = "sftctl") -> tuple[argparse.ArgumentParser, dict[st
     p.add_argument("--timeout", type=float, default=None, help="give up watching after this many seconds")
 
     p = command(
-        "get", cmd_get, "a table: phase, progress, loss, tokens/s, ETA, message (or -o yaml|json|name)"
+        "get",
+        cmd_get,
+        "kubectl get's tables (one per kind, the CRDs' printer columns) or -o yaml|json|name|wide",
     )
     p.add_argument(
         "names",
         nargs="*",
         metavar="NAME",
-        help="NAME, KIND/NAME, or a kind (sftruns, sftdatapreps); default all",
+        help="NAME, KIND/NAME, KIND NAME..., or kinds (sftruns, sftdatapreps,sftruns); default both kinds",
     )
     p.add_argument(
         "-o", "--output", choices=("yaml", "json", "wide", "name"), help="output format (default: the table)"

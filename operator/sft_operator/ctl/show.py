@@ -1,7 +1,8 @@
-"""``get`` / ``watch`` / ``describe``: what a person wants to see of a CR, from its object alone.
+"""``watch`` / ``describe``: what a person wants to see of a CR, from its object alone (``get`` prints
+kubectl's tables instead: :mod:`sft_operator.ctl.tables`).
 
 Pure functions of the CR objects (cluster or local status JSON look the same), so the local runner
-prints exactly the rows ``sftctl get`` prints for the cluster.
+prints exactly the rows ``sftctl watch`` prints for the cluster.
 """
 
 from __future__ import annotations
@@ -15,9 +16,6 @@ from sft_common.progress import format_number, parse_time
 
 TERMINAL = ("Succeeded", "Failed")
 COLUMNS = ("NAME", "PHASE", "PROGRESS", "LOSS", "TOKENS/S", "ETA", "MESSAGE")
-WIDE_COLUMNS = (*COLUMNS[:-1], "AGE", "REASON", "CHILD", "MESSAGE")
-"""``-o wide``: the CRDs' priority-1 printer column (Ready's reason), the age and the child (Job,
-TrainJob, ...) before the message, which is then not cut."""
 MESSAGE_WIDTH = 70
 
 
@@ -74,17 +72,16 @@ def progress_of(cr: Mapping[str, Any]) -> dict[str, Any]:
     return {"progress": text, "loss": None, "rate": rate, "eta": eta}
 
 
-def row(cr: Mapping[str, Any], *, wide: bool = False) -> tuple[str, ...]:
-    """The columns of :data:`COLUMNS` (``wide``: then :data:`WIDE_COLUMNS`, and the message in full,
-    as ``kubectl get -o wide`` adds the CRDs' priority-1 printer columns)."""
+def row(cr: Mapping[str, Any]) -> tuple[str, ...]:
+    """The columns of :data:`COLUMNS` (the message cut at :data:`MESSAGE_WIDTH`)."""
     status = cr.get("status") or {}
     facts = progress_of(cr)
     loss = f"{facts['loss']:.4f}" if isinstance(facts["loss"], int | float) else "-"
     rate = format_number(round(float(facts["rate"]))) if facts["rate"] else "-"
     message = str(status.get("message") or "")
-    if len(message) > MESSAGE_WIDTH and not wide:
+    if len(message) > MESSAGE_WIDTH:
         message = message[: MESSAGE_WIDTH - 3] + "..."
-    cells = (
+    return (
         ref(cr),
         str(status.get("phase") or "-"),
         facts["progress"],
@@ -93,23 +90,12 @@ def row(cr: Mapping[str, Any], *, wide: bool = False) -> tuple[str, ...]:
         human_duration(facts["eta"]),
         message,
     )
-    if not wide:
-        return cells
-    ready: Mapping[str, Any] = next(
-        (c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {}
-    )
-    job = status.get("jobRef") or {}
-    child = f"{job.get('kind')}/{job.get('name')}" if job.get("name") else "-"
-    age = _age((cr.get("metadata") or {}).get("creationTimestamp"))
-    return (*cells[:-1], age, str(ready.get("reason") or "-"), child, cells[-1])
 
 
-def table(
-    crs: Sequence[Mapping[str, Any]], *, wide: bool = False, namespaces: bool = False, header: bool = True
-) -> str:
-    """``wide``: :data:`WIDE_COLUMNS`; ``namespaces``: a NAMESPACE column first (``kubectl get -A``)."""
-    columns: tuple[str, ...] = WIDE_COLUMNS if wide else COLUMNS
-    rows = [row(cr, wide=wide) for cr in crs]
+def table(crs: Sequence[Mapping[str, Any]], *, namespaces: bool = False) -> str:
+    """``namespaces``: a NAMESPACE column first (``watch -A``)."""
+    columns: tuple[str, ...] = COLUMNS
+    rows = [row(cr) for cr in crs]
     if namespaces:
         columns = ("NAMESPACE", *columns)
         rows = [
@@ -118,8 +104,7 @@ def table(
         ]
     every = [columns, *rows]
     widths = [max(len(r[i]) for r in every) for i in range(len(columns))]
-    lines = ["   ".join(cell.ljust(widths[i]) for i, cell in enumerate(r)).rstrip() for r in every]
-    return "\n".join(lines if header else lines[1:])
+    return "\n".join("   ".join(cell.ljust(widths[i]) for i, cell in enumerate(r)).rstrip() for r in every)
 
 
 def all_terminal(crs: Sequence[Mapping[str, Any]]) -> bool:

@@ -53,15 +53,19 @@ def image_or_default(image: str | None, default: str | None, env_var: str, workl
     return chosen
 
 
-def spec_hash(spec: BaseModel, fields: tuple[str, ...]) -> str:
+def spec_hash(spec: BaseModel, fields: tuple[str, ...], also_default: Mapping[str, Any] | None = None) -> str:
     """Hash of the camelCase spec ``fields`` that define the work (stamped on children).
 
     Values equal to their defaults are left out, at every depth: a field a newer operator adds with a
     default (``checkpoint.resume``, ``data.allowFullLossMask``) then leaves the hash of a spec that does
     not set it unchanged, so an operator upgrade does not read the children of running CRs as made
-    from another spec (``SpecChangedAfterStart``)."""
+    from another spec (``SpecChangedAfterStart``). ``also_default``: top-level values left out too, a
+    default a field had before its default changed."""
     dumped = spec.model_dump(mode="json", by_alias=True, exclude_defaults=True)
-    return meta.spec_hash({key: dumped[key] for key in fields if key in dumped})
+    old = also_default or {}
+    return meta.spec_hash(
+        {key: dumped[key] for key in fields if key in dumped and (key not in old or old[key] != dumped[key])}
+    )
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,14 @@ from typing import Any
 
 from sft_common.config import to_yaml
 from sft_operator.api.meta import RUN
-from sft_operator.api.sftrun import GPU_RESOURCE, SHM_DIR, SHM_VOLUME, SFTRunSpec, training_fields
+from sft_operator.api.sftrun import (
+    GPU_RESOURCE,
+    LEGACY_GPUS_PER_NODE,
+    SHM_DIR,
+    SHM_VOLUME,
+    SFTRunSpec,
+    training_fields,
+)
 from sft_operator.backends.base import Backend, Companion, RunPods
 from sft_operator.errors import InvalidSpec
 from sft_operator.render import children as common
@@ -65,8 +72,12 @@ def config_map_name(cr_name: str) -> str:
 
 
 def training_spec_hash(spec: SFTRunSpec) -> str:
-    """Hash of the training-defining fields, compared with the child's (drift check)."""
-    return common.spec_hash(spec, training_fields())
+    """Hash of the training-defining fields, compared with the child's (drift check).
+
+    gpusPerNode 8 counts as a default, as it did when 8 was its only default: an API server with the
+    old CRD stored 8 in every CR that left it out, and the hash of a running CR must not change when
+    the operator is upgraded (a changed hash reads as SpecChangedAfterStart)."""
+    return common.spec_hash(spec, training_fields(), also_default={"gpusPerNode": LEGACY_GPUS_PER_NODE})
 
 
 def torchrun_command(spec: SFTRunSpec, backend: Backend, child_name: str) -> list[str]:
@@ -90,16 +101,16 @@ def torchrun_command(spec: SFTRunSpec, backend: Backend, child_name: str) -> lis
 
 def nproc_per_node(spec: SFTRunSpec) -> int:
     """One process per GPU; one (CPU) process per pod when the run has no GPUs."""
-    return spec.gpus_per_node or 1
+    return spec.gpus() or 1
 
 
 def resources(spec: SFTRunSpec) -> dict[str, Any]:
     """The user's requests/limits with ``nvidia.com/gpu`` = gpusPerNode (limits; requests must match)."""
     out = spec.resources.model_dump(mode="json", by_alias=True, exclude_none=True)
-    if spec.gpus_per_node:
-        out.setdefault("limits", {})[GPU_RESOURCE] = spec.gpus_per_node
+    if spec.gpus():
+        out.setdefault("limits", {})[GPU_RESOURCE] = spec.gpus()
         if GPU_RESOURCE in (out.get("requests") or {}):
-            out["requests"][GPU_RESOURCE] = spec.gpus_per_node
+            out["requests"][GPU_RESOURCE] = spec.gpus()
     return out
 
 

@@ -11,6 +11,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from pydantic import ValidationError
+
+from sft_common.progress import LEASE_WAIT_KEY, LeaseWait, parse_time
 from sft_common.result import PrepResult
 from sft_operator.api.dataprep import PrepProgress
 from sft_operator.status import patch
@@ -77,6 +80,9 @@ def derive(
         phase, reason, message = "Pending", "CreatingJob", "creating the prep Job"
     else:
         phase, reason, message = _from_job(spec, job, pods)
+        waiting = lease_wait_message(cr, now) if phase in ("Pending", "Running") else None
+        if waiting is not None:
+            reason, message = "WaitingForOutputLease", waiting
 
     if phase == "Succeeded" and job is not None:
         outputs = _outputs(pods, spec, out.get("outputs"))
@@ -165,6 +171,38 @@ def _from_job(spec: Mapping[str, Any], job: Mapping[str, Any], pods: list[PodSta
     if problem:
         return "Pending", problem[0], problem[1] + retry
     return "Pending", "PodsPending", f"waiting for {workers} prep pod(s) to start{retry}"
+
+
+LEASE_WAIT_GRACE_SECONDS = 30
+"""A wait reported as ending this long ago is over (its worker was stopped before it could say so)."""
+
+
+def lease_wait_message(cr: Mapping[str, Any], now: str) -> str | None:
+    """One sentence from the first worker that reports waiting for another run's output lease
+    (``status.progress.workers.<i>.leaseWait``, :class:`~sft_common.progress.LeaseWait`): who holds it,
+    since when this prep waits, when it expires and what to do; None when no worker waits."""
+    workers = ((cr.get("status") or {}).get("progress") or {}).get("workers") or {}
+    current = parse_time(now)
+    for index in sorted(workers, key=str):
+        snap = workers[index]
+        raw = snap.get(LEASE_WAIT_KEY) if isinstance(snap, Mapping) else None
+        if not raw:
+            continue
+        try:
+            wait = LeaseWait.model_validate(raw)
+        except ValidationError:
+            continue
+        expires = parse_time(wait.expires_at)
+        if current and expires and (current - expires).total_seconds() > LEASE_WAIT_GRACE_SECONDS:
+            continue
+        where = (cr.get("spec") or {}).get("outputDir") or wait.output_dir  # as the user wrote it
+        return (
+            f"worker {index} waits (since {wait.since}) for the lease on {where}, held by run "
+            f"{wait.run} ({wait.holder}, last renewed {wait.renewed_at}) until {wait.expires_at}, when it "
+            "takes it over unless renewed: nothing to do if that run's prep was deleted; if it is still "
+            "running, delete one of the two or give this prep another outputDir"
+        )
+    return None
 
 
 def _outputs(
