@@ -11,6 +11,7 @@ import yaml
 from sftrun_objects import render_run
 
 from kubeemu import KubeEmulator
+from sft_operator import backends
 from sft_operator.render import sftrun as render
 from sft_operator.render.pods import WorkloadDefaults
 
@@ -39,13 +40,17 @@ def test_samples_are_admitted_and_render(path: Path, kube: KubeEmulator) -> None
     created = kube.create(
         {**the_run(path), "metadata": {**the_run(path)["metadata"], "namespace": "default"}}
     )
+    # each as shipped: the flagship samples name backend jobset (envFrom, per-run TTL), tiny is auto
+    # (rendered here as PyTorchJob, the shape checked below)
+    backend = created["spec"].get("backend", "auto")
     children = render_run(
-        created, DATA, WorkloadDefaults(trainer_image="ghcr.io/sft-operator/sft-trainer:0.1.0")
+        created,
+        DATA,
+        WorkloadDefaults(trainer_image="ghcr.io/sft-operator/sft-trainer:0.1.0"),
+        *([] if backend == "auto" else [backends.named(backend)]),
     )
     job = children.job
     nodes = created["spec"]["nodes"]
-    # each as shipped: the flagship samples name backend jobset (envFrom, per-run TTL), tiny is auto
-    backend = created["spec"].get("backend", "auto")
     assert job["kind"] == {"jobset": "JobSet", "auto": "PyTorchJob"}[backend]
     if job["kind"] == "JobSet":
         (group,) = job["spec"]["replicatedJobs"]
@@ -70,6 +75,7 @@ def test_full_sft_sample_mirrors_the_recipe() -> None:
     job = render_run(
         the_run(SAMPLES / "sftrun-super3.yaml") | {"metadata": {"name": "s", "namespace": "n", "uid": "u"}},
         DATA,
+        backend=backends.named(spec["backend"]),
     ).job
     assert spec["backend"] == "jobset" and job["kind"] == "JobSet"
     (group,) = job["spec"]["replicatedJobs"]
