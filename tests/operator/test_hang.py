@@ -152,3 +152,31 @@ def test_restart_on_hang_deletes_the_group_and_counts_a_restart(cluster: KubeEmu
         events = [e for e in kube.events(NAMESPACE, "run") if e["reason"] == "HungRestarted"]
         assert final["restartCount"] == len({e["message"] for e in events}) >= 1
     assert_least_privilege(kube.requests, [("delete", "", "pods")])
+
+
+def test_a_hang_restart_the_child_already_reports_is_counted_once() -> None:
+    """A JobSet hang restart is ``status.restarts`` + 1 (backends.jobset), and the reconcile that asked
+    for it can already see it (its own patch came back through the watch): still one restart."""
+    from dataclasses import replace
+
+    from sft_operator.backends.jobset import BACKEND as jobset
+
+    run_cr = cr(
+        nodes=2,
+        backend="jobset",
+        status={"phase": "Running", "startTime": T0, "progress": {"completed": 7, "updatedAt": T0}},
+    )
+    child = {
+        "apiVersion": jobset.api_version,
+        "kind": jobset.kind,
+        "metadata": {"name": "run-train", "uid": "js1"},
+        "spec": {
+            "replicatedJobs": [{"name": "node", "replicas": 1, "template": {"spec": {"completions": 2}}}]
+        },
+        "status": {"restarts": 1},
+    }
+    now = "2026-11-25T11:00:00Z"
+    hang = hang_state(run_cr["status"], now, 1800)
+    assert hang is not None
+    out = status.derive(run_cr, child, [], now=now, backend=jobset, hang=replace(hang, restarted=True))
+    assert out["restartCount"] == 1, out

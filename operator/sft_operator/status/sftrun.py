@@ -127,7 +127,9 @@ def derive(
 
     _restarts(out, old, seen, pods, now)
     if hang is not None and hang.restarted:
-        out["restartCount"] = int(out.get("restartCount") or 0) + 1
+        # one more than before this reconcile, whether or not the child already reports the restart
+        # (a JobSet's status.restarts can be seen in the same reconcile that asked for it)
+        out["restartCount"] = max(int(out.get("restartCount") or 0), int(old.get("restartCount") or 0) + 1)
         out["lastRestartTime"] = now
     checkpoints = _checkpoints(pods, old, phase)
     if checkpoints:
