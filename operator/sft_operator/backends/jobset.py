@@ -52,6 +52,9 @@ from sft_operator.status.pods import JOB_INDEX_ANNOTATION, PodRole, PodState, as
 
 REPLICATED_JOB = "node"
 MASTER_PORT = 29500
+PORT_ENV = "MASTER_PORT"
+"""The rendezvous port, passed as ``$(MASTER_PORT)`` (the kubelet spells it into the command), as the
+job backend and Trainer (``$(PET_MASTER_PORT)``) pass it: one place for a runtime to set it."""
 JOBSET_NAME_LABEL = "jobset.sigs.k8s.io/jobset-name"
 REPLICATED_JOB_LABEL = "jobset.sigs.k8s.io/replicatedjob-name"
 RESTART_ATTEMPT_LABEL = "jobset.sigs.k8s.io/restart-attempt"
@@ -92,7 +95,7 @@ class JobSet(Backend):
 
     def rendezvous(self, child_name: str) -> Rendezvous:
         return Rendezvous(
-            node_rank=f"$({NODE_RANK_ENV})", master_addr=master_host(child_name), master_port=str(MASTER_PORT)
+            node_rank=f"$({NODE_RANK_ENV})", master_addr=master_host(child_name), master_port=f"$({PORT_ENV})"
         )
 
     def render(self, run: RunPods) -> dict[str, Any]:
@@ -104,6 +107,7 @@ class JobSet(Backend):
                 "name": NODE_RANK_ENV,
                 "valueFrom": {"fieldRef": {"fieldPath": f"metadata.annotations['{JOB_INDEX_ANNOTATION}']"}},
             },
+            {"name": PORT_ENV, "value": str(MASTER_PORT)},
             *main["env"],
         ]
         main["ports"] = [{"name": "rendezvous", "containerPort": MASTER_PORT, "protocol": "TCP"}]
