@@ -29,7 +29,7 @@ from sft_prep.process import ProcessResult, RowProcessor
 from sft_prep.readers import RawRow
 from sft_prep.stats import ShardCounts
 from sft_prep.template import load_template
-from sft_prep.tokenize import Tokenizer, load_tokenizer
+from sft_prep.tokenizer import Tokenizer, load_tokenizer
 
 
 def tokenizer_fingerprint(tokenizer: Tokenizer) -> str:
