@@ -321,7 +321,7 @@ def test_checkpoints_from_progress_while_running_and_from_the_result_when_ended(
     saved = CheckpointInfo(
         latest_iteration=20, uri="s3://bucket/ckpt/run/iter_0000020", time=T2, resumed_from=10
     )
-    progress = {"iteration": 23, "checkpoint": saved.model_dump(mode="json", by_alias=True)}
+    progress = {"completed": 23, "checkpoint": saved.model_dump(mode="json", by_alias=True)}
     run = cr(status={"phase": "Running", "progress": progress})
     job = ptj(run, [("Created", "True", "PyTorchJobCreated"), ("Running", "True", "PyTorchJobRunning")])
     running = [pod_state(pod("Master", 0, "Running"), pytorchjob.container, pytorchjob.role)]

@@ -316,8 +316,6 @@ class RunProgress(ConfigModel):
     """Iterations done."""
     total: float | None = None
     """Iterations in total (train.trainIters)."""
-    iteration: int | None = None
-    """Current iteration (when the trainer reports it separately from completed)."""
     percent: float | None = None
     """Share done, 0-100."""
     loss: float | None = None

@@ -286,9 +286,7 @@ def _iterations(
     """ "done/total" for the printer column, from the trainer's progress (or its result)."""
     progress = progress or {}
     total = progress.get("total") or ((spec.get("train") or {}).get("trainIters"))
-    done = progress.get("iteration")
-    if done is None:
-        done = progress.get("completed")
+    done = progress.get("completed")
     if phase == "Succeeded" and outputs and outputs.get("lastIteration") is not None:
         done = outputs["lastIteration"]
     if done is None and not job_known:
