@@ -23,10 +23,10 @@ from typing import Any
 import pytest
 from test_sftrun_backends_e2e import DEFAULTS, TIMEOUT, explain, finished, install, prepare, pvc_root, sample
 
+from inprocess_operator import run_operator
 from kubeemu import KubeEmulator
 from kubeemu.podrunner import PodRunner
 from sft_operator.status.conditions import get_condition
-from sft_operator.testing import run_operator
 
 # torchrun rendezvous on the emulator's fixed master port: these tests run on one xdist worker
 # (make test uses --dist loadgroup), or two at once clash on the port (EADDRINUSE)
