@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sft_operator import backends
 from sft_operator import reconcile_steps as steps
 from sft_operator.api.meta import DATAPREP, RUN
-from sft_operator.api.sftrun import SFTRunSpec
+from sft_operator.api.sftrun import SFTRunSpec, SFTRunStatus
 from sft_operator.backends.base import Backend
 from sft_operator.context import Context, OwnerKey
 from sft_operator.errors import InvalidSpec
@@ -36,9 +36,9 @@ from sft_operator.render import sftrun as render
 from sft_operator.render.meta import is_controlled_by
 from sft_operator.status import sftrun as status
 from sft_operator.status.common import finished
-from sft_operator.status.hang import hang_state
+from sft_operator.status.hang import HangState, hang_state
 from sft_operator.status.pods import PodState, pod_state
-from sft_operator.status.rundata import padding_problem, resolve_data
+from sft_operator.status.rundata import DataState, padding_problem, resolve_data
 
 log = logging.getLogger(__name__)
 CRD_MISSING = "BackendCRDMissing"
@@ -63,17 +63,32 @@ def own_child(ctx: Context, cr: Mapping[str, Any], key: OwnerKey) -> tuple[Backe
     return None
 
 
-class RunKind:
+@dataclass
+class RunActed(steps.Acted):
+    """:class:`~sft_operator.reconcile_steps.Acted` plus what only an SFTRun's derive needs."""
+
+    backend: Backend | None = None
+    """The run's backend (None until known: from the child, the status or the spec)."""
+    data: DataState | None = None
+    """Where spec.data stands; None once the child exists (recorded in status.outputs.data)."""
+    hang: HangState | None = None
+    """What hang detection found (spec.hangTimeout)."""
+
+
+class RunKind(steps.Kind[RunActed]):
     info = RUN
 
-    async def act(self, ctx: Context, cr: Mapping[str, Any], acted: steps.Acted) -> None:
+    def new_acted(self) -> RunActed:
+        return RunActed()
+
+    async def act(self, ctx: Context, cr: Mapping[str, Any], acted: RunActed) -> None:
         namespace, name, uid = cr["metadata"]["namespace"], cr["metadata"]["name"], cr["metadata"]["uid"]
         key = (namespace, RUN.kind, name)
         desc = f"SFTRun {name}"
         found = own_child(ctx, cr, key)
         wanted = self._wanted(ctx, cr)
         backend = found[0] if found else backends.named((cr.get("status") or {}).get("backend") or wanted)
-        acted.derive_args["backend"] = backend
+        acted.backend = backend
         acted.child = found[1] if found else None
         try:
             spec = render.parse_spec(cr)
@@ -84,7 +99,7 @@ class RunKind:
                 prep_name = spec.data.data_prep_ref.name if spec.data.data_prep_ref else None
                 prep = ctx.caches.cr((namespace, DATAPREP.kind, prep_name)) if prep_name else None
                 data = resolve_data(cr, prep)
-                acted.derive_args["data"] = data
+                acted.data = data
                 if not (data.ready and data.uri):
                     if not data.failed:
                         acted.requeue = ctx.recheck_max  # fallback only: the prep's watch events come first
@@ -93,7 +108,7 @@ class RunKind:
                 if problem is not None:
                     raise InvalidSpec(problem, reason="DataPaddingMismatch")
                 backend = await self._choose(ctx, wanted)
-                acted.derive_args["backend"] = backend
+                acted.backend = backend
                 resolved = render.ResolvedData(data.uri, data.pack_size)
                 children = render.render(cr, resolved, ctx.defaults, backend)
                 await steps.ensure_workload_identity(ctx, RUN, cr, desc)
@@ -122,7 +137,7 @@ class RunKind:
 
     @staticmethod
     async def _watch_hang(
-        ctx: Context, cr: Mapping[str, Any], spec: SFTRunSpec, backend: Backend, acted: steps.Acted
+        ctx: Context, cr: Mapping[str, Any], spec: SFTRunSpec, backend: Backend, acted: RunActed
     ) -> None:
         """Hang detection (spec.hangTimeout, :mod:`sft_operator.status.hang`): look again when the run
         would count as hung (no event comes when nothing moves); once hung, with spec.restartOnHang,
@@ -146,7 +161,7 @@ class RunKind:
                         raise
             log.info("%s/%s: hung, restarted the training group", namespace, cr["metadata"]["name"])
             hang = replace(hang, restarted=True)
-        acted.derive_args["hang"] = hang
+        acted.hang = hang
 
     @staticmethod
     async def _choose(ctx: Context, wanted: str) -> Backend:
@@ -168,13 +183,13 @@ class RunKind:
         chosen = ctx.default_backend if wanted == backends.AUTO else wanted
         return chosen if chosen in backends.NAMES else backends.AUTO
 
-    def pods(self, ctx: Context, key: OwnerKey, acted: steps.Acted) -> tuple[list[PodState], str]:
-        backend: Backend = acted.derive_args.get("backend") or backends.named(None)
+    def pods(self, ctx: Context, key: OwnerKey, acted: RunActed) -> tuple[list[PodState], str]:
+        backend = acted.backend or backends.named(None)
         pods = [pod_state(p, backend.container, backend.role) for p in ctx.caches.pods_of(key)]
         return pods, backend.container
 
-    def child_failed(self, acted: steps.Acted, pods: list[PodState]) -> bool:
-        backend: Backend | None = acted.derive_args.get("backend")
+    def child_failed(self, acted: RunActed, pods: list[PodState]) -> bool:
+        backend = acted.backend
         if acted.child is None or backend is None:
             return False
         return backend.observe({}, acted.child, backend.pods_of(acted.child, pods)).phase == "Failed"
@@ -182,11 +197,11 @@ class RunKind:
     def derive(
         self,
         cr: Mapping[str, Any],
-        acted: steps.Acted,
+        acted: RunActed,
         pods: list[PodState],
         now: str,
         log_tails: Mapping[str, str],
-    ) -> dict[str, Any]:
+    ) -> SFTRunStatus:
         return status.derive(
             cr,
             acted.child,
@@ -195,11 +210,10 @@ class RunKind:
             config_map=acted.config_map,
             error=acted.error,
             log_tails=log_tails,
-            **acted.derive_args,
+            backend=acted.backend,
+            data=acted.data,
+            hang=acted.hang,
         )
-
-    def status_patch(self, cr: Mapping[str, Any], new_status: Mapping[str, Any]) -> dict[str, Any]:
-        return status.status_patch(cr, new_status)
 
 
 KIND = RunKind()

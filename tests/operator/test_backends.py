@@ -17,7 +17,7 @@ from sft_operator import backends
 from sft_operator.backends import jobset, pytorchjob, trainjob
 from sft_operator.errors import InvalidSpec
 from sft_operator.render import sftrun as render
-from sft_operator.status import sftrun as status
+from status_json import sftrun as status
 from sft_operator.status.pods import pod_state
 
 NOW = "2026-11-25T11:00:00Z"

@@ -22,7 +22,7 @@ from test_sftrun_operator import master_pod, operator, ptj_conditions, run, wait
 
 from kubeemu import KubeEmulator
 from sft_operator.backends import pytorchjob
-from sft_operator.status import sftrun as status
+from status_json import sftrun as status
 from sft_operator.status.conditions import get_condition
 from sft_operator.status.hang import HANG_CONDITION, hang_condition, hang_state
 from sft_operator.status.pods import pod_state

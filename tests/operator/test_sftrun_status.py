@@ -20,7 +20,7 @@ from sftrun_objects import (
 )
 
 from sft_operator.backends import pytorchjob
-from sft_operator.status import sftrun as status
+from status_json import sftrun as status
 from sft_operator.status.pods import PodState, pod_state
 
 NOW = "2026-11-25T11:00:00Z"
