@@ -103,8 +103,8 @@ class OperatorConfig:
     replica died without saying goodbye (SIGKILL, node lost); kopf's default is 60."""
     reconcilers: dict[str, Reconciler] = field(
         default_factory=lambda: {
-            DATAPREP.kind: reconcile_dataprep.reconcile,
-            RUN.kind: reconcile_sftrun.reconcile,
+            DATAPREP.kind: reconcile_dataprep.KIND.reconcile,
+            RUN.kind: reconcile_sftrun.KIND.reconcile,
         }
     )
 

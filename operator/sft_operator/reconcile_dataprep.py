@@ -81,7 +81,3 @@ class DataPrepKind(steps.Kind[steps.Acted]):
 
 
 KIND = DataPrepKind()
-
-
-async def reconcile(ctx: Context, key: OwnerKey) -> float | None:
-    return await steps.reconcile(ctx, key, KIND)

@@ -219,10 +219,5 @@ class RunKind(steps.Kind[RunActed]):
 KIND = RunKind()
 
 
-async def reconcile(ctx: Context, key: OwnerKey) -> float | None:
-    """Returns seconds until the next look when no watch event will come (CRD missing, data fallback)."""
-    return await steps.reconcile(ctx, key, KIND)
-
-
 def _recheck_delay(ctx: Context, old_status: Mapping[str, Any] | None) -> float:
     return steps.recheck_delay(ctx, old_status, BLOCKED_REASONS)

@@ -109,6 +109,10 @@ class Kind(Generic[ActedT]):
         """The kind's status model for what this reconcile saw (its ``status.<kind>.derive``)."""
         raise NotImplementedError
 
+    async def reconcile(self, ctx: Context, key: OwnerKey) -> float | None:
+        """:func:`reconcile` of this kind (what the work queue calls for its keys)."""
+        return await reconcile(ctx, key, self)
+
 
 async def reconcile(ctx: Context, key: OwnerKey, kind: Kind[ActedT]) -> float | None:
     """One level-triggered pass: act, read the pods, derive and patch the status, announce.
