@@ -261,34 +261,38 @@ def _progress(
         if snap.get("updatedAt"):
             updated.append(str(snap["updatedAt"]))
     job_status = (job or {}).get("status") or {}
+    workers_total = int(spec.get("parallelism") or 1)
     workers_done = len(parse_indexes(job_status.get("completedIndexes")))
-    progress = PrepProgress(workers_total=int(spec.get("parallelism") or 1), workers_done=workers_done)
     if phase == "Succeeded":
         done = total or done
         rate = 0.0
         final = outputs.totals.tokens if outputs is not None and outputs.totals is not None else None
         if final is not None:
             tokens = int(final)
-        progress.workers_done = progress.workers_total if job is not None else workers_done
+        if job is not None:
+            workers_done = workers_total
     if phase in ("Failed", "Suspended"):
         rate = 0.0
-    if total:
-        done = min(done, total)
-        progress.shards_total = total
-        progress.shards_done = done
-        progress.shards = f"{done}/{total}"
-        progress.percent = round(100.0 * done / total, 1)
-        progress.percent_text = f"{progress.percent:g}%"
-    if workers or phase == "Succeeded":
-        progress.tokens = tokens
-        progress.tokens_per_second = round(rate, 1)
-    if updated:
-        progress.updated_at = max(updated)
-    if etas and phase == "Running":
-        progress.eta_seconds = max(etas)  # the slowest worker decides
-    texts = progress_text(progress.tokens, progress.eta_seconds, phase)
-    progress.tokens_text = texts.get("tokensText")
-    progress.eta_text = texts.get("etaText")
+    done = min(done, total) if total else done
+    percent = round(100.0 * done / total, 1) if total else None
+    counted = bool(workers) or phase == "Succeeded"
+    eta = max(etas) if etas and phase == "Running" else None  # the slowest worker decides
+    texts = progress_text(tokens if counted else None, eta, phase)
+    progress = PrepProgress(
+        workers_total=workers_total,
+        workers_done=workers_done,
+        shards_total=total,
+        shards_done=done if total else None,
+        shards=f"{done}/{total}" if total else None,
+        percent=percent,
+        percent_text=f"{percent:g}%" if percent is not None else None,
+        tokens=tokens if counted else None,
+        tokens_per_second=round(rate, 1) if counted else None,
+        updated_at=max(updated) if updated else None,
+        eta_seconds=eta,
+        tokens_text=texts.get("tokensText"),
+        eta_text=texts.get("etaText"),
+    )
     if phase == "Succeeded" and job is None and old is not None and not _empty(old):
         kept = old.model_copy(update={"workers": None})
         return None if _empty(kept) else kept

@@ -40,7 +40,7 @@ from sft_operator.status.common import (
     see_children,
     with_job_reason,
 )
-from sft_operator.status.conditions import as_models, kstatus_conditions, with_transition_times
+from sft_operator.status.conditions import as_models, get_condition, kstatus_conditions, with_transition_times
 from sft_operator.status.conditions import condition as make_condition
 from sft_operator.status.failure import classify
 from sft_operator.status.hang import HANG_CONDITION, HangState, hang_condition
@@ -162,7 +162,7 @@ def derive(
         ),
     ]
     old_conditions = (cr.get("status") or {}).get("conditions")
-    hung = hang_condition(hang, _condition_json(old_conditions, HANG_CONDITION), phase, generation)
+    hung = hang_condition(hang, get_condition(cr.get("status"), HANG_CONDITION), phase, generation)
     if hung is not None:
         conditions.append(hung)
     conditions.extend(pruned_conditions(cr, generation))
@@ -186,10 +186,6 @@ def _carried_over(old: SFTRunStatus, generation: int | None) -> SFTRunStatus:
         last_restart_time=old.last_restart_time,
         checkpoints=old.checkpoints,
     )
-
-
-def _condition_json(conditions: Any, type_: str) -> Mapping[str, Any] | None:
-    return next((c for c in conditions or () if isinstance(c, Mapping) and c.get("type") == type_), None)
 
 
 def _data_message(data: DataState | None, out: SFTRunStatus) -> str:
