@@ -17,8 +17,8 @@ from sft_operator import backends
 from sft_operator.backends import jobset, pytorchjob, trainjob
 from sft_operator.errors import InvalidSpec
 from sft_operator.render import sftrun as render
-from status_json import sftrun as status
 from sft_operator.status.pods import pod_state
+from status_json import sftrun as status
 
 NOW = "2026-11-25T11:00:00Z"
 T0 = "2026-11-25T10:00:00Z"

@@ -22,9 +22,9 @@ from sftrun_objects import T2, cr, pod, ptj
 
 from sft_common.result import CheckpointInfo, FailureResult, Reason
 from sft_operator.backends import pytorchjob
-from status_json import sftrun as status
 from sft_operator.status.failure import CATEGORIES, RETRYABLE, classify
 from sft_operator.status.pods import PodState, pod_state
+from status_json import sftrun as status
 
 CUDA_OOM_LOG = """\
 [rank0]: Traceback (most recent call last):

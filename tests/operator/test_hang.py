@@ -22,10 +22,10 @@ from test_sftrun_operator import master_pod, operator, ptj_conditions, run, wait
 
 from kubeemu import KubeEmulator
 from sft_operator.backends import pytorchjob
-from status_json import sftrun as status
 from sft_operator.status.conditions import get_condition
 from sft_operator.status.hang import HANG_CONDITION, hang_condition, hang_state
 from sft_operator.status.pods import pod_state
+from status_json import sftrun as status
 
 T0 = "2026-11-25T10:00:00Z"
 
