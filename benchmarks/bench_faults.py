@@ -19,7 +19,7 @@ Six sections, each printed as figures from this run (loopback only, bounded in t
    rows: a lone surrogate, JSON nested 1100 deep, a 2 MB row), each mixing bad rows into good ones.
    Per kind: bad rows counted as dropped / bad rows, good rows kept / good rows (or the crash).
 4. **Invalid CRs.** Specs a user can get wrong, applied to the emulator with the real operator
-   running in-process (``sft_operator.testing.run_operator``). Each must be rejected by the API
+   running in-process (``run_operator`` of tests/inprocess_operator.py). Each must be rejected by the API
    (schema/CEL) or reach ``Stalled=True``; crashes are tracebacks in the operator's output.
 5. **API faults.** The operator process behind an HTTP fault proxy (watch ERROR events, 500s, 429 +
    Retry-After, dropped responses, a 5 s outage): faults injected, children duplicated, status or
@@ -711,8 +711,8 @@ def invalid_crs() -> list[tuple[str, dict[str, Any]]]:
 
 
 def bench_invalid_crs(tmp: Path) -> dict[str, Any]:
+    from inprocess_operator import TEST_IMAGE, run_operator
     from sft_operator.render.pods import WorkloadDefaults
-    from sft_operator.testing import TEST_IMAGE, run_operator
 
     verdicts: dict[str, str] = {}
     with KubeEmulator(crds=[REPO / "manifests" / "crds"]) as kube:

@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     from sft_prep.packing import ALGORITHMS, lower_bound_bins, pack
     from sft_prep.qwen_vocab import save_qwen_tokenizer
     from sft_prep.sequence_encode import seq_chunks
-    from sft_prep.tokenize import load_tokenizer
+    from sft_prep.tokenizer import load_tokenizer
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="sft-bench-"))
     work.mkdir(parents=True, exist_ok=True)

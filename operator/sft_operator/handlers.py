@@ -23,6 +23,7 @@ from sft_operator import backends, handlers_sftrun, reconcile_dataprep, reconcil
 from sft_operator.api.meta import DATAPREP, GROUP, MANAGED_BY, RUN, VERSION
 from sft_operator.context import Caches, Context, OwnerKey, owner_key_of_child, snapshot
 from sft_operator.essence import NoEssence
+from sft_operator.handlers_sftrun import QueueOf
 from sft_operator.kube import watching
 from sft_operator.kube.client import JOBS, PODS, KubeClient, Resource
 from sft_operator.metrics import OperatorMetrics, QueueStats
@@ -107,8 +108,8 @@ class OperatorConfig:
     replica died without saying goodbye (SIGKILL, node lost); kopf's default is 60."""
     reconcilers: dict[str, Reconciler] = field(
         default_factory=lambda: {
-            DATAPREP.kind: reconcile_dataprep.reconcile,
-            RUN.kind: reconcile_sftrun.reconcile,
+            DATAPREP.kind: reconcile_dataprep.KIND.reconcile,
+            RUN.kind: reconcile_sftrun.KIND.reconcile,
         }
     )
 
@@ -135,10 +136,21 @@ class Runtime:
 
 
 def build_registry(config: OperatorConfig | None = None) -> kopf.OperatorRegistry:
-    """A fresh registry holding every handler (tests build one per operator instance)."""
+    """A fresh registry holding every handler (tests build one per operator instance): the operator's
+    lifecycle, then the watches of our CRs and of their children, each event triggering a reconcile
+    of the owning CR through the one work queue."""
     config = config or OperatorConfig()
     registry = kopf.OperatorRegistry()
-    managed = {MANAGED_BY_LABEL: MANAGED_BY}
+    register_lifecycle(registry, config)
+    queue_of = work_queue_of(config)
+    register_cr_watches(registry, queue_of)
+    register_child_watches(registry, queue_of)
+    handlers_sftrun.register(registry, queue_of)
+    return registry
+
+
+def register_lifecycle(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
+    """Startup (settings, the runtime, probes and metrics endpoints), login, and cleanup."""
 
     @kopf.on.startup(registry=registry)
     async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
@@ -200,8 +212,13 @@ def build_registry(config: OperatorConfig | None = None) -> kopf.OperatorRegistr
         if runtime.context is not None:
             await runtime.context.client.close()
 
+
+def work_queue_of(config: OperatorConfig) -> QueueOf:
+    """``queue_of(memo, indexes)``: the operator's work queue, created on first use (after login)."""
+
     def queue_of(memo: kopf.Memo, indexes: Mapping[str, Any]) -> WorkQueue:
-        """The work queue, created on first use inside the operator's loop (after login)."""
+        """The work queue, created on first use inside the operator's loop (after login); it also points
+        the caches at kopf's indexes, which exist only once handlers run."""
         runtime: Runtime = memo.runtime
         caches = runtime.caches
         for kind_info in KINDS:
@@ -244,6 +261,12 @@ def build_registry(config: OperatorConfig | None = None) -> kopf.OperatorRegistr
             client.on_recovered = runtime.queue.recovered
         return runtime.queue
 
+    return queue_of
+
+
+def register_cr_watches(registry: kopf.OperatorRegistry, queue_of: QueueOf) -> None:
+    """Per kind of ours: an index of its CRs, and every watch event triggers that CR's reconcile
+    (a DELETED one forgets it; our own status patch coming back triggers nothing)."""
     for info in KINDS:
         kind = info.kind
 
@@ -274,6 +297,12 @@ def build_registry(config: OperatorConfig | None = None) -> kopf.OperatorRegistr
             if not memo.runtime.context.own_event(key, body):  # (our own status patch: nothing new)
                 queue.trigger(key)
 
+
+def register_child_watches(registry: kopf.OperatorRegistry, queue_of: QueueOf) -> None:
+    """Per kind of child (Jobs, Pods, each backend's child): an index by owner, and every watch event
+    triggers the owner's reconcile (except the event of a child this operator just created)."""
+    managed = {MANAGED_BY_LABEL: MANAGED_BY}
+
     for child in CHILD_WATCHES:
 
         @kopf.index(*child.resource, labels=managed, registry=registry, id=child.index)
@@ -288,9 +317,6 @@ def build_registry(config: OperatorConfig | None = None) -> kopf.OperatorRegistr
                 queue = queue_of(memo, kwargs)
                 if not memo.runtime.context.own_event(("child", body.get("metadata", {}).get("uid")), body):
                     queue.trigger(key)
-
-    handlers_sftrun.register(registry, queue_of)
-    return registry
 
 
 def _cached_crs(caches: Caches) -> Iterator[tuple[str, Mapping[str, Any]]]:

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from sft_operator import reconcile_steps as steps
+from sft_operator.api.dataprep import SFTDataPrepStatus
 from sft_operator.api.meta import DATAPREP
 from sft_operator.context import Context, OwnerKey
 from sft_operator.kube.children import stale_reason
@@ -20,8 +21,11 @@ from sft_operator.status.conditions import is_true
 from sft_operator.status.pods import PodState, pod_state
 
 
-class DataPrepKind:
+class DataPrepKind(steps.Kind[steps.Acted]):
     info = DATAPREP
+
+    def new_acted(self) -> steps.Acted:
+        return steps.Acted()
 
     async def act(self, ctx: Context, cr: Mapping[str, Any], acted: steps.Acted) -> None:
         uid = cr["metadata"]["uid"]
@@ -64,7 +68,7 @@ class DataPrepKind:
         pods: list[PodState],
         now: str,
         log_tails: Mapping[str, str],
-    ) -> dict[str, Any]:
+    ) -> SFTDataPrepStatus:
         return status.derive(
             cr,
             acted.child,
@@ -75,12 +79,5 @@ class DataPrepKind:
             log_tails=log_tails,
         )
 
-    def status_patch(self, cr: Mapping[str, Any], new_status: Mapping[str, Any]) -> dict[str, Any]:
-        return status.status_patch(cr, new_status)
-
 
 KIND = DataPrepKind()
-
-
-async def reconcile(ctx: Context, key: OwnerKey) -> float | None:
-    return await steps.reconcile(ctx, key, KIND)

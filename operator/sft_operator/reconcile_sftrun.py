@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sft_operator import backends
 from sft_operator import reconcile_steps as steps
 from sft_operator.api.meta import DATAPREP, RUN
-from sft_operator.api.sftrun import SFTRunSpec
+from sft_operator.api.sftrun import SFTRunSpec, SFTRunStatus
 from sft_operator.backends.base import Backend, GroupMember
 from sft_operator.context import Context, OwnerKey
 from sft_operator.errors import InvalidSpec
@@ -36,9 +36,9 @@ from sft_operator.render import sftrun as render
 from sft_operator.render.meta import is_controlled_by
 from sft_operator.status import sftrun as status
 from sft_operator.status.common import finished
-from sft_operator.status.hang import hang_state
+from sft_operator.status.hang import HangState, hang_state
 from sft_operator.status.pods import PodState, pod_state
-from sft_operator.status.rundata import padding_problem, resolve_data
+from sft_operator.status.rundata import DataState, padding_problem, resolve_data
 
 log = logging.getLogger(__name__)
 CRD_MISSING = "BackendCRDMissing"
@@ -83,16 +83,31 @@ def _created(child: Mapping[str, Any]) -> tuple[str, int]:
     return str(meta.get("creationTimestamp") or ""), int(rv) if rv.isdigit() else 0
 
 
-class RunKind:
+@dataclass
+class RunActed(steps.Acted):
+    """:class:`~sft_operator.reconcile_steps.Acted` plus what only an SFTRun's derive needs."""
+
+    backend: Backend | None = None
+    """The run's backend (None until known: from the child, the status or the spec)."""
+    data: DataState | None = None
+    """Where spec.data stands; None once the child exists (recorded in status.outputs.data)."""
+    hang: HangState | None = None
+    """What hang detection found (spec.hangTimeout)."""
+
+
+class RunKind(steps.Kind[RunActed]):
     info = RUN
 
-    async def act(self, ctx: Context, cr: Mapping[str, Any], acted: steps.Acted) -> None:
+    def new_acted(self) -> RunActed:
+        return RunActed()
+
+    async def act(self, ctx: Context, cr: Mapping[str, Any], acted: RunActed) -> None:
         namespace, name, uid = cr["metadata"]["namespace"], cr["metadata"]["name"], cr["metadata"]["uid"]
         key = (namespace, RUN.kind, name)
         desc = f"SFTRun {name}"
         found = own_child(ctx, cr, key)
         backend = found[0] if found else backends.recorded(cr.get("status"))
-        acted.derive_args["backend"] = backend
+        acted.backend = backend
         acted.child = found[1] if found else None
         try:
             spec = render.parse_spec(cr)
@@ -103,7 +118,7 @@ class RunKind:
                 prep_name = spec.data.data_prep_ref.name if spec.data.data_prep_ref else None
                 prep = ctx.caches.cr((namespace, DATAPREP.kind, prep_name)) if prep_name else None
                 data = resolve_data(cr, prep)
-                acted.derive_args["data"] = data
+                acted.data = data
                 if not (data.ready and data.uri):
                     if not data.failed:
                         acted.requeue = ctx.recheck_max  # fallback only: the prep's watch events come first
@@ -112,7 +127,7 @@ class RunKind:
                 if problem is not None:
                     raise InvalidSpec(problem, reason="DataPaddingMismatch")
                 backend = backend or await self._choose(ctx, self._wanted(ctx, cr))
-                acted.derive_args["backend"] = backend
+                acted.backend = backend
                 resolved = render.ResolvedData(data.uri, data.pack_size)
                 children = render.render(cr, resolved, ctx.defaults, backend)
                 await steps.ensure_workload_identity(ctx, RUN, cr, desc)
@@ -139,7 +154,7 @@ class RunKind:
 
     @staticmethod
     async def _create(
-        ctx: Context, backend: Backend, children: render.RunChildren, uid: str, desc: str, acted: steps.Acted
+        ctx: Context, backend: Backend, children: render.RunChildren, uid: str, desc: str, acted: RunActed
     ) -> None:
         """Create the backend's companions, then its child (each found by name after a 409)."""
         try:
@@ -153,7 +168,7 @@ class RunKind:
         acted.child, acted.created = ensured.obj, ensured.created
 
     async def _replace(
-        self, ctx: Context, cr: Mapping[str, Any], backend: Backend, uid: str, desc: str, acted: steps.Acted
+        self, ctx: Context, cr: Mapping[str, Any], backend: Backend, uid: str, desc: str, acted: RunActed
     ) -> None:
         """Restart the group by replacing the child (:meth:`Backend.replaces`): render it again from
         the data recorded in status.outputs and the child it replaces, delete the old one (its pods
@@ -193,7 +208,7 @@ class RunKind:
 
     @staticmethod
     async def _watch_hang(
-        ctx: Context, cr: Mapping[str, Any], spec: SFTRunSpec, backend: Backend, acted: steps.Acted
+        ctx: Context, cr: Mapping[str, Any], spec: SFTRunSpec, backend: Backend, acted: RunActed
     ) -> None:
         """Hang detection (spec.hangTimeout, :mod:`sft_operator.status.hang`): look again when the run
         would count as hung (no event comes when nothing moves); once hung, with spec.restartOnHang,
@@ -217,7 +232,7 @@ class RunKind:
                         raise
             log.info("%s/%s: hung, restarted the training group", namespace, cr["metadata"]["name"])
             hang = replace(hang, restarted=True)
-        acted.derive_args["hang"] = hang
+        acted.hang = hang
 
     @staticmethod
     async def _choose(ctx: Context, wanted: str) -> Backend:
@@ -239,16 +254,16 @@ class RunKind:
         chosen = ctx.default_backend if wanted == backends.AUTO else wanted
         return chosen if chosen in backends.NAMES else backends.AUTO
 
-    def pods(self, ctx: Context, key: OwnerKey, acted: steps.Acted) -> tuple[list[PodState], str]:
+    def pods(self, ctx: Context, key: OwnerKey, acted: RunActed) -> tuple[list[PodState], str]:
         """The run's pods as its backend reads them; none before a backend was chosen (no child)."""
-        backend: Backend | None = acted.derive_args.get("backend")
+        backend = acted.backend
         if backend is None:
             return [], ""
         pods = [pod_state(p, backend.container, backend.role) for p in ctx.caches.pods_of(key)]
         return pods, backend.container
 
-    def child_failed(self, acted: steps.Acted, pods: list[PodState]) -> bool:
-        backend: Backend | None = acted.derive_args.get("backend")
+    def child_failed(self, acted: RunActed, pods: list[PodState]) -> bool:
+        backend = acted.backend
         if acted.child is None or backend is None:
             return False
         return backend.observe({}, acted.child, backend.pods_of(acted.child, pods)).phase == "Failed"
@@ -256,11 +271,11 @@ class RunKind:
     def derive(
         self,
         cr: Mapping[str, Any],
-        acted: steps.Acted,
+        acted: RunActed,
         pods: list[PodState],
         now: str,
         log_tails: Mapping[str, str],
-    ) -> dict[str, Any]:
+    ) -> SFTRunStatus:
         return status.derive(
             cr,
             acted.child,
@@ -269,19 +284,13 @@ class RunKind:
             config_map=acted.config_map,
             error=acted.error,
             log_tails=log_tails,
-            **acted.derive_args,
+            backend=acted.backend,
+            data=acted.data,
+            hang=acted.hang,
         )
-
-    def status_patch(self, cr: Mapping[str, Any], new_status: Mapping[str, Any]) -> dict[str, Any]:
-        return status.status_patch(cr, new_status)
 
 
 KIND = RunKind()
-
-
-async def reconcile(ctx: Context, key: OwnerKey) -> float | None:
-    """Returns seconds until the next look when no watch event will come (CRD missing, data fallback)."""
-    return await steps.reconcile(ctx, key, KIND)
 
 
 def _recheck_delay(ctx: Context, old_status: Mapping[str, Any] | None) -> float:

@@ -1,7 +1,9 @@
 """The one reconcile skeleton every kind runs (:func:`reconcile`), and the steps it shares.
 
-A kind (reconcile_dataprep, reconcile_sftrun) supplies only what differs: how it acts on the cluster
-(render, ensure the children, patch suspend) and how it reads its pods and derives its status.
+A kind (reconcile_dataprep, reconcile_sftrun: a :class:`Kind`) supplies only what differs: how it acts
+on the cluster (render, ensure the children, patch suspend) and how it reads its pods and derives its
+status model; the patch from the stored status to that model is the same for every kind
+(:func:`sft_operator.status.patch.status_patch`).
 
 Order matters for idempotency: children are created before the status records them (a crash in
 between is healed by the next run's 409 + ownership check), and a transition's Events are posted
@@ -20,11 +22,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 from sft_common.progress import parse_time
 from sft_operator.api.meta import GROUP, VERSION, KindInfo
+from sft_operator.api.sftrun import SFTRunStatus
 from sft_operator.claims import claim_message, claimed_by
 from sft_operator.context import Context, OwnerKey
 from sft_operator.errors import InvalidSpec
@@ -32,13 +35,16 @@ from sft_operator.kube.children import Ensured, ensure_child
 from sft_operator.kube.client import CONFIGMAPS, ROLEBINDINGS, ROLES, SERVICEACCOUNTS, ApiError, Resource
 from sft_operator.kube.events import flush_events, record_event
 from sft_operator.render.identity import render_identity
+from sft_operator.status.common import Recorded
 from sft_operator.status.conditions import (
+    READY,
     RECONCILING,
     condition,
     get_condition,
     ready_reason,
     with_transition_times,
 )
+from sft_operator.status.patch import status_patch
 from sft_operator.status.pods import PodState, describe_failure, latest_failed
 from sft_operator.status.pruned import FIELDS_PRUNED
 
@@ -65,41 +71,56 @@ class Acted:
     """(reason, message) of something a person must fix: Stalled."""
     requeue: float | None = None
     """Seconds until the next look when no watch event will come."""
-    derive_args: dict[str, Any] = field(default_factory=dict)
-    """Kind-specific inputs of its derive (SFTRun: data, backend)."""
 
 
-class Kind(Protocol):
+ActedT = TypeVar("ActedT", bound=Acted)
+
+
+class Kind(Generic[ActedT]):
+    """What one kind supplies to :func:`reconcile`: the rest is the same for every kind. ``ActedT`` is
+    the kind's :class:`Acted` (a subclass holding what only its derive needs)."""
+
     info: KindInfo
 
-    async def act(self, ctx: Context, cr: Mapping[str, Any], acted: Acted) -> None:
+    def new_acted(self) -> ActedT:
+        """An empty record for one reconcile."""
+        raise NotImplementedError
+
+    async def act(self, ctx: Context, cr: Mapping[str, Any], acted: ActedT) -> None:
         """Render and ensure the children; raise InvalidSpec for what the user must fix."""
+        raise NotImplementedError
 
-    def pods(self, ctx: Context, key: OwnerKey, acted: Acted) -> tuple[list[PodState], str]:
+    def pods(self, ctx: Context, key: OwnerKey, acted: ActedT) -> tuple[list[PodState], str]:
         """The CR's pods and the name of their main container."""
+        raise NotImplementedError
 
-    def child_failed(self, acted: Acted, pods: list[PodState]) -> bool:
+    def child_failed(self, acted: ActedT, pods: list[PodState]) -> bool:
         """Whether the child failed (then the blamed pod's log tail is read)."""
+        raise NotImplementedError
 
     def derive(
         self,
         cr: Mapping[str, Any],
-        acted: Acted,
+        acted: ActedT,
         pods: list[PodState],
         now: str,
         log_tails: Mapping[str, str],
-    ) -> dict[str, Any]: ...
+    ) -> Recorded:
+        """The kind's status model for what this reconcile saw (its ``status.<kind>.derive``)."""
+        raise NotImplementedError
 
-    def status_patch(self, cr: Mapping[str, Any], new_status: Mapping[str, Any]) -> dict[str, Any]: ...
+    async def reconcile(self, ctx: Context, key: OwnerKey) -> float | None:
+        """:func:`reconcile` of this kind (what the work queue calls for its keys)."""
+        return await reconcile(ctx, key, self)
 
 
-async def reconcile(ctx: Context, key: OwnerKey, kind: Kind) -> float | None:
+async def reconcile(ctx: Context, key: OwnerKey, kind: Kind[ActedT]) -> float | None:
     """One level-triggered pass: act, read the pods, derive and patch the status, announce.
     Returns seconds until the next look when no watch event will come."""
     cr = live_cr(ctx, key)
     if cr is None:
         return None
-    acted = Acted()
+    acted = kind.new_acted()
     try:
         await kind.act(ctx, cr, acted)
     except InvalidSpec as exc:
@@ -125,7 +146,7 @@ async def reconcile(ctx: Context, key: OwnerKey, kind: Kind) -> float | None:
     unannounced = acted.child is not None and recorded != acted.child["metadata"].get("uid")
     created = acted.child if acted.created or unannounced else None
     await announce(ctx, cr, new_status, created=created, error=acted.error, now=now)
-    if not await write_status(ctx, key, kind.info, kind.status_patch(cr, new_status)):
+    if not await write_status(ctx, key, kind.info, status_patch(cr.get("status"), new_status)):
         return None
     unposted = await flush_events(ctx.client, str(cr["metadata"].get("uid")))
     if unposted is not None:
@@ -305,7 +326,7 @@ async def write_status(ctx: Context, key: OwnerKey, info: KindInfo, patch_body: 
 async def announce(
     ctx: Context,
     cr: Mapping[str, Any],
-    new_status: Mapping[str, Any],
+    new_status: Recorded,
     *,
     created: Mapping[str, Any] | None,
     error: tuple[str, str] | None,
@@ -318,31 +339,32 @@ async def announce(
         text = f"created {created.get('kind')} {created['metadata']['name']}"
         await record_event(ctx.client, cr, "Normal", "JobCreated", text, now)
     old = cr.get("status") or {}
-    pruned = get_condition(new_status, FIELDS_PRUNED)
-    if pruned is not None and pruned.get("message") != (get_condition(old, FIELDS_PRUNED) or {}).get(
-        "message"
-    ):
-        await record_event(ctx.client, cr, "Warning", pruned["reason"], pruned["message"], now)
+    conditions = {c.type: c for c in new_status.conditions}
+    pruned = conditions.get(FIELDS_PRUNED)
+    if pruned is not None and pruned.message != (get_condition(old, FIELDS_PRUNED) or {}).get("message"):
+        await record_event(ctx.client, cr, "Warning", pruned.reason, pruned.message, now)
     for type_ in WARNING_CONDITIONS:  # e.g. Hung: announced when it turns True or its reason changes
-        cond = get_condition(new_status, type_)
+        cond = conditions.get(type_)
         before = get_condition(old, type_) or {}
         if (
             cond is not None
-            and cond.get("status") == "True"
-            and (before.get("status") != "True" or before.get("reason") != cond.get("reason"))
+            and cond.status == "True"
+            and (before.get("status") != "True" or before.get("reason") != cond.reason)
         ):
             # once per occurrence: a hung run restarted again in the same generation is a new Event
-            occurrence = f"{new_status.get('restartCount') or 0}"
+            restarts = new_status.restart_count if isinstance(new_status, SFTRunStatus) else None
+            occurrence = f"{restarts or 0}"
             await record_event(
-                ctx.client, cr, "Warning", f"{type_}{cond['reason']}", cond["message"], now, occurrence
+                ctx.client, cr, "Warning", f"{type_}{cond.reason}", cond.message, now, occurrence
             )
-    new_reason = ready_reason(new_status)
-    if new_status.get("phase") == old.get("phase") and (error is None or new_reason == ready_reason(old)):
+    ready = conditions.get(READY)
+    new_reason = ready.reason if ready is not None else None
+    if new_status.phase == old.get("phase") and (error is None or new_reason == ready_reason(old)):
         return
-    failed = new_status.get("phase") in WARNING_PHASES
+    failed = new_status.phase in WARNING_PHASES
     type_ = "Warning" if failed or error is not None else "Normal"
-    reason = new_reason if (error is not None or failed) else str(new_status.get("phase"))
-    await record_event(ctx.client, cr, type_, reason or "Unknown", new_status.get("message") or "", now)
+    reason = new_reason if (error is not None or failed) else str(new_status.phase)
+    await record_event(ctx.client, cr, type_, reason or "Unknown", new_status.message or "", now)
 
 
 async def failed_pod_log_tail(

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from inprocess_operator import run_operator
 from kubeemu import KubeEmulator
 from kubeemu.fixtures import PROJECT_CRDS
 from kubeemu.podrunner import PodRunner
 from sft_operator.ctl.main import main
-from sft_operator.testing import run_operator
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "manifests" / "samples" / "sftdataprep-tiny.yaml"

@@ -15,7 +15,7 @@ import yaml
 from sft_operator.ctl import preview, report
 from sft_operator.ctl.main import main
 from sft_prep.cli import main as sft_prep
-from sft_prep.tokenize import load_tokenizer
+from sft_prep.tokenizer import load_tokenizer
 
 SAMPLES = Path(__file__).resolve().parents[2] / "workloads" / "sft_prep" / "samples"
 CHATML_WITHOUT_REASONING = (

@@ -398,9 +398,7 @@ NOW = "2026-11-25T10:00:00Z"
 
 
 def _derived(kind: str, job: dict[str, Any] | None, generation: int = 2, **kwargs: Any) -> dict[str, Any]:
-    status_module = pytest.importorskip(
-        f"sft_operator.status.{'dataprep' if kind == 'SFTDataPrep' else 'sftrun'}"
-    )
+    status_module = pytest.importorskip(f"status_json.{'dataprep' if kind == 'SFTDataPrep' else 'sftrun'}")
     obj: dict[str, Any] = {
         "apiVersion": "sft.dev/v1alpha1",
         "kind": kind,

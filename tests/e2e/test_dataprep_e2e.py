@@ -14,10 +14,10 @@ from typing import Any
 import pyarrow.parquet as pq
 import yaml
 
+from inprocess_operator import run_operator
 from kubeemu import KubeEmulator
 from kubeemu.fixtures import PROJECT_CRDS
 from kubeemu.podrunner import PodRunner
-from sft_operator.testing import run_operator
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "manifests" / "samples" / "sftdataprep-tiny.yaml"

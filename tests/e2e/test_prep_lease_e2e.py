@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from e2e.test_dataprep_e2e import IMAGE_SAMPLES, REPO, sample_cr
+from inprocess_operator import run_operator
 from kubeemu import KubeEmulator
 from kubeemu.fixtures import PROJECT_CRDS
 from kubeemu.podrunner import PodRunner
 from prep.pipeline_support import big_input
-from sft_operator.testing import run_operator
 from sft_prep.lease import LEASE_NAME
 
 LONG_TTL = 600

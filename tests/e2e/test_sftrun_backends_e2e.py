@@ -27,11 +27,11 @@ from typing import Any
 import pytest
 import yaml
 
+from inprocess_operator import run_operator
 from kubeemu import KubeEmulator
 from kubeemu.fixtures import PROJECT_CRDS
 from kubeemu.podrunner import PodRunner
 from sft_operator.render.pods import WorkloadDefaults
-from sft_operator.testing import run_operator
 from sft_train.demo import build_base_model
 
 # torchrun rendezvous on the emulator's fixed master port: these tests run on one xdist worker

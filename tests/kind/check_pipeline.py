@@ -92,8 +92,8 @@ def run_problems(obj: dict[str, Any], dataprep: dict[str, Any]) -> list[str]:
     if not isinstance(last, int) or last <= 0 or (isinstance(iters, int) and last > iters):
         problems.append(f"SFTRun: status.outputs.lastIteration {last!r} not in (0, trainIters={iters}]")
     progress = status.get("progress") or {}
-    # The trainer's rank 0 reports `completed` iterations (and sometimes `iteration`) itself.
-    reported = progress.get("iteration", progress.get("completed"))
+    # The trainer's rank 0 reports `completed` iterations itself.
+    reported = progress.get("completed")
     if not isinstance(reported, int | float) or reported <= 0:
         problems.append(
             f"SFTRun: status.progress reports {reported!r} iterations; the trainer's progress never arrived"

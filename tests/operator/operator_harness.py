@@ -1,4 +1,4 @@
-"""Names and waits shared by the operator tests (the runner itself is sft_operator.testing)."""
+"""Names and waits shared by the operator tests (the runner itself is tests/inprocess_operator.py)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any
 
 from kopf.testing import KopfRunner
 
+from inprocess_operator import TEST_IMAGE, run_operator
 from kubeemu import KubeEmulator
-from sft_operator.testing import TEST_IMAGE, run_operator
 
 NAMESPACE = "default"
 OperatorFactory = Callable[..., contextlib.AbstractContextManager[KopfRunner]]

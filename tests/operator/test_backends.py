@@ -19,8 +19,8 @@ from sft_operator.backends.pytorchjob import BACKEND as pytorchjob
 from sft_operator.backends.trainjob import BACKEND as trainjob
 from sft_operator.errors import InvalidSpec
 from sft_operator.render import sftrun as render
-from sft_operator.status import sftrun as status
 from sft_operator.status.pods import pod_state
+from status_json import sftrun as status
 
 NOW = "2026-11-25T11:00:00Z"
 T0 = "2026-11-25T10:00:00Z"

@@ -8,8 +8,8 @@ import pytest
 from prep_objects import T0, T1, cond, cr, failed_pod, failure_message, job, pod, success_message
 
 from sft_common.result import FailureResult, PrepResult, parse_result
-from sft_operator.status.dataprep import derive, status_patch
 from sft_operator.status.pods import parse_indexes, pod_state
+from status_json.dataprep import derive, status_patch
 
 NOW = "2026-11-25T12:00:00Z"
 

@@ -22,9 +22,9 @@ from sftrun_objects import T2, cr, pod, ptj
 
 from sft_common.result import CheckpointInfo, FailureResult, Reason
 from sft_operator.backends.pytorchjob import BACKEND as pytorchjob
-from sft_operator.status import sftrun as status
 from sft_operator.status.failure import CATEGORIES, RETRYABLE, classify
 from sft_operator.status.pods import PodState, pod_state
+from status_json import sftrun as status
 
 CUDA_OOM_LOG = """\
 [rank0]: Traceback (most recent call last):
@@ -321,7 +321,7 @@ def test_checkpoints_from_progress_while_running_and_from_the_result_when_ended(
     saved = CheckpointInfo(
         latest_iteration=20, uri="s3://bucket/ckpt/run/iter_0000020", time=T2, resumed_from=10
     )
-    progress = {"iteration": 23, "checkpoint": saved.model_dump(mode="json", by_alias=True)}
+    progress = {"completed": 23, "checkpoint": saved.model_dump(mode="json", by_alias=True)}
     run = cr(status={"phase": "Running", "progress": progress})
     job = ptj(run, [("Created", "True", "PyTorchJobCreated"), ("Running", "True", "PyTorchJobRunning")])
     running = [pod_state(pod("Master", 0, "Running"), pytorchjob.container, pytorchjob.role)]

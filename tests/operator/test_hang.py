@@ -22,10 +22,10 @@ from test_sftrun_operator import master_pod, operator, ptj_conditions, run, wait
 
 from kubeemu import KubeEmulator
 from sft_operator.backends.pytorchjob import BACKEND as pytorchjob
-from sft_operator.status import sftrun as status
 from sft_operator.status.conditions import get_condition
 from sft_operator.status.hang import HANG_CONDITION, hang_condition, hang_state
 from sft_operator.status.pods import pod_state
+from status_json import sftrun as status
 
 T0 = "2026-11-25T10:00:00Z"
 
@@ -34,7 +34,7 @@ def test_hang_state_measures_from_the_newest_of_progress_start_and_restart() -> 
     running = {
         "phase": "Running",
         "startTime": T0,
-        "progress": {"iteration": 42, "updatedAt": "2026-11-25T10:20:00Z"},
+        "progress": {"completed": 42, "updatedAt": "2026-11-25T10:20:00Z"},
     }
     fresh = hang_state(running, "2026-11-25T10:40:00Z", 1800)
     assert fresh is not None and not fresh.hung and fresh.recheck == 600  # 20 min idle of 30
@@ -52,7 +52,7 @@ def test_hang_state_measures_from_the_newest_of_progress_start_and_restart() -> 
 
 def test_hung_condition_names_the_iteration_and_since_when() -> None:
     stuck = hang_state(
-        {"phase": "Running", "progress": {"iteration": 42, "updatedAt": T0}}, "2026-11-25T11:00:00Z", 1800
+        {"phase": "Running", "progress": {"completed": 42, "updatedAt": T0}}, "2026-11-25T11:00:00Z", 1800
     )
     hung = hang_condition(stuck, None, "Running", 3)
     assert hung is not None and (hung["status"], hung["reason"]) == ("True", "NoProgress")
@@ -69,7 +69,7 @@ def test_derive_adds_hung_and_counts_a_hang_restart() -> None:
             "phase": "Running",
             "startTime": T0,
             "restartCount": 1,
-            "progress": {"iteration": 7, "updatedAt": T0},
+            "progress": {"completed": 7, "updatedAt": T0},
         },
     )
     job = ptj(run_cr, [("Created", "True", "PyTorchJobCreated"), ("Running", "True", "PyTorchJobRunning")])
@@ -94,7 +94,7 @@ def _running_job(kube: KubeEmulator, updated_at: str = T0, **spec: Any) -> dict[
     )
     master_pod(kube, job, "Running")
     # rank 0 reported iteration 12, then stopped (a rank stuck in a collective)
-    progress = {"iteration": 12, "completed": 12, "total": 50, "updatedAt": updated_at}
+    progress = {"completed": 12, "total": 50, "updatedAt": updated_at}
     kube.patch_status("SFTRun", "run", {"progress": progress})
     return job
 
@@ -118,7 +118,7 @@ def test_a_run_whose_progress_stopped_gets_hung_and_a_warning_event(cluster: Kub
         )
         assert kube.get_or_none("Pod", "run-train-master-0") is not None  # no restartOnHang: nothing deleted
         # the trainer reports again: the condition clears on the next look (no other event needed)
-        kube.patch_status("SFTRun", "run", {"progress": {"iteration": 13, "updatedAt": harness_now()}})
+        kube.patch_status("SFTRun", "run", {"progress": {"completed": 13, "updatedAt": harness_now()}})
         wait_status(kube, lambda s: hung_of(s).get("status") == "False", what="not hung")
 
 

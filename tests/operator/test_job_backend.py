@@ -26,11 +26,10 @@ from sft_operator.backends.base import CONFIG_ERROR_PATTERN, failure_rules
 from sft_operator.backends.job import BACKEND as job
 from sft_operator.context import Context
 from sft_operator.kube.client import KubeClient
-from sft_operator.reconcile_sftrun import RunKind
-from sft_operator.reconcile_steps import Acted
+from sft_operator.reconcile_sftrun import RunActed, RunKind
 from sft_operator.render import sftrun as render
-from sft_operator.status import sftrun as status
 from sft_operator.status.pods import pod_state
+from status_json import sftrun as status
 
 NOW = "2026-11-25T11:00:00Z"
 T0 = "2026-11-25T10:00:00Z"
@@ -276,7 +275,7 @@ async def test_a_stale_cache_never_replaces_the_successor(
     stale = failed(children(maxRestarts=2).job, "BackoffLimitExceeded", "backoff limit")
     assert job.replaces(stale) and stale["metadata"]["uid"] != live["metadata"]["uid"]
     owner = cr(maxRestarts=2, status={"outputs": {"data": DATA.uri, "packSize": DATA.pack_size}})
-    acted = Acted(child=stale)
+    acted = RunActed(child=stale)
     try:
         await RunKind()._replace(
             Context(client=client, defaults=DEFAULTS), owner, job, "uid", "SFTRun run", acted

@@ -18,10 +18,10 @@ from operator_harness import NAMESPACE, TEST_IMAGE
 from operator_harness import condition as cond
 from test_operator_dataprep import prep as dataprep
 
+from inprocess_operator import run_operator
 from kubeemu import ApiError, KubeEmulator
 from sft_common.result import TrainResult
 from sft_operator.render.pods import WorkloadDefaults
-from sft_operator.testing import run_operator
 
 TIMEOUT = harness.WAIT
 TRAINER_IMAGE = "ghcr.io/sft-operator/sft-train:test"

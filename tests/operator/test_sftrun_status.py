@@ -20,8 +20,8 @@ from sftrun_objects import (
 )
 
 from sft_operator.backends.pytorchjob import BACKEND as pytorchjob
-from sft_operator.status import sftrun as status
 from sft_operator.status.pods import PodState, pod_state
+from status_json import sftrun as status
 
 NOW = "2026-11-25T11:00:00Z"
 READY = status.DataState(True, "DataReady", "ready", uri="s3://bucket/prep/out", pack_size=4096)

@@ -21,6 +21,7 @@ from test_operator_dataprep import prep
 from test_sftrun_operator import TRAINER_IMAGE
 from test_sftrun_operator import run as sftrun
 
+from inprocess_operator import TEST_IMAGE
 from kubeemu import ApiError, KubeEmulator
 from kubeemu.podrunner import PodRunner
 from sft_operator import reconcile_steps as steps
@@ -28,7 +29,6 @@ from sft_operator.api.meta import DATAPREP
 from sft_operator.context import Context
 from sft_operator.kube.client import KubeClient
 from sft_operator.render.pods import WorkloadDefaults, WorkloadPolicy
-from sft_operator.testing import TEST_IMAGE
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "manifests" / "samples" / "sftdataprep-tiny.yaml"

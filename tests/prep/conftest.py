@@ -14,7 +14,7 @@ from prep.chat_strategies import chat
 from s3server import S3Server
 from sft_prep.chat import RowError, parse_json_row
 from sft_prep.template import ChatTemplate, load_template
-from sft_prep.tokenize import Tokenizer, load_tokenizer
+from sft_prep.tokenizer import Tokenizer, load_tokenizer
 
 SAMPLES = Path(__file__).resolve().parents[2] / "workloads" / "sft_prep" / "samples"
 

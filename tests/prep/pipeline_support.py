@@ -17,7 +17,7 @@ import yaml
 
 import sft_prep
 from sft_prep import cli
-from sft_prep.tokenize import Tokenizer, load_tokenizer
+from sft_prep.tokenizer import Tokenizer, load_tokenizer
 
 SAMPLES = Path(sft_prep.__file__).parent / "samples"
 CHATS = SAMPLES / "chats.jsonl"

@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 
 from prep.chat_strategies import chat
+from prep.full_render import render_full
 from sft_prep import nano3_fast
 from sft_prep.chat import RowError, parse_conversation
-from sft_prep.chunking import Chunk, render_full, split_generic
+from sft_prep.chunking import Chunk, split_generic
 from sft_prep.template import ChatTemplate, load_template
 
 SYS = "<|im_start|>system\n<|im_end|>\n"

@@ -14,9 +14,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from prep.chat_strategies import chat_rows, realistic_rows
+from prep.full_render import render_full
 from sft_prep import nano3_fast
 from sft_prep.chat import RowError, parse_conversation
-from sft_prep.chunking import render_full, split_generic
+from sft_prep.chunking import split_generic
 from sft_prep.template import load_template
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -23,7 +23,7 @@ from prep.pipeline_support import edited_tokenizer
 from sft_prep.joint_encode import FALLBACK_REASONS, encode_chunks, encode_per_chunk
 from sft_prep.process import Counts, RowProcessor
 from sft_prep.template import ChatTemplate
-from sft_prep.tokenize import Tokenizer
+from sft_prep.tokenizer import Tokenizer
 
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

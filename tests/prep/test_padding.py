@@ -29,7 +29,7 @@ from sft_prep.loss_mask import roll_within
 from sft_prep.packing import pack
 from sft_prep.padding import pad_sequences, pad_token_id, padded_lengths
 from sft_prep.parquet_shard import materialize
-from sft_prep.tokenize import load_tokenizer
+from sft_prep.tokenizer import load_tokenizer
 
 PAD = 7  # a pad id for the array-level tests
 

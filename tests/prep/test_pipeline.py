@@ -27,7 +27,7 @@ from sft_prep.chat import RowError, parse_json_row
 from sft_prep.parquet_shard import SCHEMA
 from sft_prep.process import RowProcessor
 from sft_prep.template import load_template
-from sft_prep.tokenize import load_tokenizer
+from sft_prep.tokenizer import load_tokenizer
 
 
 @pytest.fixture(scope="module")

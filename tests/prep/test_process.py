@@ -204,7 +204,7 @@ def test_split_chat_tokens_fail_only_for_templates_that_use_them(tmp_path) -> No
     from tokenizers import models, pre_tokenizers
 
     from sft_common.config import ConfigError
-    from sft_prep.tokenize import load_tokenizer
+    from sft_prep.tokenizer import load_tokenizer
 
     rust = RustTokenizer(
         models.WordLevel({"<": 0, "|": 1, "im_start": 2, ">": 3, "[UNK]": 4}, unk_token="[UNK]")

@@ -9,9 +9,23 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sft_prep.loss_mask import roll_within, unroll_within
+from sft_prep.loss_mask import roll_within
 from sft_prep.packing import pack
 from sft_prep.parquet_shard import materialize
+
+
+def unroll_within(aligned: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Which tokens are trained labels (token j+1 trained iff aligned[j]): the inverse of roll_within.
+
+    Returns a per-token mask where position 0 of every sub-sequence is 0 (a first token is never a label).
+    """
+    aligned = np.asarray(aligned, dtype=np.uint8)
+    labels = np.zeros_like(aligned)
+    if len(aligned):
+        labels[1:] = aligned[:-1]
+        labels[np.asarray(starts, dtype=np.int64)] = 0
+    return labels
+
 
 # A sequence: (token ids, per-token "is assistant" mask), at least one token.
 sequence = st.integers(1, 40).flatmap(

@@ -28,7 +28,7 @@ from sft_prep.sequence_encode import (
     seq_chunks,
 )
 from sft_prep.template import ChatTemplate
-from sft_prep.tokenize import Tokenizer
+from sft_prep.tokenizer import Tokenizer
 
 MARKERS = ("<|im_start|>", "<|im_end|>")
 LONG = "Background that is long enough to be worth sharing between the sequences of a row. "

@@ -2,7 +2,7 @@
 took 1.6 GB, the tokenizer's ~100 bytes per character while it encodes).
 
 The windows are cut only before a single space between two letters or numbers
-(``tokenize.window_cuts``); the texts here are built to break any looser rule: runs of spaces, a
+(``tokenizer.window_cuts``); the texts here are built to break any looser rule: runs of spaces, a
 space before digits or punctuation, contractions, NFC pairs, multi-byte and non-Latin letters,
 control-token text written literally. Checked on the bundled sample BPE (NFC normalizer) and on the
 real 151k Qwen vocabulary, with the window sizes shrunk so that every text is cut many times.
@@ -20,12 +20,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import sft_prep.tokenize as tokenize
+import sft_prep.tokenizer as tokenizer_module
 from prep.chat_strategies import chat_rows, realistic_rows
 from prep.pipeline_support import edited_tokenizer
 from sft_prep.process import RowProcessor
 from sft_prep.template import ChatTemplate
-from sft_prep.tokenize import Tokenizer, flatten, window_cuts
+from sft_prep.tokenizer import Tokenizer, flatten, window_cuts
 
 _PIECES = [
     " ", "  ", "   ", "\n", " \n", "\t", "a", "Hello", " world", "it", "'s", "'S", "5", "42", "²", "Ⅻ",
@@ -40,7 +40,7 @@ SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[Heal
 
 def small_windows() -> Any:
     """Every text over 8 characters is cut about every 3 characters, at most 10 per tokenizer call."""
-    return mock.patch.multiple(tokenize, LONG_TEXT_CHARS=8, WINDOW_CHARS=3, WINDOW_BATCH_CHARS=10)
+    return mock.patch.multiple(tokenizer_module, LONG_TEXT_CHARS=8, WINDOW_CHARS=3, WINDOW_BATCH_CHARS=10)
 
 
 def _whole(tokenizer: Tokenizer, batch: list[str]) -> tuple[list[int], list[int]]:
@@ -70,7 +70,7 @@ def test_a_looser_cut_would_change_the_ids(tokenizer: Tokenizer) -> None:
     "  \n" whole but x, " " | " \n" cut there), so windows cut that way differ from the whole text."""
     text = "x  \n" * 10
     assert window_cuts(text, 1) == []
-    with small_windows(), mock.patch.object(tokenize, "_WINDOW_CUT", re.compile("(?<= ) ")):
+    with small_windows(), mock.patch.object(tokenizer_module, "_WINDOW_CUT", re.compile("(?<= ) ")):
         assert tokenizer.encode_flat([text])[0].tolist() != tokenizer.encode_many([text])[0]
 
 
@@ -79,7 +79,7 @@ def test_cutting_after_cjk_punctuation_would_change_the_ids(qwen_tokenizer: Toke
     pre-token, and Qwen has tokens such as "，在" that would be lost."""
     text = "中文，在" * 10
     assert [text[p] for p in window_cuts(text, 1)] == ["，"] * 10
-    with small_windows(), mock.patch.object(tokenize, "_WINDOW_CUT", re.compile("(?<=，)")):
+    with small_windows(), mock.patch.object(tokenizer_module, "_WINDOW_CUT", re.compile("(?<=，)")):
         assert qwen_tokenizer.encode_flat([text])[0].tolist() != qwen_tokenizer.encode_many([text])[0]
 
 
@@ -92,8 +92,8 @@ def test_long_texts_are_really_cut(sample_tokenizer: Tokenizer, monkeypatch: pyt
     assert lengths.tolist() == [len(ids) for ids in encode(["short one", text, "x"])]
     assert calls[0] == ["short one", "", "x"]  # the long text is left out of the batch call
     windows = [w for call in calls[1:] for w in call]
-    assert "".join(windows) == text and max(map(len, windows)) < tokenize.WINDOW_CHARS + 10
-    assert all(sum(map(len, call)) <= tokenize.WINDOW_BATCH_CHARS for call in calls[1:])
+    assert "".join(windows) == text and max(map(len, windows)) < tokenizer_module.WINDOW_CHARS + 10
+    assert all(sum(map(len, call)) <= tokenizer_module.WINDOW_BATCH_CHARS for call in calls[1:])
 
 
 def _spaced_added_token(spec: dict[str, Any]) -> None:

@@ -463,11 +463,6 @@ def download_tree(uri: str, dest: Path) -> Path:
 # --------------------------------------------------------------------------- writing
 
 
-def makedirs(uri: str) -> None:
-    if not is_remote(uri):
-        _local(uri).mkdir(parents=True, exist_ok=True)
-
-
 def create_temp(directory: Path, prefix: str, suffix: str) -> Path:
     """A new empty file in ``directory`` with a unique name, mode 0666 less the umask.
 

@@ -184,8 +184,3 @@ def split_generic(conv: Conversation, template: ChatTemplate) -> list[list[Chunk
         head = [Chunk("system", full[:system_end]), Chunk("user", full[system_end : len(context)])]
         sequences.append(head + _chunks_from(renderer, sub, full, last_user + 1, len(context)))
     return sequences
-
-
-def render_full(conv: Conversation, template: ChatTemplate) -> str:
-    """The whole conversation as the template renders it (thinking mode as the chunker uses it)."""
-    return template.render(conv.template_messages(), conv.template_tools(), enable_thinking=conv.has_thinking)

@@ -29,7 +29,7 @@ from sft_prep.process import ProcessResult, RowProcessor
 from sft_prep.readers import RawRow
 from sft_prep.stats import ShardCounts
 from sft_prep.template import load_template
-from sft_prep.tokenize import Tokenizer, load_tokenizer
+from sft_prep.tokenizer import Tokenizer, load_tokenizer
 
 
 def tokenizer_fingerprint(tokenizer: Tokenizer) -> str:
@@ -176,8 +176,8 @@ def _child_process(dataset: str, messages_field: str, tools_field: str, rows: li
 
 
 @dataclass
-class Packed:
-    """One batch's sequences, concatenated, with the batch's counts."""
+class BatchSequences:
+    """One batch's sequences, concatenated, with the batch's counts (not yet packed: the store packs them)."""
 
     ids: np.ndarray
     mask: np.ndarray
@@ -209,19 +209,19 @@ class ProcessRunner:
 
     def submit(
         self, dataset: str, messages_field: str, tools_field: str, rows: Sequence[RawRow]
-    ) -> Iterator[tuple[int, Packed]]:
+    ) -> Iterator[tuple[int, BatchSequences]]:
         future = self._pool.submit(_child_process, dataset, messages_field, tools_field, list(rows))
         self._pending.append((len(rows), future))
         while len(self._pending) > 2 * self.processes:
             yield self._pop()
 
-    def drain(self) -> Iterator[tuple[int, Packed]]:
+    def drain(self) -> Iterator[tuple[int, BatchSequences]]:
         while self._pending:
             yield self._pop()
 
-    def _pop(self) -> tuple[int, Packed]:
+    def _pop(self) -> tuple[int, BatchSequences]:
         n, future = self._pending.popleft()
-        return n, Packed(*future.result())
+        return n, BatchSequences(*future.result())
 
     def close(self) -> None:
         for _, future in self._pending:

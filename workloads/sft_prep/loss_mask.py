@@ -28,16 +28,3 @@ def roll_within(mask: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         aligned[:-1] = mask[1:]
         aligned[np.cumsum(lengths) - 1] = 0
     return aligned
-
-
-def unroll_within(aligned: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    """Which tokens are trained labels: the inverse view used by checks (token j+1 trained iff aligned[j]).
-
-    Returns a per-token mask where position 0 of every sub-sequence is 0 (a first token is never a label).
-    """
-    aligned = np.asarray(aligned, dtype=np.uint8)
-    labels = np.zeros_like(aligned)
-    if len(aligned):
-        labels[1:] = aligned[:-1]
-        labels[np.asarray(starts, dtype=np.int64)] = 0
-    return labels

@@ -27,7 +27,7 @@ import numpy as np
 
 from sft_common.config import ConfigError
 from sft_prep.ranges import gather_index
-from sft_prep.tokenize import Tokenizer
+from sft_prep.tokenizer import Tokenizer
 
 
 def padded_lengths(lengths: np.ndarray, mult: int) -> np.ndarray:

@@ -417,20 +417,20 @@ class Worker:
         if self.pool is not None:
             pool = self.pool
 
-            def take_packed(results: Iterator[tuple[int, engine.Packed]]) -> None:
-                for n, packed_batch in results:
-                    counts.rows.merge(packed_batch.counts)
-                    store.extend(packed_batch.ids, packed_batch.mask, packed_batch.lengths)
-                    account(n, len(packed_batch.lengths), packed_batch.counts.tokens)
+            def take_sequences(results: Iterator[tuple[int, engine.BatchSequences]]) -> None:
+                for n, sequences_batch in results:
+                    counts.rows.merge(sequences_batch.counts)
+                    store.extend(sequences_batch.ids, sequences_batch.mask, sequences_batch.lengths)
+                    account(n, len(sequences_batch.lengths), sequences_batch.counts.tokens)
 
             for raw in rows():
                 batch.append(raw)
                 if len(batch) >= BATCH_ROWS:
-                    take_packed(pool.submit(shard.dataset, spec.messages_field, spec.tools_field, batch))
+                    take_sequences(pool.submit(shard.dataset, spec.messages_field, spec.tools_field, batch))
                     batch = []
             if batch:
-                take_packed(pool.submit(shard.dataset, spec.messages_field, spec.tools_field, batch))
-            take_packed(pool.drain())
+                take_sequences(pool.submit(shard.dataset, spec.messages_field, spec.tools_field, batch))
+            take_sequences(pool.drain())
         else:
 
             def take(results: Iterator[tuple[int, ProcessResult]]) -> None:

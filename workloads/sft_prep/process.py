@@ -46,7 +46,7 @@ from sft_prep.nano3_fast import split_nano3
 from sft_prep.ranges import gather_index
 from sft_prep.sequence_encode import SeqChunks, encode_sequences, safe_markers, seq_chunks
 from sft_prep.template import ChatTemplate, load_template
-from sft_prep.tokenize import CHAT_TOKENS, Tokenizer, load_tokenizer
+from sft_prep.tokenizer import CHAT_TOKENS, Tokenizer, load_tokenizer
 
 MAX_EXAMPLES = 5
 

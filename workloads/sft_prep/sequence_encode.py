@@ -41,7 +41,7 @@ import numpy as np
 from sft_prep.chunking import Chunk
 from sft_prep.joint_encode import OUTCOMES, encode_chunks, encode_per_chunk
 from sft_prep.ranges import gather_index, group_sums
-from sft_prep.tokenize import Tokenizer
+from sft_prep.tokenizer import Tokenizer
 
 SeqChunks = tuple[list[str], list[bool]]
 """One sequence: its non-empty chunk texts and, per chunk, whether it is trained (assistant)."""

@@ -7,14 +7,14 @@ and the workload's own cross-field checks run in the operator, which turns them 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field, model_validator
 
 from sft_common.config import ConfigModel
 from sft_common.result import PrepTotals
 from sft_operator.api.podspec import BatchFields, PodFields, check_uri
-from sft_operator.api.status import ChildRef, Condition, Failure, Phase
+from sft_operator.api.status import WORKLOAD, ChildRef, Condition, Failure, Phase
 from sft_prep.config import PrepConfig
 
 #: Fields that define the data: immutable once the Job exists (CEL rule + the operator's drift check).
@@ -109,7 +109,7 @@ class PrepProgress(ConfigModel):
     """Workers in total (parallelism)."""
     updated_at: str | None = None
     """When a worker last reported."""
-    workers: dict[str, dict[str, Any]] | None = None
+    workers: Annotated[dict[str, dict[str, Any]] | None, WORKLOAD] = None
     """Per-worker progress, patched by the workers themselves (key: worker index)."""
 
 

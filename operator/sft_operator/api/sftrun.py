@@ -10,14 +10,14 @@ prepared. The operator resolves it into the trainer's own ``data.path`` when it 
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from sft_common.config import ConfigModel
 from sft_common.result import CheckpointInfo
 from sft_operator.api.podspec import DNS_LABEL_RE, QUANTITY_RE, BatchFields, PodFields, check_uri
-from sft_operator.api.status import ChildRef, Condition, Failure
+from sft_operator.api.status import WORKLOAD, ChildRef, Condition, Failure
 from sft_train import parallel
 from sft_train.config import TrainConfig, pad_multiple
 
@@ -344,36 +344,34 @@ class RunOutputs(ConfigModel):
 
 
 class RunProgress(ConfigModel):
-    """Training progress. Rank 0 of the trainer patches these keys itself (the operator never
-    overwrites them); the operator adds only `iterations`, for the printer column."""
+    """Training progress. Rank 0 of the trainer patches its keys itself (marked WORKLOAD, and any key
+    it adds beyond these); the operator writes only `iterations` and the printer columns' texts."""
 
     model_config = ConfigDict(extra="allow")
 
-    task: str | None = None
+    task: Annotated[str | None, WORKLOAD] = None
     """What is being counted (train)."""
-    unit: str | None = None
+    unit: Annotated[str | None, WORKLOAD] = None
     """Unit of completed/total (iterations)."""
-    completed: float | None = None
+    completed: Annotated[float | None, WORKLOAD] = None
     """Iterations done."""
-    total: float | None = None
+    total: Annotated[float | None, WORKLOAD] = None
     """Iterations in total (train.trainIters)."""
-    iteration: int | None = None
-    """Current iteration (when the trainer reports it separately from completed)."""
-    percent: float | None = None
+    percent: Annotated[float | None, WORKLOAD] = None
     """Share done, 0-100."""
-    loss: float | None = None
+    loss: Annotated[float | None, WORKLOAD] = None
     """Latest training loss."""
-    learning_rate: float | None = None
+    learning_rate: Annotated[float | None, WORKLOAD] = None
     """Current learning rate."""
-    tokens: float | None = None
+    tokens: Annotated[float | None, WORKLOAD] = None
     """Tokens trained on so far."""
-    tokens_per_second: float | None = None
+    tokens_per_second: Annotated[float | None, WORKLOAD] = None
     """Current throughput."""
-    eta_seconds: int | None = None
+    eta_seconds: Annotated[int | None, WORKLOAD] = None
     """Estimated seconds to the end."""
-    updated_at: str | None = None
+    updated_at: Annotated[str | None, WORKLOAD] = None
     """When the trainer last reported (what hang detection, spec.hangTimeout, measures from)."""
-    checkpoint: CheckpointInfo | None = None
+    checkpoint: Annotated[CheckpointInfo | None, WORKLOAD] = None
     """The newest complete checkpoint, written by the trainer on each save (shown as
     status.checkpoints)."""
     iterations: str | None = None

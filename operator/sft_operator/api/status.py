@@ -6,11 +6,25 @@ Status models are output-only (the operator writes them); they exist so the CRD'
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import Field
 
 from sft_common.config import ConfigModel
+
+
+@dataclass(frozen=True)
+class WrittenBy:
+    """Field metadata (``Annotated[T, WORKLOAD]``): who writes a status field. A field without it is
+    the operator's; a field marked :data:`WORKLOAD` is patched by the workload itself (the trainer's
+    rank 0, the prep workers), so the operator's status patch never writes or deletes it
+    (:mod:`sft_operator.status.patch`). Not part of the CRD schema."""
+
+    writer: str
+
+
+WORKLOAD = WrittenBy("workload")
 
 
 class Condition(ConfigModel):

@@ -49,6 +49,7 @@ from sft_operator.render import dataprep as render_dataprep
 from sft_operator.render import sftrun as render_sftrun
 from sft_operator.status import dataprep as status_dataprep
 from sft_operator.status import sftrun as status_sftrun
+from sft_operator.status.patch import to_json
 from sft_operator.status.pods import PodState
 
 IMAGE_SITE_PACKAGES = "/opt/sft/lib/python3.11/site-packages"
@@ -460,7 +461,7 @@ class LocalRunner:
         force: bool = False,
     ) -> None:
         workers = ((cr.get("status") or {}).get("progress") or {}).get("workers")
-        status = status_dataprep.derive(cr, job, pods, now=utcnow_iso())
+        status = to_json(status_dataprep.derive(cr, job, pods, now=utcnow_iso()))
         if workers:
             status.setdefault("progress", {})["workers"] = workers
         cr["status"] = status
@@ -489,7 +490,7 @@ class LocalRunner:
                     message=f"{data.message}; add the SFTDataPrep to the file (or run it locally first)",
                     prep_ref=data.prep_ref,
                 )
-            cr["status"] = status_sftrun.derive(cr, None, [], now=utcnow_iso(), data=data)
+            cr["status"] = to_json(status_sftrun.derive(cr, None, [], now=utcnow_iso(), data=data))
             self._save(resource, cr)
             reporter.show(cr, True)
             self._finish(resource, cr, [])
@@ -505,7 +506,7 @@ class LocalRunner:
         check_base_model(resource, spec, config.model.pretrained_checkpoint, data.pack_size)
         config_path = folder / "config.yaml"
         config_path.write_text(to_yaml(config))
-        cr["status"] = status_sftrun.derive(cr, None, [], now=utcnow_iso(), data=data)
+        cr["status"] = to_json(status_sftrun.derive(cr, None, [], now=utcnow_iso(), data=data))
         self._save(resource, cr)
         reporter.show(cr, True)
         self.echo(
@@ -565,7 +566,7 @@ class LocalRunner:
         force: bool = False,
     ) -> None:
         trainer = {k: v for k, v in ((cr.get("status") or {}).get("progress") or {}).items()}
-        status = status_sftrun.derive(cr, job, [pod], now=utcnow_iso())
+        status = to_json(status_sftrun.derive(cr, job, [pod], now=utcnow_iso()))
         status["progress"] = {**trainer, **(status.get("progress") or {})}
         cr["status"] = status
         self._save(resource, cr)

@@ -182,7 +182,7 @@ def run(
         row = table.slice(args.bin, 1).to_pylist()[0]
     except PreviewError as exc:
         raise ClusterError(str(exc)) from None
-    from sft_prep.tokenize import load_tokenizer
+    from sft_prep.tokenizer import load_tokenizer
 
     tok_name = (
         args.tokenizer

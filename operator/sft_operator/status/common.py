@@ -1,4 +1,4 @@
-"""Status pieces both kinds derive alike: carried-over fields, child references, the terminal result
+"""Status pieces both kinds derive alike: child references, the terminal result
 that outlives its child, suspension/Kueue, and the child's own failure reason in front of the pod's.
 """
 
@@ -8,21 +8,28 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from sft_common.progress import format_number, human_duration
+from sft_operator.api.dataprep import SFTDataPrepStatus
+from sft_operator.api.sftrun import SFTRunStatus
+from sft_operator.api.status import ChildRef
 from sft_operator.render.meta import KUEUE_QUEUE_LABEL
-from sft_operator.status.conditions import ready_reason
+from sft_operator.status.conditions import READY, ready_reason
 from sft_operator.status.pods import PodState
 
 TERMINAL = ("Succeeded", "Failed")
+Recorded = SFTRunStatus | SFTDataPrepStatus
+"""A status of either kind (the fields both have)."""
 SUSPENDED_MESSAGE = "suspended (spec.suspend is true); set it to false to resume"
 
 
-def child_ref(obj: Mapping[str, Any]) -> dict[str, Any]:
-    """A ChildRef (apiVersion, kind, name, uid when known) to ``obj``."""
+def child_ref(obj: Mapping[str, Any]) -> ChildRef:
+    """A reference (apiVersion, kind, name, uid when known) to ``obj``."""
     meta = obj.get("metadata") or {}
-    ref = {"apiVersion": obj.get("apiVersion"), "kind": obj.get("kind"), "name": meta.get("name")}
-    if meta.get("uid"):
-        ref["uid"] = meta["uid"]
-    return ref
+    return ChildRef(
+        api_version=str(obj.get("apiVersion") or ""),
+        kind=str(obj.get("kind") or ""),
+        name=str(meta.get("name") or ""),
+        uid=meta.get("uid") or None,
+    )
 
 
 def finished(cr: Mapping[str, Any]) -> bool:
@@ -37,32 +44,23 @@ def state_reason(status: Mapping[str, Any]) -> str:
     return ready_reason(status) or status.get("phase") or "Unknown"
 
 
-def recorded_state(old: Mapping[str, Any]) -> tuple[str, str, str]:
-    """(phase, reason, message) as the status recorded them (for a finished CR whose child is gone)."""
-    return old["phase"], state_reason(old), old.get("message") or ""
+def recorded_state(old: Recorded) -> tuple[str, str, str]:
+    """(phase, reason, message) as the status recorded them (for a finished CR whose child is gone):
+    the reason is Ready's, else the phase."""
+    ready = next((c for c in old.conditions if c.type == READY), None)
+    phase = str(old.phase)
+    return phase, (ready.reason if ready is not None else None) or phase, old.message or ""
 
 
-def carried_over(
-    cr: Mapping[str, Any],
-    job: Mapping[str, Any] | None,
-    config_map: Mapping[str, Any] | None,
-    kept: Iterable[str],
-) -> dict[str, Any]:
-    """The start of a new status: observedGeneration, the ``kept`` keys of the old status, and the
-    references to (and start time of) the children seen in this reconcile."""
-    old = cr.get("status") or {}
-    out: dict[str, Any] = {"observedGeneration": (cr.get("metadata") or {}).get("generation")}
-    for key in kept:
-        if old.get(key) is not None:
-            out[key] = old[key]
+def see_children(out: Recorded, job: Mapping[str, Any] | None, config_map: Mapping[str, Any] | None) -> None:
+    """Record in ``out`` the children seen in this reconcile: references to them, the child's start."""
     if config_map is not None:
-        out["configMapRef"] = child_ref(config_map)
+        out.config_map_ref = child_ref(config_map)
     if job is not None:
-        out["jobRef"] = child_ref(job)
+        out.job_ref = child_ref(job)
     start = ((job or {}).get("status") or {}).get("startTime")
     if start:
-        out["startTime"] = start
-    return out
+        out.start_time = start
 
 
 def pods_of_job(pods: Iterable[PodState], job: Mapping[str, Any] | None) -> list[PodState]:
@@ -93,15 +91,13 @@ def with_job_reason(failure: dict[str, Any], job_reason: str, job_message: str) 
     failure["message"] = f"{detail}; {failure['message']}"
 
 
-def progress_text(progress: Mapping[str, Any] | None, phase: str) -> dict[str, str]:
+def progress_text(tokens: Any, eta_seconds: Any, phase: str) -> dict[str, str]:
     """The human strings of the printer columns: ``tokensText`` (1.18G) and, while Running,
     ``etaText`` (2h5m, as kubectl prints durations). One formatter for both kinds (and for the
     workloads' own progress lines: :mod:`sft_common.progress`)."""
-    progress = progress or {}
     out: dict[str, str] = {}
-    if isinstance(progress.get("tokens"), int | float):
-        out["tokensText"] = format_number(progress["tokens"])
-    eta = progress.get("etaSeconds")
-    if phase == "Running" and isinstance(eta, int | float):
-        out["etaText"] = human_duration(eta)
+    if isinstance(tokens, int | float):
+        out["tokensText"] = format_number(tokens)
+    if phase == "Running" and isinstance(eta_seconds, int | float):
+        out["etaText"] = human_duration(eta_seconds)
     return out

@@ -11,6 +11,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from pydantic import TypeAdapter
+
+from sft_operator.api.status import Condition
+
+_CONDITIONS = TypeAdapter(list[Condition])
 READY = "Ready"
 RECONCILING = "Reconciling"
 STALLED = "Stalled"
@@ -61,6 +66,11 @@ def with_transition_times(
             cond["lastTransitionTime"] = now
         out.append(cond)
     return out
+
+
+def as_models(conditions: list[dict[str, Any]]) -> list[Condition]:
+    """The conditions built here as the status model's (one validation call for the list)."""
+    return _CONDITIONS.validate_python(conditions)
 
 
 def get_condition(obj_status: Mapping[str, Any] | None, type_: str) -> Mapping[str, Any] | None:

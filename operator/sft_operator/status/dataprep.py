@@ -1,9 +1,10 @@
 """``SFTDataPrep`` status from its Job, the Job's pods and the workers' termination messages.
 
-Pure: the handler gathers the objects (from watch caches), calls :func:`derive`, and patches the
-difference. Phases: Pending (no Job yet, queued, pods not started), Running, Suspended (by the user),
-Succeeded, Failed. A terminal status is kept when the Job is gone (``ttlSecondsAfterFinished``), so a
-restarted operator loses nothing.
+Pure: the reconcile gathers the objects (from watch caches), calls :func:`derive` (the last status read
+into :class:`~sft_operator.api.dataprep.SFTDataPrepStatus`, the new one returned as that model), and
+patches the difference. Phases (all decided in :func:`derive` and :func:`_from_job`): Pending (no Job
+yet, queued, pods not started), Running, Suspended (by the user), Succeeded, Failed. A terminal status
+is kept when the Job is gone (``ttlSecondsAfterFinished``), so a restarted operator loses nothing.
 """
 
 from __future__ import annotations
@@ -15,20 +16,27 @@ from pydantic import ValidationError
 
 from sft_common.progress import LEASE_WAIT_KEY, LeaseWait, parse_time
 from sft_common.result import PrepResult
-from sft_operator.api.dataprep import PrepProgress
+from sft_operator.api.dataprep import PrepOutputs, PrepProgress, SFTDataPrepStatus
+from sft_operator.api.status import Failure
 from sft_operator.status import patch
 from sft_operator.status.common import (
     TERMINAL,
-    carried_over,
     finished,
     pods_of_job,
     progress_text,
     recorded_state,
+    see_children,
     suspended_state,
     with_job_reason,
 )
+from sft_operator.status.conditions import (
+    as_models,
+    get_condition,
+    is_true,
+    kstatus_conditions,
+    with_transition_times,
+)
 from sft_operator.status.conditions import condition as make_condition
-from sft_operator.status.conditions import get_condition, is_true, kstatus_conditions, with_transition_times
 from sft_operator.status.failure import classify
 from sft_operator.status.pods import (
     PodState,
@@ -38,12 +46,6 @@ from sft_operator.status.pods import (
     pending_problem,
 )
 from sft_operator.status.pruned import pruned_conditions
-
-SHARED = {"progress": patch.aliases(PrepProgress) - {"workers"}}
-"""``status.progress`` is shared: the workers patch ``progress.workers.<i>`` themselves; the operator
-owns the other progress keys (see :func:`sft_operator.status.patch.operator_view`)."""
-KEPT = ("jobRef", "configMapRef", "startTime", "completionTime", "outputs", "failure")
-"""Status keys carried over from the last status until this reconcile replaces them."""
 
 
 def derive(
@@ -55,17 +57,18 @@ def derive(
     config_map: Mapping[str, Any] | None = None,
     error: tuple[str, str] | None = None,
     log_tails: Mapping[str, str] | None = None,
-) -> dict[str, Any]:
-    """The whole status (without ``progress.workers``) for the CR's current state.
+) -> SFTDataPrepStatus:
+    """The whole status (without ``progress.workers``, the workers' own) for the CR's current state.
 
     ``error`` is ``(reason, message)`` for a spec the operator cannot run (``Stalled``); ``log_tails``
     maps pod names to log tails the handler fetched for failed pods.
     """
     spec = cr.get("spec") or {}
-    old = dict(cr.get("status") or {})
+    old = patch.parse_status(SFTDataPrepStatus, cr.get("status"))
     generation = (cr.get("metadata") or {}).get("generation")
     pods = pods_of_job(pods, job)
-    out = carried_over(cr, job, config_map, KEPT)
+    out = _carried_over(old, generation)
+    see_children(out, job, config_map)
     job_status = (job or {}).get("status") or {}
 
     if job is None and finished(cr):
@@ -85,31 +88,31 @@ def derive(
             reason, message = "WaitingForOutputLease", waiting
 
     if phase == "Succeeded" and job is not None:
-        outputs = _outputs(pods, spec, out.get("outputs"))
-        if outputs:
-            out["outputs"] = outputs
-        out.pop("failure", None)
-        out["completionTime"] = job_status.get("completionTime") or out.get("completionTime") or now
+        outputs = _outputs(pods, spec, out.outputs)
+        if outputs is not None:
+            out.outputs = outputs
+        out.failure = None
+        out.completion_time = job_status.get("completionTime") or out.completion_time or now
     elif phase == "Failed" and job is not None:
-        failure = _failure(job, pods, log_tails or {})
-        out["failure"] = failure
-        message = failure["message"]
-        reason = failure["reason"]
+        out.failure = _failure(job, pods, log_tails or {})
+        message = out.failure.message
+        reason = out.failure.reason
         failed_cond = get_condition(job_status, "Failed") or get_condition(job_status, "FailureTarget")
-        out["completionTime"] = (
+        out.completion_time = (
             job_status.get("completionTime") or (failed_cond or {}).get("lastTransitionTime") or now
         )
     elif phase not in TERMINAL:
-        out.pop("failure", None)
-        out.pop("completionTime", None)
+        out.failure = None
+        out.completion_time = None
 
-    progress = _progress(cr, job, phase, out.get("outputs"))
-    if progress:
-        out["progress"] = progress
+    out.progress = _progress(spec, old.progress, job, phase, out.outputs)
     stalled = phase == "Failed" or error is not None
-    out["phase"] = phase
-    out["message"] = message
-    data_ready = phase == "Succeeded" and not stalled and bool((out.get("outputs") or {}).get("metadata"))
+    out.phase = phase  # type: ignore[assignment]  # (a Phase: every branch above names one)
+    out.message = message
+    data_ready = (
+        phase == "Succeeded" and not stalled and bool(out.outputs is not None and out.outputs.metadata)
+    )
+    job_known = job is not None or out.job_ref is not None
     conditions = [
         *kstatus_conditions(
             ready=phase == "Succeeded" and not stalled,
@@ -121,22 +124,36 @@ def derive(
         ),
         make_condition(
             "JobCreated",
-            job is not None or bool(out.get("jobRef")),
-            "JobCreated" if job is not None or out.get("jobRef") else "NotCreated",
-            f"Job {out['jobRef']['name']}" if out.get("jobRef") else "",
+            job_known,
+            "JobCreated" if job_known else "NotCreated",
+            f"Job {out.job_ref.name}" if out.job_ref is not None else "",
             generation,
         ),
         make_condition(
             "DataReady",
             data_ready,
             "DataReady" if data_ready else ("MetadataMissing" if phase == "Succeeded" else phase),
-            _data_ready_message(phase, out.get("outputs")),
+            _data_ready_message(phase, out.outputs),
             generation,
         ),
     ]
     conditions.extend(pruned_conditions(cr, generation))
-    out["conditions"] = with_transition_times(conditions, old.get("conditions"), now)
+    old_conditions = (cr.get("status") or {}).get("conditions")
+    out.conditions = as_models(with_transition_times(conditions, old_conditions, now))
     return out
+
+
+def _carried_over(old: SFTDataPrepStatus, generation: int | None) -> SFTDataPrepStatus:
+    """The start of a new status: what the last status recorded and this reconcile may replace."""
+    return SFTDataPrepStatus(
+        observed_generation=generation,
+        job_ref=old.job_ref,
+        config_map_ref=old.config_map_ref,
+        start_time=old.start_time,
+        completion_time=old.completion_time,
+        outputs=old.outputs,
+        failure=old.failure,
+    )
 
 
 def _from_job(spec: Mapping[str, Any], job: Mapping[str, Any], pods: list[PodState]) -> tuple[str, str, str]:
@@ -206,32 +223,35 @@ def lease_wait_message(cr: Mapping[str, Any], now: str) -> str | None:
 
 
 def _outputs(
-    pods: list[PodState], spec: Mapping[str, Any], previous: Mapping[str, Any] | None
-) -> dict[str, Any] | None:
+    pods: list[PodState], spec: Mapping[str, Any], previous: PrepOutputs | None
+) -> PrepOutputs | None:
     """Outputs from the worker that wrote metadata.json (its termination message carries the totals)."""
     results = [r for r in (p.success(PrepResult) for p in pods) if r is not None]
     best = next((r for r in results if r.metadata), None) or (results[0] if results else None)
     if best is None:
-        return (
-            dict(previous)
-            if previous
-            else {"outputDir": spec.get("outputDir"), "packSize": spec.get("packSize")}
+        if previous is not None and not _empty(previous):
+            return previous.model_copy()
+        outputs = PrepOutputs(output_dir=spec.get("outputDir"), pack_size=spec.get("packSize"))
+    elif previous is not None and previous.metadata and not best.metadata:
+        return previous.model_copy()
+    else:
+        outputs = PrepOutputs(
+            output_dir=best.output_dir or spec.get("outputDir"),
+            blend=best.blend,
+            metadata=best.metadata,
+            pack_size=best.pack_size or spec.get("packSize"),
+            pad_seq_to_mult=best.pad_seq_to_mult,
+            totals=best.totals,
+            packing_efficiency=best.packing_efficiency,
         )
-    if previous and previous.get("metadata") and not best.metadata:
-        return dict(previous)
-    outputs = {
-        "outputDir": best.output_dir or spec.get("outputDir"),
-        "blend": best.blend,
-        "metadata": best.metadata,
-        "packSize": best.pack_size or spec.get("packSize"),
-        "padSeqToMult": best.pad_seq_to_mult,
-        "totals": best.totals.model_dump(mode="json", by_alias=True) if best.totals else None,
-        "packingEfficiency": best.packing_efficiency,
-    }
-    return {k: v for k, v in outputs.items() if v is not None}
+    return None if _empty(outputs) else outputs
 
 
-def _failure(job: Mapping[str, Any], pods: list[PodState], log_tails: Mapping[str, str]) -> dict[str, Any]:
+def _empty(model: PrepOutputs | PrepProgress) -> bool:
+    return not model.model_dump(exclude_none=True)
+
+
+def _failure(job: Mapping[str, Any], pods: list[PodState], log_tails: Mapping[str, str]) -> Failure:
     status = job.get("status") or {}
     cond = get_condition(status, "Failed") or get_condition(status, "FailureTarget") or {}
     job_reason = str(cond.get("reason") or "JobFailed")
@@ -239,22 +259,26 @@ def _failure(job: Mapping[str, Any], pods: list[PodState], log_tails: Mapping[st
     blamed = latest_failed(pods)
     if blamed is None:
         # e.g. DeadlineExceeded with pods still running, or pods already garbage-collected
-        return {"reason": job_reason, "message": f"the Job failed: {job_reason}: {job_message}".rstrip(": ")}
+        return Failure(reason=job_reason, message=f"the Job failed: {job_reason}: {job_message}".rstrip(": "))
     failure = describe_failure(blamed, log_tails.get(blamed.name))
     failure.update(classify(blamed, log_tails.get(blamed.name)).fields())
     if job_reason not in ("PodFailurePolicy", "JobFailed", failure["reason"]):
         with_job_reason(failure, job_reason, job_message)
         if job_reason == "DeadlineExceeded":
             failure["reason"] = job_reason
-    return failure
+    return Failure.model_validate(failure)
 
 
 def _progress(
-    cr: Mapping[str, Any], job: Mapping[str, Any] | None, phase: str, outputs: Mapping[str, Any] | None
-) -> dict[str, Any]:
-    """Aggregate ``status.progress.workers.<i>`` (each worker's own Progress snapshot)."""
-    spec = cr.get("spec") or {}
-    workers: Mapping[str, Any] = ((cr.get("status") or {}).get("progress") or {}).get("workers") or {}
+    spec: Mapping[str, Any],
+    old: PrepProgress | None,
+    job: Mapping[str, Any] | None,
+    phase: str,
+    outputs: PrepOutputs | None,
+) -> PrepProgress | None:
+    """The operator's part of ``status.progress``: ``progress.workers.<i>`` (each worker's own
+    Progress snapshot) aggregated, and the printer columns' texts."""
+    workers = (old.workers if old is not None else None) or {}
     total = int(spec.get("numShards") or 0) or None
     done = 0
     tokens = 0
@@ -275,49 +299,52 @@ def _progress(
         if snap.get("updatedAt"):
             updated.append(str(snap["updatedAt"]))
     job_status = (job or {}).get("status") or {}
+    workers_total = int(spec.get("parallelism") or 1)
     workers_done = len(parse_indexes(job_status.get("completedIndexes")))
-    progress: dict[str, Any] = {
-        "workersTotal": int(spec.get("parallelism") or 1),
-        "workersDone": workers_done,
-    }
     if phase == "Succeeded":
         done = total or done
         rate = 0.0
-        final = ((outputs or {}).get("totals") or {}).get("tokens")
+        final = outputs.totals.tokens if outputs is not None and outputs.totals is not None else None
         if final is not None:
             tokens = int(final)
-        progress["workersDone"] = progress["workersTotal"] if job is not None else workers_done
+        if job is not None:
+            workers_done = workers_total
     if phase in ("Failed", "Suspended"):
         rate = 0.0
-    if total:
-        done = min(done, total)
-        progress["shardsTotal"] = total
-        progress["shardsDone"] = done
-        progress["shards"] = f"{done}/{total}"
-        progress["percent"] = round(100.0 * done / total, 1)
-        progress["percentText"] = f"{progress['percent']:g}%"
-    if workers or phase == "Succeeded":
-        progress["tokens"] = tokens
-        progress["tokensPerSecond"] = round(rate, 1)
-    if updated:
-        progress["updatedAt"] = max(updated)
-    if etas and phase == "Running":
-        progress["etaSeconds"] = max(etas)  # the slowest worker decides
-    progress.update(progress_text(progress, phase))
-    old = ((cr.get("status") or {}).get("progress")) or {}
-    if phase == "Succeeded" and job is None and old:
-        return {k: v for k, v in old.items() if k != "workers"}
+    done = min(done, total) if total else done
+    percent = round(100.0 * done / total, 1) if total else None
+    counted = bool(workers) or phase == "Succeeded"
+    eta = max(etas) if etas and phase == "Running" else None  # the slowest worker decides
+    texts = progress_text(tokens if counted else None, eta, phase)
+    progress = PrepProgress(
+        workers_total=workers_total,
+        workers_done=workers_done,
+        shards_total=total,
+        shards_done=done if total else None,
+        shards=f"{done}/{total}" if total else None,
+        percent=percent,
+        percent_text=f"{percent:g}%" if percent is not None else None,
+        tokens=tokens if counted else None,
+        tokens_per_second=round(rate, 1) if counted else None,
+        updated_at=max(updated) if updated else None,
+        eta_seconds=eta,
+        tokens_text=texts.get("tokensText"),
+        eta_text=texts.get("etaText"),
+    )
+    if phase == "Succeeded" and job is None and old is not None and not _empty(old):
+        kept = old.model_copy(update={"workers": None})
+        return None if _empty(kept) else kept
     return progress
 
 
-def _data_ready_message(phase: str, outputs: Mapping[str, Any] | None) -> str:
+def _data_ready_message(phase: str, outputs: PrepOutputs | None) -> str:
     if phase != "Succeeded":
         return "the data is not ready yet" if phase != "Failed" else "the prep failed"
-    if outputs and outputs.get("metadata"):
-        return f"packed data in {outputs.get('outputDir')}; blend {outputs.get('blend')}"
+    if outputs is not None and outputs.metadata:
+        return f"packed data in {outputs.output_dir}; blend {outputs.blend}"
     return "the Job completed but no worker reported metadata.json; check the workers' logs"
 
 
-def status_patch(cr: Mapping[str, Any], new_status: Mapping[str, Any]) -> dict[str, Any]:
+def status_patch(cr: Mapping[str, Any], new_status: SFTDataPrepStatus) -> dict[str, Any]:
     """The merge patch for ``status`` (empty when nothing changed), never touching workload-owned keys."""
-    return patch.status_patch(cr, new_status, SHARED)
+    return patch.status_patch(cr.get("status"), new_status)

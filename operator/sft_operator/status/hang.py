@@ -56,7 +56,7 @@ def hang_state(status: Mapping[str, Any] | None, now: str, timeout: float) -> Ha
         return None
     last, raw = max(marks, key=lambda m: m[0])
     idle = (current - last).total_seconds()
-    iteration = progress.get("iteration", progress.get("completed"))
+    iteration = progress.get("completed")
     return HangState(
         hung=idle >= timeout,
         since=str(raw),

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sft_operator.api.sftrun import SFTRunSpec
-from sft_operator.status.common import child_ref, state_reason
+from sft_operator.status.common import state_reason
 from sft_operator.status.conditions import get_condition, is_true
 
 
@@ -51,7 +51,9 @@ def resolve_data(cr: Mapping[str, Any], prep: Mapping[str, Any] | None) -> DataS
             reason="DataPrepNotFound",
             message=f"waiting for SFTDataPrep {name}: it does not exist in namespace {namespace} (yet)",
         )
-    ref = {**child_ref(prep), "kind": prep.get("kind") or "SFTDataPrep", "name": name}
+    ref = {"apiVersion": prep.get("apiVersion"), "kind": prep.get("kind") or "SFTDataPrep", "name": name}
+    if (prep.get("metadata") or {}).get("uid"):
+        ref["uid"] = prep["metadata"]["uid"]
     st = prep.get("status") or {}
     phase = st.get("phase")
     outputs = st.get("outputs") or {}

@@ -11,7 +11,7 @@ from tokenizers import Tokenizer as RustTokenizer
 from tokenizers import models, pre_tokenizers
 
 from sft_common.config import ConfigError
-from sft_prep.tokenize import load_tokenizer
+from sft_prep.tokenizer import load_tokenizer
 
 
 def test_loads_directory_with_config_and_template(sample_tokenizer_dir: Path) -> None:

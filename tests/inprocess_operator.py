@@ -1,7 +1,7 @@
 """Run the real operator in-process (kopf's ``KopfRunner``) for tests, e2e tests and benchmarks.
 
-Like ``kopf.testing``, this ships with the package so every test suite and the benchmark start the
-operator the same way: standalone (no peering), namespace-scoped, short watch timeouts and retries.
+Every test suite and the benchmarks start the operator the same way through this module (tests/ is
+on their import path): standalone (no peering), namespace-scoped, short watch timeouts and retries.
 """
 
 from __future__ import annotations
