@@ -20,7 +20,7 @@ from sft_operator.api.sftrun import SFTRunSpec
 from sft_operator.kube.client import Resource
 from sft_operator.render.children import ChildMeta
 from sft_operator.render.pods import WorkloadDefaults
-from sft_operator.status.pods import DISRUPTION_TARGET, PodRole, PodState
+from sft_operator.status.pods import DISRUPTION_TARGET, JOB_INDEX_ANNOTATION, PodRole, PodState
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,31 @@ class Rendezvous:
     node_rank: str
     master_addr: str
     master_port: str
+
+
+RENDEZVOUS_PORT = 29500
+PORT_ENV = "MASTER_PORT"
+NODE_RANK_ENV = "SFT_NODE_RANK"
+
+
+def indexed_rendezvous(master_addr: str) -> Rendezvous:
+    """The rendezvous of pods an Indexed Job runs (JobSet's and the job backend's): the node rank is
+    the pod's completion index and the port comes from the container env (:func:`index_rendezvous`),
+    both spelled ``$(VAR)`` for the kubelet to expand into the command."""
+    return Rendezvous(node_rank=f"$({NODE_RANK_ENV})", master_addr=master_addr, master_port=f"$({PORT_ENV})")
+
+
+def index_rendezvous(container: dict[str, Any]) -> None:
+    """Give an Indexed Job's main ``container`` what :func:`indexed_rendezvous` reads: the node rank
+    from the completion-index annotation (the downward API), the port as an env value (so a runtime
+    can set it in one place; the emulator gives each restart attempt its own), and the port itself."""
+    index = {"fieldRef": {"fieldPath": f"metadata.annotations['{JOB_INDEX_ANNOTATION}']"}}
+    container["env"] = [
+        {"name": NODE_RANK_ENV, "valueFrom": index},
+        {"name": PORT_ENV, "value": str(RENDEZVOUS_PORT)},
+        *container["env"],
+    ]
+    container["ports"] = [{"name": "rendezvous", "containerPort": RENDEZVOUS_PORT, "protocol": "TCP"}]
 
 
 @dataclass(frozen=True)

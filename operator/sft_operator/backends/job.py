@@ -39,6 +39,7 @@ from typing import Any
 from sft_operator.backends.base import (
     CONFIG_ERROR_PATTERN,
     POD_FAILURE_POLICY,
+    RENDEZVOUS_PORT,
     Backend,
     Companion,
     GroupMember,
@@ -48,6 +49,8 @@ from sft_operator.backends.base import (
     RunPods,
     failed_observed,
     failure_rules,
+    index_rendezvous,
+    indexed_rendezvous,
 )
 from sft_operator.backends.jobset import observe_jobset_like
 from sft_operator.kube.client import JOBS, Resource
@@ -58,10 +61,6 @@ from sft_operator.status.conditions import get_condition, is_true
 from sft_operator.status.pods import JOB_INDEX_ANNOTATION, PodRole, PodState, as_index
 
 SERVICES = Resource("", "v1", "services")
-MASTER_PORT = 29500
-PORT_ENV = "MASTER_PORT"
-"""The rendezvous port, passed as ``$(MASTER_PORT)`` so the kubelet spells it into the command."""
-NODE_RANK_ENV = "SFT_NODE_RANK"
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 """Set by the API server on a Job's pod template (registry/batch/job strategy, generateSelector)."""
 ATTEMPT_LABEL = "sft.dev/restart-attempt"
@@ -99,11 +98,7 @@ class IndexedJob(Backend):
     )
 
     def rendezvous(self, child_name: str) -> Rendezvous:
-        return Rendezvous(
-            node_rank=f"$({NODE_RANK_ENV})",
-            master_addr=f"{child_name}-0.{child_name}",
-            master_port=f"$({PORT_ENV})",
-        )
+        return indexed_rendezvous(f"{child_name}-0.{child_name}")
 
     def render(self, run: RunPods) -> dict[str, Any]:
         spec = run.spec
@@ -112,14 +107,7 @@ class IndexedJob(Backend):
         template["metadata"]["labels"][ATTEMPT_LABEL] = str(attempt)
         pod = template["spec"]
         pod["subdomain"] = run.name
-        main = pod["containers"][0]
-        index = {"fieldRef": {"fieldPath": f"metadata.annotations['{JOB_INDEX_ANNOTATION}']"}}
-        main["env"] = [
-            {"name": NODE_RANK_ENV, "valueFrom": index},
-            {"name": PORT_ENV, "value": str(MASTER_PORT)},
-            *main["env"],
-        ]
-        main["ports"] = [{"name": "rendezvous", "containerPort": MASTER_PORT, "protocol": "TCP"}]
+        index_rendezvous(pod["containers"][0])
         job_spec: dict[str, Any] = {
             "completionMode": "Indexed",
             "completions": spec.nodes,
@@ -154,7 +142,7 @@ class IndexedJob(Backend):
                 "clusterIP": "None",
                 "publishNotReadyAddresses": True,
                 "selector": {JOB_NAME_LABEL: run.name},
-                "ports": [{"name": "rendezvous", "port": MASTER_PORT, "targetPort": MASTER_PORT}],
+                "ports": [{"name": "rendezvous", "port": RENDEZVOUS_PORT, "targetPort": RENDEZVOUS_PORT}],
             },
         }
         return [Companion(SERVICES, service)]

@@ -40,6 +40,8 @@ from sft_operator.backends.base import (
     failed_observed,
     failure_rules,
     group_failure_rules,
+    index_rendezvous,
+    indexed_rendezvous,
     pods_pending,
 )
 from sft_operator.backends.models import checked, m, quantities_as_strings
@@ -51,14 +53,9 @@ from sft_operator.status.conditions import get_condition, is_true
 from sft_operator.status.pods import JOB_INDEX_ANNOTATION, PodRole, PodState, as_index, pending_problem
 
 REPLICATED_JOB = "node"
-MASTER_PORT = 29500
-PORT_ENV = "MASTER_PORT"
-"""The rendezvous port, passed as ``$(MASTER_PORT)`` (the kubelet spells it into the command), as the
-job backend and Trainer (``$(PET_MASTER_PORT)``) pass it: one place for a runtime to set it."""
 JOBSET_NAME_LABEL = "jobset.sigs.k8s.io/jobset-name"
 REPLICATED_JOB_LABEL = "jobset.sigs.k8s.io/replicatedjob-name"
 RESTART_ATTEMPT_LABEL = "jobset.sigs.k8s.io/restart-attempt"
-NODE_RANK_ENV = "SFT_NODE_RANK"
 KIND = "JobSet"
 
 
@@ -94,23 +91,13 @@ class JobSet(Backend):
     )
 
     def rendezvous(self, child_name: str) -> Rendezvous:
-        return Rendezvous(
-            node_rank=f"$({NODE_RANK_ENV})", master_addr=master_host(child_name), master_port=f"$({PORT_ENV})"
-        )
+        return indexed_rendezvous(master_host(child_name))
 
     def render(self, run: RunPods) -> dict[str, Any]:
         spec = run.spec
         template = copy.deepcopy(run.template)
         main = template["spec"]["containers"][0]
-        main["env"] = [
-            {
-                "name": NODE_RANK_ENV,
-                "valueFrom": {"fieldRef": {"fieldPath": f"metadata.annotations['{JOB_INDEX_ANNOTATION}']"}},
-            },
-            {"name": PORT_ENV, "value": str(MASTER_PORT)},
-            *main["env"],
-        ]
-        main["ports"] = [{"name": "rendezvous", "containerPort": MASTER_PORT, "protocol": "TCP"}]
+        index_rendezvous(main)
         if "resources" in main:
             main["resources"] = quantities_as_strings(main["resources"])
         for volume in template["spec"]["volumes"]:
