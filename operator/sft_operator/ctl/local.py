@@ -20,20 +20,29 @@ where CUDA and Megatron-Bridge are present, otherwise the run trains with engine
 Megatron-only settings are dropped); one training process (``nodes`` × ``gpusPerNode`` are not
 reproduced); Secrets (``envFrom``, ``valueFrom``) are not read (the local environment is used, as it
 is); pods are not retried (``backoffLimit``); no status is patched anywhere but the local file.
+
+Ctrl-C (SIGINT) or SIGTERM of ``sftctl`` stops the processes as the kubelet stops a deleted pod:
+SIGTERM to each process group (the workloads save and exit 143), SIGKILL after the grace period; the
+status then derived from their exits is what the operator writes for a child whose pods were killed
+(Failed, exit 143), never a Running left behind. The processes run in process groups of their own,
+so a terminal's Ctrl-C reaches ``sftctl`` alone and this one path stops them.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import IO, Any
 
 from sft_common.config import to_yaml
@@ -58,6 +67,8 @@ NAMESPACE = "local"
 STATUS_FILE = "status.json"
 PRINT_INTERVAL = 5.0
 """Seconds between progress lines (a phase change prints at once)."""
+DEFAULT_GRACE_SECONDS = 30
+"""A pod's terminationGracePeriodSeconds when the spec sets none (core/v1 default)."""
 
 
 class LocalRunError(RuntimeError):
@@ -191,8 +202,17 @@ def _user_env(spec: PodFields, resource: Resource, echo: Callable[[str], None]) 
 class Worker:
     """One local 'pod': a workload process, its log file, progress lines and termination message."""
 
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], folder: Path, index: int) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        env: dict[str, str],
+        folder: Path,
+        index: int,
+        grace_seconds: int = DEFAULT_GRACE_SECONDS,
+    ) -> None:
         self.name = name
+        self.grace_seconds = grace_seconds
         self.index = index
         self.log_path = folder / f"{name}.log"
         self.termination = folder / f"{name}.termination-log"
@@ -212,6 +232,7 @@ class Worker:
             stderr=subprocess.PIPE,
             text=True,
             bufsize=1,
+            process_group=0,  # its own group: a terminal's Ctrl-C reaches sftctl, which stops it (stop)
         )
         self._lock = threading.Lock()
         self._threads = [
@@ -246,25 +267,38 @@ class Worker:
                     self.on_stdout(text)
 
     def poll(self) -> int | None:
-        return self.proc.poll()
+        """The exit code as a container runtime reports it (128 + N for death by signal N)."""
+        code = self.proc.poll()
+        return 128 - code if code is not None and code < 0 else code
 
     def finish(self) -> int:
-        code = self.proc.wait()
+        self.proc.wait()
         for thread in self._threads:
             thread.join(10)
-        self._log.close()
+        if not self._log.closed:
+            self._log.close()
+        code = self.poll()
+        assert code is not None
         return code
 
-    def stop(self) -> None:
+    def terminate(self) -> None:
+        """SIGTERM to the process group, as the kubelet signals a deleted pod's containers."""
         if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+            with suppress(ProcessLookupError):  # exited meanwhile
+                os.killpg(self.proc.pid, signal.SIGTERM)
+
+    def stop(self) -> None:
+        """Wait for the process the grace period after :meth:`terminate`, then SIGKILL its group."""
+        self.terminate()
+        try:
+            self.proc.wait(self.grace_seconds)
+        except subprocess.TimeoutExpired:
+            with suppress(ProcessLookupError):  # exited meanwhile
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
 
     def pod_state(self, job_uid: str, replica_type: str | None = None) -> PodState:
-        code = self.proc.poll()
+        code = self.poll()
         phase = "Running" if code is None else ("Succeeded" if code == 0 else "Failed")
         message = self.termination.read_text() if self.termination.exists() else None
         if message is None and code not in (None, 0):
@@ -282,6 +316,22 @@ class Worker:
             termination_message=message,
             finished_at=None if code is None else utcnow_iso(),
         )
+
+
+def stop_all(workers: list[Worker]) -> None:
+    """Stop every worker (SIGTERM to all first, so their grace periods run together)."""
+    for w in workers:
+        w.terminate()
+    for w in workers:
+        w.stop()
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM of sftctl, handled as Ctrl-C (the processes are stopped, the status says so)."""
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise Interrupted(signal.Signals(signum).name)
 
 
 class Reporter:
@@ -419,6 +469,7 @@ class LocalRunner:
             )
             for i in range(spec.parallelism)
         ]
+        interrupted: KeyboardInterrupt | None = None
         try:
             while True:
                 done = [w.index for w in workers if w.poll() == 0]
@@ -432,10 +483,10 @@ class LocalRunner:
                 if all(w.poll() is not None for w in workers):
                     break
                 time.sleep(0.2)
-        except KeyboardInterrupt:
-            for w in workers:
-                w.stop()
-            raise
+        except KeyboardInterrupt as exc:
+            interrupted = exc
+            self.echo(f"  interrupted: stopping {resource.ref}'s processes (SIGTERM)")
+            stop_all(workers)
         for w in workers:
             w.finish()
         # The Job's status again, now that every worker has exited: the loop's last one may predate
@@ -448,6 +499,8 @@ class LocalRunner:
             cr, job, [w.pod_state(job["metadata"]["uid"]) for w in workers], reporter, resource, True
         )
         self._finish(resource, cr, workers)
+        if interrupted is not None:
+            raise interrupted
         self.preps[resource.name] = cr
         return cr
 
@@ -532,10 +585,12 @@ class LocalRunner:
             env,
             folder,
             0,
+            spec.grace_seconds(),
         )
         worker.on_stdout = lambda line: self.echo(f"  | {line}")
         started = utcnow_iso()
         uid = job["metadata"]["uid"]
+        interrupted: KeyboardInterrupt | None = None
         try:
             while True:
                 job["status"] = _job_status(started, [worker], [], "PyTorchJob")
@@ -545,15 +600,18 @@ class LocalRunner:
                 if worker.poll() is not None:
                     break
                 time.sleep(0.2)
-        except KeyboardInterrupt:
-            worker.stop()
-            raise
+        except KeyboardInterrupt as exc:
+            interrupted = exc
+            self.echo(f"  interrupted: stopping {resource.ref}'s processes (SIGTERM)")
+            stop_all([worker])
         worker.finish()
         if worker.progress:
             cr["status"]["progress"] = {**(cr["status"].get("progress") or {}), **worker.progress}
         job["status"] = _job_status(started, [worker], [], "PyTorchJob")
         self._derive_run(cr, job, worker.pod_state(uid, "master"), reporter, resource, True)
         self._finish(resource, cr, [worker])
+        if interrupted is not None:
+            raise interrupted
         return cr
 
     def _derive_run(
@@ -667,4 +725,12 @@ def megatron_unavailable() -> str | None:
 
 
 def run_local(manifest: Manifest, settings: LocalSettings) -> int:
-    return LocalRunner(settings).run(manifest)
+    """Run the file here; SIGTERM of sftctl stops it as Ctrl-C does (KeyboardInterrupt, re-raised
+    once the processes are stopped and the status written)."""
+    if threading.current_thread() is not threading.main_thread():  # no signal handlers there
+        return LocalRunner(settings).run(manifest)
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return LocalRunner(settings).run(manifest)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
