@@ -10,10 +10,12 @@ For each ``SFTDataPrep`` (first) and ``SFTRun`` of the file, in file order:
    bundled sample chats and tokenizer) to this Python's installed packages;
 3. the workload CLI runs as the pod would run it (``sft-prep --worker-index I --num-workers N`` for each
    of the ``parallelism`` workers, concurrently, like the Indexed Job; ``sft-train`` for the run);
-4. the phases are derived by the operator's own pure status code (``status.dataprep.derive``,
-   ``status.sftrun.derive``) from the processes' states, their JSON progress lines (what they would
-   patch into the CR) and their termination messages, printed as ``sftctl get`` prints them and written
-   as the CR object, status included, to ``WORKDIR/<kind>/<name>/status.json``.
+4. the phases are derived by the operator's own pure status code (``status.dataprep.derive``;
+   for a run :func:`sft_operator.ctl.processes.run_status`, which observes the processes as a backend
+   observes its child and applies the operator's patch) from the processes' states, their JSON
+   progress lines (what they would patch into the CR) and their termination messages, printed as
+   ``sftctl get`` prints them and written as the CR object, status included, to
+   ``WORKDIR/<kind>/<name>/status.json``.
 
 What differs from a cluster, each said on the console when it applies: engine ``megatron`` runs only
 where CUDA and Megatron-Bridge are present, otherwise the run trains with engine ``hf`` (its
@@ -41,6 +43,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from types import FrameType
 from typing import IO, Any
@@ -51,11 +54,11 @@ from sft_operator.api.dataprep import SFTDataPrepSpec
 from sft_operator.api.meta import DATAPREP, RUN
 from sft_operator.api.podspec import PodFields
 from sft_operator.api.sftrun import SFTRunSpec
-from sft_operator.backends import pytorchjob
-from sft_operator.ctl import show
+from sft_operator.ctl import processes, show
 from sft_operator.ctl.manifests import Manifest, ManifestError, Resource
+from sft_operator.ctl.processes import LocalProcesses, ProcessState
 from sft_operator.render import dataprep as render_dataprep
-from sft_operator.render import sftrun as render_sftrun
+from sft_operator.render import meta
 from sft_operator.status import dataprep as status_dataprep
 from sft_operator.status import sftrun as status_sftrun
 from sft_operator.status.patch import to_json
@@ -213,6 +216,7 @@ class Worker:
     ) -> None:
         self.name = name
         self.grace_seconds = grace_seconds
+        self.finished_at: str | None = None
         self.index = index
         self.log_path = folder / f"{name}.log"
         self.termination = folder / f"{name}.termination-log"
@@ -269,7 +273,24 @@ class Worker:
     def poll(self) -> int | None:
         """The exit code as a container runtime reports it (128 + N for death by signal N)."""
         code = self.proc.poll()
+        if code is not None and self.finished_at is None:
+            self.finished_at = utcnow_iso()
         return 128 - code if code is not None and code < 0 else code
+
+    def state(self) -> ProcessState:
+        """What a kubelet would report of this process's container (and its latest progress line)."""
+        code = self.poll()
+        message = self.termination.read_text() if self.termination.exists() else None
+        if message is None and code not in (None, 0):
+            message = "\n".join(self.log_path.read_text().splitlines()[-20:])  # FallbackToLogsOnError
+        return ProcessState(
+            name=self.name,
+            index=self.index,
+            exit_code=code,
+            termination_message=message,
+            finished_at=self.finished_at if code is not None else None,
+            progress=self.progress,
+        )
 
     def finish(self) -> int:
         self.proc.wait()
@@ -297,25 +318,8 @@ class Worker:
                 os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
 
-    def pod_state(self, job_uid: str, replica_type: str | None = None) -> PodState:
-        code = self.poll()
-        phase = "Running" if code is None else ("Succeeded" if code == 0 else "Failed")
-        message = self.termination.read_text() if self.termination.exists() else None
-        if message is None and code not in (None, 0):
-            message = "\n".join(self.log_path.read_text().splitlines()[-20:])  # FallbackToLogsOnError
-        return PodState(
-            name=self.name,
-            phase=phase,
-            uid=self.name,
-            owner_uid=job_uid,
-            index=self.index,
-            replica_type=replica_type,
-            rank0=replica_type == "master",
-            exit_code=code,
-            terminated_reason=None if code is None else ("Completed" if code == 0 else "Error"),
-            termination_message=message,
-            finished_at=None if code is None else utcnow_iso(),
-        )
+    def pod_state(self, job_uid: str) -> PodState:
+        return self.state().pod(job_uid, replica_type=None)
 
 
 def stop_all(workers: list[Worker]) -> None:
@@ -363,34 +367,18 @@ class Reporter:
         self.echo("  ".join(p for p in parts if p))
 
 
-def _job_status(started: str, workers: list[Worker], done_indexes: list[int], kind: str) -> dict[str, Any]:
+def _job_status(started: str, workers: list[Worker], done_indexes: list[int]) -> dict[str, Any]:
     status: dict[str, Any] = {"startTime": started}
     codes = [w.poll() for w in workers]
-    if kind == "Job":
-        status["completedIndexes"] = ",".join(str(i) for i in done_indexes)
-        status["succeeded"] = len(done_indexes)
-        status["failed"] = sum(1 for c in codes if c not in (None, 0))
-        status["active"] = sum(1 for c in codes if c is None)
-        if any(c not in (None, 0) for c in codes) and all(c is not None for c in codes):
-            status["conditions"] = [{"type": "Failed", "status": "True", "lastTransitionTime": utcnow_iso()}]
-        elif all(c == 0 for c in codes):
-            status["completionTime"] = utcnow_iso()
-            status["conditions"] = [
-                {"type": "Complete", "status": "True", "lastTransitionTime": utcnow_iso()}
-            ]
-        return status
-    # PyTorchJob (training-operator v1 conditions)
-    active = sum(1 for c in codes if c is None)
-    status["replicaStatuses"] = {"Master": {"active": active}}
-    conditions = [{"type": "Created", "status": "True"}]
-    if all(c == 0 for c in codes):
+    status["completedIndexes"] = ",".join(str(i) for i in done_indexes)
+    status["succeeded"] = len(done_indexes)
+    status["failed"] = sum(1 for c in codes if c not in (None, 0))
+    status["active"] = sum(1 for c in codes if c is None)
+    if any(c not in (None, 0) for c in codes) and all(c is not None for c in codes):
+        status["conditions"] = [{"type": "Failed", "status": "True", "lastTransitionTime": utcnow_iso()}]
+    elif all(c == 0 for c in codes):
         status["completionTime"] = utcnow_iso()
-        conditions.append({"type": "Succeeded", "status": "True", "lastTransitionTime": utcnow_iso()})
-    elif any(c not in (None, 0) for c in codes):
-        conditions.append({"type": "Failed", "status": "True", "lastTransitionTime": utcnow_iso()})
-    else:
-        conditions.append({"type": "Running", "status": "True"})
-    status["conditions"] = conditions
+        status["conditions"] = [{"type": "Complete", "status": "True", "lastTransitionTime": utcnow_iso()}]
     return status
 
 
@@ -473,7 +461,7 @@ class LocalRunner:
         try:
             while True:
                 done = [w.index for w in workers if w.poll() == 0]
-                job["status"] = _job_status(started, workers, done, "Job")
+                job["status"] = _job_status(started, workers, done)
                 cr["status"].setdefault("progress", {})["workers"] = {
                     str(w.index): w.progress for w in workers if w.progress
                 }
@@ -491,7 +479,7 @@ class LocalRunner:
             w.finish()
         # The Job's status again, now that every worker has exited: the loop's last one may predate
         # the exit of a worker that ended between its poll and the loop's end check.
-        job["status"] = _job_status(started, workers, [w.index for w in workers if w.poll() == 0], "Job")
+        job["status"] = _job_status(started, workers, [w.index for w in workers if w.poll() == 0])
         for w in workers:  # the progress lines read while finishing
             if w.progress:
                 cr["status"]["progress"]["workers"][str(w.index)] = w.progress
@@ -543,7 +531,7 @@ class LocalRunner:
                     message=f"{data.message}; add the SFTDataPrep to the file (or run it locally first)",
                     prep_ref=data.prep_ref,
                 )
-            cr["status"] = to_json(status_sftrun.derive(cr, None, [], now=utcnow_iso(), data=data))
+            cr["status"] = processes.run_status(cr, None, now=utcnow_iso(), data=data)
             self._save(resource, cr)
             reporter.show(cr, True)
             self._finish(resource, cr, [])
@@ -559,28 +547,17 @@ class LocalRunner:
         check_base_model(resource, spec, config.model.pretrained_checkpoint, data.pack_size)
         config_path = folder / "config.yaml"
         config_path.write_text(to_yaml(config))
-        cr["status"] = to_json(status_sftrun.derive(cr, None, [], now=utcnow_iso(), data=data))
+        cr["status"] = processes.run_status(cr, None, now=utcnow_iso(), data=data)
         self._save(resource, cr)
         reporter.show(cr, True)
         self.echo(
             f"  config {config_path}; checkpoints {config.checkpoint.save}; "
             f"metrics {config.logging.metrics_file}"
         )
-        job: dict[str, Any] = {
-            "apiVersion": pytorchjob.BACKEND.api_version,
-            "kind": pytorchjob.BACKEND.kind,
-            "metadata": {
-                "name": render_sftrun.job_name(resource.name, pytorchjob.BACKEND),
-                "uid": str(uuid.uuid4()),
-            },
-            "spec": {
-                "pytorchReplicaSpecs": {pytorchjob.MASTER: {"replicas": 1}},
-                "runPolicy": {"suspend": False, "backoffLimit": spec.backoff_limit},
-            },
-        }
         env = {**os.environ, **_user_env(spec, resource, self.echo)}
+        name = meta.child_name(resource.name, "train")
         worker = Worker(
-            f"{job['metadata']['name']}-master-0",
+            f"{name}-0",
             [sys.executable, "-m", "sft_train", "--config", str(config_path)],
             env,
             folder,
@@ -588,15 +565,11 @@ class LocalRunner:
             spec.grace_seconds(),
         )
         worker.on_stdout = lambda line: self.echo(f"  | {line}")
-        started = utcnow_iso()
-        uid = job["metadata"]["uid"]
+        group = partial(LocalProcesses, name, str(uuid.uuid4()), utcnow_iso())
         interrupted: KeyboardInterrupt | None = None
         try:
             while True:
-                job["status"] = _job_status(started, [worker], [], "PyTorchJob")
-                if worker.progress:
-                    cr["status"]["progress"] = {**(cr["status"].get("progress") or {}), **worker.progress}
-                self._derive_run(cr, job, worker.pod_state(uid, "master"), reporter, resource)
+                self._derive_run(cr, group((worker.state(),)), reporter, resource)
                 if worker.poll() is not None:
                     break
                 time.sleep(0.2)
@@ -605,10 +578,7 @@ class LocalRunner:
             self.echo(f"  interrupted: stopping {resource.ref}'s processes (SIGTERM)")
             stop_all([worker])
         worker.finish()
-        if worker.progress:
-            cr["status"]["progress"] = {**(cr["status"].get("progress") or {}), **worker.progress}
-        job["status"] = _job_status(started, [worker], [], "PyTorchJob")
-        self._derive_run(cr, job, worker.pod_state(uid, "master"), reporter, resource, True)
+        self._derive_run(cr, group((worker.state(),)), reporter, resource, True)
         self._finish(resource, cr, [worker])
         if interrupted is not None:
             raise interrupted
@@ -617,16 +587,12 @@ class LocalRunner:
     def _derive_run(
         self,
         cr: dict[str, Any],
-        job: Mapping[str, Any],
-        pod: PodState,
+        seen: LocalProcesses,
         reporter: Reporter,
         resource: Resource,
         force: bool = False,
     ) -> None:
-        trainer = {k: v for k, v in ((cr.get("status") or {}).get("progress") or {}).items()}
-        status = to_json(status_sftrun.derive(cr, job, [pod], now=utcnow_iso()))
-        status["progress"] = {**trainer, **(status.get("progress") or {})}
-        cr["status"] = status
+        cr["status"] = processes.run_status(cr, seen, now=utcnow_iso())
         self._save(resource, cr)
         reporter.show(cr, force)
 
