@@ -18,15 +18,18 @@ pod's name (a Job's pod has a generated suffix)."""
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
+import prep_objects
 import pytest
 from sftrun_objects import DEFAULTS, cr, failure_message, success_message
 
 from kubeemu.patching import MERGE_PATCH, apply_patch
 from sft_operator.backends.job import BACKEND as job_backend
-from sft_operator.ctl.processes import LocalProcesses, ProcessState, run_status
+from sft_operator.ctl.processes import LocalProcesses, ProcessState, prep_status, run_status
 from sft_operator.render import sftrun as render
+from sft_operator.status import dataprep as status_dataprep
 from sft_operator.status import sftrun as status_sftrun
 from sft_operator.status.pods import pod_state
 from sft_operator.status.rundata import DataState
@@ -215,3 +218,129 @@ def test_the_local_processes_and_a_job_give_the_same_status(events: list[Event])
         assert local[-1]["failure"]["reason"] == "DataError"
         assert "splits/train is empty" in local[-1]["message"]
         assert local[-1]["failure"]["exitCode"] == 1
+
+
+# -- SFTDataPrep: two workers, the Job (prep_objects.job: the operator's rendering) vs two processes
+
+
+def prep_cluster(
+    events: list[list[tuple[str, int | None, str | None]]], statuses: list[dict[str, Any]]
+) -> Any:
+    obj = prep_objects.cr(parallelism=2, backoffLimit=0)
+    out = []
+    for workers, job_status in zip(events, statuses, strict=True):
+        the_prep_job = prep_objects.job(obj, status=job_status)
+        pods = []
+        for index, (phase, code, message) in enumerate(workers):
+            terminated = None
+            if code is not None:
+                terminated = {
+                    "exitCode": code,
+                    "reason": "Completed" if code == 0 else "Error",
+                    "finishedAt": T2,
+                }
+                if message is not None:
+                    terminated["message"] = message
+            pods.append(pod_state(prep_objects.pod(index, phase, terminated=terminated), "prep"))
+        for index, (phase, _, _) in enumerate(workers):
+            if phase == "Running":  # each worker's own merge patch of progress.workers.<i>
+                patch = {"progress": {"workers": {str(index): PREP_PROGRESS}}}
+                obj["status"] = apply_patch(MERGE_PATCH, obj.get("status") or {}, patch)
+        new = status_dataprep.derive(obj, the_prep_job, pods, now=NOW)
+        obj["status"] = apply_patch(
+            MERGE_PATCH, obj.get("status") or {}, status_dataprep.status_patch(obj, new)
+        )
+        out.append(copy.deepcopy(obj["status"]))
+    return out
+
+
+def prep_local(events: list[list[tuple[str, int | None, str | None]]]) -> Any:
+    obj = prep_objects.cr(parallelism=2, backoffLimit=0, status={})
+    out = []
+    for workers in events:
+        processes = tuple(
+            ProcessState(
+                f"demo-prep-{index}",
+                index,
+                code,
+                message,
+                finished_at=T2 if code is not None else None,
+                progress=PREP_PROGRESS if phase == "Running" else None,
+            )
+            for index, (phase, code, message) in enumerate(workers)
+            if phase != "Pending"
+        )
+        obj["status"] = prep_status(obj, LocalProcesses("demo-prep", "local-uid", T0, processes), now=NOW)
+        out.append(copy.deepcopy(obj["status"]))
+    return out
+
+
+PREP_PROGRESS = {
+    "task": "prep",
+    "unit": "shards",
+    "completed": 1,
+    "total": 4,
+    "tokens": 5000,
+    "updatedAt": T1,
+}
+PREP_PENDING = [("Pending", None, None), ("Pending", None, None)]
+PREP_RUNNING = [("Running", None, None), ("Running", None, None)]
+PREP_DONE = [
+    ("Succeeded", 0, prep_objects.success_message(0, True)),
+    ("Succeeded", 0, prep_objects.success_message(1, False)),
+]
+PREP_FAILED = [
+    ("Succeeded", 0, prep_objects.success_message(0, True)),
+    ("Failed", 1, prep_objects.failure_message("DataError", "chats.jsonl line 3 is no JSON")),
+]
+JOB_PENDING = {"startTime": T0, "active": 2}
+JOB_RUNNING = {"startTime": T0, "active": 2, "ready": 2}
+JOB_DONE = {
+    "startTime": T0,
+    "succeeded": 2,
+    "completedIndexes": "0,1",
+    "completionTime": T2,
+    "conditions": [prep_objects.cond("SuccessCriteriaMet", at=T2), prep_objects.cond("Complete", at=T2)],
+}
+LIMIT = "Job has reached the specified backoff limit"
+JOB_FAILED = {
+    "startTime": T0,
+    "succeeded": 1,
+    "failed": 1,
+    "completedIndexes": "0",
+    "conditions": [
+        prep_objects.cond("FailureTarget", reason="BackoffLimitExceeded", message=LIMIT, at=T2),
+        prep_objects.cond("Failed", reason="BackoffLimitExceeded", message=LIMIT, at=T2),
+    ],
+}
+
+
+def prep_comparable(status: dict[str, Any]) -> dict[str, Any]:
+    out = comparable(status)
+    text = json.dumps(out)
+    for index in (0, 1):
+        text = text.replace(f"demo-prep-{index}-abcde", f"demo-prep-{index}")
+    # a Job's failure is prefixed with its own reason; local workers are never retried: no Job reason
+    text = text.replace(f"BackoffLimitExceeded ({LIMIT}); ", "")
+    return dict(json.loads(text))
+
+
+@pytest.mark.parametrize(
+    ("last", "job_last"), [(PREP_DONE, JOB_DONE), (PREP_FAILED, JOB_FAILED)], ids=["succeeded", "failed"]
+)
+def test_local_prep_workers_and_the_prep_job_give_the_same_status(last: Any, job_last: Any) -> None:
+    events = [PREP_PENDING, PREP_RUNNING, last]
+    cluster = prep_cluster(events, [JOB_PENDING, JOB_RUNNING, job_last])
+    local = prep_local(events)
+    for event, (c, loc) in enumerate(zip(cluster, local, strict=True)):
+        assert prep_comparable(loc) == prep_comparable(c), f"event {event}"
+    assert [s["phase"] for s in local] == [
+        "Pending",
+        "Running",
+        "Succeeded" if last is PREP_DONE else "Failed",
+    ]
+    assert local[1]["progress"]["shardsDone"] == 2 and local[1]["progress"]["workers"]["1"] == PREP_PROGRESS
+    if last is PREP_DONE:
+        assert local[-1]["outputs"]["metadata"] == "s3://bucket/prep/out/metadata.json"
+    else:
+        assert local[-1]["failure"]["reason"] == "DataError"

@@ -131,6 +131,8 @@ class Observed:
     start_time: str | None = None
     restarts: int = 0
     """Group restarts the child reports itself (JobSet ``status.restarts``); 0 when it does not."""
+    succeeded: int = 0
+    """Pods (Job indexes) that completed (an SFTDataPrep's workers done)."""
     restart_marker: str | None = None
     """A value that changes with each restart the child only signals (PyTorchJob Restarting time)."""
     extra: dict[str, Any] = field(default_factory=dict)

@@ -10,10 +10,10 @@ For each ``SFTDataPrep`` (first) and ``SFTRun`` of the file, in file order:
    bundled sample chats and tokenizer) to this Python's installed packages;
 3. the workload CLI runs as the pod would run it (``sft-prep --worker-index I --num-workers N`` for each
    of the ``parallelism`` workers, concurrently, like the Indexed Job; ``sft-train`` for the run);
-4. the phases are derived by the operator's own pure status code (``status.dataprep.derive``;
-   for a run :func:`sft_operator.ctl.processes.run_status`, which observes the processes as a backend
-   observes its child and applies the operator's patch) from the processes' states, their JSON
-   progress lines (what they would patch into the CR) and their termination messages, printed as
+4. the phases are derived by the operator's own status code (``status.dataprep.derive``,
+   ``status.sftrun.derive``) through :mod:`sft_operator.ctl.processes`, which observes the processes
+   as a backend observes its child and applies the operator's patch: from the processes' exits, their
+   JSON progress lines (what they would patch into the CR) and their termination messages; printed as
    ``sftctl get`` prints them and written as the CR object, status included, to
    ``WORKDIR/<kind>/<name>/status.json``.
 
@@ -59,10 +59,7 @@ from sft_operator.ctl.manifests import Manifest, ManifestError, Resource
 from sft_operator.ctl.processes import LocalProcesses, ProcessState
 from sft_operator.render import dataprep as render_dataprep
 from sft_operator.render import meta
-from sft_operator.status import dataprep as status_dataprep
 from sft_operator.status import sftrun as status_sftrun
-from sft_operator.status.patch import to_json
-from sft_operator.status.pods import PodState
 
 IMAGE_SITE_PACKAGES = "/opt/sft/lib/python3.11/site-packages"
 """Where the images install the project (images/*/Dockerfile: a virtualenv at /opt/sft)."""
@@ -318,9 +315,6 @@ class Worker:
                 os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
 
-    def pod_state(self, job_uid: str) -> PodState:
-        return self.state().pod(job_uid, replica_type=None)
-
 
 def stop_all(workers: list[Worker]) -> None:
     """Stop every worker (SIGTERM to all first, so their grace periods run together)."""
@@ -367,21 +361,6 @@ class Reporter:
         self.echo("  ".join(p for p in parts if p))
 
 
-def _job_status(started: str, workers: list[Worker], done_indexes: list[int]) -> dict[str, Any]:
-    status: dict[str, Any] = {"startTime": started}
-    codes = [w.poll() for w in workers]
-    status["completedIndexes"] = ",".join(str(i) for i in done_indexes)
-    status["succeeded"] = len(done_indexes)
-    status["failed"] = sum(1 for c in codes if c not in (None, 0))
-    status["active"] = sum(1 for c in codes if c is None)
-    if any(c not in (None, 0) for c in codes) and all(c is not None for c in codes):
-        status["conditions"] = [{"type": "Failed", "status": "True", "lastTransitionTime": utcnow_iso()}]
-    elif all(c == 0 for c in codes):
-        status["completionTime"] = utcnow_iso()
-        status["conditions"] = [{"type": "Complete", "status": "True", "lastTransitionTime": utcnow_iso()}]
-    return status
-
-
 class LocalRunner:
     def __init__(self, settings: LocalSettings) -> None:
         self.settings = settings
@@ -418,19 +397,9 @@ class LocalRunner:
         config = mapping.rewrite(spec.prep_config().model_dump(mode="json"))
         config_path = folder / "config.yaml"
         config_path.write_text(to_yaml(type(spec.prep_config()).model_validate(config)))
-        job: dict[str, Any] = {
-            "apiVersion": "batch/v1",
-            "kind": "Job",
-            "metadata": {"name": render_dataprep.job_name(resource.name), "uid": str(uuid.uuid4())},
-            "spec": {
-                "completions": spec.parallelism,
-                "parallelism": spec.parallelism,
-                "suspend": False,
-                "backoffLimit": spec.backoff_limit,
-            },
-        }
-        started = utcnow_iso()
-        self._derive_prep(cr, None, [], reporter, resource)
+        name = render_dataprep.job_name(resource.name)
+        group = partial(LocalProcesses, name, str(uuid.uuid4()), utcnow_iso())
+        self._derive_prep(cr, group(), reporter, resource)
         env = {
             **os.environ,
             **_user_env(spec, resource, self.echo),
@@ -439,7 +408,7 @@ class LocalRunner:
         self.echo(f"  config {config_path} (output {config['output_dir']}); {spec.parallelism} worker(s)")
         workers = [
             Worker(
-                f"{job['metadata']['name']}-{i}",
+                f"{name}-{i}",
                 [
                     sys.executable,
                     "-m",
@@ -460,14 +429,7 @@ class LocalRunner:
         interrupted: KeyboardInterrupt | None = None
         try:
             while True:
-                done = [w.index for w in workers if w.poll() == 0]
-                job["status"] = _job_status(started, workers, done)
-                cr["status"].setdefault("progress", {})["workers"] = {
-                    str(w.index): w.progress for w in workers if w.progress
-                }
-                self._derive_prep(
-                    cr, job, [w.pod_state(job["metadata"]["uid"]) for w in workers], reporter, resource
-                )
+                self._derive_prep(cr, group(tuple(w.state() for w in workers)), reporter, resource)
                 if all(w.poll() is not None for w in workers):
                     break
                 time.sleep(0.2)
@@ -477,15 +439,8 @@ class LocalRunner:
             stop_all(workers)
         for w in workers:
             w.finish()
-        # The Job's status again, now that every worker has exited: the loop's last one may predate
-        # the exit of a worker that ended between its poll and the loop's end check.
-        job["status"] = _job_status(started, workers, [w.index for w in workers if w.poll() == 0])
-        for w in workers:  # the progress lines read while finishing
-            if w.progress:
-                cr["status"]["progress"]["workers"][str(w.index)] = w.progress
-        self._derive_prep(
-            cr, job, [w.pod_state(job["metadata"]["uid"]) for w in workers], reporter, resource, True
-        )
+        # once more now that every worker has exited and its last progress lines are read
+        self._derive_prep(cr, group(tuple(w.state() for w in workers)), reporter, resource, True)
         self._finish(resource, cr, workers)
         if interrupted is not None:
             raise interrupted
@@ -495,17 +450,12 @@ class LocalRunner:
     def _derive_prep(
         self,
         cr: dict[str, Any],
-        job: Mapping[str, Any] | None,
-        pods: list[PodState],
+        seen: LocalProcesses,
         reporter: Reporter,
         resource: Resource,
         force: bool = False,
     ) -> None:
-        workers = ((cr.get("status") or {}).get("progress") or {}).get("workers")
-        status = to_json(status_dataprep.derive(cr, job, pods, now=utcnow_iso()))
-        if workers:
-            status.setdefault("progress", {})["workers"] = workers
-        cr["status"] = status
+        cr["status"] = processes.prep_status(cr, seen, now=utcnow_iso())
         self._save(resource, cr)
         reporter.show(cr, force)
 
@@ -547,7 +497,9 @@ class LocalRunner:
         check_base_model(resource, spec, config.model.pretrained_checkpoint, data.pack_size)
         config_path = folder / "config.yaml"
         config_path.write_text(to_yaml(config))
-        cr["status"] = processes.run_status(cr, None, now=utcnow_iso(), data=data)
+        name = meta.child_name(resource.name, "train")
+        group = partial(LocalProcesses, name, str(uuid.uuid4()), utcnow_iso())
+        cr["status"] = processes.run_status(cr, group(), now=utcnow_iso(), data=data)
         self._save(resource, cr)
         reporter.show(cr, True)
         self.echo(
@@ -555,7 +507,6 @@ class LocalRunner:
             f"metrics {config.logging.metrics_file}"
         )
         env = {**os.environ, **_user_env(spec, resource, self.echo)}
-        name = meta.child_name(resource.name, "train")
         worker = Worker(
             f"{name}-0",
             [sys.executable, "-m", "sft_train", "--config", str(config_path)],
@@ -565,7 +516,6 @@ class LocalRunner:
             spec.grace_seconds(),
         )
         worker.on_stdout = lambda line: self.echo(f"  | {line}")
-        group = partial(LocalProcesses, name, str(uuid.uuid4()), utcnow_iso())
         interrupted: KeyboardInterrupt | None = None
         try:
             while True:

@@ -4,9 +4,11 @@ A local run has one path to its status, the operator's: :func:`run_status` hands
 :class:`LocalProcesses` snapshot (the processes' exit codes, termination messages and progress lines)
 to :func:`sft_operator.status.sftrun.derive` through :data:`OBSERVER`, and applies the patch the
 operator would send (:func:`sft_operator.status.sftrun.status_patch`) to the stored status, as the
-API server applies it. Nothing here writes a Job's or a training operator's status: the processes
-are observed directly, into the same typed :class:`~sft_operator.backends.base.Observed` every
-backend's ``observe`` returns.
+API server applies it; :func:`prep_status` does the same for an SFTDataPrep's workers
+(:func:`sft_operator.status.dataprep.derive` with :func:`observe_prep` in place of
+:func:`~sft_operator.status.dataprep.observe_job`). Nothing here writes a Job's or a training
+operator's status: the processes are observed directly, into the same typed
+:class:`~sft_operator.backends.base.Observed` the cluster's observers return.
 
 Why a process observer behind the ``observe`` seam and not a backend of the registry: a backend is
 what the operator offers a cluster (its manifest, companions, rendezvous, suspension, restart group,
@@ -21,11 +23,13 @@ derivation uses (name, kind, its pods, observe); a ``Backend`` is one, and so is
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from sft_operator.api.dataprep import SFTDataPrepStatus
 from sft_operator.api.sftrun import SFTRunStatus
-from sft_operator.backends.base import FINISHED, Observed, failed_observed, running_or_pending
+from sft_operator.backends.base import FINISHED, Observed, running_or_pending
+from sft_operator.status import dataprep as status_dataprep
 from sft_operator.status import sftrun as status_sftrun
 from sft_operator.status.patch import apply_merge_patch
 from sft_operator.status.pods import PodState
@@ -87,8 +91,8 @@ class LocalProcesses:
             "status": {"startTime": self.start_time},
         }
 
-    def pods(self) -> list[PodState]:
-        return [p.pod(self.uid) for p in self.processes]
+    def pods(self, replica_type: str | None = NODE) -> list[PodState]:
+        return [p.pod(self.uid, replica_type) for p in self.processes]
 
     def progress(self) -> dict[str, Any] | None:
         """Rank 0's latest progress line (the trainer's part of ``status.progress``)."""
@@ -107,21 +111,53 @@ class ProcessObserver:
         return pods
 
     def observe(self, spec: Mapping[str, Any], child: Mapping[str, Any], pods: list[PodState]) -> Observed:
-        ended = [p for p in pods if p.exit_code is not None]
-        failed = [p for p in ended if p.exit_code != 0]
-        if failed:
-            last = max(failed, key=lambda p: p.finished_at or "")
-            what = f"process {last.name} exited {last.exit_code}"
-            return failed_observed(
-                {"reason": "ProcessFailed", "message": what, "lastTransitionTime": last.finished_at},
-                "ProcessFailed",
-                (),
-            )
-        if pods and len(ended) == len(pods):
-            return Observed(
-                "Succeeded", "Succeeded", FINISHED, completion_time=max(p.finished_at or "" for p in ended)
-            )
+        failed = _failed(pods)
+        if failed is not None:
+            return failed
+        if _all_succeeded(pods):
+            return Observed("Succeeded", "Succeeded", FINISHED, completion_time=_last_finish(pods))
         return Observed(*running_or_pending(pods, len(pods) or 1))
+
+
+def observe_prep(spec: Mapping[str, Any], child: Mapping[str, Any], pods: list[PodState]) -> Observed:
+    """An SFTDataPrep's worker processes, as :func:`~sft_operator.status.dataprep.observe_job` reads its
+    Job: a worker is not retried, so the prep fails once every worker ended and one failed."""
+    workers = int(spec.get("parallelism") or 1)
+    done = sum(1 for p in pods if p.exit_code == 0)
+    if pods and all(p.exit_code is not None for p in pods):
+        failed = _failed(pods)
+        if failed is not None:
+            return replace(failed, succeeded=done)
+        return Observed(
+            "Succeeded",
+            "Succeeded",
+            status_dataprep.workers_finished(workers),
+            completion_time=_last_finish(pods),
+            succeeded=done,
+        )
+    return Observed(*status_dataprep.workers_state(workers, pods, done), succeeded=done)
+
+
+def _failed(pods: list[PodState]) -> Observed | None:
+    """The last process that exited non-zero, as a Failed observation (processes are not retried)."""
+    failed = [p for p in pods if p.exit_code not in (None, 0)]
+    if not failed:
+        return None
+    last = max(failed, key=lambda p: p.finished_at or "")
+    return Observed(
+        "Failed",
+        "ProcessFailed",
+        f"process {last.name} exited {last.exit_code}",
+        failed_time=last.finished_at,
+    )
+
+
+def _all_succeeded(pods: list[PodState]) -> bool:
+    return bool(pods) and all(p.exit_code == 0 for p in pods)
+
+
+def _last_finish(pods: list[PodState]) -> str | None:
+    return max((p.finished_at for p in pods if p.finished_at), default=None)
 
 
 OBSERVER = ProcessObserver()
@@ -141,3 +177,18 @@ def run_status(
     pods = seen.pods() if seen is not None else []
     derived: SFTRunStatus = status_sftrun.derive(current, child, pods, now=now, data=data, backend=OBSERVER)
     return apply_merge_patch(stored, status_sftrun.status_patch(current, derived))
+
+
+def prep_status(cr: Mapping[str, Any], seen: LocalProcesses, *, now: str) -> dict[str, Any]:
+    """The SFTDataPrep's stored status after this observation: each worker's progress merged under
+    ``progress.workers.<index>`` as it patches it, then the operator's patch applied."""
+    stored: dict[str, Any] = dict(cr.get("status") or {})
+    for process in seen.processes:
+        if process.progress:
+            patch = {"progress": {"workers": {str(process.index): process.progress}}}
+            stored = apply_merge_patch(stored, patch)
+    current = {**cr, "status": stored}
+    derived: SFTDataPrepStatus = status_dataprep.derive(
+        current, seen.child(), seen.pods(replica_type=None), now=now, observe=observe_prep
+    )
+    return apply_merge_patch(stored, status_dataprep.status_patch(current, derived))
