@@ -55,6 +55,7 @@ from sft_operator.api.meta import DATAPREP, RUN
 from sft_operator.api.podspec import PodFields
 from sft_operator.api.sftrun import SFTRunSpec
 from sft_operator.ctl import processes, show
+from sft_operator.ctl.localstore import NAMESPACE, PROCESSES_FILE, STATUS_FILE
 from sft_operator.ctl.manifests import Manifest, ManifestError, Resource
 from sft_operator.ctl.processes import LocalProcesses, ProcessState
 from sft_operator.render import dataprep as render_dataprep
@@ -63,8 +64,6 @@ from sft_operator.status import sftrun as status_sftrun
 
 IMAGE_SITE_PACKAGES = "/opt/sft/lib/python3.11/site-packages"
 """Where the images install the project (images/*/Dockerfile: a virtualenv at /opt/sft)."""
-NAMESPACE = "local"
-STATUS_FILE = "status.json"
 PRINT_INTERVAL = 5.0
 """Seconds between progress lines (a phase change prints at once)."""
 DEFAULT_GRACE_SECONDS = 30
@@ -379,8 +378,13 @@ class LocalRunner:
             failed |= (cr.get("status") or {}).get("phase") != "Succeeded"
         return 1 if failed else 0
 
-    def _save(self, resource: Resource, cr: Mapping[str, Any]) -> Path:
-        path = state_dir(self.settings, resource) / STATUS_FILE
+    def _save(self, resource: Resource, cr: Mapping[str, Any], seen: LocalProcesses | None = None) -> Path:
+        """The CR with its status, and its processes as last seen (what ``sftctl describe/logs
+        --local`` read, :mod:`sft_operator.ctl.localstore`)."""
+        folder = state_dir(self.settings, resource)
+        if seen is not None:
+            _write_json(folder / PROCESSES_FILE, seen.to_json())
+        path = folder / STATUS_FILE
         _write_json(path, cr)
         return path
 
@@ -456,7 +460,7 @@ class LocalRunner:
         force: bool = False,
     ) -> None:
         cr["status"] = processes.prep_status(cr, seen, now=utcnow_iso())
-        self._save(resource, cr)
+        self._save(resource, cr, seen)
         reporter.show(cr, force)
 
     # -- SFTRun ------------------------------------------------------------------------------------
@@ -543,7 +547,7 @@ class LocalRunner:
         force: bool = False,
     ) -> None:
         cr["status"] = processes.run_status(cr, seen, now=utcnow_iso())
-        self._save(resource, cr)
+        self._save(resource, cr, seen)
         reporter.show(cr, force)
 
     def _prep_for(self, spec: SFTRunSpec, cr: Mapping[str, Any]) -> dict[str, Any] | None:

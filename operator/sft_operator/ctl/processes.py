@@ -23,7 +23,7 @@ derivation uses (name, kind, its pods, observe); a ``Backend`` is one, and so is
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from sft_operator.api.dataprep import SFTDataPrepStatus
@@ -93,6 +93,15 @@ class LocalProcesses:
 
     def pods(self, replica_type: str | None = NODE) -> list[PodState]:
         return [p.pod(self.uid, replica_type) for p in self.processes]
+
+    def to_json(self) -> dict[str, Any]:
+        """The snapshot as ``sftctl run --local`` stores it beside status.json (:meth:`from_json`)."""
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> LocalProcesses:
+        procs = tuple(ProcessState(**p) for p in raw.get("processes") or [])
+        return cls(str(raw["name"]), str(raw["uid"]), str(raw["start_time"]), procs)
 
     def progress(self) -> dict[str, Any] | None:
         """Rank 0's latest progress line (the trainer's part of ``status.progress``)."""
