@@ -372,6 +372,12 @@ class LocalRunner:
             what = f"{doc.get('kind')}/{(doc.get('metadata') or {}).get('name')}"
             self.echo(f"skipping {what}: not needed locally (volumes are local directories, see --volume)")
         ordered = [*manifest.of_kind(DATAPREP), *manifest.of_kind(RUN)]
+        unknown = [f"{r.where} ({r.ref}): {', '.join(r.pruned())}" for r in ordered if r.pruned()]
+        if unknown:
+            raise ManifestError(
+                f"the schema has no field {'; '.join(unknown)}: a cluster would drop it and run with the "
+                "default, so it is not run here either; fix the name (the API spells fields in camelCase)"
+            )
         failed = False
         for resource in ordered:
             cr = self.run_dataprep(resource) if resource.info is DATAPREP else self.run_sftrun(resource)
