@@ -13,14 +13,20 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from sft_common.result import EXIT_CONFIG, EXIT_PREEMPTED
 from sft_operator.api.sftrun import SFTRunSpec
 from sft_operator.kube.client import Resource
 from sft_operator.render.children import ChildMeta
 from sft_operator.render.pods import WorkloadDefaults
-from sft_operator.status.pods import DISRUPTION_TARGET, JOB_INDEX_ANNOTATION, PodRole, PodState
+from sft_operator.status.pods import (
+    DISRUPTION_TARGET,
+    JOB_INDEX_ANNOTATION,
+    PodRole,
+    PodState,
+    pending_problem,
+)
 
 
 @dataclass(frozen=True)
@@ -156,6 +162,8 @@ class Observed:
     start_time: str | None = None
     restarts: int = 0
     """Group restarts the child reports itself (JobSet ``status.restarts``); 0 when it does not."""
+    succeeded: int = 0
+    """Pods (Job indexes) that completed (an SFTDataPrep's workers done)."""
     restart_marker: str | None = None
     """A value that changes with each restart the child only signals (PyTorchJob Restarting time)."""
     extra: dict[str, Any] = field(default_factory=dict)
@@ -185,6 +193,26 @@ class Rule:
 
 CHILD_VERBS = ("get", "list", "watch", "create", "patch")
 """What the operator does with a backend's child: watch cache, create, get after a 409, patch suspend."""
+
+
+class Observer(Protocol):
+    """What the status derivation (:func:`sft_operator.status.sftrun.derive`) asks of whatever runs
+    the training pods: its name (``status.backend``), the kind of its child, which pods are the
+    child's, and what the child's state means (:class:`Observed`). Every :class:`Backend` is one; so
+    is ``sftctl run --local``'s process observer (:mod:`sft_operator.ctl.processes`), which is no
+    backend: a cluster is never offered it."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def kind(self) -> str: ...
+
+    def pods_of(self, child: Mapping[str, Any], pods: list[PodState]) -> list[PodState]: ...
+
+    def observe(
+        self, spec: Mapping[str, Any], child: Mapping[str, Any], pods: list[PodState]
+    ) -> Observed: ...
 
 
 class Backend(ABC):
@@ -262,6 +290,19 @@ class Backend(ABC):
         it and creates it again, rendered with :attr:`RunPods.previous` (a backend without a group
         controller of its own). False by default: the child's controller restarts its pods."""
         return False
+
+
+FINISHED = "training finished"
+"""The message of a child whose training pods all succeeded."""
+
+
+def running_or_pending(live: list[PodState], expected: int) -> tuple[str, str, str]:
+    """(phase, reason, message) of a child that neither finished nor failed, from its live pods:
+    Running once all ``expected`` run, else Pending with what holds them."""
+    running = sum(1 for p in live if p.phase == "Running")
+    if running == expected:
+        return "Running", "Running", f"{running} of {expected} pods running"
+    return pods_pending(live, expected, pending_problem(live))
 
 
 def pods_pending(

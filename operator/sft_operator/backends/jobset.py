@@ -31,6 +31,7 @@ from dataclasses import replace
 from typing import Any
 
 from sft_operator.backends.base import (
+    FINISHED,
     Backend,
     GroupMember,
     Observed,
@@ -42,7 +43,7 @@ from sft_operator.backends.base import (
     group_failure_rules,
     index_rendezvous,
     indexed_rendezvous,
-    pods_pending,
+    running_or_pending,
 )
 from sft_operator.backends.models import checked, m, quantities_as_strings
 from sft_operator.kube.client import Resource
@@ -232,7 +233,7 @@ def observe_jobset_like(
         return Observed(
             "Succeeded",
             "Succeeded",
-            "training finished",
+            FINISHED,
             completion_time=done.get("lastTransitionTime"),
             **base,
         )
@@ -249,9 +250,9 @@ def observe_jobset_like(
         return Observed(*state, **base)
     live = [p for p in pods if not p.deleted and p.attempt >= restarts]
     running = sum(1 for p in live if p.phase == "Running")
-    problem = pending_problem(live)
     if restarts and running < expected:
         limit = f" of {max_restarts}" if max_restarts is not None else ""
+        problem = pending_problem(live)
         detail = f"; {problem[1]}" if problem else ""
         return Observed(
             "Running",
@@ -260,6 +261,4 @@ def observe_jobset_like(
             f"{expected} pods running; the trainer resumes from its newest checkpoint{detail}",
             **base,
         )
-    if running == expected:
-        return Observed("Running", "Running", f"{running} of {expected} pods running", **base)
-    return Observed(*pods_pending(live, expected, problem), **base)
+    return Observed(*running_or_pending(live, expected), **base)

@@ -29,6 +29,7 @@ from typing import Any, TypedDict
 
 from sft_common.result import EXIT_RETRY, RETRYABLE_OPTION
 from sft_operator.backends.base import (
+    FINISHED,
     Backend,
     GroupMember,
     Observed,
@@ -163,7 +164,7 @@ class PyTorchJob(Backend):
             base["restart_marker"] = restarting.get("lastTransitionTime") or restarting.get("lastUpdateTime")
         expected, active = _replica_counts(job)
         if is_true(status, "Succeeded"):
-            return Observed("Succeeded", "Succeeded", "training finished", **base)
+            return Observed("Succeeded", "Succeeded", FINISHED, **base)
         if is_true(status, "Failed"):
             failed = failed_observed(
                 get_condition(status, "Failed"),

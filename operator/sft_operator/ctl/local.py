@@ -10,30 +10,42 @@ For each ``SFTDataPrep`` (first) and ``SFTRun`` of the file, in file order:
    bundled sample chats and tokenizer) to this Python's installed packages;
 3. the workload CLI runs as the pod would run it (``sft-prep --worker-index I --num-workers N`` for each
    of the ``parallelism`` workers, concurrently, like the Indexed Job; ``sft-train`` for the run);
-4. the phases are derived by the operator's own pure status code (``status.dataprep.derive``,
-   ``status.sftrun.derive``) from the processes' states, their JSON progress lines (what they would
-   patch into the CR) and their termination messages, printed as ``sftctl get`` prints them and written
-   as the CR object, status included, to ``WORKDIR/<kind>/<name>/status.json``.
+4. the phases are derived by the operator's own status code (``status.dataprep.derive``,
+   ``status.sftrun.derive``) through :mod:`sft_operator.ctl.processes`, which observes the processes
+   as a backend observes its child and applies the operator's patch: from the processes' exits, their
+   JSON progress lines (what they would patch into the CR) and their termination messages; printed as
+   ``sftctl get`` prints them and written as the CR object, status included, to
+   ``WORKDIR/<kind>/<name>/status.json``.
 
 What differs from a cluster, each said on the console when it applies: engine ``megatron`` runs only
 where CUDA and Megatron-Bridge are present, otherwise the run trains with engine ``hf`` (its
 Megatron-only settings are dropped); one training process (``nodes`` × ``gpusPerNode`` are not
 reproduced); Secrets (``envFrom``, ``valueFrom``) are not read (the local environment is used, as it
 is); pods are not retried (``backoffLimit``); no status is patched anywhere but the local file.
+
+Ctrl-C (SIGINT) or SIGTERM of ``sftctl`` stops the processes as the kubelet stops a deleted pod:
+SIGTERM to each process group (the workloads save and exit 143), SIGKILL after the grace period; the
+status then derived from their exits is what the operator writes for a child whose pods were killed
+(Failed, exit 143), never a Running left behind. The processes run in process groups of their own,
+so a terminal's Ctrl-C reaches ``sftctl`` alone and this one path stops them.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
+from contextlib import suppress
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from types import FrameType
 from typing import IO, Any
 
 from sft_common.config import to_yaml
@@ -42,22 +54,20 @@ from sft_operator.api.dataprep import SFTDataPrepSpec
 from sft_operator.api.meta import DATAPREP, RUN
 from sft_operator.api.podspec import PodFields
 from sft_operator.api.sftrun import SFTRunSpec
-from sft_operator.backends import pytorchjob
-from sft_operator.ctl import show
+from sft_operator.ctl import processes, show
+from sft_operator.ctl.localstore import NAMESPACE, PROCESSES_FILE, STATUS_FILE
 from sft_operator.ctl.manifests import Manifest, ManifestError, Resource
+from sft_operator.ctl.processes import LocalProcesses, ProcessState
 from sft_operator.render import dataprep as render_dataprep
-from sft_operator.render import sftrun as render_sftrun
-from sft_operator.status import dataprep as status_dataprep
+from sft_operator.render import meta
 from sft_operator.status import sftrun as status_sftrun
-from sft_operator.status.patch import to_json
-from sft_operator.status.pods import PodState
 
 IMAGE_SITE_PACKAGES = "/opt/sft/lib/python3.11/site-packages"
 """Where the images install the project (images/*/Dockerfile: a virtualenv at /opt/sft)."""
-NAMESPACE = "local"
-STATUS_FILE = "status.json"
 PRINT_INTERVAL = 5.0
 """Seconds between progress lines (a phase change prints at once)."""
+DEFAULT_GRACE_SECONDS = 30
+"""A pod's terminationGracePeriodSeconds when the spec sets none (core/v1 default)."""
 
 
 class LocalRunError(RuntimeError):
@@ -191,8 +201,18 @@ def _user_env(spec: PodFields, resource: Resource, echo: Callable[[str], None]) 
 class Worker:
     """One local 'pod': a workload process, its log file, progress lines and termination message."""
 
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], folder: Path, index: int) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        env: dict[str, str],
+        folder: Path,
+        index: int,
+        grace_seconds: int = DEFAULT_GRACE_SECONDS,
+    ) -> None:
         self.name = name
+        self.grace_seconds = grace_seconds
+        self.finished_at: str | None = None
         self.index = index
         self.log_path = folder / f"{name}.log"
         self.termination = folder / f"{name}.termination-log"
@@ -212,6 +232,7 @@ class Worker:
             stderr=subprocess.PIPE,
             text=True,
             bufsize=1,
+            process_group=0,  # its own group: a terminal's Ctrl-C reaches sftctl, which stops it (stop)
         )
         self._lock = threading.Lock()
         self._threads = [
@@ -246,42 +267,68 @@ class Worker:
                     self.on_stdout(text)
 
     def poll(self) -> int | None:
-        return self.proc.poll()
-
-    def finish(self) -> int:
-        code = self.proc.wait()
-        for thread in self._threads:
-            thread.join(10)
-        self._log.close()
-        return code
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-
-    def pod_state(self, job_uid: str, replica_type: str | None = None) -> PodState:
+        """The exit code as a container runtime reports it (128 + N for death by signal N)."""
         code = self.proc.poll()
-        phase = "Running" if code is None else ("Succeeded" if code == 0 else "Failed")
+        if code is not None and self.finished_at is None:
+            self.finished_at = utcnow_iso()
+        return 128 - code if code is not None and code < 0 else code
+
+    def state(self) -> ProcessState:
+        """What a kubelet would report of this process's container (and its latest progress line)."""
+        code = self.poll()
         message = self.termination.read_text() if self.termination.exists() else None
         if message is None and code not in (None, 0):
             message = "\n".join(self.log_path.read_text().splitlines()[-20:])  # FallbackToLogsOnError
-        return PodState(
+        return ProcessState(
             name=self.name,
-            phase=phase,
-            uid=self.name,
-            owner_uid=job_uid,
             index=self.index,
-            replica_type=replica_type,
-            rank0=replica_type == "master",
             exit_code=code,
-            terminated_reason=None if code is None else ("Completed" if code == 0 else "Error"),
             termination_message=message,
-            finished_at=None if code is None else utcnow_iso(),
+            finished_at=self.finished_at if code is not None else None,
+            progress=self.progress,
         )
+
+    def finish(self) -> int:
+        self.proc.wait()
+        for thread in self._threads:
+            thread.join(10)
+        if not self._log.closed:
+            self._log.close()
+        code = self.poll()
+        assert code is not None
+        return code
+
+    def terminate(self) -> None:
+        """SIGTERM to the process group, as the kubelet signals a deleted pod's containers."""
+        if self.proc.poll() is None:
+            with suppress(ProcessLookupError):  # exited meanwhile
+                os.killpg(self.proc.pid, signal.SIGTERM)
+
+    def stop(self) -> None:
+        """Wait for the process the grace period after :meth:`terminate`, then SIGKILL its group."""
+        self.terminate()
+        try:
+            self.proc.wait(self.grace_seconds)
+        except subprocess.TimeoutExpired:
+            with suppress(ProcessLookupError):  # exited meanwhile
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+def stop_all(workers: list[Worker]) -> None:
+    """Stop every worker (SIGTERM to all first, so their grace periods run together)."""
+    for w in workers:
+        w.terminate()
+    for w in workers:
+        w.stop()
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM of sftctl, handled as Ctrl-C (the processes are stopped, the status says so)."""
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise Interrupted(signal.Signals(signum).name)
 
 
 class Reporter:
@@ -313,37 +360,6 @@ class Reporter:
         self.echo("  ".join(p for p in parts if p))
 
 
-def _job_status(started: str, workers: list[Worker], done_indexes: list[int], kind: str) -> dict[str, Any]:
-    status: dict[str, Any] = {"startTime": started}
-    codes = [w.poll() for w in workers]
-    if kind == "Job":
-        status["completedIndexes"] = ",".join(str(i) for i in done_indexes)
-        status["succeeded"] = len(done_indexes)
-        status["failed"] = sum(1 for c in codes if c not in (None, 0))
-        status["active"] = sum(1 for c in codes if c is None)
-        if any(c not in (None, 0) for c in codes) and all(c is not None for c in codes):
-            status["conditions"] = [{"type": "Failed", "status": "True", "lastTransitionTime": utcnow_iso()}]
-        elif all(c == 0 for c in codes):
-            status["completionTime"] = utcnow_iso()
-            status["conditions"] = [
-                {"type": "Complete", "status": "True", "lastTransitionTime": utcnow_iso()}
-            ]
-        return status
-    # PyTorchJob (training-operator v1 conditions)
-    active = sum(1 for c in codes if c is None)
-    status["replicaStatuses"] = {"Master": {"active": active}}
-    conditions = [{"type": "Created", "status": "True"}]
-    if all(c == 0 for c in codes):
-        status["completionTime"] = utcnow_iso()
-        conditions.append({"type": "Succeeded", "status": "True", "lastTransitionTime": utcnow_iso()})
-    elif any(c not in (None, 0) for c in codes):
-        conditions.append({"type": "Failed", "status": "True", "lastTransitionTime": utcnow_iso()})
-    else:
-        conditions.append({"type": "Running", "status": "True"})
-    status["conditions"] = conditions
-    return status
-
-
 class LocalRunner:
     def __init__(self, settings: LocalSettings) -> None:
         self.settings = settings
@@ -356,14 +372,25 @@ class LocalRunner:
             what = f"{doc.get('kind')}/{(doc.get('metadata') or {}).get('name')}"
             self.echo(f"skipping {what}: not needed locally (volumes are local directories, see --volume)")
         ordered = [*manifest.of_kind(DATAPREP), *manifest.of_kind(RUN)]
+        unknown = [f"{r.where} ({r.ref}): {', '.join(r.pruned())}" for r in ordered if r.pruned()]
+        if unknown:
+            raise ManifestError(
+                f"the schema has no field {'; '.join(unknown)}: a cluster would drop it and run with the "
+                "default, so it is not run here either; fix the name (the API spells fields in camelCase)"
+            )
         failed = False
         for resource in ordered:
             cr = self.run_dataprep(resource) if resource.info is DATAPREP else self.run_sftrun(resource)
             failed |= (cr.get("status") or {}).get("phase") != "Succeeded"
         return 1 if failed else 0
 
-    def _save(self, resource: Resource, cr: Mapping[str, Any]) -> Path:
-        path = state_dir(self.settings, resource) / STATUS_FILE
+    def _save(self, resource: Resource, cr: Mapping[str, Any], seen: LocalProcesses | None = None) -> Path:
+        """The CR with its status, and its processes as last seen (what ``sftctl describe/logs
+        --local`` read, :mod:`sft_operator.ctl.localstore`)."""
+        folder = state_dir(self.settings, resource)
+        if seen is not None:
+            _write_json(folder / PROCESSES_FILE, seen.to_json())
+        path = folder / STATUS_FILE
         _write_json(path, cr)
         return path
 
@@ -380,19 +407,9 @@ class LocalRunner:
         config = mapping.rewrite(spec.prep_config().model_dump(mode="json"))
         config_path = folder / "config.yaml"
         config_path.write_text(to_yaml(type(spec.prep_config()).model_validate(config)))
-        job: dict[str, Any] = {
-            "apiVersion": "batch/v1",
-            "kind": "Job",
-            "metadata": {"name": render_dataprep.job_name(resource.name), "uid": str(uuid.uuid4())},
-            "spec": {
-                "completions": spec.parallelism,
-                "parallelism": spec.parallelism,
-                "suspend": False,
-                "backoffLimit": spec.backoff_limit,
-            },
-        }
-        started = utcnow_iso()
-        self._derive_prep(cr, None, [], reporter, resource)
+        name = render_dataprep.job_name(resource.name)
+        group = partial(LocalProcesses, name, str(uuid.uuid4()), utcnow_iso())
+        self._derive_prep(cr, group(), reporter, resource)
         env = {
             **os.environ,
             **_user_env(spec, resource, self.echo),
@@ -401,7 +418,7 @@ class LocalRunner:
         self.echo(f"  config {config_path} (output {config['output_dir']}); {spec.parallelism} worker(s)")
         workers = [
             Worker(
-                f"{job['metadata']['name']}-{i}",
+                f"{name}-{i}",
                 [
                     sys.executable,
                     "-m",
@@ -419,53 +436,37 @@ class LocalRunner:
             )
             for i in range(spec.parallelism)
         ]
+        interrupted: KeyboardInterrupt | None = None
         try:
             while True:
-                done = [w.index for w in workers if w.poll() == 0]
-                job["status"] = _job_status(started, workers, done, "Job")
-                cr["status"].setdefault("progress", {})["workers"] = {
-                    str(w.index): w.progress for w in workers if w.progress
-                }
-                self._derive_prep(
-                    cr, job, [w.pod_state(job["metadata"]["uid"]) for w in workers], reporter, resource
-                )
+                self._derive_prep(cr, group(tuple(w.state() for w in workers)), reporter, resource)
                 if all(w.poll() is not None for w in workers):
                     break
                 time.sleep(0.2)
-        except KeyboardInterrupt:
-            for w in workers:
-                w.stop()
-            raise
+        except KeyboardInterrupt as exc:
+            interrupted = exc
+            self.echo(f"  interrupted: stopping {resource.ref}'s processes (SIGTERM)")
+            stop_all(workers)
         for w in workers:
             w.finish()
-        # The Job's status again, now that every worker has exited: the loop's last one may predate
-        # the exit of a worker that ended between its poll and the loop's end check.
-        job["status"] = _job_status(started, workers, [w.index for w in workers if w.poll() == 0], "Job")
-        for w in workers:  # the progress lines read while finishing
-            if w.progress:
-                cr["status"]["progress"]["workers"][str(w.index)] = w.progress
-        self._derive_prep(
-            cr, job, [w.pod_state(job["metadata"]["uid"]) for w in workers], reporter, resource, True
-        )
+        # once more now that every worker has exited and its last progress lines are read
+        self._derive_prep(cr, group(tuple(w.state() for w in workers)), reporter, resource, True)
         self._finish(resource, cr, workers)
+        if interrupted is not None:
+            raise interrupted
         self.preps[resource.name] = cr
         return cr
 
     def _derive_prep(
         self,
         cr: dict[str, Any],
-        job: Mapping[str, Any] | None,
-        pods: list[PodState],
+        seen: LocalProcesses,
         reporter: Reporter,
         resource: Resource,
         force: bool = False,
     ) -> None:
-        workers = ((cr.get("status") or {}).get("progress") or {}).get("workers")
-        status = to_json(status_dataprep.derive(cr, job, pods, now=utcnow_iso()))
-        if workers:
-            status.setdefault("progress", {})["workers"] = workers
-        cr["status"] = status
-        self._save(resource, cr)
+        cr["status"] = processes.prep_status(cr, seen, now=utcnow_iso())
+        self._save(resource, cr, seen)
         reporter.show(cr, force)
 
     # -- SFTRun ------------------------------------------------------------------------------------
@@ -490,7 +491,7 @@ class LocalRunner:
                     message=f"{data.message}; add the SFTDataPrep to the file (or run it locally first)",
                     prep_ref=data.prep_ref,
                 )
-            cr["status"] = to_json(status_sftrun.derive(cr, None, [], now=utcnow_iso(), data=data))
+            cr["status"] = processes.run_status(cr, None, now=utcnow_iso(), data=data)
             self._save(resource, cr)
             reporter.show(cr, True)
             self._finish(resource, cr, [])
@@ -506,70 +507,53 @@ class LocalRunner:
         check_base_model(resource, spec, config.model.pretrained_checkpoint, data.pack_size)
         config_path = folder / "config.yaml"
         config_path.write_text(to_yaml(config))
-        cr["status"] = to_json(status_sftrun.derive(cr, None, [], now=utcnow_iso(), data=data))
+        name = meta.child_name(resource.name, "train")
+        group = partial(LocalProcesses, name, str(uuid.uuid4()), utcnow_iso())
+        cr["status"] = processes.run_status(cr, group(), now=utcnow_iso(), data=data)
         self._save(resource, cr)
         reporter.show(cr, True)
         self.echo(
             f"  config {config_path}; checkpoints {config.checkpoint.save}; "
             f"metrics {config.logging.metrics_file}"
         )
-        job: dict[str, Any] = {
-            "apiVersion": pytorchjob.BACKEND.api_version,
-            "kind": pytorchjob.BACKEND.kind,
-            "metadata": {
-                "name": render_sftrun.job_name(resource.name, pytorchjob.BACKEND),
-                "uid": str(uuid.uuid4()),
-            },
-            "spec": {
-                "pytorchReplicaSpecs": {pytorchjob.MASTER: {"replicas": 1}},
-                "runPolicy": {"suspend": False, "backoffLimit": spec.backoff_limit},
-            },
-        }
         env = {**os.environ, **_user_env(spec, resource, self.echo)}
         worker = Worker(
-            f"{job['metadata']['name']}-master-0",
+            f"{name}-0",
             [sys.executable, "-m", "sft_train", "--config", str(config_path)],
             env,
             folder,
             0,
+            spec.grace_seconds(),
         )
         worker.on_stdout = lambda line: self.echo(f"  | {line}")
-        started = utcnow_iso()
-        uid = job["metadata"]["uid"]
+        interrupted: KeyboardInterrupt | None = None
         try:
             while True:
-                job["status"] = _job_status(started, [worker], [], "PyTorchJob")
-                if worker.progress:
-                    cr["status"]["progress"] = {**(cr["status"].get("progress") or {}), **worker.progress}
-                self._derive_run(cr, job, worker.pod_state(uid, "master"), reporter, resource)
+                self._derive_run(cr, group((worker.state(),)), reporter, resource)
                 if worker.poll() is not None:
                     break
                 time.sleep(0.2)
-        except KeyboardInterrupt:
-            worker.stop()
-            raise
+        except KeyboardInterrupt as exc:
+            interrupted = exc
+            self.echo(f"  interrupted: stopping {resource.ref}'s processes (SIGTERM)")
+            stop_all([worker])
         worker.finish()
-        if worker.progress:
-            cr["status"]["progress"] = {**(cr["status"].get("progress") or {}), **worker.progress}
-        job["status"] = _job_status(started, [worker], [], "PyTorchJob")
-        self._derive_run(cr, job, worker.pod_state(uid, "master"), reporter, resource, True)
+        self._derive_run(cr, group((worker.state(),)), reporter, resource, True)
         self._finish(resource, cr, [worker])
+        if interrupted is not None:
+            raise interrupted
         return cr
 
     def _derive_run(
         self,
         cr: dict[str, Any],
-        job: Mapping[str, Any],
-        pod: PodState,
+        seen: LocalProcesses,
         reporter: Reporter,
         resource: Resource,
         force: bool = False,
     ) -> None:
-        trainer = {k: v for k, v in ((cr.get("status") or {}).get("progress") or {}).items()}
-        status = to_json(status_sftrun.derive(cr, job, [pod], now=utcnow_iso()))
-        status["progress"] = {**trainer, **(status.get("progress") or {})}
-        cr["status"] = status
-        self._save(resource, cr)
+        cr["status"] = processes.run_status(cr, seen, now=utcnow_iso())
+        self._save(resource, cr, seen)
         reporter.show(cr, force)
 
     def _prep_for(self, spec: SFTRunSpec, cr: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -667,4 +651,12 @@ def megatron_unavailable() -> str | None:
 
 
 def run_local(manifest: Manifest, settings: LocalSettings) -> int:
-    return LocalRunner(settings).run(manifest)
+    """Run the file here; SIGTERM of sftctl stops it as Ctrl-C does (KeyboardInterrupt, re-raised
+    once the processes are stopped and the status written)."""
+    if threading.current_thread() is not threading.main_thread():  # no signal handlers there
+        return LocalRunner(settings).run(manifest)
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return LocalRunner(settings).run(manifest)
+    finally:
+        signal.signal(signal.SIGTERM, previous)

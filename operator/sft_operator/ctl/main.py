@@ -29,6 +29,11 @@ class UsageError(RuntimeError):
 
 
 def _cluster(args: argparse.Namespace) -> Cluster:
+    """The cluster, or with ``--local`` the runs ``sftctl run --local`` wrote to ``--workdir``."""
+    if getattr(args, "local", False):
+        from sft_operator.ctl.localstore import LocalRuns
+
+        return LocalRuns(Path(args.workdir))
     return Cluster.connect(args.kubeconfig, args.context, args.namespace)
 
 
@@ -443,11 +448,21 @@ def build_parser(prog: str = "sftctl") -> tuple[argparse.ArgumentParser, dict[st
     cluster.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
     cluster.add_argument("--context", help="kubeconfig context (default: the current one)")
     cluster.add_argument("-n", "--namespace", help="namespace (default: the context's, else default)")
+    local = argparse.ArgumentParser(add_help=False)
+    local.add_argument(
+        "--local", action="store_true", help="read the runs `sftctl run --local` wrote (see --workdir)"
+    )
+    local.add_argument("--workdir", default="sft-local", help="--local: the run's work dir (./sft-local)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands: dict[str, argparse.ArgumentParser] = {}
 
-    def command(name: str, func: Callable[[argparse.Namespace], int], text: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, parents=[cluster], help=text, description=text)
+    def command(
+        name: str, func: Callable[[argparse.Namespace], int], text: str, *, reads: bool = False
+    ) -> argparse.ArgumentParser:
+        """``reads``: the command reads CRs, so it also reads local runs (``--local``)."""
+        p = sub.add_parser(
+            name, parents=[cluster, local] if reads else [cluster], help=text, description=text
+        )
         p.set_defaults(func=func)
         commands[name] = p
         return p
@@ -505,6 +520,7 @@ def build_parser(prog: str = "sftctl") -> tuple[argparse.ArgumentParser, dict[st
         "get",
         cmd_get,
         "kubectl get's tables (one per kind, the CRDs' printer columns) or -o yaml|json|name|wide",
+        reads=True,
     )
     p.add_argument(
         "names",
@@ -524,7 +540,9 @@ def build_parser(prog: str = "sftctl") -> tuple[argparse.ArgumentParser, dict[st
         "--request-timeout", type=duration, default=None, help="-w: stop after this long (e.g. 30s, 5m)"
     )
 
-    p = command("watch", cmd_watch, "the table, redrawn live, until everything shown has finished")
+    p = command(
+        "watch", cmd_watch, "the table, redrawn live, until everything shown has finished", reads=True
+    )
     p.add_argument("names", nargs="*", metavar="NAME", help="NAME or KIND/NAME (default: all)")
     _selection(p)
     p.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes")
@@ -537,10 +555,10 @@ def build_parser(prog: str = "sftctl") -> tuple[argparse.ArgumentParser, dict[st
     p.add_argument("--all", action="store_true", help="every CR of the named kind(s) in the namespace")
     p.add_argument("--ignore-not-found", action="store_true", help="a missing CR is not an error")
 
-    p = command("describe", cmd_describe, "conditions, failure, outputs and children")
+    p = command("describe", cmd_describe, "conditions, failure, outputs and children", reads=True)
     p.add_argument("name", metavar="NAME", help="NAME or KIND/NAME")
 
-    p = command("logs", cmd_logs, "the log of a CR's pod, without knowing pod names")
+    p = command("logs", cmd_logs, "the log of a CR's pod, without knowing pod names", reads=True)
     p.add_argument("name", metavar="NAME", help="NAME or KIND/NAME")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--node", type=int, help="SFTRun: node rank (0 = Master, i = Worker i-1)")

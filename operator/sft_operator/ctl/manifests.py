@@ -44,6 +44,14 @@ class Resource:
         """``SFTRun/tiny``: how every message names it."""
         return f"{self.info.kind}/{self.name}"
 
+    def pruned(self) -> list[str]:
+        """The spec's fields a cluster would drop (the CRD's structural schema does not declare them,
+        e.g. ``gpus_per_node`` for ``gpusPerNode``), each with a "did you mean"."""
+        from sft_operator import crdgen
+        from sft_operator.status.pruned import unknown_fields
+
+        return unknown_fields(self.body.get("spec") or {}, crdgen.spec_schema(SPEC_MODELS[self.info.kind]))
+
     def spec(self) -> SFTDataPrepSpec | SFTRunSpec:
         """The validated spec (the operator's own checks: what would make it Stalled)."""
         try:

@@ -9,7 +9,7 @@ is kept when the Job is gone (``ttlSecondsAfterFinished``), so a restarted opera
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from pydantic import ValidationError
@@ -18,6 +18,7 @@ from sft_common.progress import LEASE_WAIT_KEY, LeaseWait, parse_time
 from sft_common.result import PrepResult
 from sft_operator.api.dataprep import PrepOutputs, PrepProgress, SFTDataPrepStatus
 from sft_operator.api.status import Failure
+from sft_operator.backends.base import Observed
 from sft_operator.status import patch
 from sft_operator.status.common import (
     TERMINAL,
@@ -57,11 +58,13 @@ def derive(
     config_map: Mapping[str, Any] | None = None,
     error: tuple[str, str] | None = None,
     log_tails: Mapping[str, str] | None = None,
+    observe: PrepObserver | None = None,
 ) -> SFTDataPrepStatus:
     """The whole status (without ``progress.workers``, the workers' own) for the CR's current state.
 
     ``error`` is ``(reason, message)`` for a spec the operator cannot run (``Stalled``); ``log_tails``
-    maps pod names to log tails the handler fetched for failed pods.
+    maps pod names to log tails the handler fetched for failed pods. ``observe`` reads the child
+    (:func:`observe_job` for the Job; ``sftctl run --local`` passes its processes' observer).
     """
     spec = cr.get("spec") or {}
     old = patch.parse_status(SFTDataPrepStatus, cr.get("status"))
@@ -69,43 +72,42 @@ def derive(
     pods = pods_of_job(pods, job)
     out = _carried_over(old, generation)
     see_children(out, job, config_map)
-    job_status = (job or {}).get("status") or {}
+    seen = (observe or observe_job)(spec, job, pods) if job is not None else None
+    if seen is not None and seen.start_time:
+        out.start_time = seen.start_time
 
-    if job is None and finished(cr):
+    if seen is None and finished(cr):
         # The Job was cleaned up after finishing (TTL): the recorded result stands.
         phase, reason, message = recorded_state(old)
     elif error is not None:
         # The spec cannot be run as it is: Stalled with what to fix. A Job that exists keeps running
         # (or finished), so the phase still says what it does.
-        phase = "Pending" if job is None else _from_job(spec, job, pods)[0]
+        phase = "Pending" if seen is None else seen.phase
         reason, message = error
-    elif job is None:
+    elif seen is None:
         phase, reason, message = "Pending", "CreatingJob", "creating the prep Job"
     else:
-        phase, reason, message = _from_job(spec, job, pods)
+        phase, reason, message = seen.phase, seen.reason, seen.message
         waiting = lease_wait_message(cr, now) if phase in ("Pending", "Running") else None
         if waiting is not None:
             reason, message = "WaitingForOutputLease", waiting
 
-    if phase == "Succeeded" and job is not None:
+    if phase == "Succeeded" and seen is not None:
         outputs = _outputs(pods, spec, out.outputs)
         if outputs is not None:
             out.outputs = outputs
         out.failure = None
-        out.completion_time = job_status.get("completionTime") or out.completion_time or now
-    elif phase == "Failed" and job is not None:
-        out.failure = _failure(job, pods, log_tails or {})
+        out.completion_time = seen.completion_time or out.completion_time or now
+    elif phase == "Failed" and seen is not None:
+        out.failure = _failure(seen, pods, log_tails or {})
         message = out.failure.message
         reason = out.failure.reason
-        failed_cond = get_condition(job_status, "Failed") or get_condition(job_status, "FailureTarget")
-        out.completion_time = (
-            job_status.get("completionTime") or (failed_cond or {}).get("lastTransitionTime") or now
-        )
+        out.completion_time = seen.completion_time or seen.failed_time or now
     elif phase not in TERMINAL:
         out.failure = None
         out.completion_time = None
 
-    out.progress = _progress(spec, old.progress, job, phase, out.outputs)
+    out.progress = _progress(spec, old.progress, seen, phase, out.outputs)
     stalled = phase == "Failed" or error is not None
     out.phase = phase  # type: ignore[assignment]  # (a Phase: every branch above names one)
     out.message = message
@@ -126,7 +128,7 @@ def derive(
             "JobCreated",
             job_known,
             "JobCreated" if job_known else "NotCreated",
-            f"Job {out.job_ref.name}" if out.job_ref is not None else "",
+            f"{out.job_ref.kind} {out.job_ref.name}" if out.job_ref is not None else "",
             generation,
         ),
         make_condition(
@@ -156,29 +158,66 @@ def _carried_over(old: SFTDataPrepStatus, generation: int | None) -> SFTDataPrep
     )
 
 
-def _from_job(spec: Mapping[str, Any], job: Mapping[str, Any], pods: list[PodState]) -> tuple[str, str, str]:
-    """(phase, reason, message) from the Job's conditions, suspension, counts and its pods."""
+PrepObserver = Callable[[Mapping[str, Any], Mapping[str, Any], list[PodState]], Observed]
+"""(spec, child, its pods) → what the child says: :func:`observe_job` on a cluster."""
+
+
+def observe_job(spec: Mapping[str, Any], job: Mapping[str, Any], pods: list[PodState]) -> Observed:
+    """What the prep Job says: its conditions (Kubernetes >= 1.31 adds SuccessCriteriaMet and
+    FailureTarget before Complete and Failed), suspension, counts and its pods."""
     status = job.get("status") or {}
     workers = int(spec.get("parallelism") or job.get("spec", {}).get("completions") or 1)
+    done = len(parse_indexes(status.get("completedIndexes")))
+    start = status.get("startTime")
     if is_true(status, "Complete") or is_true(status, "SuccessCriteriaMet"):
-        return "Succeeded", "Succeeded", f"all {workers} prep workers finished"
+        return Observed(
+            "Succeeded",
+            "Succeeded",
+            workers_finished(workers),
+            completion_time=status.get("completionTime"),
+            start_time=start,
+            succeeded=done,
+        )
     if is_true(status, "Failed") or is_true(status, "FailureTarget"):
         cond = get_condition(status, "Failed") or get_condition(status, "FailureTarget") or {}
-        return "Failed", str(cond.get("reason") or "JobFailed"), str(cond.get("message") or "the Job failed")
+        reason = str(cond.get("reason") or "JobFailed")
+        return Observed(
+            "Failed",
+            reason,
+            str(cond.get("message") or "the Job failed"),
+            failed_reason=reason,
+            failed_message=str(cond.get("message") or ""),
+            failed_time=cond.get("lastTransitionTime"),
+            completion_time=status.get("completionTime"),
+            start_time=start,
+            succeeded=done,
+        )
     job_suspended = bool((job.get("spec") or {}).get("suspend")) or is_true(status, "Suspended")
     suspended = suspended_state(spec, job, job_suspended, "Job")
     if suspended is not None:
-        return suspended
+        return Observed(*suspended, start_time=start, succeeded=done)
+    failed = int(status.get("failed") or 0)
+    limit = (job.get("spec") or {}).get("backoffLimit")
+    state = workers_state(workers, pods, done, failed, limit)
+    return Observed(*state, start_time=start, succeeded=done)
+
+
+def workers_finished(workers: int) -> str:
+    return f"all {workers} prep workers finished"
+
+
+def workers_state(
+    workers: int, pods: list[PodState], done: int, failed_pods: int = 0, limit: int | None = None
+) -> tuple[str, str, str]:
+    """(phase, reason, message) of workers that neither all finished nor failed: Running once one runs
+    or is done, else Pending with what holds them; pod failures so far and the retry said."""
     live = [p for p in pods if not p.deleted]
     problem = pending_problem(live)
     running = [p for p in live if p.phase == "Running"]
-    done = len(parse_indexes(status.get("completedIndexes")))
-    failed_pods = int(status.get("failed") or 0)
     retry = ""
     if failed_pods:
         blamed = latest_failed(pods)
         what = f"; last: {describe_failure(blamed)['message']}" if blamed else ""
-        limit = (job.get("spec") or {}).get("backoffLimit")
         retry = f"; {failed_pods} pod failure(s) so far (backoffLimit {limit}), retrying{what}"
     if running or done:
         message = f"{len(running)} of {workers} workers running, {done} done{retry}"
@@ -251,11 +290,9 @@ def _empty(model: PrepOutputs | PrepProgress) -> bool:
     return not model.model_dump(exclude_none=True)
 
 
-def _failure(job: Mapping[str, Any], pods: list[PodState], log_tails: Mapping[str, str]) -> Failure:
-    status = job.get("status") or {}
-    cond = get_condition(status, "Failed") or get_condition(status, "FailureTarget") or {}
-    job_reason = str(cond.get("reason") or "JobFailed")
-    job_message = str(cond.get("message") or "")
+def _failure(seen: Observed, pods: list[PodState], log_tails: Mapping[str, str]) -> Failure:
+    job_reason = seen.failed_reason or "JobFailed"
+    job_message = seen.failed_message
     blamed = latest_failed(pods)
     if blamed is None:
         # e.g. DeadlineExceeded with pods still running, or pods already garbage-collected
@@ -272,7 +309,7 @@ def _failure(job: Mapping[str, Any], pods: list[PodState], log_tails: Mapping[st
 def _progress(
     spec: Mapping[str, Any],
     old: PrepProgress | None,
-    job: Mapping[str, Any] | None,
+    seen: Observed | None,
     phase: str,
     outputs: PrepOutputs | None,
 ) -> PrepProgress | None:
@@ -298,16 +335,15 @@ def _progress(
                 etas.append(int(snap["etaSeconds"]))
         if snap.get("updatedAt"):
             updated.append(str(snap["updatedAt"]))
-    job_status = (job or {}).get("status") or {}
     workers_total = int(spec.get("parallelism") or 1)
-    workers_done = len(parse_indexes(job_status.get("completedIndexes")))
+    workers_done = seen.succeeded if seen is not None else 0
     if phase == "Succeeded":
         done = total or done
         rate = 0.0
         final = outputs.totals.tokens if outputs is not None and outputs.totals is not None else None
         if final is not None:
             tokens = int(final)
-        if job is not None:
+        if seen is not None:
             workers_done = workers_total
     if phase in ("Failed", "Suspended"):
         rate = 0.0
@@ -331,7 +367,7 @@ def _progress(
         tokens_text=texts.get("tokensText"),
         eta_text=texts.get("etaText"),
     )
-    if phase == "Succeeded" and job is None and old is not None and not _empty(old):
+    if phase == "Succeeded" and seen is None and old is not None and not _empty(old):
         kept = old.model_copy(update={"workers": None})
         return None if _empty(kept) else kept
     return progress

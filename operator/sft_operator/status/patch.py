@@ -84,6 +84,21 @@ def _merge_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, An
     return patch
 
 
+def apply_merge_patch(target: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    """``target`` with the merge ``patch`` applied (RFC 7386, as the API server applies a status
+    patch): for a status kept without one (``sftctl run --local``)."""
+    out = copy.deepcopy(dict(target))
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, Mapping):
+            before = out.get(key)
+            out[key] = apply_merge_patch(before if isinstance(before, Mapping) else {}, value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
 @functools.cache
 def shared(model: type[BaseModel]) -> dict[str, frozenset[str]]:
     """``{key: the sub-keys the operator owns}`` for each field of ``model`` the workload writes into

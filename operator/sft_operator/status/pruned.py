@@ -55,16 +55,63 @@ def pruned_fields(cr: Mapping[str, Any]) -> list[str]:
         return []
     if not isinstance(applied, Mapping):
         return []
+    return dropped_fields(applied.get("spec"), cr.get("spec") or {})
+
+
+def dropped_fields(applied: Any, stored: Any, path: str = "spec") -> list[str]:
+    """Dotted paths of what ``applied`` has and ``stored`` lacks, each with a "did you mean" when a
+    kept field is close."""
     found: list[tuple[str, list[str]]] = []
-    _missing(applied.get("spec"), cr.get("spec") or {}, "spec", found)
+    _missing(applied, stored, path, found)
+    return _guessed(found)
+
+
+def unknown_fields(value: Any, schema: Mapping[str, Any], path: str = "spec") -> list[str]:
+    """Dotted paths of the fields of ``value`` a structural schema does not declare, which the API
+    server prunes (apiextensions-apiserver pkg/apiserver/schema/pruning/algorithm.go: kept are the
+    ``properties``, anything under ``additionalProperties`` or ``x-kubernetes-preserve-unknown-fields``),
+    each with a "did you mean" among the declared names (a snake_case key: its camelCase spelling)."""
+    found: list[tuple[str, list[str]]] = []
+    _undeclared(value, schema, path, found)
+    return _guessed(found)
+
+
+def _undeclared(value: Any, schema: Mapping[str, Any], path: str, out: list[tuple[str, list[str]]]) -> None:
+    if isinstance(value, Mapping):
+        if schema.get("x-kubernetes-preserve-unknown-fields"):
+            return
+        properties = schema.get("properties") or {}
+        additional = schema.get("additionalProperties")
+        for key, item in value.items():
+            if key in properties:
+                _undeclared(item, properties[key], f"{path}.{key}", out)
+            elif isinstance(additional, Mapping):
+                _undeclared(item, additional, f"{path}.{key}", out)
+            elif additional is not True:
+                out.append((f"{path}.{key}", list(properties)))
+    elif isinstance(value, list) and isinstance(schema.get("items"), Mapping):
+        for index, item in enumerate(value):
+            _undeclared(item, schema["items"], f"{path}[{index}]", out)
+
+
+def _guessed(found: list[tuple[str, list[str]]]) -> list[str]:
+    """Each path, with the sibling name it most likely meant: the same name in another case or as
+    camelCase (``gpus_per_node`` → ``gpusPerNode``), else a near spelling."""
     out = []
-    for path, siblings in found:
-        key = path.rsplit(".", 1)[-1]
+    for where, siblings in found:
+        key = where.rsplit(".", 1)[-1]
+        camel = _camel(key).lower()
+        same = [s for s in siblings if s.lower() in (key.lower(), camel)]
         close = difflib.get_close_matches(key, siblings, n=1, cutoff=0.6)
-        lowered = [s for s in siblings if s.lower() == key.lower()]
-        guess = lowered[0] if lowered else (close[0] if close else None)
-        out.append(f"{path} (did you mean {guess}?)" if guess else path)
+        guess = same[0] if same else (close[0] if close else None)
+        out.append(f"{where} (did you mean {guess}?)" if guess else where)
     return out
+
+
+def _camel(key: str) -> str:
+    """``gpus_per_node`` → ``gpusPerNode`` (the API's spelling of a Python-style name)."""
+    first, *rest = key.split("_")
+    return first + "".join(part[:1].upper() + part[1:] for part in rest)
 
 
 def pruned_conditions(cr: Mapping[str, Any], generation: int | None) -> list[dict[str, Any]]:

@@ -30,7 +30,7 @@ from sft_common.result import CheckpointInfo, TrainResult
 from sft_operator import backends
 from sft_operator.api.sftrun import RunFailure, RunOutputs, RunProgress, SFTRunStatus, TrainerStatusMirror
 from sft_operator.api.status import ChildRef
-from sft_operator.backends.base import Backend, Observed
+from sft_operator.backends.base import Observed, Observer
 from sft_operator.status import patch
 from sft_operator.status.common import (
     TERMINAL,
@@ -61,7 +61,7 @@ def derive(
     config_map: Mapping[str, Any] | None = None,
     error: tuple[str, str] | None = None,
     log_tails: Mapping[str, str] | None = None,
-    backend: Backend | None = None,
+    backend: Observer | None = None,
     hang: HangState | None = None,
 ) -> SFTRunStatus:
     """The operator's part of the status for the CR's current state.
@@ -74,7 +74,8 @@ def derive(
     spec = cr.get("spec") or {}
     old = patch.parse_status(SFTRunStatus, cr.get("status"))
     generation = (cr.get("metadata") or {}).get("generation")
-    backend = backend or backends.of_child(job) or backends.REGISTRY.get(old.backend or "")
+    if backend is None:
+        backend = backends.of_child(job) or backends.REGISTRY.get(old.backend or "")
     pods = backend.pods_of(job, list(pods)) if job is not None and backend is not None else list(pods)
     out = _carried_over(old, generation)
     see_children(out, job, config_map)
@@ -257,7 +258,7 @@ def _checkpoints(pods: list[PodState], old: SFTRunStatus, phase: str) -> Checkpo
 
 
 def _failure(
-    backend: Backend, seen: Observed, pods: list[PodState], log_tails: Mapping[str, str]
+    backend: Observer, seen: Observed, pods: list[PodState], log_tails: Mapping[str, str]
 ) -> RunFailure:
     job_reason = seen.failed_reason or f"{backend.kind}Failed"
     blamed = latest_failed(pods)
