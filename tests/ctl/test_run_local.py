@@ -121,7 +121,8 @@ def test_engine_megatron_falls_back_to_hf_here_and_says_so(
     pipeline = tmp_path / "megatron.yaml"
     run_yaml = (SAMPLES / "sftrun-tiny.yaml").read_text()
     for old, new in (
-        ("engine: hf", "engine: megatron"),
+        # sizes that fit 8 GPUs (unset ones are the recipe's, TP 8 × EP 16: 16 GPUs)
+        ("engine: hf", "engine: megatron\n  parallelism: {tensorParallelSize: 1, expertParallelSize: 1}"),
         ("trainIters: 20", "trainIters: 2"),
         ("gpusPerNode: 0", "gpusPerNode: 8"),
         ("globalBatchSize: 4", "globalBatchSize: 8"),  # a multiple of DP 8 (the admission check)

@@ -79,7 +79,7 @@ def test_data_padded_too_little_stalls_before_anything_exists(cluster: KubeEmula
         "precision": "bf16",
         "gpusPerNode": 8,
         "nodes": 2,
-        "parallelism": {"contextParallelSize": 2},
+        "parallelism": {"tensorParallelSize": 1, "contextParallelSize": 2},
         "train": {"trainIters": 50, "globalBatchSize": 8},
     }
     with operator():

@@ -27,7 +27,17 @@ def spec(**overrides: Any) -> SFTRunSpec:
     ("overrides", "needle"),
     [
         ({"parallelism": {"tensorParallelSize": 3}}, "does not divide the 32 GPUs"),
-        ({"train": {"trainIters": 10, "globalBatchSize": 48}}, "multiple of 32"),
+        (
+            {
+                "parallelism": {"tensorParallelSize": 1, "expertParallelSize": 1},
+                "train": {"trainIters": 10, "globalBatchSize": 48},
+            },
+            "multiple of 32",
+        ),
+        # unset sizes are the recipe's (TP 8, EP 16), as the trainer resolves them
+        ({"train": {"trainIters": 10, "globalBatchSize": 3}}, "data-parallel size 4 (= 32 GPUs / (tensor 8"),
+        # ... so one node of 8 GPUs cannot hold the recipe's EP 16: refused here, not in Megatron
+        ({"nodes": 1, "parallelism": {}}, "expert (16) × expert tensor (1) = 16 does not divide the 8 GPUs"),
         (
             {
                 "parallelism": {"tensorParallelSize": 4, "contextParallelSize": 2},
@@ -56,7 +66,8 @@ def test_valid_batch_for_the_data_parallel_size() -> None:
     ("parallelism", "need"),
     [
         ({}, 1),
-        ({"contextParallelSize": 2}, 4),
+        ({"tensorParallelSize": 1, "contextParallelSize": 2}, 4),
+        ({"contextParallelSize": 2}, 16),  # the recipe's TP 8 with sequence parallelism
         ({"tensorParallelSize": 4, "sequenceParallel": True}, 1),  # no CP: nothing to pad
         (
             {
@@ -97,7 +108,10 @@ def test_sequence_multiple_the_parallelism_needs(parallelism: dict[str, Any], ne
 
 
 def test_data_padded_too_little_is_refused_naming_pad_seq_to_mult() -> None:
-    owner = cr(parallelism={"contextParallelSize": 2, "expertParallelSize": 1}, train={"globalBatchSize": 16})
+    owner = cr(
+        parallelism={"tensorParallelSize": 1, "contextParallelSize": 2, "expertParallelSize": 1},
+        train={"globalBatchSize": 16},
+    )
     run = render.parse_spec(owner)
     ready = prep("Succeeded", outputs={"outputDir": "s3://b/o", "packSize": 4096, "padSeqToMult": 2})
     data = resolve_data(owner, ready)

@@ -74,11 +74,18 @@ def test_the_training_hash_follows_a_training_field_and_ignores_one_set_to_its_d
 
 # Hashes the operator computed before gpusPerNode's default depended on the engine (one default, 8, so
 # the API server's old CRD stored gpusPerNode: 8 in every CR that left it out): computed with that
-# release's code (render.sftrun.training_spec_hash at commit 19e01f3) for these specs.
+# release's code (render.sftrun.training_spec_hash at commit 19e01f3) for these specs. The megatron
+# specs set sizes that fit their GPUs (unset sizes are the recipe's, TP 8 × EP 16, which 8 GPUs
+# cannot hold: such a spec is refused).
+MEGATRON_SIZES = {
+    None: {"tensorParallelSize": 8, "expertParallelSize": 8},
+    8: {"tensorParallelSize": 8, "expertParallelSize": 8},
+    4: {"tensorParallelSize": 4, "expertParallelSize": 4},
+}
 HASHES_BEFORE_ENGINE_DEFAULT = {
-    (None, None): "5e2f2d680e54312e",
-    ("megatron", 8): "5e2f2d680e54312e",
-    ("megatron", 4): "53baa1968a737a2a",
+    (None, None): "c99c3c5bb9b999a0",
+    ("megatron", 8): "c99c3c5bb9b999a0",
+    ("megatron", 4): "9049732f9686d43a",
     ("hf", 8): "4c177bbc5160b9fa",  # an hf CR that left it out, as the old CRD stored it
     ("hf", 0): "4e6fa714ef8e03c0",
 }
@@ -98,6 +105,7 @@ def test_the_engine_dependent_gpus_default_leaves_running_crs_hashes_unchanged()
             **base,
             **({"engine": engine} if engine else {}),
             **({"gpusPerNode": gpus} if gpus is not None else {}),
+            **({"parallelism": MEGATRON_SIZES[gpus]} if engine != "hf" else {}),
         }
         assert training_spec_hash(SFTRunSpec.model_validate(spec)) == before, (engine, gpus)
     # an hf CR created with the new CRD leaving it out: read as 0 now, hashed as the old CRD stored it

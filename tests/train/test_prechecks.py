@@ -378,6 +378,7 @@ def test_the_sftrun_spec_carries_the_switch_into_the_trainer_config() -> None:
                 "model": {"pretrainedCheckpoint": "s3://bkt/base"},
                 "train": {"globalBatchSize": 8},
                 "checkpoint": {"save": "s3://bkt/ck"},
+                "parallelism": {"tensorParallelSize": 1, "expertParallelSize": 1},  # fits 1 × 8 GPUs
             }
         )
         assert spec.train_config("s3://bkt/prep", None).data.allow_full_loss_mask is value

@@ -22,8 +22,8 @@ import yaml
 from sft_common.config import load_config
 from sft_train.cli import main
 from sft_train.config import TrainConfig
-from sft_train.engines.megatron_plan import RECIPES, run_parallelism
-from sft_train.parallel import Parallelism, world_problem
+from sft_train.engines.megatron_plan import RECIPES
+from sft_train.parallel import Parallelism, run_parallelism, world_problem
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = REPO / "manifests" / "samples"

@@ -162,8 +162,7 @@ def megatron_world(config: TrainConfig, args: argparse.Namespace) -> tuple[int, 
     """(GPUs per node, nodes, parallelism) of the printed torchrun, checked against the parallelism the
     run gets (the config's sizes, else the recipe's): a plan that Megatron would refuse at start-up is a
     config error here. Without ``--nnodes``, the fewest nodes that hold the parallelism."""
-    from sft_train.engines.megatron_plan import run_parallelism
-    from sft_train.parallel import min_nodes, world_problem
+    from sft_train.parallel import min_nodes, run_parallelism, world_problem
 
     par = run_parallelism(config)
     nproc = args.nproc_per_node or 8

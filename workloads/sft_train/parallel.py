@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,34 @@ class Parallelism:
     def min_world(self) -> int:
         """The fewest GPUs that hold these sizes (every valid world size is a multiple of it)."""
         return math.lcm(self.tp * self.pp * self.cp, self.ep * self.etp * self.pp)
+
+
+RECIPE_SIZES: dict[str, tuple[Parallelism, Parallelism]] = {
+    # Megatron-Bridge 0.6.2 recipes/nemotronh/h100/nemotron_3_super.py: the 16-GPU full SFT function
+    # sets TP 8, PP 1, CP 1, EP 16, ETP 1 with sequence parallelism; the 1-GPU PEFT one TP 1, EP 1.
+    "nemotron_3_super": (
+        Parallelism(tp=8, pp=1, cp=1, ep=16, etp=1, sp=True),
+        Parallelism(tp=1, pp=1, cp=1, ep=1, etp=1, sp=True),
+    ),
+}
+"""A known recipe's sizes, (full SFT, PEFT): what an unset ``parallelism`` key keeps (the recipe
+functions themselves are named in :data:`sft_train.engines.megatron_plan.RECIPES`)."""
+
+
+def run_parallelism(config: Any) -> Parallelism:
+    """The sizes a run gets (``config``: a TrainConfig, or an SFTRun spec, which is one): each
+    ``parallelism`` key set, else the named recipe's, else 1 (a dotted recipe of the user's own)."""
+    par = config.parallelism
+    known = RECIPE_SIZES.get(config.model.recipe)
+    return resolve(
+        known[1 if config.peft is not None else 0] if known else None,
+        tp=par.tensor_parallel_size,
+        pp=par.pipeline_parallel_size,
+        cp=par.context_parallel_size,
+        ep=par.expert_parallel_size,
+        etp=par.expert_tensor_parallel_size,
+        sp=par.sequence_parallel,
+    )
 
 
 def resolve(

@@ -235,7 +235,8 @@ class SFTRunSpec(TrainConfig, PodFields, BatchFields):
     def _check_parallelism(self) -> None:
         """The parallel sizes must tile the world (nodes × GPUs) and the global batch must split
         evenly into micro batches over the data-parallel ranks; Megatron (or the hf engine) would
-        fail only after the pods started and loaded the model. Unset sizes count as 1."""
+        fail only after the pods started and loaded the model. Unset sizes are the recipe's, as the
+        trainer resolves them (:func:`sft_train.parallel.run_parallelism`)."""
         world = self.nodes * (self.gpus() or 1)
         gbs, mbs = self.train.global_batch_size, self.train.micro_batch_size
         if self.engine != "megatron":
@@ -249,15 +250,7 @@ class SFTRunSpec(TrainConfig, PodFields, BatchFields):
                     f"globalBatchSize to a multiple of {mbs * world} or change the process count{cpu}"
                 )
             return
-        par = self.parallelism
-        sizes = parallel.resolve(  # the trainer's one check of sizes against a world (unset: 1)
-            None,
-            par.tensor_parallel_size,
-            par.pipeline_parallel_size,
-            par.context_parallel_size,
-            par.expert_parallel_size,
-            par.expert_tensor_parallel_size,
-        )
+        sizes = parallel.run_parallelism(self)  # the trainer's sizes: set, else the recipe's
         gpus = self.gpus() or 1
         problem = parallel.world_problem(
             sizes, self.nodes, gpus, gbs, mbs, where="nodes × gpusPerNode", names=parallel.SPEC_NAMES
@@ -285,14 +278,12 @@ class SFTRunSpec(TrainConfig, PodFields, BatchFields):
 
     def seq_multiple(self) -> int:
         """What every packed sub-sequence must be padded to for this run's parallelism: the trainer's
-        own rule (:func:`sft_train.config.pad_multiple`; unset sizes count as 1 here, the trainer
-        re-checks with the recipe's defaults when it starts)."""
+        own rule (:func:`sft_train.config.pad_multiple`) on the sizes it resolves (set, else the
+        recipe's)."""
         if self.engine != "megatron":
             return 1
-        par = self.parallelism
-        return pad_multiple(
-            par.tensor_parallel_size or 1, par.context_parallel_size or 1, bool(par.sequence_parallel)
-        )
+        par = parallel.run_parallelism(self)
+        return pad_multiple(par.tp, par.cp, par.sp)
 
     def _check_gpu_resources(self) -> None:
         for section in ("requests", "limits"):

@@ -35,7 +35,7 @@ from typing import Any
 from sft_common import storage
 from sft_train.config import TrainConfig, pad_multiple
 from sft_train.packed_data import DataInfo, check_seq_length, pad_multiple_of
-from sft_train.parallel import Parallelism, resolve
+from sft_train.parallel import RECIPE_SIZES, Parallelism, run_parallelism
 
 MEGATRON_BRIDGE_VERSION = "0.6.2"
 """The Megatron-Bridge release the trainer image installs and this plan is written and tested against."""
@@ -72,8 +72,8 @@ RECIPES: dict[str, Recipe] = {
         sft=f"{_H100}.nemotron_3_super.nemotron_3_super_sft_16gpu_h100_bf16_config",
         peft=f"{_H100}.nemotron_3_super.nemotron_3_super_peft_1gpu_h100_bf16_config",
         hf_model_id="nvidia/NVIDIA-Nemotron-3-Super-120B-A12B-BF16",
-        sft_parallelism=Parallelism(tp=8, pp=1, cp=1, ep=16, etp=1, sp=True),
-        peft_parallelism=Parallelism(tp=1, pp=1, cp=1, ep=1, etp=1, sp=True),
+        sft_parallelism=RECIPE_SIZES["nemotron_3_super"][0],
+        peft_parallelism=RECIPE_SIZES["nemotron_3_super"][1],
     ),
 }
 MIXED_PRECISION = {"bf16": "bf16_mixed"}
@@ -137,21 +137,6 @@ def required_pad_multiple(config: TrainConfig) -> int:
     """
     par = run_parallelism(config)
     return pad_multiple(par.tp, par.cp, par.sp)
-
-
-def run_parallelism(config: TrainConfig) -> Parallelism:
-    """The sizes the run gets: the config's, else the named recipe's (a dotted recipe: 1)."""
-    par = config.parallelism
-    known = RECIPES.get(config.model.recipe)
-    return resolve(
-        known.parallelism(config.peft is not None) if known else None,
-        tp=par.tensor_parallel_size,
-        pp=par.pipeline_parallel_size,
-        cp=par.context_parallel_size,
-        ep=par.expert_parallel_size,
-        etp=par.expert_tensor_parallel_size,
-        sp=par.sequence_parallel,
-    )
 
 
 def pad_multiple_problem(required: int, info: DataInfo) -> str | None:
