@@ -20,7 +20,7 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from kubeemu import KubeEmulator
 from kubeemu.fixtures import PROJECT_CRDS
 from kubeemu.podrunner import PodRunner
 from sft_operator.render.pods import WorkloadDefaults
+from sft_operator.status.pods import JOB_INDEX_ANNOTATION
 from sft_train.demo import build_base_model
 
 # torchrun rendezvous on the emulator's fixed master port: these tests run on one xdist worker
@@ -117,6 +118,33 @@ def explain(kube: KubeEmulator, status: dict[str, Any]) -> str:
     return json.dumps(status, indent=1)[:3000] + json.dumps(logs, indent=1)[-6000:]
 
 
+def node1_at_checkpoint(
+    kube: KubeEmulator,
+    ckpts: Path,
+    seen: list[dict[str, Any]],
+    first_attempt: Callable[[dict[str, Any]], bool],
+    what: str,
+) -> dict[str, Any]:
+    """Node 1's pod, once the checkpoint at iteration 10 is saved and both pods of the group's first
+    attempt (``first_attempt``) run; fails if the run finishes before it could be ``what`` (killed,
+    stopped). The statuses seen meanwhile go to ``seen``."""
+
+    def ready() -> list[dict[str, Any]] | None:
+        st = kube.get("SFTRun", "tiny").get("status") or {}
+        seen.append(st)
+        if st.get("phase") in ("Succeeded", "Failed"):
+            raise AssertionError(f"finished before a node could be {what}: {explain(kube, st)}")
+        pods = [
+            p
+            for p in kube.list("pods", "default")
+            if first_attempt(p) and p["status"].get("phase") == "Running"
+        ]
+        return pods if (ckpts / "iter_0000010").is_dir() and len(pods) == 2 else None
+
+    first = kube.wait_for(ready, TIMEOUT, interval=0.05, message="a checkpoint at iteration 10")
+    return next(p for p in first if p["metadata"]["annotations"][JOB_INDEX_ANNOTATION] == "1")
+
+
 @pytest.mark.parametrize("backend", ["trainjob", "jobset", "job"])
 def test_tiny_prep_then_two_node_run_succeed_on_the_backend(
     kube: KubeEmulator, pod_runner: PodRunner, pvc_root: Path, backend: str
@@ -175,26 +203,8 @@ def test_killed_node_restarts_the_group_and_the_run_resumes_from_its_checkpoint(
         kube.create(prep)
         kube.create(run)
 
-        def first_checkpoint() -> list[dict[str, Any]] | None:
-            st = kube.get("SFTRun", "tiny").get("status") or {}
-            seen.append(st)
-            if st.get("phase") in ("Succeeded", "Failed"):
-                raise AssertionError(f"finished before a node could be killed: {explain(kube, st)}")
-            pods = [
-                p
-                for p in kube.list("pods", "default")
-                if p["metadata"]["labels"].get(ATTEMPT_LABEL[backend]) == "0"
-                and p["status"].get("phase") == "Running"
-            ]
-            return pods if (ckpts / "iter_0000010").is_dir() and len(pods) == 2 else None
-
-        first = kube.wait_for(
-            first_checkpoint, TIMEOUT, interval=0.05, message="a checkpoint at iteration 10"
-        )
-        node1 = next(
-            p
-            for p in first
-            if p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"] == "1"
+        node1 = node1_at_checkpoint(
+            kube, ckpts, seen, lambda p: p["metadata"]["labels"].get(ATTEMPT_LABEL[backend]) == "0", "killed"
         )
         pod_runner.kill_pod(node1["metadata"]["name"])
         status = kube.wait_for(lambda: finished(kube, seen), TIMEOUT, interval=0.05, message="SFTRun tiny")

@@ -25,7 +25,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_sftrun_backends_e2e import DEFAULTS, TIMEOUT, explain, finished, install, prepare, pvc_root, sample
+from test_sftrun_backends_e2e import (
+    DEFAULTS,
+    TIMEOUT,
+    explain,
+    finished,
+    install,
+    node1_at_checkpoint,
+    prepare,
+    pvc_root,
+    sample,
+)
 
 from inprocess_operator import run_operator
 from kubeemu import KubeEmulator
@@ -63,21 +73,8 @@ def test_a_stopped_node_makes_the_run_hung_and_restart_on_hang_resumes_it(
         kube.create(prep)
         kube.create(run)
 
-        def first_checkpoint() -> list[dict[str, Any]] | None:
-            st = kube.get("SFTRun", "tiny").get("status") or {}
-            if st.get("phase") in ("Succeeded", "Failed"):
-                raise AssertionError(f"finished before a node could be stopped: {explain(kube, st)}")
-            pods = [p for p in kube.list("pods", "default") if p["status"].get("phase") == "Running"]
-            pods = [p for p in pods if p["metadata"]["name"].startswith("tiny-train-node-0-")]
-            return pods if (ckpts / "iter_0000010").is_dir() and len(pods) == 2 else None
-
-        first = kube.wait_for(
-            first_checkpoint, TIMEOUT, interval=0.05, message="a checkpoint at iteration 10"
-        )
-        node1 = next(
-            p
-            for p in first
-            if p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"] == "1"
+        node1 = node1_at_checkpoint(
+            kube, ckpts, seen, lambda p: p["metadata"]["name"].startswith("tiny-train-node-0-"), "stopped"
         )
         pod_runner.kill_pod(node1["metadata"]["name"], sig=signal.SIGSTOP)  # a rank stuck in a collective
 

@@ -174,23 +174,23 @@ def test_a_crash_still_counts_against_max_restarts(jobsets: KubeEmulator, pod_ru
     assert cond is not None and cond["reason"] == "ReachedMaxRestarts"
 
 
-def test_pytorchjob_exit_code_policy_retries_143_without_using_backoff_limit(
-    kube: KubeEmulator, pod_runner: PodRunner, tmp_path: Path
-) -> None:
-    kube.install_pytorchjob_crd()
-    container = {
-        "name": "pytorch",
-        "image": "local",
-        "command": [sys.executable, "-c", HOLD_ONCE, str(tmp_path)],
-    }
+def exit_code_job(command: list[str]) -> dict[str, Any]:
+    """A one-Master PyTorchJob running ``command`` under ``restartPolicy: ExitCode``, no backoff."""
+    container = {"name": "pytorch", "image": "local", "command": command}
     replica = {"replicas": 1, "restartPolicy": "ExitCode", "template": {"spec": {"containers": [container]}}}
-    body = {
+    return {
         "apiVersion": "kubeflow.org/v1",
         "kind": "PyTorchJob",
         "metadata": {"name": "train"},
         "spec": {"runPolicy": {"backoffLimit": 0}, "pytorchReplicaSpecs": {"Master": replica}},
     }
-    kube.create(body)
+
+
+def test_pytorchjob_exit_code_policy_retries_143_without_using_backoff_limit(
+    kube: KubeEmulator, pod_runner: PodRunner, tmp_path: Path
+) -> None:
+    kube.install_pytorchjob_crd()
+    kube.create(exit_code_job([sys.executable, "-c", HOLD_ONCE, str(tmp_path)]))
     master = running_pod(kube, "training.kubeflow.org/job-name=train")
     pod_runner.kill_pod(master["metadata"]["name"], sig=signal.SIGTERM)  # 143: retryable
     done = kube.wait_for_object("pytorchjobs", "train", lambda o: condition(o, "Succeeded"), timeout=30)
@@ -235,15 +235,7 @@ def test_pytorchjob_retries_the_trainers_retryable_exit_and_fails_fast_on_a_conf
     runs = tmp_path / "attempts"
     runs.mkdir()
     torchrun = ["sft-torchrun", "--standalone", "--nproc-per-node=1", str(script), str(runs), kind]
-    container = {"name": "pytorch", "image": "local", "command": pytorchjob.retry_above_128(torchrun)}
-    replica = {"replicas": 1, "restartPolicy": "ExitCode", "template": {"spec": {"containers": [container]}}}
-    body = {
-        "apiVersion": "kubeflow.org/v1",
-        "kind": "PyTorchJob",
-        "metadata": {"name": "train"},
-        "spec": {"runPolicy": {"backoffLimit": 0}, "pytorchReplicaSpecs": {"Master": replica}},
-    }
-    kube.create(body)
+    kube.create(exit_code_job(pytorchjob.retry_above_128(torchrun)))
     done = kube.wait_for_object(
         "pytorchjobs", "train", lambda o: condition(o, "Succeeded") or condition(o, "Failed"), timeout=120
     )
