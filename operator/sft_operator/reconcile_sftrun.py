@@ -41,8 +41,7 @@ from sft_operator.status.pods import PodState, pod_state
 from sft_operator.status.rundata import DataState, padding_problem, resolve_data
 
 log = logging.getLogger(__name__)
-CRD_MISSING = "BackendCRDMissing"
-BLOCKED_REASONS = frozenset({CRD_MISSING, "NoTrainingBackend"})
+BLOCKED_REASONS = frozenset({backends.CRD_MISSING})
 """Stalled reasons that only a cluster change clears (re-checked with a growing interval)."""
 
 
@@ -163,7 +162,7 @@ class RunKind(steps.Kind[RunActed]):
             ensured = await ensure_child(ctx.client, backend.resource, children.job, uid, desc)
         except ApiError as exc:
             if exc.not_found:
-                raise CrdMissing(*backends.missing_message(backend.name, {})) from None
+                raise CrdMissing(*backends.missing_message(backend)) from None
             raise
         acted.child, acted.created = ensured.obj, ensured.created
 
@@ -236,17 +235,12 @@ class RunKind(steps.Kind[RunActed]):
 
     @staticmethod
     async def _choose(ctx: Context, wanted: str) -> Backend:
-        """The backend for a run that starts now, from the CRDs the cluster serves."""
-        candidates = backends.PREFERENCE if wanted == backends.AUTO else (backends.named(wanted),)
-        served: dict[str, bool] = {}
-        for candidate in candidates:
-            served[candidate.name] = candidate.crd is None or await ctx.client.serves(candidate.resource)
-            if served[candidate.name]:
-                break
-        chosen = backends.choose(wanted, served)
-        if chosen is None:
-            raise CrdMissing(*backends.missing_message(wanted, served))
-        return chosen
+        """The backend for a run that starts now: the first of :func:`backends.candidates` whose CRD
+        the cluster serves (probed in that order, no further)."""
+        for candidate in backends.candidates(wanted):
+            if candidate.crd is None or await ctx.client.serves(candidate.resource):
+                return candidate
+        raise CrdMissing(*backends.missing_message(backends.named(wanted)))  # auto always has job
 
     @staticmethod
     def _wanted(ctx: Context, cr: Mapping[str, Any]) -> str:

@@ -65,12 +65,12 @@ def test_the_chart_lists_the_registry() -> None:
     assert [row["name"] for row in listed] == [b.name for b in backends.PREFERENCE]
 
 
-def test_the_missing_crd_message_names_every_backend_that_needs_one() -> None:
-    reason, message = backends.missing_message(backends.AUTO, {})
-    assert reason == "NoTrainingBackend"
+def test_the_missing_crd_message_says_what_to_install() -> None:
     for backend in backends.PREFERENCE:
         if backend.crd:
-            assert backend.crd in message and backend.install in message
+            reason, message = backends.missing_message(backend)
+            assert reason == backends.CRD_MISSING
+            assert backend.crd in message and backend.install in message and "auto" in message
 
 
 def _code_strings(path: Path) -> list[str]:

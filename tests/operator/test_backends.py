@@ -7,17 +7,22 @@ Rendered children are admitted by kubeemu's Trainer/JobSet CRDs (written from th
 from __future__ import annotations
 
 import copy
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 from sftrun_objects import DATA, DEFAULTS, cr
 
 from kubeemu import KubeEmulator
-from sft_operator import backends
+from sft_operator.backends.base import Backend
+from sft_operator.backends.job import BACKEND as job
 from sft_operator.backends.jobset import BACKEND as jobset
 from sft_operator.backends.pytorchjob import BACKEND as pytorchjob
 from sft_operator.backends.trainjob import BACKEND as trainjob
+from sft_operator.context import Context
 from sft_operator.errors import InvalidSpec
+from sft_operator.kube.client import Resource
+from sft_operator.reconcile_sftrun import CrdMissing, RunKind
 from sft_operator.render import sftrun as render
 from sft_operator.status.pods import pod_state
 from status_json import sftrun as status
@@ -30,16 +35,33 @@ def rendered(backend: Any, **spec: Any) -> dict[str, Any]:
     return render.render(cr(**spec), DATA, DEFAULTS, backend).job
 
 
-def test_choice_prefers_trainjob_then_jobset_then_pytorchjob() -> None:
-    assert backends.choose("auto", {"trainjob": True, "jobset": True, "pytorchjob": True}) is trainjob
-    assert backends.choose("auto", {"trainjob": False, "jobset": True}) is jobset
-    assert backends.choose("auto", {"pytorchjob": True}) is pytorchjob
-    assert backends.choose("auto", {}) is None
-    assert backends.choose("jobset", {"trainjob": True, "jobset": False}) is None
-    reason, message = backends.missing_message("auto", {})
-    assert reason == "NoTrainingBackend"
-    assert all(b.crd in message for b in backends.PREFERENCE if b.crd)
-    reason, message = backends.missing_message("jobset", {})
+class Discovery:
+    """What ``RunKind._choose`` asks the API client: whether a resource is served (API discovery);
+    records what it probed."""
+
+    def __init__(self, *served: str) -> None:
+        self.served = set(served)
+        self.probed: list[str] = []
+
+    async def serves(self, resource: Resource) -> bool:
+        self.probed.append(resource.plural)
+        return resource.plural in self.served
+
+
+async def choose(wanted: str, discovery: Discovery) -> Backend:
+    return await RunKind._choose(cast("Context", SimpleNamespace(client=discovery)), wanted)
+
+
+async def test_choice_prefers_trainjob_then_jobset_then_pytorchjob_then_job() -> None:
+    everything = Discovery("trainjobs", "jobsets", "pytorchjobs")
+    assert await choose("auto", everything) is trainjob
+    assert everything.probed == ["trainjobs"]  # probed in order, no further than the first served
+    assert await choose("auto", Discovery("jobsets", "pytorchjobs")) is jobset
+    assert await choose("auto", Discovery("pytorchjobs")) is pytorchjob
+    assert await choose("auto", Discovery()) is job  # no CRD needed: a run never stalls for want of one
+    with pytest.raises(CrdMissing) as missing:
+        await choose("jobset", Discovery("trainjobs"))
+    reason, message = missing.value.args
     assert reason == "BackendCRDMissing" and "jobsets.jobset.x-k8s.io" in message and "auto" in message
 
 

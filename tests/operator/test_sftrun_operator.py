@@ -427,9 +427,10 @@ def test_deleting_the_run_deletes_its_children(cluster: KubeEmulator) -> None:
 
 def test_crd_recheck_backs_off_with_the_time_blocked() -> None:
     """First re-check after recheck_base; then about as long as the run has been blocked, capped."""
+    from sft_operator.backends import CRD_MISSING
     from sft_operator.context import Context
     from sft_operator.kube.client import KubeClient
-    from sft_operator.reconcile_sftrun import CRD_MISSING, _recheck_delay
+    from sft_operator.reconcile_sftrun import _recheck_delay
 
     now = {"t": "2026-11-25T10:00:00Z"}
     ctx = Context(

@@ -77,27 +77,21 @@ def listing() -> str:
     return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} or {items[-1]}"
 
 
-def missing_message(wanted: str, served: Mapping[str, bool]) -> tuple[str, str]:
-    """(reason, message) for a run whose backend's CRD is not served; the run starts by itself later."""
-    if wanted != AUTO:
-        b = REGISTRY[wanted]
-        return (
-            "BackendCRDMissing",
-            f"spec.backend is {wanted} but the {b.kind} CRD ({b.crd}) is not served by this cluster: install "
-            f"{b.install}, or set spec.backend to auto; the run starts by itself once the CRD is there",
-        )
-    needing = [b for b in PREFERENCE if b.crd]
-    kinds = ", ".join(b.kind for b in needing)
-    options = "; ".join(f"{b.kind} ({b.crd}): install {b.install}" for b in needing)
+CRD_MISSING = "BackendCRDMissing"
+"""The Stalled reason of a run whose named backend's CRD is not served (it starts once it is)."""
+
+
+def missing_message(backend: Backend) -> tuple[str, str]:
+    """(reason, message) for a run that names ``backend`` while its CRD is not served. ``auto`` never
+    needs one: its last choice, a backend without a CRD (``job``), is always served."""
     return (
-        "NoTrainingBackend",
-        f"no training backend is installed: none of the {kinds} CRDs is served. "
-        f"Install one of {options}; the run starts by itself once one is there",
+        CRD_MISSING,
+        f"spec.backend is {backend.name} but the {backend.kind} CRD ({backend.crd}) is not served by this "
+        f"cluster: install {backend.install}, or set spec.backend to auto; the run starts by itself once "
+        "the CRD is there",
     )
 
 
-def choose(wanted: str, served: Mapping[str, bool]) -> Backend | None:
-    """The backend for a run that starts now (``served``: backend name → CRD served), or None."""
-    if wanted != AUTO:
-        return REGISTRY[wanted] if served.get(wanted) else None
-    return next((b for b in PREFERENCE if served.get(b.name)), None)
+def candidates(wanted: str) -> tuple[Backend, ...]:
+    """The backends a run that starts now may take, in order: auto's preference, or the named one."""
+    return PREFERENCE if wanted == AUTO else (named(wanted),)
