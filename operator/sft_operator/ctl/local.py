@@ -324,11 +324,31 @@ def stop_all(workers: list[Worker]) -> None:
 
 
 class Interrupted(KeyboardInterrupt):
-    """SIGTERM of sftctl, handled as Ctrl-C (the processes are stopped, the status says so)."""
+    """Ctrl-C or SIGTERM of sftctl, raised once the processes are stopped and the status says so."""
 
 
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise Interrupted(signal.Signals(signum).name)
+class StopRequest:
+    """Ctrl-C or SIGTERM of sftctl, noted by the signal handler and acted on by the polling loops.
+
+    The handler only notes the signal: an exception raised from it lands wherever the main thread
+    happens to be, e.g. inside ``subprocess.Popen.poll`` between taking and releasing its wait lock,
+    and the ``wait()`` that stops the processes then blocks forever."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.signal = "SIGINT"
+
+    def handle(self, signum: int, frame: FrameType | None) -> None:
+        self.signal = signal.Signals(signum).name
+        self.event.set()
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep ``seconds`` or until a stop is requested; True when one is."""
+        return self.event.wait(seconds)
+
+    def raise_if_requested(self) -> None:
+        if self.event.is_set():
+            raise Interrupted(self.signal)
 
 
 class Reporter:
@@ -365,6 +385,7 @@ class LocalRunner:
         self.settings = settings
         self.echo = settings.echo
         self.preps: dict[str, dict[str, Any]] = {}
+        self.stop = StopRequest()
 
     # -- the file ---------------------------------------------------------------------------------
     def run(self, manifest: Manifest) -> int:
@@ -436,15 +457,11 @@ class LocalRunner:
             )
             for i in range(spec.parallelism)
         ]
-        interrupted: KeyboardInterrupt | None = None
-        try:
-            while True:
-                self._derive_prep(cr, group(tuple(w.state() for w in workers)), reporter, resource)
-                if all(w.poll() is not None for w in workers):
-                    break
-                time.sleep(0.2)
-        except KeyboardInterrupt as exc:
-            interrupted = exc
+        while True:
+            self._derive_prep(cr, group(tuple(w.state() for w in workers)), reporter, resource)
+            if all(w.poll() is not None for w in workers) or self.stop.wait(0.2):
+                break
+        if self.stop.event.is_set():
             self.echo(f"  interrupted: stopping {resource.ref}'s processes (SIGTERM)")
             stop_all(workers)
         for w in workers:
@@ -452,8 +469,7 @@ class LocalRunner:
         # once more now that every worker has exited and its last progress lines are read
         self._derive_prep(cr, group(tuple(w.state() for w in workers)), reporter, resource, True)
         self._finish(resource, cr, workers)
-        if interrupted is not None:
-            raise interrupted
+        self.stop.raise_if_requested()
         self.preps[resource.name] = cr
         return cr
 
@@ -526,22 +542,17 @@ class LocalRunner:
             spec.grace_seconds(),
         )
         worker.on_stdout = lambda line: self.echo(f"  | {line}")
-        interrupted: KeyboardInterrupt | None = None
-        try:
-            while True:
-                self._derive_run(cr, group((worker.state(),)), reporter, resource)
-                if worker.poll() is not None:
-                    break
-                time.sleep(0.2)
-        except KeyboardInterrupt as exc:
-            interrupted = exc
+        while True:
+            self._derive_run(cr, group((worker.state(),)), reporter, resource)
+            if worker.poll() is not None or self.stop.wait(0.2):
+                break
+        if self.stop.event.is_set():
             self.echo(f"  interrupted: stopping {resource.ref}'s processes (SIGTERM)")
             stop_all([worker])
         worker.finish()
         self._derive_run(cr, group((worker.state(),)), reporter, resource, True)
         self._finish(resource, cr, [worker])
-        if interrupted is not None:
-            raise interrupted
+        self.stop.raise_if_requested()
         return cr
 
     def _derive_run(
@@ -651,12 +662,14 @@ def megatron_unavailable() -> str | None:
 
 
 def run_local(manifest: Manifest, settings: LocalSettings) -> int:
-    """Run the file here; SIGTERM of sftctl stops it as Ctrl-C does (KeyboardInterrupt, re-raised
-    once the processes are stopped and the status written)."""
+    """Run the file here; Ctrl-C or SIGTERM of sftctl stops the processes, writes the status and
+    then raises :class:`Interrupted` (a KeyboardInterrupt: exit 130)."""
+    runner = LocalRunner(settings)
     if threading.current_thread() is not threading.main_thread():  # no signal handlers there
-        return LocalRunner(settings).run(manifest)
-    previous = signal.signal(signal.SIGTERM, _interrupt)
+        return runner.run(manifest)
+    previous = {sig: signal.signal(sig, runner.stop.handle) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        return LocalRunner(settings).run(manifest)
+        return runner.run(manifest)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
